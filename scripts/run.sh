@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds, and runs `relayllm` with the given arguments.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RELAYLLM_SKIP_VENV=1 scripts/install_deps.sh
+scripts/build.sh --target relayllm
+exec build/relayllm "$@"
