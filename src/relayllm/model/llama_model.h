@@ -1,0 +1,50 @@
+// The one Llama-family forward (Llama 2/3, Mistral, Qwen 2/3), written against the
+// Backend ops. Architecture differences are flags in ModelConfig: qkv bias (Qwen 2),
+// per-head q/k RMSNorm (Qwen 3), tied embeddings, rope variants.
+#pragma once
+
+#include <vector>
+
+#include "relayllm/backend/backend.h"
+#include "relayllm/model/model_config.h"
+#include "relayllm/model/model_weights.h"
+
+namespace relayllm {
+
+class LlamaModel {
+ public:
+  // Uploads the weights to the backend; host weights may be dropped afterwards.
+  // max_positions sizes the rope table.
+  LlamaModel(const ModelConfig& config, const ModelWeights& weights, Backend& backend,
+             int64_t max_positions);
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() { return backend_; }
+
+  // One paged K/V pair per layer, each [num_blocks, block_size, num_kv_heads, head_dim].
+  std::vector<KvLayer> allocate_kv_cache(int32_t num_blocks, int32_t block_size);
+  size_t kv_bytes_per_block(int32_t block_size) const;
+
+  // Runs every layer over the plan's rows, writing their K/V into kv_cache, and
+  // returns the logits of plan.logit_rows as [rows, vocab] fp32 on the host.
+  void forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, std::vector<float>& logits);
+
+ private:
+  struct Layer {
+    Tensor input_norm, q_proj, k_proj, v_proj, o_proj, q_bias, k_bias, v_bias, q_norm, k_norm;
+    Tensor post_attention_norm, gate_proj, up_proj, down_proj;
+  };
+
+  Tensor upload(const HostTensor& host);
+
+  ModelConfig config_;
+  Backend& backend_;
+  Tensor embed_tokens_;
+  std::vector<Layer> layers_;
+  Tensor final_norm_;
+  Tensor lm_head_;  // shares embed_tokens_ storage when tied
+  Tensor rope_cos_sin_;
+  AttentionShape attention_shape_;
+};
+
+}  // namespace relayllm
