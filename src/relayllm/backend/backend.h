@@ -1,0 +1,70 @@
+// The ops interface that the one model forward is written against. A backend
+// owns its memory and executes ops; it never sees requests, only a BatchPlan.
+// Shapes are row-major; "rows" means every dimension but the last.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "relayllm/backend/batch_plan.h"
+#include "relayllm/backend/tensor.h"
+
+namespace relayllm {
+
+// One layer's paged KV: K and V, each [num_blocks, block_size, num_kv_heads, head_dim].
+struct KvLayer {
+  Tensor k;
+  Tensor v;
+};
+
+struct AttentionShape {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t head_dim = 0;
+  float scale = 1.0f;  // softmax scale, 1/sqrt(head_dim) for the Llama family
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // The dtype activations, weights and KV are kept in.
+  virtual DType compute_dtype() const = 0;
+
+  // Memory. Contents of a new tensor are unspecified.
+  virtual Tensor empty(std::vector<int64_t> shape, DType dtype) = 0;
+  virtual Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) = 0;
+  virtual void download(const Tensor& tensor, std::span<float> host) = 0;
+
+  // Called once per step before any op, so a backend can stage the plan's arrays.
+  virtual void begin_step(const BatchPlan& plan) = 0;
+
+  // out[r] = table[ids[r]]
+  virtual void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) = 0;
+  // out = x * rsqrt(mean(x^2) + eps) * weight, per row of length weight.numel().
+  virtual void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) = 0;
+  // residual += x; out = rmsnorm(residual). Fused because it runs twice per layer.
+  virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                           Tensor& out) = 0;
+  // out[T, N] = x[T, K] * weight[N, K]^T (+ bias[N])
+  virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) = 0;
+  // Rotates q [T, Hq, D] and k [T, Hk, D] in place at the plan's positions.
+  // cos_sin is [max_positions, D] with cos in the first D/2 columns and sin in the rest
+  // (the rotate-half convention of Hugging Face's Llama).
+  virtual void rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) = 0;
+  // out = silu(gate) * up
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
+  // Stores each row's k [T, Hk, D] and v into the paged pool at the plan's slots.
+  virtual void write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) = 0;
+  // out [T, Hq, D] = attention of q [T, Hq, D] over each sequence's own KV (causal)
+  // merged with its relay prefix's KV (no mask) by log-sum-exp.
+  virtual void attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
+                         const BatchPlan& plan, Tensor& out) = 0;
+  // out[i] = x[rows[i]] for the plan's logit rows.
+  virtual void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) = 0;
+};
+
+}  // namespace relayllm

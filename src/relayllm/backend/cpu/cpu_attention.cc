@@ -1,0 +1,121 @@
+// Paged attention with relay prefixes on the CPU, in the same three stages the GPU
+// kernels use: (1) per prefix group, every query row of the group against the
+// prefix KV (no mask), giving (o_P, lse_P); (2) per row, the sequence's own KV
+// (causal), giving (o_U, lse_U); (3) o = w*o_P + (1-w)*o_U, w = sigmoid(lse_P - lse_U).
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "relayllm/backend/cpu/cpu_backend.h"
+#include "relayllm/common/error.h"
+
+namespace relayllm {
+namespace {
+
+struct PagedKv {
+  const float* k;
+  const float* v;
+  const int32_t* block_table;
+  int32_t block_size;
+  int64_t token_stride;  // num_kv_heads * head_dim
+  int64_t head_offset;   // kv_head * head_dim
+
+  const float* key(int32_t token) const { return k + offset(token); }
+  const float* value(int32_t token) const { return v + offset(token); }
+  int64_t offset(int32_t token) const {
+    int64_t slot = int64_t(block_table[token / block_size]) * block_size + token % block_size;
+    return slot * token_stride + head_offset;
+  }
+};
+
+// Softmax attention of one query over tokens [0, n) with an online max, fp32
+// accumulation. Writes o (head_dim) and returns the natural-log partition lse.
+float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, float scale, float* o) {
+  for (int32_t d = 0; d < head_dim; ++d) o[d] = 0;
+  if (n == 0) return -std::numeric_limits<float>::infinity();
+  float running_max = -std::numeric_limits<float>::infinity();
+  float denominator = 0;
+  for (int32_t t = 0; t < n; ++t) {
+    const float* key = kv.key(t);
+    float s = 0;
+    for (int32_t d = 0; d < head_dim; ++d) s += q[d] * key[d];
+    s *= scale;
+    float new_max = std::max(running_max, s);
+    float rescale = std::exp(running_max - new_max);
+    float p = std::exp(s - new_max);
+    denominator = denominator * rescale + p;
+    const float* value = kv.value(t);
+    for (int32_t d = 0; d < head_dim; ++d) o[d] = o[d] * rescale + p * value[d];
+    running_max = new_max;
+  }
+  for (int32_t d = 0; d < head_dim; ++d) o[d] /= denominator;
+  return running_max + std::log(denominator);
+}
+
+}  // namespace
+
+void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
+                           const BatchPlan& plan, Tensor& out) {
+  const int32_t hq = shape.num_heads, hk = shape.num_kv_heads, d = shape.head_dim;
+  const int32_t group_size = hq / hk;
+  const int32_t rows = plan.num_rows();
+  const float* qd = q.data<float>();
+  float* od = out.data<float>();
+
+  auto paged = [&](int32_t table_start, int32_t kv_head) {
+    return PagedKv{kv.k.data<float>(), kv.v.data<float>(), plan.block_tables.data() + table_start,
+                   plan.block_size, int64_t(hk) * d, int64_t(kv_head) * d};
+  };
+
+  // Stage 1: prefix part, indexed by (row, head); only rows of relay sequences are filled.
+  std::vector<int32_t> prefix_slot(rows, -1);
+  struct Item { int32_t group; int32_t row; };
+  std::vector<Item> prefix_items;
+  for (int32_t g = 0; g < int32_t(plan.prefix_groups.size()); ++g)
+    for (int32_t row : plan.prefix_groups[g].query_rows) {
+      prefix_slot[row] = int32_t(prefix_items.size());
+      prefix_items.push_back({g, row});
+    }
+  std::vector<float> prefix_o(prefix_items.size() * hq * d);
+  std::vector<float> prefix_lse(prefix_items.size() * hq);
+  pool_.parallel_for(prefix_items.size() * hq, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) {
+      size_t item = i / hq;
+      int32_t h = int32_t(i % hq);
+      const auto& group = plan.prefix_groups[prefix_items[item].group];
+      int32_t row = prefix_items[item].row;
+      prefix_lse[i] = attend(qd + (int64_t(row) * hq + h) * d,
+                             paged(group.block_table_start, h / group_size), group.prefix_len, d,
+                             shape.scale, prefix_o.data() + i * d);
+    }
+  });
+
+  // Stage 2 and 3: own part per (row, head), merged with the prefix part.
+  std::vector<int32_t> row_sequence(rows, -1);
+  for (int32_t s = 0; s < int32_t(plan.sequences.size()); ++s)
+    for (int32_t r = 0; r < plan.sequences[s].query_len; ++r)
+      row_sequence[plan.sequences[s].query_start + r] = s;
+  pool_.parallel_for(size_t(rows) * hq, [&](size_t b, size_t e) {
+    std::vector<float> own(d);
+    for (size_t i = b; i < e; ++i) {
+      int32_t row = int32_t(i / hq), h = int32_t(i % hq);
+      const PlannedSequence& seq = plan.sequences[row_sequence[row]];
+      // Own tokens visible to this row: everything up to and including itself.
+      int32_t visible = seq.context_len - seq.query_len + (row - seq.query_start) + 1;
+      float* o = od + (int64_t(row) * hq + h) * d;
+      float lse_own = attend(qd + (int64_t(row) * hq + h) * d,
+                             paged(seq.block_table_start, h / group_size), visible, d, shape.scale,
+                             own.data());
+      if (prefix_slot[row] < 0) {
+        for (int32_t j = 0; j < d; ++j) o[j] = own[j];
+        continue;
+      }
+      size_t p = size_t(prefix_slot[row]) * hq + h;
+      float w = 1.0f / (1.0f + std::exp(lse_own - prefix_lse[p]));
+      const float* op = prefix_o.data() + p * d;
+      for (int32_t j = 0; j < d; ++j) o[j] = w * op[j] + (1.0f - w) * own[j];
+    }
+  });
+}
+
+}  // namespace relayllm

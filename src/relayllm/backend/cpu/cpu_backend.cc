@@ -1,0 +1,144 @@
+#include "relayllm/backend/cpu/cpu_backend.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "relayllm/common/error.h"
+
+namespace relayllm {
+namespace {
+
+void require_f32(const Tensor& t, const char* what) {
+  RELAYLLM_CHECK(t.dtype == DType::kF32, "cpu backend: {} must be float32, got {}", what,
+                 dtype_name(t.dtype));
+}
+
+// Rows are independent in every normalisation below; small row counts stay on one thread.
+constexpr size_t kRowGrain = 4;
+
+void rmsnorm_row(const float* x, const float* w, float eps, int64_t n, float* out) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += double(x[i]) * x[i];
+  float inv = float(1.0 / std::sqrt(sum / double(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * inv * w[i];
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
+
+Tensor CpuBackend::empty(std::vector<int64_t> shape, DType dtype) {
+  require_f32(Tensor{nullptr, dtype, {}}, "tensor dtype");
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  size_t n = size_t(t.numel());
+  t.storage = std::shared_ptr<void>(new float[n > 0 ? n : 1], [](void* p) { delete[] static_cast<float*>(p); });
+  return t;
+}
+
+Tensor CpuBackend::upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) {
+  Tensor t = empty(std::move(shape), dtype);
+  RELAYLLM_CHECK(size_t(t.numel()) == host.size(), "cpu backend: upload of {} values into {} slots",
+                 host.size(), t.numel());
+  std::memcpy(t.data<float>(), host.data(), host.size() * sizeof(float));
+  return t;
+}
+
+void CpuBackend::download(const Tensor& tensor, std::span<float> host) {
+  RELAYLLM_CHECK(size_t(tensor.numel()) == host.size(), "cpu backend: download of {} values into {}",
+                 tensor.numel(), host.size());
+  std::memcpy(host.data(), tensor.data<float>(), host.size() * sizeof(float));
+}
+
+void CpuBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) {
+  int64_t hidden = table.cols(), vocab = table.rows();
+  for (size_t r = 0; r < plan.token_ids.size(); ++r) {
+    int32_t id = plan.token_ids[r];
+    RELAYLLM_CHECK(id >= 0 && id < vocab, "token id {} is outside the vocabulary [0, {})", id, vocab);
+    std::memcpy(out.data<float>() + r * hidden, table.data<float>() + id * hidden,
+                hidden * sizeof(float));
+  }
+}
+
+void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
+  int64_t n = weight.numel(), rows = x.numel() / n;
+  const float* xs = x.data<float>();
+  const float* w = weight.data<float>();
+  float* o = out.data<float>();
+  pool_.parallel_for(size_t(rows), [&](size_t b, size_t e) {
+    for (size_t r = b; r < e; ++r) rmsnorm_row(xs + r * n, w, eps, n, o + r * n);
+  }, kRowGrain);
+}
+
+void CpuBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                             Tensor& out) {
+  int64_t n = weight.numel(), rows = x.numel() / n;
+  float* res = residual.data<float>();
+  const float* xs = x.data<float>();
+  const float* w = weight.data<float>();
+  float* o = out.data<float>();
+  pool_.parallel_for(size_t(rows), [&](size_t b, size_t e) {
+    for (size_t r = b; r < e; ++r) {
+      float* rr = res + r * n;
+      for (int64_t i = 0; i < n; ++i) rr[i] += xs[r * n + i];
+      rmsnorm_row(rr, w, eps, n, o + r * n);
+    }
+  }, kRowGrain);
+}
+
+void CpuBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) {
+  int64_t d = cos_sin.cols(), half = d / 2, max_pos = cos_sin.rows();
+  int64_t rows = plan.num_rows();
+  int64_t hq = q.numel() / (rows * d), hk = k.numel() / (rows * d);
+  for (int32_t pos : plan.positions)
+    RELAYLLM_CHECK(pos >= 0 && pos < max_pos, "position {} is beyond the rope table ({} positions)",
+                   pos, max_pos);
+  auto rotate = [&](float* x, const float* cs) {
+    for (int64_t i = 0; i < half; ++i) {
+      float x1 = x[i], x2 = x[i + half], c = cs[i], s = cs[half + i];
+      x[i] = x1 * c - x2 * s;
+      x[i + half] = x2 * c + x1 * s;
+    }
+  };
+  pool_.parallel_for(size_t(rows), [&](size_t b, size_t e) {
+    for (size_t r = b; r < e; ++r) {
+      const float* cs = cos_sin.data<float>() + int64_t(plan.positions[r]) * d;
+      for (int64_t h = 0; h < hq; ++h) rotate(q.data<float>() + (r * hq + h) * d, cs);
+      for (int64_t h = 0; h < hk; ++h) rotate(k.data<float>() + (r * hk + h) * d, cs);
+    }
+  }, kRowGrain);
+}
+
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  int64_t n = gate.numel();
+  const float* g = gate.data<float>();
+  const float* u = up.data<float>();
+  float* o = out.data<float>();
+  pool_.parallel_for(size_t(n), [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+  }, 4096);
+}
+
+void CpuBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) {
+  int64_t row_size = k.numel() / plan.num_rows();  // num_kv_heads * head_dim
+  int64_t pool_slots = kv.k.numel() / row_size;
+  for (int32_t r = 0; r < plan.num_rows(); ++r) {
+    int64_t slot = plan.slot_mapping[r];
+    RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)", slot,
+                   pool_slots);
+    std::memcpy(kv.k.data<float>() + slot * row_size, k.data<float>() + r * row_size,
+                row_size * sizeof(float));
+    std::memcpy(kv.v.data<float>() + slot * row_size, v.data<float>() + r * row_size,
+                row_size * sizeof(float));
+  }
+}
+
+void CpuBackend::gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) {
+  int64_t n = x.cols();
+  for (size_t i = 0; i < plan.logit_rows.size(); ++i)
+    std::memcpy(out.data<float>() + i * n, x.data<float>() + int64_t(plan.logit_rows[i]) * n,
+                n * sizeof(float));
+}
+
+}  // namespace relayllm

@@ -1,0 +1,357 @@
+#include "relayllm/engine/engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "relayllm/common/error.h"
+#include "relayllm/engine/stop_checker.h"
+
+namespace relayllm {
+namespace {
+
+int32_t resolve_max_model_len(const EngineConfig& config, const ModelConfig& model) {
+  int32_t limit = int32_t(model.max_position_embeddings);
+  if (config.max_model_len <= 0) return limit;
+  if (config.max_model_len > limit)
+    spdlog::warn("--max-model-len {} exceeds the model's max_position_embeddings {}",
+                 config.max_model_len, limit);
+  return config.max_model_len;
+}
+
+int32_t resolve_num_blocks(const EngineConfig& config, const LlamaModel& model) {
+  if (config.num_kv_blocks > 0) return config.num_kv_blocks;
+  size_t per_block = model.kv_bytes_per_block(config.block_size);
+  return int32_t(std::max<size_t>(1, config.kv_cache_bytes / per_block));
+}
+
+}  // namespace
+
+Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer tokenizer,
+               std::unique_ptr<Backend> backend, EngineConfig engine_config)
+    : config_(std::move(engine_config)),
+      tokenizer_(std::move(tokenizer)),
+      backend_(std::move(backend)),
+      model_(config, weights, *backend_,
+             std::max<int64_t>(resolve_max_model_len(config_, config), config.max_position_embeddings)),
+      pool_(resolve_num_blocks(config_, model_), config_.block_size),
+      scheduler_(config_.scheduler, pool_) {
+  config_.max_model_len = resolve_max_model_len(config_, config);
+  config_.num_kv_blocks = pool_.num_blocks();
+  kv_cache_ = model_.allocate_kv_cache(pool_.num_blocks(), pool_.block_size());
+  eos_ids_ = config.eos_token_ids;
+  if (auto eos = tokenizer_.eos_token_id();
+      eos && std::find(eos_ids_.begin(), eos_ids_.end(), *eos) == eos_ids_.end())
+    eos_ids_.push_back(*eos);
+  spdlog::info("engine: backend {}, {} KV blocks of {} tokens ({:.1f} MiB), max model len {}",
+               backend_->name(), pool_.num_blocks(), pool_.block_size(),
+               double(model_.kv_bytes_per_block(pool_.block_size())) * pool_.num_blocks() / (1 << 20),
+               config_.max_model_len);
+}
+
+Engine::~Engine() = default;
+
+const RelayPrefix& Engine::register_prefix(const std::string& name, std::vector<int32_t> tokens) {
+  RELAYLLM_CHECK(config_.enable_relay_attention,
+                 "relay prefix '{}' given but relay attention is off (--enable-relay-attention)", name);
+  RELAYLLM_CHECK(int32_t(tokens.size()) < config_.max_model_len,
+                 "relay prefix '{}' has {} tokens, max model len is {}", name, tokens.size(),
+                 config_.max_model_len);
+  for (int32_t id : tokens)
+    RELAYLLM_CHECK(id >= 0 && id < model_.config().vocab_size,
+                   "relay prefix '{}': token id {} is outside the vocabulary (size {})", name, id,
+                   model_.config().vocab_size);
+  int32_t bs = pool_.block_size();
+  int32_t needed = (int32_t(tokens.size()) + bs - 1) / bs;
+  RELAYLLM_CHECK(pool_.num_free() >= needed,
+                 "relay prefix '{}' needs {} KV blocks but only {} are free", name, needed,
+                 pool_.num_free());
+  RelayPrefix& prefix = registry_.add(name, std::move(tokens));
+  for (int32_t i = 0; i < needed; ++i) prefix.blocks.push_back(*pool_.allocate());
+  compute_prefix_kv(prefix);
+  prefix.ready = true;
+  spdlog::info("relay prefix '{}': {} tokens in {} blocks", prefix.name, prefix.tokens.size(),
+               prefix.blocks.size());
+  return prefix;
+}
+
+void Engine::compute_prefix_kv(RelayPrefix& prefix) {
+  // The prefix is prefilled like a request without a prefix, in budget-sized chunks;
+  // its logits are not needed.
+  const int32_t total = int32_t(prefix.tokens.size());
+  const int32_t chunk = config_.scheduler.max_num_batched_tokens;
+  for (int32_t start = 0; start < total; start += chunk) {
+    int32_t n = std::min(chunk, total - start);
+    BatchPlan plan;
+    plan.block_size = pool_.block_size();
+    plan.block_tables = prefix.blocks;
+    PlannedSequence ps;
+    ps.query_start = 0;
+    ps.query_len = n;
+    ps.context_len = start + n;
+    ps.num_blocks = int32_t(prefix.blocks.size());
+    plan.sequences.push_back(ps);
+    for (int32_t j = start; j < start + n; ++j) {
+      plan.token_ids.push_back(prefix.tokens[j]);
+      plan.positions.push_back(j);
+      plan.slot_mapping.push_back(int64_t(prefix.blocks[j / plan.block_size]) * plan.block_size +
+                                  j % plan.block_size);
+    }
+    model_.forward(plan, kv_cache_, logits_);
+  }
+}
+
+void Engine::remove_prefix(const std::string& name) {
+  RelayPrefix* prefix = registry_.find(name);
+  RELAYLLM_CHECK(prefix != nullptr, "no relay prefix named '{}'", name);
+  prefix->removing = true;
+  if (prefix->users == 0) {
+    for (int32_t b : prefix->blocks) pool_.release(b);
+    registry_.erase(prefix->id);
+  }
+}
+
+void Engine::release_prefix_use(Sequence& seq) {
+  if (!seq.prefix) return;
+  RelayPrefix* prefix = seq.prefix;
+  seq.prefix = nullptr;  // the sequence keeps prefix_len for its own positions
+  if (--prefix->users == 0 && prefix->removing) {
+    for (int32_t b : prefix->blocks) pool_.release(b);
+    registry_.erase(prefix->id);
+  }
+}
+
+int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParams& params) {
+  params.validate();
+  RELAYLLM_CHECK(!prompt_ids.empty(), "the prompt is empty");
+  const int32_t vocab = int32_t(model_.config().vocab_size);
+  for (int32_t id : prompt_ids)
+    RELAYLLM_CHECK(id >= 0 && id < vocab, "prompt token id {} is outside the vocabulary (size {})",
+                   id, vocab);
+  RELAYLLM_CHECK(int32_t(prompt_ids.size()) < config_.max_model_len,
+                 "the prompt has {} tokens but the maximum model length is {}", prompt_ids.size(),
+                 config_.max_model_len);
+  int64_t id = next_id_++;
+  uint64_t seed = params.seed ? *params.seed : config_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
+  auto seq = std::make_unique<Sequence>(id, std::move(prompt_ids), params, seed);
+  seq->arrival_time = Clock::now();
+  if (config_.enable_relay_attention && !seq->wants_prompt_logprobs()) {
+    if (RelayPrefix* prefix = registry_.longest_match(seq->prompt_ids)) {
+      seq->prefix = prefix;
+      seq->prefix_len = int32_t(prefix->tokens.size());
+      ++prefix->users;
+      ++stats_.relay_attached_requests;
+      stats_.relay_shared_tokens += seq->prefix_len;
+    }
+  }
+  int32_t bs = pool_.block_size();
+  int32_t own_blocks = (seq->own_len() + bs) / bs;
+  RELAYLLM_CHECK(own_blocks <= pool_.num_blocks(),
+                 "the prompt needs {} KV blocks but the pool has {} in all", own_blocks,
+                 pool_.num_blocks());
+  seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_, seq->prompt_ids,
+                                                               params.skip_special_tokens);
+  Sequence* raw = seq.get();
+  sequences_[id] = std::move(seq);
+  scheduler_.add(raw);
+  return id;
+}
+
+void Engine::abort(int64_t id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end() || it->second->finished()) return;
+  finish(*it->second, "abort");
+}
+
+void Engine::finish(Sequence& seq, const std::string& reason) {
+  scheduler_.remove(&seq);
+  release_prefix_use(seq);
+  seq.status = SequenceStatus::kFinished;
+  seq.finish_reason = reason;
+  seq.finish_time = Clock::now();
+}
+
+void Engine::release(int64_t id) {
+  auto it = sequences_.find(id);
+  if (it == sequences_.end()) return;
+  if (!it->second->finished()) finish(*it->second, "abort");
+  sequences_.erase(it);
+}
+
+const Sequence* Engine::find(int64_t id) const {
+  auto it = sequences_.find(id);
+  return it == sequences_.end() ? nullptr : it->second.get();
+}
+
+BatchPlan Engine::build_plan(const std::vector<ScheduledSequence>& batch,
+                             std::vector<int32_t>& first_logit_index) {
+  BatchPlan plan;
+  plan.block_size = pool_.block_size();
+  std::map<int32_t, int32_t> group_of_prefix;
+  first_logit_index.assign(batch.size(), -1);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const Sequence& seq = *batch[i].seq;
+    const int32_t n = batch[i].num_tokens, bs = plan.block_size;
+    PlannedSequence ps;
+    ps.query_start = plan.num_rows();
+    ps.query_len = n;
+    ps.context_len = seq.num_computed + n;
+    ps.position_offset = seq.prefix_len;
+    ps.block_table_start = int32_t(plan.block_tables.size());
+    ps.num_blocks = (ps.context_len + bs - 1) / bs;
+    plan.block_tables.insert(plan.block_tables.end(), seq.blocks.begin(),
+                             seq.blocks.begin() + ps.num_blocks);
+    for (int32_t j = seq.num_computed; j < seq.num_computed + n; ++j) {
+      plan.token_ids.push_back(seq.token_at(seq.prefix_len + j));
+      plan.positions.push_back(seq.prefix_len + j);
+      plan.slot_mapping.push_back(int64_t(seq.blocks[j / bs]) * bs + j % bs);
+    }
+    if (seq.prefix) {
+      auto [it, inserted] = group_of_prefix.try_emplace(seq.prefix->id,
+                                                        int32_t(plan.prefix_groups.size()));
+      if (inserted) {
+        PlannedPrefixGroup group;
+        group.prefix_len = seq.prefix_len;
+        group.block_table_start = int32_t(plan.block_tables.size());
+        group.num_blocks = int32_t(seq.prefix->blocks.size());
+        plan.block_tables.insert(plan.block_tables.end(), seq.prefix->blocks.begin(),
+                                 seq.prefix->blocks.end());
+        plan.prefix_groups.push_back(std::move(group));
+      }
+      ps.prefix_group = it->second;
+      for (int32_t r = 0; r < n; ++r) plan.prefix_groups[it->second].query_rows.push_back(ps.query_start + r);
+    }
+    // Logit rows: every prompt row while prompt logprobs are collected, else only
+    // the last row when it completes the sequence's known tokens.
+    bool completes = seq.num_computed + n == seq.own_len();
+    first_logit_index[i] = int32_t(plan.logit_rows.size());
+    if (seq.wants_prompt_logprobs() && seq.is_prefilling()) {
+      for (int32_t r = 0; r < n; ++r) plan.logit_rows.push_back(ps.query_start + r);
+    } else if (completes) {
+      plan.logit_rows.push_back(ps.query_start + n - 1);
+    }
+    plan.sequences.push_back(ps);
+  }
+  return plan;
+}
+
+std::vector<RequestOutput> Engine::step() {
+  std::vector<RequestOutput> outputs;
+  std::vector<ScheduledSequence> batch = scheduler_.schedule();
+  if (batch.empty()) {
+    // Work is queued but nothing fits: the head request can never run. Fail it
+    // rather than spin.
+    if (!scheduler_.empty()) {
+      for (auto& [id, seq] : sequences_)
+        if (seq->status == SequenceStatus::kWaiting) {
+          spdlog::warn("request {} cannot get KV blocks (pool of {}), finishing it", id,
+                       pool_.num_blocks());
+          finish(*seq, "length");
+          outputs.push_back({id, {}, {}, true, seq.get()});
+          break;
+        }
+    }
+    return outputs;
+  }
+  std::vector<int32_t> first_logit;
+  BatchPlan plan = build_plan(batch, first_logit);
+  model_.forward(plan, kv_cache_, logits_);
+  ++stats_.steps;
+
+  const int64_t vocab = model_.config().vocab_size;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Sequence& seq = *batch[i].seq;
+    const int32_t n = batch[i].num_tokens;
+    bool was_prefilling = seq.is_prefilling();
+    if (was_prefilling)
+      stats_.prompt_tokens += std::min(n, int32_t(seq.prompt_ids.size()) - seq.prefix_len - seq.num_computed);
+    int32_t rows = (i + 1 < batch.size() ? first_logit[i + 1] : int32_t(plan.logit_rows.size())) -
+                   first_logit[i];
+    RequestOutput out;
+    out.id = seq.id;
+    out.seq = &seq;
+    process_logits(seq, n, logits_.data() + int64_t(first_logit[i]) * vocab, rows, out);
+    scheduler_.on_computed(seq);
+    if (!out.new_token_ids.empty() || seq.finished()) outputs.push_back(std::move(out));
+  }
+  return outputs;
+}
+
+void Engine::process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
+                            RequestOutput& out) {
+  const int64_t vocab = model_.config().vocab_size;
+  const int32_t start = seq.num_computed;  // own index of the first row
+  seq.num_computed += num_tokens;
+  const int32_t prompt_len = int32_t(seq.prompt_ids.size());
+
+  if (seq.wants_prompt_logprobs() && num_rows == num_tokens) {
+    // Row r predicts the token after own index start+r.
+    if (seq.prompt_logprobs.empty()) seq.prompt_logprobs.push_back(std::nullopt);
+    std::vector<float> row_logprobs(vocab);
+    for (int32_t r = 0; r < num_rows; ++r) {
+      int32_t next = seq.prefix_len + start + r + 1;
+      if (next >= prompt_len || int32_t(seq.prompt_logprobs.size()) > next) continue;
+      log_softmax(std::span(rows + int64_t(r) * vocab, vocab), row_logprobs);
+      seq.prompt_logprobs.push_back(
+          top_logprobs(row_logprobs, seq.prompt_ids[next], *seq.params.prompt_logprobs));
+    }
+  }
+  if (seq.num_computed < seq.own_len() || num_rows == 0) return;  // mid-prefill chunk
+
+  const float* last = rows + int64_t(num_rows - 1) * vocab;
+  if (config_.capture_logits) seq.captured_logits.emplace_back(last, last + vocab);
+  SampleInput in;
+  in.logits = std::span(last, vocab);
+  in.params = &seq.params;
+  in.prompt_ids = seq.prompt_ids;
+  in.output_ids = seq.output_ids;
+  in.eos_token_ids = eos_ids_;
+  SampleOutput sampled = sample_token(in, seq.rng, scratch_);
+  if (sampled.logprobs) seq.logprobs.push_back(*sampled.logprobs);
+  append_token(seq, sampled.token, out);
+}
+
+void Engine::append_token(Sequence& seq, int32_t token, RequestOutput& out) {
+  const SamplingParams& p = seq.params;
+  seq.output_ids.push_back(token);
+  out.new_token_ids.push_back(token);
+  ++stats_.generation_tokens;
+  if (!seq.first_token_time) seq.first_token_time = Clock::now();
+  const int32_t generated = int32_t(seq.output_ids.size());
+
+  size_t old_size = seq.text.size();
+  std::string piece = seq.detokenizer->push(token);
+  bool eos = std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end();
+  bool stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) !=
+                    p.stop_token_ids.end();
+  std::optional<std::string> reason;
+  if (generated >= p.min_tokens) {
+    if ((eos && !p.ignore_eos) || stop_token) reason = "stop";
+  }
+  if (!reason) {
+    seq.text += piece;
+    if (generated >= p.min_tokens && !p.stop.empty()) {
+      if (auto match = seq.stop_checker.apply(seq.text, seq.text.size() - old_size)) {
+        seq.stop_reason = std::string(match->stop);
+        reason = "stop";
+      }
+    }
+  }
+  if (!reason && (generated >= p.max_tokens || seq.total_len() >= config_.max_model_len))
+    reason = "length";
+  if (reason) {
+    if (*reason == "length") seq.text += seq.detokenizer->flush();
+    finish(seq, *reason);
+  }
+  // Stream out what can no longer change: all of it once finished, otherwise
+  // minus a tail that could still grow into a stop string.
+  size_t stable = seq.text.size();
+  if (!seq.finished()) stable -= seq.stop_checker.hold_back(seq.text);
+  if (stable > seq.text_emitted) {
+    out.new_text = seq.text.substr(seq.text_emitted, stable - seq.text_emitted);
+    seq.text_emitted = stable;
+  }
+}
+
+}  // namespace relayllm

@@ -1,0 +1,112 @@
+// The Engine owns everything one model needs to serve: the backend, the model,
+// the paged KV pool, relay prefixes, the scheduler and the live requests.
+// Several engines can coexist; nothing is global. Not thread-safe: one thread
+// drives it (adds, steps, aborts).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "relayllm/backend/backend.h"
+#include "relayllm/engine/scheduler.h"
+#include "relayllm/engine/sequence.h"
+#include "relayllm/kv/block_pool.h"
+#include "relayllm/kv/relay_prefix_registry.h"
+#include "relayllm/model/llama_model.h"
+#include "relayllm/tokenizer/tokenizer.h"
+
+namespace relayllm {
+
+struct EngineConfig {
+  int32_t block_size = 16;
+  int32_t num_kv_blocks = 0;        // 0: derive from kv_cache_bytes
+  size_t kv_cache_bytes = size_t(1) << 30;
+  int32_t max_model_len = 0;        // 0: the model's max_position_embeddings
+  SchedulerConfig scheduler;
+  bool enable_relay_attention = false;
+  uint64_t seed = 0;                // seeds requests that bring no seed of their own
+  bool capture_logits = false;      // keep each sampled row's logits (tests)
+};
+
+// What one step produced for one request. Token ids and text are the new part;
+// `finished` requests also carry their whole result.
+struct RequestOutput {
+  int64_t id = 0;
+  std::vector<int32_t> new_token_ids;
+  std::string new_text;
+  bool finished = false;
+  const Sequence* seq = nullptr;  // valid until release(id)
+};
+
+struct EngineStats {
+  int64_t steps = 0;
+  int64_t prompt_tokens = 0;        // prompt tokens computed (relay prefixes and cache hits excluded)
+  int64_t generation_tokens = 0;
+  int64_t relay_attached_requests = 0;
+  int64_t relay_shared_tokens = 0;  // prompt tokens served from relay prefixes
+};
+
+class Engine {
+ public:
+  Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer tokenizer,
+         std::unique_ptr<Backend> backend, EngineConfig engine_config);
+  ~Engine();
+
+  // Registers a relay prefix and computes its KV now (positions 0..S-1).
+  // Requires enable_relay_attention. Throws Error when the pool cannot hold it.
+  const RelayPrefix& register_prefix(const std::string& name, std::vector<int32_t> tokens);
+  // Stops new requests from attaching; frees the prefix once no request uses it.
+  void remove_prefix(const std::string& name);
+  std::vector<const RelayPrefix*> prefixes() const { return registry_.all(); }
+
+  // Validates and queues a request; returns its id. Throws Error on bad input
+  // (empty prompt, id outside the vocabulary, too long, bad sampling values).
+  int64_t add_request(std::vector<int32_t> prompt_ids, const SamplingParams& params);
+  void abort(int64_t id);
+  std::vector<RequestOutput> step();
+  bool has_unfinished() const { return !scheduler_.empty(); }
+  // Forgets a finished request (its Sequence is destroyed).
+  void release(int64_t id);
+  const Sequence* find(int64_t id) const;
+
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  const ModelConfig& model_config() const { return model_.config(); }
+  const EngineConfig& config() const { return config_; }
+  const BlockPool& block_pool() const { return pool_; }
+  const SchedulerStats& scheduler_stats() const { return scheduler_.stats(); }
+  const EngineStats& stats() const { return stats_; }
+  size_t num_waiting() const { return scheduler_.num_waiting(); }
+  size_t num_running() const { return scheduler_.num_running(); }
+  std::vector<int32_t> eos_token_ids() const { return eos_ids_; }
+
+ private:
+  void compute_prefix_kv(RelayPrefix& prefix);
+  BatchPlan build_plan(const std::vector<ScheduledSequence>& batch,
+                       std::vector<int32_t>& first_logit_index);
+  void process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
+                      RequestOutput& out);
+  void append_token(Sequence& seq, int32_t token, RequestOutput& out);
+  void finish(Sequence& seq, const std::string& reason);
+  void release_prefix_use(Sequence& seq);
+
+  EngineConfig config_;
+  Tokenizer tokenizer_;
+  std::unique_ptr<Backend> backend_;
+  LlamaModel model_;
+  std::vector<KvLayer> kv_cache_;
+  BlockPool pool_;
+  RelayPrefixRegistry registry_;
+  Scheduler scheduler_;
+  std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
+  std::vector<int32_t> eos_ids_;
+  int64_t next_id_ = 0;
+  EngineStats stats_;
+  std::vector<float> logits_;
+  std::vector<float> scratch_;
+};
+
+}  // namespace relayllm

@@ -1,0 +1,48 @@
+// Turns the user's engine options (the flags shared by `generate` and `serve`)
+// into a ready Engine: model loaded, backend chosen, relay prefixes computed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "relayllm/chat/sys_schema.h"
+#include "relayllm/engine/engine.h"
+#include "relayllm/model/generation_config.h"
+
+namespace relayllm {
+
+struct EngineOptions {
+  std::string model;  // empty: the embedded default
+  std::string load_format = "auto";
+  uint64_t seed = 0;
+  std::string device = "auto";
+  std::string dtype = "auto";
+  int num_threads = 0;
+  EngineConfig engine;
+  std::string sys_prompt, sys_prompt_file, sys_schema, sys_schema_file;
+  std::vector<std::string> relay_prefixes;  // NAME=FILE
+};
+
+struct ServingEngine {
+  std::unique_ptr<Engine> engine;
+  std::optional<SysSchema> sys_schema;  // set when a system prompt was given
+  std::string model_name;
+  bool random_weights = false;
+  std::optional<GenerationConfig> generation;
+
+  // Text prompt -> ids: formatted by the system-prompt schema when one is set,
+  // otherwise encoded whole with special tokens.
+  std::vector<int32_t> encode_prompt(const std::string& text) const;
+};
+
+// Throws Error with one clear line on any bad option or file.
+ServingEngine create_engine(const EngineOptions& options);
+
+// The sampling defaults a model asks for in generation_config.json (vLLM's
+// `--generation-config auto`), over SamplingParams' own defaults.
+SamplingParams default_sampling_params(const std::optional<GenerationConfig>& generation);
+
+}  // namespace relayllm
