@@ -7,6 +7,8 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
   app.add_option("--model", o.model,
                  "Hugging Face model folder (config.json, *.safetensors, tokenizer.json); "
                  "without it, a tiny built-in model with random weights");
+  app.add_option("--tokenizer", o.tokenizer,
+                 "Folder with tokenizer.json (+ tokenizer_config.json); default: the model folder");
   app.add_option("--load-format", o.load_format, "auto | safetensors | dummy (random weights)")
       ->capture_default_str();
   app.add_option("--seed", o.seed, "Seed for dummy weights and for requests without a seed")

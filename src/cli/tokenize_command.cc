@@ -1,14 +1,15 @@
 #include "tokenize_command.h"
 
-#include <iostream>
-#include <string>
-
 #include <fmt/format.h>
+
+#include <iostream>
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace relayllm {
 
-int run_tokenize(const Tokenizer& tokenizer, bool add_special_tokens, std::istream& in, std::ostream& out) {
+int run_tokenize(const Tokenizer& tokenizer, bool add_special_tokens, std::istream& in,
+                 std::ostream& out) {
   std::string line;
   size_t line_number = 0;
   while (std::getline(in, line)) {
@@ -18,15 +19,18 @@ int run_tokenize(const Tokenizer& tokenizer, bool add_special_tokens, std::istre
     try {
       request = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& e) {
-      std::cerr << fmt::format("tokenize: input line {}: invalid JSON: {}\n", line_number, e.what());
+      std::cerr << fmt::format("tokenize: input line {}: invalid JSON: {}\n", line_number,
+                               e.what());
       return 2;
     }
     if (!request.is_object() || !request.contains("text") || !request["text"].is_string()) {
-      std::cerr << fmt::format("tokenize: input line {}: expected an object with a string field \"text\"\n",
-                               line_number);
+      std::cerr << fmt::format(
+          "tokenize: input line {}: expected an object with a string field \"text\"\n",
+          line_number);
       return 2;
     }
-    nlohmann::json reply = {{"ids", tokenizer.encode(request["text"].get<std::string>(), add_special_tokens)}};
+    nlohmann::json reply = {
+        {"ids", tokenizer.encode(request["text"].get<std::string>(), add_special_tokens)}};
     out << reply.dump() << '\n';
   }
   out.flush();

@@ -9,10 +9,9 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "relayllm/common/error.h"
 #include "relayllm/tokenizer/utf8.h"
@@ -23,7 +22,9 @@ namespace {
 namespace fs = std::filesystem;
 using Ids = std::vector<int32_t>;
 
-fs::path tokenizer_dir(const std::string& name) { return fs::path(RELAYLLM_SHARED_DIR) / "tokenizers" / name; }
+fs::path tokenizer_dir(const std::string& name) {
+  return fs::path(RELAYLLM_SHARED_DIR) / "tokenizers" / name;
+}
 
 class RealTokenizers : public ::testing::Test {
  protected:
@@ -32,7 +33,8 @@ class RealTokenizers : public ::testing::Test {
     for (const char* name : {"llama2", "llama3", "qwen3"}) {
       fs::path dir = tokenizer_dir(name);
       if (!fs::exists(dir / "tokenizer.json")) continue;
-      tokenizers_->emplace(name, Tokenizer::from_files(dir / "tokenizer.json", dir / "tokenizer_config.json"));
+      tokenizers_->emplace(
+          name, Tokenizer::from_files(dir / "tokenizer.json", dir / "tokenizer_config.json"));
     }
   }
   static void TearDownTestSuite() {
@@ -40,7 +42,8 @@ class RealTokenizers : public ::testing::Test {
     tokenizers_ = nullptr;
   }
   void SetUp() override {
-    if (tokenizers_->size() != 3) GTEST_SKIP() << "tokenizer files not found under " << RELAYLLM_SHARED_DIR;
+    if (tokenizers_->size() != 3)
+      GTEST_SKIP() << "tokenizer files not found under " << RELAYLLM_SHARED_DIR;
   }
   static const Tokenizer& get(const std::string& name) { return tokenizers_->at(name); }
 
@@ -60,23 +63,44 @@ TEST_F(RealTokenizers, EncodeMatchesReference) {
   const std::vector<EncodeCase> cases = {
       {"llama2", "Hello world", {1, 22557, 1526}, {22557, 1526}},
       {"llama2", "Hello<s>world", {1, 22557, 1, 1526}, {22557, 1, 1526}},
-      {"llama2", "It's 2024!\n", {1, 661, 28742, 28713, 28705, 28750, 28734, 28750, 28781, 28808, 13},
+      {"llama2",
+       "It's 2024!\n",
+       {1, 661, 28742, 28713, 28705, 28750, 28734, 28750, 28781, 28808, 13},
        {661, 28742, 28713, 28705, 28750, 28734, 28750, 28781, 28808, 13}},
-      {"llama2", "\n\t\xF0\x9F\x98\x80 \xC3\xA9", {1, 28705, 13, 12, 30575, 1233}, {28705, 13, 12, 30575, 1233}},
+      {"llama2",
+       "\n\t\xF0\x9F\x98\x80 \xC3\xA9",
+       {1, 28705, 13, 12, 30575, 1233},
+       {28705, 13, 12, 30575, 1233}},
       {"llama2", "\xE4\xBD\xA0\xE5\xA5\xBD", {1, 28705, 29383, 29530}, {28705, 29383, 29530}},
       {"llama2", "", {1}, {}},
       {"llama3", "Hello world", {9906, 1917}, {9906, 1917}},
       {"llama3", "Hello<s>world", {9906, 45147, 29, 14957}, {9906, 45147, 29, 14957}},
-      {"llama3", "It's 2024!\n", {2181, 596, 220, 2366, 19, 4999}, {2181, 596, 220, 2366, 19, 4999}},
-      {"llama3", "\n\t\xF0\x9F\x98\x80 \xC3\xA9", {198, 197, 76460, 222, 4046}, {198, 197, 76460, 222, 4046}},
-      {"llama3", "<|im_start|>x<|eot_id|>", {27, 91, 318, 5011, 91, 29, 87, 128009},
+      {"llama3",
+       "It's 2024!\n",
+       {2181, 596, 220, 2366, 19, 4999},
+       {2181, 596, 220, 2366, 19, 4999}},
+      {"llama3",
+       "\n\t\xF0\x9F\x98\x80 \xC3\xA9",
+       {198, 197, 76460, 222, 4046},
+       {198, 197, 76460, 222, 4046}},
+      {"llama3",
+       "<|im_start|>x<|eot_id|>",
+       {27, 91, 318, 5011, 91, 29, 87, 128009},
        {27, 91, 318, 5011, 91, 29, 87, 128009}},
       {"llama3", "\xE4\xBD\xA0\xE5\xA5\xBD", {57668, 53901}, {57668, 53901}},
       {"llama3", "", {}, {}},
       {"qwen3", "Hello world", {9707, 1879}, {9707, 1879}},
-      {"qwen3", "It's 2024!\n", {2132, 594, 220, 17, 15, 17, 19, 4894}, {2132, 594, 220, 17, 15, 17, 19, 4894}},
-      {"qwen3", "\n\t\xF0\x9F\x98\x80 \xC3\xA9", {198, 197, 141334, 3958}, {198, 197, 141334, 3958}},
-      {"qwen3", "<|im_start|>x<|eot_id|>", {151644, 87, 27, 91, 68, 354, 842, 91, 29},
+      {"qwen3",
+       "It's 2024!\n",
+       {2132, 594, 220, 17, 15, 17, 19, 4894},
+       {2132, 594, 220, 17, 15, 17, 19, 4894}},
+      {"qwen3",
+       "\n\t\xF0\x9F\x98\x80 \xC3\xA9",
+       {198, 197, 141334, 3958},
+       {198, 197, 141334, 3958}},
+      {"qwen3",
+       "<|im_start|>x<|eot_id|>",
+       {151644, 87, 27, 91, 68, 354, 842, 91, 29},
        {151644, 87, 27, 91, 68, 354, 842, 91, 29}},
       {"qwen3", "\xE4\xBD\xA0\xE5\xA5\xBD", {108386}, {108386}},
       {"qwen3", "", {}, {}},
@@ -146,20 +170,24 @@ TEST_F(RealTokenizers, DecodeMatchesReference) {
     for (const auto& c : list) {
       Ids ids = c["ids"].get<Ids>();
       bool skip = c["skip_special_tokens"].get<bool>();
-      EXPECT_EQ(tok.decode(ids, skip), c["text"].get<std::string>()) << name << " ids " << c["ids"].dump();
+      EXPECT_EQ(tok.decode(ids, skip), c["text"].get<std::string>())
+          << name << " ids " << c["ids"].dump();
       ++checked;
     }
   }
   EXPECT_GT(checked, 200u);
 }
 
-const std::vector<std::string> kRoundTripTexts = {
-    "The quick brown fox jumps over the lazy dog.",
-    "  leading spaces, trailing tab\t",
-    "\xE4\xBD\xA0\xE5\xA5\xBD\xEF\xBC\x8C\xE4\xB8\x96\xE7\x95\x8C",  // 你好，世界
-    "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7 family, \xF0\x9F\x91\x8B\xF0\x9F\x8F\xBD",
-    "def f(x):\n    return x ** 2\n",
-    "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4 \xD8\xA7\xD9\x84\xD8\xB9\xD8\xB1\xD8\xA8\xD9\x8A\xD8\xA9",  // 한국어 العربية
+const std::vector<std::string> kRoundTripTexts =
+    {
+        "The quick brown fox jumps over the lazy dog.",
+        "  leading spaces, trailing tab\t",
+        "\xE4\xBD\xA0\xE5\xA5\xBD\xEF\xBC\x8C\xE4\xB8\x96\xE7\x95\x8C",  // 你好，世界
+        "\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7 family, "
+        "\xF0\x9F\x91\x8B\xF0\x9F\x8F\xBD",
+        "def f(x):\n    return x ** 2\n",
+        "\xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4 "
+        "\xD8\xA7\xD9\x84\xD8\xB9\xD8\xB1\xD8\xA8\xD9\x8A\xD8\xA9",  // 한국어 العربية
 };
 
 TEST_F(RealTokenizers, DecodeInvertsEncode) {
@@ -171,9 +199,10 @@ TEST_F(RealTokenizers, DecodeInvertsEncode) {
   }
 }
 
-// Feeds ids one at a time and checks every piece is whole UTF-8 and the pieces add up to `expected`.
-void check_streaming(const Tokenizer& tok, const Ids& prompt, const Ids& generated, const std::string& expected,
-                     const std::string& label) {
+// Feeds ids one at a time and checks every piece is whole UTF-8 and the pieces add up to
+// `expected`.
+void check_streaming(const Tokenizer& tok, const Ids& prompt, const Ids& generated,
+                     const std::string& expected, const std::string& label) {
   IncrementalDetokenizer detok(tok, prompt, true);
   std::string all;
   for (int32_t id : generated) {
@@ -187,9 +216,11 @@ void check_streaming(const Tokenizer& tok, const Ids& prompt, const Ids& generat
 
 TEST_F(RealTokenizers, IncrementalDetokenizerNeverSplitsCharacters) {
   const std::vector<std::string> texts = {
-      "\xF0\x9F\x98\x80\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7 \xF0\x9F\x91\x8B\xF0\x9F"
+      "\xF0\x9F\x98\x80\xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7 "
+      "\xF0\x9F\x91\x8B\xF0\x9F"
       "\x8F\xBF end",
-      "\xE6\x9C\xBA\xE5\x99\xA8\xE5\xAD\xA6\xE4\xB9\xA0\xE6\x98\xAF\xE4\xBA\xBA\xE5\xB7\xA5\xE6\x99\xBA\xE8\x83\xBD",
+      "\xE6\x9C\xBA\xE5\x99\xA8\xE5\xAD\xA6\xE4\xB9\xA0\xE6\x98\xAF\xE4\xBA\xBA\xE5\xB7\xA5\xE6\x99"
+      "\xBA\xE8\x83\xBD",
       "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E and English \xF0\x9D\x95\xB3\xF0\x9D\x96\x8A",
       " Hello world, this is a test.\nNew line.",
   };
@@ -197,16 +228,18 @@ TEST_F(RealTokenizers, IncrementalDetokenizerNeverSplitsCharacters) {
     const Tokenizer& tok = get(name);
     for (const auto& text : texts) {
       Ids ids = tok.encode(text, false);
-      check_streaming(tok, {}, ids, tok.decode(ids, true), std::string(name) + " no prompt: " + text);
-      // With a prompt, the stream is what the generated ids add to the prompt's text (for SentencePiece
-      // that includes the first word's leading space).
+      check_streaming(tok, {}, ids, tok.decode(ids, true),
+                      std::string(name) + " no prompt: " + text);
+      // With a prompt, the stream is what the generated ids add to the prompt's text (for
+      // SentencePiece that includes the first word's leading space).
       Ids prompt = tok.encode("Answer:", true);
       Ids all = prompt;
       all.insert(all.end(), ids.begin(), ids.end());
       std::string prompt_text = tok.decode(prompt, true);
       std::string full_text = tok.decode(all, true);
       ASSERT_EQ(full_text.compare(0, prompt_text.size(), prompt_text), 0);
-      check_streaming(tok, prompt, ids, full_text.substr(prompt_text.size()), std::string(name) + " prompt: " + text);
+      check_streaming(tok, prompt, ids, full_text.substr(prompt_text.size()),
+                      std::string(name) + " prompt: " + text);
     }
   }
 }

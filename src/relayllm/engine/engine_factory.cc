@@ -58,7 +58,7 @@ ServingEngine create_engine(const EngineOptions& options) {
   LoadedModel loaded = options.model.empty()
                            ? make_embedded_default_model(options.seed)
                            : load_model(options.model, parse_load_format(options.load_format),
-                                        options.seed);
+                                        options.seed, options.tokenizer);
   EngineConfig config = options.engine;
   config.seed = options.seed;
   if (loaded.config.sliding_window && (config.max_model_len <= 0 ||

@@ -16,6 +16,7 @@ namespace relayllm {
 
 struct EngineOptions {
   std::string model;  // empty: the embedded default
+  std::string tokenizer;  // folder with tokenizer.json; empty: the model folder
   std::string load_format = "auto";
   uint64_t seed = 0;
   std::string device = "auto";

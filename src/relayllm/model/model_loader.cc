@@ -23,7 +23,8 @@ Tokenizer load_tokenizer(const std::filesystem::path& dir) {
   return Tokenizer::from_files(tokenizer_json, dir / "tokenizer_config.json");
 }
 
-LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed) {
+LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
+                       const std::filesystem::path& tokenizer_dir) {
   auto start = std::chrono::steady_clock::now();
   RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
   ModelConfig config = parse_model_config(dir / "config.json");
@@ -33,9 +34,13 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
       if (std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), id) ==
           config.eos_token_ids.end())
         config.eos_token_ids.push_back(id);
-  Tokenizer tokenizer = load_tokenizer(dir);
   bool random = format == LoadFormat::kDummy;
   ModelWeights weights = random ? make_dummy_weights(config, seed) : load_weights(dir, config);
+  Tokenizer tokenizer = load_tokenizer(tokenizer_dir.empty() ? dir : tokenizer_dir);
+  RELAYLLM_CHECK(tokenizer.vocab_size() <= config.vocab_size,
+                 "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
+                 (tokenizer_dir.empty() ? dir : tokenizer_dir).string(), tokenizer.vocab_size(),
+                 config.vocab_size);
   double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} ({}, {} layers, hidden {}, vocab {}){} in {:.2f} s", dir.string(),

@@ -29,8 +29,10 @@ struct LoadedModel {
 
 // Reads config.json, generation_config.json, tokenizer.json (+ tokenizer_config.json)
 // and, unless format is kDummy, the safetensors checkpoint. Eos ids of
-// generation_config.json are merged into config.eos_token_ids.
-LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed);
+// generation_config.json are merged into config.eos_token_ids. The tokenizer comes
+// from tokenizer_dir when given, else from dir.
+LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
+                       const std::filesystem::path& tokenizer_dir = {});
 
 // Only the tokenizer files of a model folder.
 Tokenizer load_tokenizer(const std::filesystem::path& dir);

@@ -10,7 +10,8 @@ namespace {
 bool is_word_char(uint32_t cp) {
   // ASCII letters and digits, plus every non-ASCII character except whitespace: an approximation of
   // Unicode alphanumerics, which only matters for tokens flagged single_word.
-  if (cp < 0x80) return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
+  if (cp < 0x80)
+    return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z');
   return !utf8::is_whitespace(cp);
 }
 
@@ -21,7 +22,8 @@ uint32_t last_code_point(std::string_view s) {
 }
 
 uint32_t first_code_point(std::string_view s) {
-  return utf8::decode(s.substr(0, size_t(utf8::sequence_length(static_cast<unsigned char>(s[0]))))).front();
+  return utf8::decode(s.substr(0, size_t(utf8::sequence_length(static_cast<unsigned char>(s[0])))))
+      .front();
 }
 
 }  // namespace
@@ -47,7 +49,8 @@ void AddedVocabulary::Trie::insert(std::string_view key, int32_t token) {
   first_byte[static_cast<unsigned char>(key[0])] = true;
 }
 
-std::pair<int32_t, size_t> AddedVocabulary::Trie::longest_at(std::string_view text, size_t pos) const {
+std::pair<int32_t, size_t> AddedVocabulary::Trie::longest_at(std::string_view text,
+                                                             size_t pos) const {
   std::pair<int32_t, size_t> best{-1, 0};
   if (nodes.empty() || !first_byte[static_cast<unsigned char>(text[pos])]) return best;
   int32_t node = 0;
@@ -80,7 +83,8 @@ AddedVocabulary::AddedVocabulary(const nlohmann::json& added_tokens, const Norma
     if (!utf8::is_valid(token.content)) fail("{}: content is not valid UTF-8", here);
     int32_t index = int32_t(tokens_.size());
     if (token.normalized) {
-      normalized_trie_.insert(normalizer ? normalizer->normalize(token.content) : token.content, index);
+      normalized_trie_.insert(normalizer ? normalizer->normalize(token.content) : token.content,
+                              index);
     } else {
       raw_trie_.insert(token.content, index);
     }

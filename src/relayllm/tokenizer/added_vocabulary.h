@@ -3,13 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace relayllm {
 
@@ -36,7 +35,8 @@ class AddedVocabulary {
   AddedVocabulary() = default;
   // `normalizer` (may be null) is applied to the content of tokens flagged "normalized", because
   // those are looked for in normalized text.
-  AddedVocabulary(const nlohmann::json& added_tokens, const Normalizer* normalizer, const std::string& where);
+  AddedVocabulary(const nlohmann::json& added_tokens, const Normalizer* normalizer,
+                  const std::string& where);
 
   // Cuts `text` at the tokens with normalized == false (normalized == true when `normalized_pass`).
   std::vector<TextSplit> split(std::string_view text, bool normalized_pass) const;

@@ -17,7 +17,8 @@ constexpr size_t kMaxCachedWords = 200000;
 BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
   std::string type = field_or<std::string>(model, "type", "BPE", where);
   if (type != "BPE") fail("{}: unsupported model type \"{}\" (supported: BPE)", where, type);
-  if (model.contains("dropout") && !model["dropout"].is_null() && model["dropout"].get<double>() != 0.0) {
+  if (model.contains("dropout") && !model["dropout"].is_null() &&
+      model["dropout"].get<double>() != 0.0) {
     fail("{}: BPE dropout is not supported (dropout = {})", where, model["dropout"].dump());
   }
   const auto& vocab = child(model, "vocab");
@@ -59,7 +60,8 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
     const auto& m = merges[rank];
     std::string left, right;
     if (m.is_string()) {
-      // The older form "left right": exactly one space, since tokens never hold a plain space there.
+      // The older form "left right": exactly one space, since tokens never hold a plain space
+      // there.
       const std::string& line = m.get_ref<const std::string&>();
       size_t space = line.find(' ');
       if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos) {
@@ -75,13 +77,14 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
     }
     auto lookup = [&](const std::string& token) {
       auto it = vocab_.find(token);
-      if (it == vocab_.end()) fail("{}.merges[{}]: token \"{}\" is not in the vocab", where, rank, token);
+      if (it == vocab_.end())
+        fail("{}.merges[{}]: token \"{}\" is not in the vocab", where, rank, token);
       return it->second;
     };
     int32_t a = lookup(left), b = lookup(right);
     std::string merged = left;
-    if (!continuing_subword_prefix_.empty() && right.compare(0, continuing_subword_prefix_.size(),
-                                                             continuing_subword_prefix_) == 0) {
+    if (!continuing_subword_prefix_.empty() &&
+        right.compare(0, continuing_subword_prefix_.size(), continuing_subword_prefix_) == 0) {
       merged += right.substr(continuing_subword_prefix_.size());
     } else {
       merged += right;
@@ -98,7 +101,9 @@ std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
 }
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
-  if (id < 0 || size_t(id) >= id_to_token_.size()) return nullptr;
+  // Ids missing from a vocab with gaps hold an empty string; no real token is empty.
+  if (id < 0 || size_t(id) >= id_to_token_.size() || id_to_token_[size_t(id)].empty())
+    return nullptr;
   return &id_to_token_[size_t(id)];
 }
 
@@ -107,7 +112,8 @@ void BpeModel::initial_symbols(std::string_view word, std::vector<int32_t>& ids)
   bool pending_unk = false;
   std::string piece;
   for (size_t i = 0; i < word.size();) {
-    size_t n = std::min<size_t>(size_t(utf8::sequence_length(static_cast<unsigned char>(word[i]))), word.size() - i);
+    size_t n = std::min<size_t>(size_t(utf8::sequence_length(static_cast<unsigned char>(word[i]))),
+                                word.size() - i);
     bool first = i == 0, last = i + n == word.size();
     piece.clear();
     if (!first) piece += continuing_subword_prefix_;
@@ -157,7 +163,9 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
     int pos;
     int32_t new_id;
     // Lowest rank first, then leftmost: the order the reference applies merges in.
-    bool operator<(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    bool operator<(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
   };
   std::priority_queue<Candidate> queue;
   auto push_pair = [&](int left) {
@@ -176,7 +184,8 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
     if (right < 0) continue;
     // Stale entry: one side merged since it was queued, so the pair may now be different.
     auto it = merges_.find(pair_key(ids[size_t(left)], ids[size_t(right)]));
-    if (it == merges_.end() || it->second.new_id != top.new_id || it->second.rank != top.rank) continue;
+    if (it == merges_.end() || it->second.new_id != top.new_id || it->second.rank != top.rank)
+      continue;
     ids[size_t(left)] = top.new_id;
     ids[size_t(right)] = -1;
     next[size_t(left)] = next[size_t(right)];
@@ -210,7 +219,8 @@ void BpeModel::tokenize(std::string_view word, std::vector<int32_t>& out) const 
   if (cacheable) {
     std::lock_guard lock(cache_->mutex);
     if (cache_->words.size() >= kMaxCachedWords) cache_->words.clear();
-    cache_->words.emplace(std::string(word), std::vector<int32_t>(out.begin() + long(start), out.end()));
+    cache_->words.emplace(std::string(word),
+                          std::vector<int32_t>(out.begin() + long(start), out.end()));
   }
 }
 

@@ -4,26 +4,26 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 namespace relayllm {
 
 class BpeModel {
  public:
-  // Throws Error naming `where` for a missing vocabulary entry, a malformed merge or unsupported options.
+  // Throws Error naming `where` for a missing vocabulary entry, a malformed merge or unsupported
+  // options.
   BpeModel(const nlohmann::json& model, const std::string& where);
 
   // Appends the ids of one pre-tokenized word.
   void tokenize(std::string_view word, std::vector<int32_t>& out) const;
 
   std::optional<int32_t> token_to_id(std::string_view token) const;
-  // Empty optional for ids outside the vocabulary.
+  // nullptr for ids outside the vocabulary.
   const std::string* id_to_token(int32_t id) const;
   int32_t max_id() const { return int32_t(id_to_token_.size()) - 1; }
 
@@ -32,7 +32,9 @@ class BpeModel {
     int32_t rank;
     int32_t new_id;
   };
-  static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t(uint32_t(a)) << 32) | uint32_t(b); }
+  static uint64_t pair_key(int32_t a, int32_t b) {
+    return (uint64_t(uint32_t(a)) << 32) | uint32_t(b);
+  }
 
   // One symbol per character (or fallback byte) before merging: the token id and its byte length.
   void initial_symbols(std::string_view word, std::vector<int32_t>& ids) const;

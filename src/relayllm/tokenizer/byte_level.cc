@@ -10,7 +10,9 @@ namespace {
 // Printable Latin-1 bytes keep their own code point; the other 68 bytes are numbered from U+0100
 // in byte order, which is the mapping every byte-level vocabulary was built with.
 uint32_t code_point_of(uint8_t b) {
-  auto printable = [](int x) { return (x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE); };
+  auto printable = [](int x) {
+    return (x >= 0x21 && x <= 0x7E) || (x >= 0xA1 && x <= 0xAC) || (x >= 0xAE);
+  };
   if (printable(b)) return b;
   uint32_t n = 0;
   for (int x = 0; x < b; ++x) n += printable(x) ? 0 : 1;

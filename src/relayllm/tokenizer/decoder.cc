@@ -10,7 +10,8 @@ namespace {
 
 class SequenceDecoder final : public Decoder {
  public:
-  explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> parts) : parts_(std::move(parts)) {}
+  explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> parts)
+      : parts_(std::move(parts)) {}
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (const auto& part : parts_) tokens = part->decode_chain(std::move(tokens));
     return tokens;
@@ -46,7 +47,8 @@ class ByteLevelDecoder final : public Decoder {
 
 class ReplaceDecoder final : public Decoder {
  public:
-  ReplaceDecoder(Regex pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceDecoder(Regex pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (auto& token : tokens) token = pattern_.replace_all(token, content_);
     return tokens;
@@ -62,7 +64,10 @@ int parse_byte_token(const std::string& token) {
   int value = 0;
   for (int i = 3; i < 5; ++i) {
     char c = token[size_t(i)];
-    int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    int digit = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
     if (digit < 0) return -1;
     value = value * 16 + digit;
   }
@@ -112,7 +117,8 @@ class FuseDecoder final : public Decoder {
 
 class StripDecoder final : public Decoder {
  public:
-  StripDecoder(uint32_t content, size_t start, size_t stop) : content_(content), start_(start), stop_(stop) {}
+  StripDecoder(uint32_t content, size_t start, size_t stop)
+      : content_(content), start_(start), stop_(stop) {}
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (auto& token : tokens) {
       std::vector<uint32_t> cps = utf8::decode(token);
@@ -120,7 +126,8 @@ class StripDecoder final : public Decoder {
       while (begin < start_ && begin < end && cps[begin] == content_) ++begin;
       size_t stripped = 0;
       while (stripped < stop_ && end > begin && cps[end - 1] == content_) --end, ++stripped;
-      token = utf8::encode(std::vector<uint32_t>(cps.begin() + long(begin), cps.begin() + long(end)));
+      token =
+          utf8::encode(std::vector<uint32_t>(cps.begin() + long(begin), cps.begin() + long(end)));
     }
     return tokens;
   }
@@ -132,13 +139,16 @@ class StripDecoder final : public Decoder {
 
 class MetaspaceDecoder final : public Decoder {
  public:
-  MetaspaceDecoder(uint32_t replacement, bool strip_first) : replacement_(replacement), strip_first_(strip_first) {}
+  MetaspaceDecoder(uint32_t replacement, bool strip_first)
+      : replacement_(replacement), strip_first_(strip_first) {}
   std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
     for (size_t i = 0; i < tokens.size(); ++i) {
       std::string out;
       for (uint32_t cp : utf8::decode(tokens[i])) {
-        if (cp != replacement_) utf8::append(out, cp);
-        else if (!(i == 0 && strip_first_)) out.push_back(' ');
+        if (cp != replacement_)
+          utf8::append(out, cp);
+        else if (!(i == 0 && strip_first_))
+          out.push_back(' ');
       }
       tokens[i] = std::move(out);
     }
@@ -175,24 +185,30 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::s
   }
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Replace") {
-    return std::make_unique<ReplaceDecoder>(pattern_from_json(child(config, "pattern"), here + ".pattern"),
-                                            field<std::string>(config, "content", here));
+    return std::make_unique<ReplaceDecoder>(
+        pattern_from_json(child(config, "pattern"), here + ".pattern"),
+        field<std::string>(config, "content", here));
   }
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
   if (type == "Strip") {
-    return std::make_unique<StripDecoder>(single_char(field<std::string>(config, "content", here), here, "content"),
-                                          field<size_t>(config, "start", here), field<size_t>(config, "stop", here));
+    return std::make_unique<StripDecoder>(
+        single_char(field<std::string>(config, "content", here), here, "content"),
+        field<size_t>(config, "start", here), field<size_t>(config, "stop", here));
   }
   if (type == "Metaspace") {
     bool strip_first = field_or<bool>(config, "add_prefix_space", true, here);
-    if (config.contains("prepend_scheme")) strip_first = field<std::string>(config, "prepend_scheme", here) != "never";
-    return std::make_unique<MetaspaceDecoder>(single_char(field<std::string>(config, "replacement", here), here, "replacement"),
-                                              strip_first);
+    if (config.contains("prepend_scheme"))
+      strip_first = field<std::string>(config, "prepend_scheme", here) != "never";
+    return std::make_unique<MetaspaceDecoder>(
+        single_char(field<std::string>(config, "replacement", here), here, "replacement"),
+        strip_first);
   }
-  fail("{}: unsupported decoder type \"{}\" (supported: Sequence, ByteLevel, Replace, ByteFallback, Fuse, Strip, "
-       "Metaspace)",
-       where, type);
+  fail(
+      "{}: unsupported decoder type \"{}\" (supported: Sequence, ByteLevel, Replace, ByteFallback, "
+      "Fuse, Strip, "
+      "Metaspace)",
+      where, type);
 }
 
 }  // namespace relayllm

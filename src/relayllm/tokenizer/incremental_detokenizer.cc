@@ -10,12 +10,14 @@ constexpr size_t kPromptContext = 5;
 
 bool ends_with_replacement(const std::string& s) {
   return s.size() >= utf8::kReplacement.size() &&
-         s.compare(s.size() - utf8::kReplacement.size(), utf8::kReplacement.size(), utf8::kReplacement) == 0;
+         s.compare(s.size() - utf8::kReplacement.size(), utf8::kReplacement.size(),
+                   utf8::kReplacement) == 0;
 }
 
 }  // namespace
 
-IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids,
+IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer,
+                                               std::span<const int32_t> prompt_ids,
                                                bool skip_special_tokens)
     : tokenizer_(&tokenizer), skip_special_(skip_special_tokens) {
   size_t context = std::min(prompt_ids.size(), kPromptContext);
@@ -26,7 +28,8 @@ IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tokenizer, std::
 
 std::string IncrementalDetokenizer::advance(bool final) {
   std::span<const int32_t> all(ids_);
-  std::string prefix_text = tokenizer_->decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
+  std::string prefix_text =
+      tokenizer_->decode(all.subspan(prefix_offset_, read_offset_ - prefix_offset_), skip_special_);
   std::string new_text = tokenizer_->decode(all.subspan(prefix_offset_), skip_special_);
   std::string piece;
   if (new_text.compare(0, prefix_text.size(), prefix_text) == 0) {

@@ -1,9 +1,8 @@
 // Typed access to tokenizer.json fields with errors that name the field.
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "relayllm/common/error.h"
 

@@ -12,7 +12,8 @@ namespace {
 
 class SequenceNormalizer final : public Normalizer {
  public:
-  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts) : parts_(std::move(parts)) {}
+  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts)
+      : parts_(std::move(parts)) {}
   std::string normalize(std::string text) const override {
     for (const auto& part : parts_) text = part->normalize(std::move(text));
     return text;
@@ -36,7 +37,9 @@ class PrependNormalizer final : public Normalizer {
  public:
   explicit PrependNormalizer(std::string prefix) : prefix_(std::move(prefix)) {}
   // An empty piece stays empty, so text that is all added tokens gains nothing.
-  std::string normalize(std::string text) const override { return text.empty() ? text : prefix_ + text; }
+  std::string normalize(std::string text) const override {
+    return text.empty() ? text : prefix_ + text;
+  }
 
  private:
   std::string prefix_;
@@ -44,8 +47,11 @@ class PrependNormalizer final : public Normalizer {
 
 class ReplaceNormalizer final : public Normalizer {
  public:
-  ReplaceNormalizer(Regex pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
-  std::string normalize(std::string text) const override { return pattern_.replace_all(text, content_); }
+  ReplaceNormalizer(Regex pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  std::string normalize(std::string text) const override {
+    return pattern_.replace_all(text, content_);
+  }
 
  private:
   Regex pattern_;
@@ -58,8 +64,10 @@ class StripNormalizer final : public Normalizer {
   std::string normalize(std::string text) const override {
     std::vector<uint32_t> cps = utf8::decode(text);
     size_t begin = 0, end = cps.size();
-    if (left_) while (begin < end && utf8::is_whitespace(cps[begin])) ++begin;
-    if (right_) while (end > begin && utf8::is_whitespace(cps[end - 1])) --end;
+    if (left_)
+      while (begin < end && utf8::is_whitespace(cps[begin])) ++begin;
+    if (right_)
+      while (end > begin && utf8::is_whitespace(cps[end - 1])) --end;
     return utf8::encode(std::vector<uint32_t>(cps.begin() + begin, cps.begin() + end));
   }
 
@@ -69,7 +77,8 @@ class StripNormalizer final : public Normalizer {
 
 }  // namespace
 
-std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config, const std::string& where) {
+std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config,
+                                            const std::string& where) {
   if (config.is_null()) return nullptr;
   std::string type = type_of(config, where);
   std::string here = where + "." + type;
@@ -85,17 +94,21 @@ std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config, const 
   }
   if (type == "NFC") return std::make_unique<NfcNormalizer>();
   if (type == "NFD") return std::make_unique<NfdNormalizer>();
-  if (type == "Prepend") return std::make_unique<PrependNormalizer>(field<std::string>(config, "prepend", here));
+  if (type == "Prepend")
+    return std::make_unique<PrependNormalizer>(field<std::string>(config, "prepend", here));
   if (type == "Replace") {
-    return std::make_unique<ReplaceNormalizer>(pattern_from_json(child(config, "pattern"), here + ".pattern"),
-                                               field<std::string>(config, "content", here));
+    return std::make_unique<ReplaceNormalizer>(
+        pattern_from_json(child(config, "pattern"), here + ".pattern"),
+        field<std::string>(config, "content", here));
   }
   if (type == "Strip") {
     return std::make_unique<StripNormalizer>(field_or<bool>(config, "strip_left", true, here),
                                              field_or<bool>(config, "strip_right", true, here));
   }
-  fail("{}: unsupported normalizer type \"{}\" (supported: Sequence, NFC, NFD, Prepend, Replace, Strip)", where,
-       type);
+  fail(
+      "{}: unsupported normalizer type \"{}\" (supported: Sequence, NFC, NFD, Prepend, Replace, "
+      "Strip)",
+      where, type);
 }
 
 }  // namespace relayllm

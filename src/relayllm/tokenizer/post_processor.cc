@@ -14,13 +14,16 @@ void PostProcessor::add(const nlohmann::json& config, const std::string& where) 
   if (type == "Sequence") {
     const auto& list = child(config, "processors");
     if (!list.is_array()) fail("{}: field \"processors\" must be an array", here);
-    for (size_t i = 0; i < list.size(); ++i) add(list[i], fmt::format("{}.processors[{}]", where, i));
+    for (size_t i = 0; i < list.size(); ++i)
+      add(list[i], fmt::format("{}.processors[{}]", where, i));
     return;
   }
   if (type == "ByteLevel") return;  // only adjusts offsets, which this tokenizer does not track
   if (type != "TemplateProcessing") {
-    fail("{}: unsupported post_processor type \"{}\" (supported: TemplateProcessing, ByteLevel, Sequence)", where,
-         type);
+    fail(
+        "{}: unsupported post_processor type \"{}\" (supported: TemplateProcessing, ByteLevel, "
+        "Sequence)",
+        where, type);
   }
   if (template_) fail("{}: more than one TemplateProcessing", where);
   const auto& single = child(config, "single");
@@ -34,8 +37,10 @@ void PostProcessor::add(const nlohmann::json& config, const std::string& where) 
       items.push_back({true, {}});
     } else if (piece.contains("SpecialToken")) {
       std::string name = field<std::string>(piece["SpecialToken"], "id", at);
-      if (!specials.contains(name)) fail("{}: special token \"{}\" is not in special_tokens", at, name);
-      items.push_back({false, field<std::vector<int32_t>>(specials[name], "ids", here + ".special_tokens." + name)});
+      if (!specials.contains(name))
+        fail("{}: special token \"{}\" is not in special_tokens", at, name);
+      items.push_back({false, field<std::vector<int32_t>>(specials[name], "ids",
+                                                          here + ".special_tokens." + name)});
     } else {
       fail("{}: expected Sequence or SpecialToken, got {}", at, piece.dump());
     }

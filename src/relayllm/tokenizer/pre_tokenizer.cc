@@ -38,7 +38,8 @@ void split_piece(const TextPiece& piece, const Regex& regex, SplitBehavior behav
   std::vector<std::pair<size_t, size_t>> parts;
   switch (behavior) {
     case SplitBehavior::kRemoved:
-      for (auto& [range, is_delim] : spans) if (!is_delim) parts.push_back(range);
+      for (auto& [range, is_delim] : spans)
+        if (!is_delim) parts.push_back(range);
       break;
     case SplitBehavior::kIsolated:
       for (auto& [range, is_delim] : spans) parts.push_back(range);
@@ -81,11 +82,13 @@ void split_piece(const TextPiece& piece, const Regex& regex, SplitBehavior behav
     }
   }
   for (auto [begin, end] : parts) {
-    if (end > begin) out.push_back({s.substr(begin, end - begin), piece.at_text_start && begin == 0});
+    if (end > begin)
+      out.push_back({s.substr(begin, end - begin), piece.at_text_start && begin == 0});
   }
 }
 
-void split_all(std::vector<TextPiece>& pieces, const Regex& regex, SplitBehavior behavior, bool invert) {
+void split_all(std::vector<TextPiece>& pieces, const Regex& regex, SplitBehavior behavior,
+               bool invert) {
   std::vector<TextPiece> out;
   out.reserve(pieces.size());
   for (const auto& piece : pieces) split_piece(piece, regex, behavior, invert, out);
@@ -94,7 +97,8 @@ void split_all(std::vector<TextPiece>& pieces, const Regex& regex, SplitBehavior
 
 class SequencePreTokenizer final : public PreTokenizer {
  public:
-  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts) : parts_(std::move(parts)) {}
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts)
+      : parts_(std::move(parts)) {}
   void pre_tokenize(std::vector<TextPiece>& pieces) const override {
     for (const auto& part : parts_) part->pre_tokenize(pieces);
   }
@@ -107,7 +111,9 @@ class SplitPreTokenizer final : public PreTokenizer {
  public:
   SplitPreTokenizer(Regex regex, SplitBehavior behavior, bool invert)
       : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
-  void pre_tokenize(std::vector<TextPiece>& pieces) const override { split_all(pieces, regex_, behavior_, invert_); }
+  void pre_tokenize(std::vector<TextPiece>& pieces) const override {
+    split_all(pieces, regex_, behavior_, invert_);
+  }
 
  private:
   Regex regex_;
@@ -144,7 +150,8 @@ enum class PrependScheme { kAlways, kFirst, kNever };
 
 class MetaspacePreTokenizer final : public PreTokenizer {
  public:
-  MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, bool split, const std::string& where)
+  MetaspacePreTokenizer(std::string replacement, PrependScheme scheme, bool split,
+                        const std::string& where)
       : replacement_(std::move(replacement)),
         scheme_(scheme),
         space_(Regex::literal(" ", where)),
@@ -154,7 +161,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
     for (auto& piece : pieces) {
       piece.text = space_.replace_all(piece.text, replacement_);
       bool starts = piece.text.compare(0, replacement_.size(), replacement_) == 0;
-      bool prepend = scheme_ == PrependScheme::kAlways || (scheme_ == PrependScheme::kFirst && piece.at_text_start);
+      bool prepend = scheme_ == PrependScheme::kAlways ||
+                     (scheme_ == PrependScheme::kFirst && piece.at_text_start);
       if (prepend && !starts) piece.text = replacement_ + piece.text;
     }
     if (split_) split_all(pieces, delimiter_, SplitBehavior::kMergedWithNext, false);
@@ -169,7 +177,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
 
 }  // namespace
 
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config, const std::string& where) {
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config,
+                                                 const std::string& where) {
   if (config.is_null()) return nullptr;
   std::string type = type_of(config, where);
   std::string here = where + "." + type;
@@ -186,27 +195,37 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config, c
   if (type == "Split") {
     return std::make_unique<SplitPreTokenizer>(
         pattern_from_json(child(config, "pattern"), here + ".pattern"),
-        parse_behavior(field<std::string>(config, "behavior", here), here), field_or<bool>(config, "invert", false, here));
+        parse_behavior(field<std::string>(config, "behavior", here), here),
+        field_or<bool>(config, "invert", false, here));
   }
   if (type == "ByteLevel") {
-    return std::make_unique<ByteLevelPreTokenizer>(field_or<bool>(config, "add_prefix_space", true, here),
-                                                   field_or<bool>(config, "use_regex", true, here), here);
+    return std::make_unique<ByteLevelPreTokenizer>(
+        field_or<bool>(config, "add_prefix_space", true, here),
+        field_or<bool>(config, "use_regex", true, here), here);
   }
   if (type == "Metaspace") {
     std::string replacement = field<std::string>(config, "replacement", here);
-    PrependScheme scheme = field_or<bool>(config, "add_prefix_space", true, here) ? PrependScheme::kAlways
-                                                                                  : PrependScheme::kNever;
+    PrependScheme scheme = field_or<bool>(config, "add_prefix_space", true, here)
+                               ? PrependScheme::kAlways
+                               : PrependScheme::kNever;
     if (config.contains("prepend_scheme")) {
       std::string name = field<std::string>(config, "prepend_scheme", here);
-      if (name == "always") scheme = PrependScheme::kAlways;
-      else if (name == "first") scheme = PrependScheme::kFirst;
-      else if (name == "never") scheme = PrependScheme::kNever;
-      else fail("{}: unknown prepend_scheme \"{}\"", here, name);
+      if (name == "always")
+        scheme = PrependScheme::kAlways;
+      else if (name == "first")
+        scheme = PrependScheme::kFirst;
+      else if (name == "never")
+        scheme = PrependScheme::kNever;
+      else
+        fail("{}: unknown prepend_scheme \"{}\"", here, name);
     }
-    return std::make_unique<MetaspacePreTokenizer>(replacement, scheme, field_or<bool>(config, "split", true, here),
-                                                   here);
+    return std::make_unique<MetaspacePreTokenizer>(
+        replacement, scheme, field_or<bool>(config, "split", true, here), here);
   }
-  fail("{}: unsupported pre_tokenizer type \"{}\" (supported: Sequence, Split, ByteLevel, Metaspace)", where, type);
+  fail(
+      "{}: unsupported pre_tokenizer type \"{}\" (supported: Sequence, Split, ByteLevel, "
+      "Metaspace)",
+      where, type);
 }
 
 }  // namespace relayllm

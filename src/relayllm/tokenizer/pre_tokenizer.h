@@ -2,10 +2,9 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace relayllm {
 
@@ -23,6 +22,7 @@ class PreTokenizer {
 };
 
 // nullptr for a JSON null. Throws Error naming `where` for unsupported types or bad fields.
-std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config, const std::string& where);
+std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config,
+                                                 const std::string& where);
 
 }  // namespace relayllm

@@ -3,6 +3,8 @@
 
 #include <pcre2.h>
 
+#include <nlohmann/json.hpp>
+
 #include "relayllm/common/error.h"
 
 namespace relayllm {
@@ -16,7 +18,8 @@ namespace {
 
 struct MatchData {
   pcre2_match_data* data;
-  explicit MatchData(const pcre2_code* code) : data(pcre2_match_data_create_from_pattern(code, nullptr)) {}
+  explicit MatchData(const pcre2_code* code)
+      : data(pcre2_match_data_create_from_pattern(code, nullptr)) {}
   ~MatchData() { pcre2_match_data_free(data); }
   MatchData(const MatchData&) = delete;
   MatchData& operator=(const MatchData&) = delete;
@@ -24,7 +27,8 @@ struct MatchData {
 
 // Unicode White_Space. PCRE2 (before 10.43) also counts U+180E as \s, which Unicode dropped in 6.3
 // and the reference regex engine does not, so \s and \S are spelled out with this set instead.
-constexpr const char* kWhiteSpace = R"(\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+constexpr const char* kWhiteSpace =
+    R"(\t\n\x{0B}\f\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
 
 std::string spell_out_whitespace(const std::string& pattern) {
   std::string out;
@@ -105,7 +109,8 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view subject)
   auto* data = reinterpret_cast<PCRE2_SPTR>(subject.data());
   size_t offset = 0;
   while (offset <= subject.size()) {
-    int rc = pcre2_match(code_->code, data, subject.size(), offset, PCRE2_NO_UTF_CHECK, md.data, nullptr);
+    int rc = pcre2_match(code_->code, data, subject.size(), offset, PCRE2_NO_UTF_CHECK, md.data,
+                         nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
       PCRE2_UCHAR message[256];
@@ -118,7 +123,8 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view subject)
       // An empty match carries no text; step over one whole character so the scan advances.
       if (begin >= subject.size()) break;
       size_t next = begin + 1;
-      while (next < subject.size() && (static_cast<unsigned char>(subject[next]) & 0xC0) == 0x80) ++next;
+      while (next < subject.size() && (static_cast<unsigned char>(subject[next]) & 0xC0) == 0x80)
+        ++next;
       offset = next;
       continue;
     }
@@ -140,12 +146,6 @@ std::string Regex::replace_all(std::string_view subject, std::string_view replac
   return out;
 }
 
-}  // namespace relayllm
-
-#include <nlohmann/json.hpp>
-
-namespace relayllm {
-
 Regex pattern_from_json(const nlohmann::json& pattern, const std::string& where) {
   if (pattern.is_object() && pattern.contains("String") && pattern["String"].is_string()) {
     return Regex::literal(pattern["String"].get<std::string>(), where);
@@ -153,7 +153,8 @@ Regex pattern_from_json(const nlohmann::json& pattern, const std::string& where)
   if (pattern.is_object() && pattern.contains("Regex") && pattern["Regex"].is_string()) {
     return Regex(pattern["Regex"].get<std::string>(), where);
   }
-  fail("{}: pattern must be {{\"String\": ...}} or {{\"Regex\": ...}}, got {}", where, pattern.dump());
+  fail("{}: pattern must be {{\"String\": ...}} or {{\"Regex\": ...}}, got {}", where,
+       pattern.dump());
 }
 
 }  // namespace relayllm

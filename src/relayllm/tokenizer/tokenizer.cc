@@ -36,7 +36,8 @@ namespace {
 nlohmann::json read_json(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open", path.string());
-  // Parsing from memory is about twice as fast as from the stream, and tokenizer.json files are big.
+  // Parsing from memory is about twice as fast as from the stream, and tokenizer.json files are
+  // big.
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   try {
     return nlohmann::json::parse(text);
@@ -50,12 +51,14 @@ std::string config_token(const nlohmann::json& config, const char* key, const st
   if (!config.is_object() || !config.contains(key) || config[key].is_null()) return {};
   const auto& value = config[key];
   if (value.is_string()) return value.get<std::string>();
-  if (value.is_object()) return field<std::string>(value, "content", fmt::format("{}.{}", where, key));
+  if (value.is_object())
+    return field<std::string>(value, "content", fmt::format("{}.{}", where, key));
   fail("{}: field \"{}\" must be a string, an object with \"content\", or null", where, key);
 }
 
 std::string config_chat_template(const nlohmann::json& config, const std::string& where) {
-  if (!config.is_object() || !config.contains("chat_template") || config["chat_template"].is_null()) return {};
+  if (!config.is_object() || !config.contains("chat_template") || config["chat_template"].is_null())
+    return {};
   const auto& value = config["chat_template"];
   if (value.is_string()) return value.get<std::string>();
   // The list form [{"name": ..., "template": ...}] holds named variants; "default" is the chat one.
@@ -72,8 +75,10 @@ std::string config_chat_template(const nlohmann::json& config, const std::string
 
 }  // namespace
 
-void Tokenizer::Impl::encode_plain(std::string_view text, bool at_text_start, std::vector<int32_t>& out) const {
-  std::string normalized = normalizer ? normalizer->normalize(std::string(text)) : std::string(text);
+void Tokenizer::Impl::encode_plain(std::string_view text, bool at_text_start,
+                                   std::vector<int32_t>& out) const {
+  std::string normalized =
+      normalizer ? normalizer->normalize(std::string(text)) : std::string(text);
   std::vector<TextPiece> pieces;
   std::vector<std::optional<int32_t>> piece_tokens;
   if (added.has_normalized_tokens()) {
@@ -82,7 +87,8 @@ void Tokenizer::Impl::encode_plain(std::string_view text, bool at_text_start, st
         pieces.push_back({});
         piece_tokens.push_back(s.token_id);
       } else {
-        pieces.push_back({normalized.substr(s.begin, s.end - s.begin), at_text_start && s.begin == 0});
+        pieces.push_back(
+            {normalized.substr(s.begin, s.end - s.begin), at_text_start && s.begin == 0});
         piece_tokens.push_back(std::nullopt);
       }
     }
@@ -111,7 +117,8 @@ Tokenizer Tokenizer::from_files(const std::filesystem::path& tokenizer_json,
   try {
     return from_json(tokenizer, config);
   } catch (const Error& e) {
-    fail("{} / {}: {}", tokenizer_json.string(), tokenizer_config_json.filename().string(), e.what());
+    fail("{} / {}: {}", tokenizer_json.string(), tokenizer_config_json.filename().string(),
+         e.what());
   }
 }
 
@@ -123,7 +130,8 @@ Tokenizer Tokenizer::from_json(const nlohmann::json& tokenizer, const nlohmann::
   impl->pre_tokenizer = make_pre_tokenizer(get("pre_tokenizer"), "tokenizer.json pre_tokenizer");
   if (!tokenizer.contains("model")) fail("tokenizer.json: missing field \"model\"");
   impl->model = std::make_unique<BpeModel>(tokenizer["model"], "tokenizer.json model");
-  impl->added = AddedVocabulary(get("added_tokens"), impl->normalizer.get(), "tokenizer.json added_tokens");
+  impl->added =
+      AddedVocabulary(get("added_tokens"), impl->normalizer.get(), "tokenizer.json added_tokens");
   impl->post_processor = PostProcessor(get("post_processor"), "tokenizer.json post_processor");
   impl->decoder = make_decoder(get("decoder"), "tokenizer.json decoder");
 
@@ -156,8 +164,9 @@ Tokenizer Tokenizer::make_byte_tokenizer() {
   nlohmann::json vocab = nlohmann::json::object();
   for (int b = 0; b < 256; ++b) vocab[byte_level::byte_to_char(uint8_t(b))] = b;
   auto special = [](int id, const char* content) {
-    return nlohmann::json{{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
-                          {"rstrip", false}, {"normalized", false}, {"special", true}};
+    return nlohmann::json{{"id", id},        {"content", content}, {"single_word", false},
+                          {"lstrip", false}, {"rstrip", false},    {"normalized", false},
+                          {"special", true}};
   };
   nlohmann::json tokenizer = {
       {"added_tokens", {special(256, "<s>"), special(257, "</s>")}},
@@ -165,7 +174,9 @@ Tokenizer Tokenizer::make_byte_tokenizer() {
       {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}},
       {"post_processor",
        {{"type", "TemplateProcessing"},
-        {"single", {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+        {"single",
+         {{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+          {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
         {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {256}}, {"tokens", {"<s>"}}}}}}}},
       {"decoder", {{"type", "ByteLevel"}}},
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},

@@ -6,13 +6,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace relayllm {
 
@@ -22,9 +21,10 @@ class Tokenizer {
   static Tokenizer from_files(const std::filesystem::path& tokenizer_json,
                               const std::filesystem::path& tokenizer_config_json);
   // tokenizer_config may be null or an empty object.
-  static Tokenizer from_json(const nlohmann::json& tokenizer, const nlohmann::json& tokenizer_config);
-  // A byte-level tokenizer with 256 byte tokens (id = byte value) and no merges plus "<s>" (256, bos)
-  // and "</s>" (257, eos); encode adds "<s>" when add_special_tokens. Vocab size 258.
+  static Tokenizer from_json(const nlohmann::json& tokenizer,
+                             const nlohmann::json& tokenizer_config);
+  // A byte-level tokenizer with 256 byte tokens (id = byte value) and no merges plus "<s>" (256,
+  // bos) and "</s>" (257, eos); encode adds "<s>" when add_special_tokens. Vocab size 258.
   static Tokenizer make_byte_tokenizer();
 
   // Invalid UTF-8 in `text` is replaced by U+FFFD first.
@@ -37,7 +37,8 @@ class Tokenizer {
   // Throws Error for an id that is neither in the vocab nor an added token.
   std::string id_to_token(int32_t id) const;
   bool is_special(int32_t id) const;
-  std::optional<int32_t> bos_token_id() const;  // tokenizer_config bos_token, else the post_processor's first special
+  std::optional<int32_t> bos_token_id()
+      const;  // tokenizer_config bos_token, else the post_processor's first special
   std::optional<int32_t> eos_token_id() const;  // tokenizer_config eos_token
   const std::string& chat_template() const;     // tokenizer_config "chat_template", "" if none
 
@@ -55,16 +56,17 @@ class Tokenizer {
 // sequence: text whose decode still ends in U+FFFD (an unfinished character) is held back until a
 // later id completes it, or until flush().
 //
-// The prompt's last few ids are decoded with the generated ones as context, so tokenizers that strip
-// the first token's leading space (SentencePiece) give the first generated word its space. With an
-// empty prompt the concatenation of all pieces equals tokenizer.decode(generated_ids, skip_special);
-// with a prompt it equals what decode(prompt_ids + generated_ids) adds after decode(prompt_ids).
-// One exception, for invalid UTF-8 only: byte fallback decodes a whole run of byte tokens that is
-// not valid UTF-8 as one U+FFFD per byte, even bytes of a character that was complete (and already
-// streamed) before a bad byte followed; the stream keeps that character.
+// The prompt's last few ids are decoded with the generated ones as context, so tokenizers that
+// strip the first token's leading space (SentencePiece) give the first generated word its space.
+// With an empty prompt the concatenation of all pieces equals tokenizer.decode(generated_ids,
+// skip_special); with a prompt it equals what decode(prompt_ids + generated_ids) adds after
+// decode(prompt_ids). One exception, for invalid UTF-8 only: byte fallback decodes a whole run of
+// byte tokens that is not valid UTF-8 as one U+FFFD per byte, even bytes of a character that was
+// complete (and already streamed) before a bad byte followed; the stream keeps that character.
 class IncrementalDetokenizer {
  public:
-  IncrementalDetokenizer(const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids, bool skip_special_tokens);
+  IncrementalDetokenizer(const Tokenizer& tokenizer, std::span<const int32_t> prompt_ids,
+                         bool skip_special_tokens);
 
   std::string push(int32_t id);  // new text made final by this id (maybe "")
   std::string flush();           // whatever is held back, with invalid bytes as U+FFFD

@@ -21,9 +21,9 @@ uint8_t combining_class(uint32_t cp) {
   if (cp < 0x300) return 0;
   const auto* begin = ud::kCombiningClasses;
   const auto* end = begin + ud::kCombiningClassCount;
-  const auto* it = std::lower_bound(begin, end, cp, [](const ud::CombiningClassEntry& e, uint32_t c) {
-    return e.code_point < c;
-  });
+  const auto* it = std::lower_bound(
+      begin, end, cp,
+      [](const ud::CombiningClassEntry& e, uint32_t c) { return e.code_point < c; });
   return it != end && it->code_point == cp ? it->combining_class : 0;
 }
 
@@ -38,9 +38,9 @@ void decompose_into(uint32_t cp, std::vector<uint32_t>& out) {
   if (cp >= 0xC0) {
     const auto* begin = ud::kDecompositions;
     const auto* end = begin + ud::kDecompositionCount;
-    const auto* it = std::lower_bound(begin, end, cp, [](const ud::DecompositionEntry& e, uint32_t c) {
-      return e.code_point < c;
-    });
+    const auto* it = std::lower_bound(
+        begin, end, cp,
+        [](const ud::DecompositionEntry& e, uint32_t c) { return e.code_point < c; });
     if (it != end && it->code_point == cp) {
       out.insert(out.end(), ud::kDecompositionPool + it->offset,
                  ud::kDecompositionPool + it->offset + it->length);
@@ -61,10 +61,11 @@ uint32_t compose_pair(uint32_t a, uint32_t b) {
   }
   const auto* begin = ud::kCompositions;
   const auto* end = begin + ud::kCompositionCount;
-  const auto* it = std::lower_bound(begin, end, std::pair{a, b},
-                                    [](const ud::CompositionEntry& e, std::pair<uint32_t, uint32_t> k) {
-                                      return e.first != k.first ? e.first < k.first : e.second < k.second;
-                                    });
+  const auto* it =
+      std::lower_bound(begin, end, std::pair{a, b},
+                       [](const ud::CompositionEntry& e, std::pair<uint32_t, uint32_t> k) {
+                         return e.first != k.first ? e.first < k.first : e.second < k.second;
+                       });
   return it != end && it->first == a && it->second == b ? it->composite : 0;
 }
 
@@ -80,8 +81,9 @@ std::vector<uint32_t> canonical_decomposition(std::string_view text) {
     }
     size_t j = i;
     while (j < out.size() && combining_class(out[j]) != 0) ++j;
-    std::stable_sort(out.begin() + i, out.begin() + j,
-                     [](uint32_t x, uint32_t y) { return combining_class(x) < combining_class(y); });
+    std::stable_sort(out.begin() + i, out.begin() + j, [](uint32_t x, uint32_t y) {
+      return combining_class(x) < combining_class(y);
+    });
     i = j;
   }
   return out;
@@ -90,7 +92,8 @@ std::vector<uint32_t> canonical_decomposition(std::string_view text) {
 // Below U+0300 every character is its own NFC and NFD form except Latin-1 letters with
 // diacritics, so pure ASCII (the common case) can skip the work entirely.
 bool is_ascii(std::string_view text) {
-  return std::all_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return static_cast<unsigned char>(c) < 0x80; });
 }
 
 }  // namespace

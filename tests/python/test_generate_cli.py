@@ -1,0 +1,185 @@
+"""`relayllm generate` end to end: the JSON contract, relay on == relay off through the
+command line, and prompt logprobs against Hugging Face transformers' logits (the fixtures
+in tests/data/hf_fixtures), for a model folder with a tokenizer made by the `tokenizers`
+package."""
+import json
+import math
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+tokenizers = pytest.importorskip("tokenizers")
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "data" / "hf_fixtures"
+BIN = os.environ.get("RELAYLLM_BIN", "")
+
+SYS_PROMPT = "You are a careful assistant. Answer briefly and cite nothing you cannot check. "
+USER_PROMPTS = ["Hello, my name is", "Tell me about the sea.", "1 2 3 4 5 6", "ok"]
+
+
+@pytest.fixture(scope="module")
+def binary():
+    if not BIN or not os.access(BIN, os.X_OK):
+        pytest.fail("RELAYLLM_BIN must point at the built relayllm binary")
+    return BIN
+
+
+def make_tokenizer(folder: Path, vocab_size: int, bos_id: int, eos_id: int):
+    """A byte-level tokenizer whose ids fit the fixture's vocabulary: 256 byte symbols,
+    filler tokens, then BOS and EOS as special tokens at the ids config.json names."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    for i in range(len(vocab), min(bos_id, eos_id)):
+        vocab[f"<filler_{i}>"] = i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|bos|>", "<|eos|>"])
+    assert tok.token_to_id("<|bos|>") == bos_id and tok.token_to_id("<|eos|>") == eos_id
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", special_tokens=[("<|bos|>", bos_id)])
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<|bos|>", "eos_token": "<|eos|>"}))
+    assert tok.get_vocab_size() <= vocab_size
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama3_tiny")
+    for f in (FIXTURES / "llama3").iterdir():
+        shutil.copy(f, folder / f.name)
+    config = json.loads((folder / "config.json").read_text())
+    make_tokenizer(folder, config["vocab_size"], config["bos_token_id"], config["eos_token_id"][0])
+    return folder
+
+
+def generate(binary, model_dir, args, lines=None, check=True):
+    cmd = [binary, "generate", "--model", str(model_dir), "--num-threads", "2"] + args
+    stdin = None
+    if lines is not None:
+        path = Path(model_dir).parent / f"prompts_{abs(hash(json.dumps(lines)))}.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        cmd += ["--prompts-file", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, timeout=300, input=stdin)
+    if check:
+        assert proc.returncode == 0, proc.stderr.decode("utf-8", "replace")
+    out = [json.loads(line) for line in proc.stdout.decode("utf-8").splitlines()]
+    return proc, out
+
+
+def test_relay_on_equals_relay_off_through_the_cli(binary, model_dir):
+    common = ["--sys-prompt", SYS_PROMPT, "--temperature", "0", "--max-tokens", "12", "--ignore-eos",
+              "--block-size", "4", "--max-num-batched-tokens", "32"]
+    for p in USER_PROMPTS:
+        common += ["--prompt", p]
+    _, off = generate(binary, model_dir, common)
+    proc, on = generate(binary, model_dir, common + ["--enable-relay-attention"])
+    assert b"relay prefix 'system'" in proc.stderr
+    assert len(on) == len(off) == len(USER_PROMPTS)
+    for a, b in zip(on, off):
+        assert a["prompt_token_ids"] == b["prompt_token_ids"]  # relay never changes the tokens
+        assert a["token_ids"] == b["token_ids"]
+        assert a["text"] == b["text"]
+        assert len(a["token_ids"]) == 12 and a["finish_reason"] == "length"
+        assert a["relay_prefix_tokens"] > 0 and b["relay_prefix_tokens"] == 0
+
+
+def test_named_prefix_attaches_to_token_id_prompts(binary, model_dir, tmp_path):
+    prefix_file = tmp_path / "prefix.txt"
+    prefix_file.write_text("Shared few-shot examples: a->b, c->d, e->f.\n")
+    tok = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    prefix_ids = tok.encode(prefix_file.read_text()).ids
+    lines = [{"prompt_token_ids": prefix_ids + tok.encode(" g->", add_special_tokens=False).ids},
+             {"prompt_token_ids": tok.encode("unrelated").ids},
+             {"prompt": prefix_file.read_text() + " x->"}]
+    args = ["--temperature", "0", "--max-tokens", "6", "--ignore-eos"]
+    _, off = generate(binary, model_dir, args, lines)
+    _, on = generate(binary, model_dir,
+                     args + ["--enable-relay-attention", "--relay-prefix", f"fewshot={prefix_file}"], lines)
+    assert [r["token_ids"] for r in on] == [r["token_ids"] for r in off]
+    assert on[0]["relay_prefix_tokens"] == len(prefix_ids)
+    assert on[1]["relay_prefix_tokens"] == 0
+
+
+def log_softmax(row):
+    m = max(row)
+    s = math.log(sum(math.exp(x - m) for x in row))
+    return [x - m - s for x in row]
+
+
+def test_prompt_logprobs_match_transformers(binary, model_dir):
+    expected = json.loads((FIXTURES / "llama3" / "expected.json").read_text())
+    worst = 0.0
+    for seq in expected["sequences"]:
+        ids = seq["input_ids"]
+        _, out = generate(binary, model_dir, ["--temperature", "0", "--max-tokens", "1"],
+                          [{"prompt_token_ids": ids, "prompt_logprobs": 3, "logprobs": 2}])
+        result = out[0]
+        plp = result["prompt_logprobs"]
+        assert len(plp) == len(ids) and plp[0] is None
+        for pos in range(1, len(ids)):
+            reference = log_softmax(seq["logits"][pos - 1])
+            entry = plp[pos]
+            assert str(ids[pos]) in entry
+            assert 3 <= len(entry) <= 4  # top 3 plus the prompt token when it is not among them
+            for token, logprob in entry.items():
+                worst = max(worst, abs(logprob - reference[int(token)]))
+        # The greedy token is the argmax of the last position's logits.
+        last = seq["logits"][-1]
+        assert result["token_ids"][0] == max(range(len(last)), key=lambda i: (last[i], -i))
+        assert len(result["logprobs"]) == 1
+    assert worst < 1e-4, worst
+
+
+def test_json_contract_stop_strings_and_errors(binary, model_dir):
+    lines = [{"prompt": "abc", "max_tokens": 5, "temperature": 0},
+             {"prompt": "x" * 400, "max_tokens": 5},                      # longer than max model len
+             {"prompt": "abc", "max_tokens": 30, "temperature": 0.8, "seed": 5, "ignore_eos": True},
+             {"prompt": "abc", "max_tokens": 30, "temperature": 0.8, "seed": 5, "ignore_eos": True},
+             {"prompt": "abc", "max_tokens": 2, "top_p": 0}]               # invalid top_p
+    proc, out = generate(binary, model_dir, [], lines, check=False)
+    assert proc.returncode == 1
+    assert [r["index"] for r in out] == list(range(len(lines)))
+    assert "256" in out[1]["error"] and "401" in out[1]["error"]
+    assert "top_p" in out[4]["error"]
+    assert out[2]["token_ids"] == out[3]["token_ids"]  # same seed, same tokens
+    for key in ["text", "token_ids", "finish_reason", "prompt_token_ids", "timings"]:
+        assert key in out[0]
+    # A stop string taken from a generated text cuts it there and is reported.
+    text = out[2]["text"]
+    stop = text[5:8] if len(text) >= 8 else None
+    if stop and stop.strip():
+        _, again = generate(binary, model_dir, [], [dict(lines[2], stop=[stop])])
+        assert again[0]["finish_reason"] == "stop" and again[0]["stop_reason"] == stop
+        assert again[0]["text"] == text[: text.index(stop)]
+
+
+def test_embedded_default_runs_without_a_model(binary):
+    proc = subprocess.run([binary, "generate", "--enable-relay-attention", "--sys-prompt", "Be nice. ",
+                           "--prompt", "Hi", "--max-tokens", "4", "--ignore-eos"],
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert b"RANDOM weights" in proc.stderr
+    out = json.loads(proc.stdout)
+    assert len(out["token_ids"]) == 4 and out["relay_prefix_tokens"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/nonexistent-model-folder"], "does not exist"),
+    (["--temperature", "-1"], "temperature"),
+    (["--sys-schema", "no user marker"], "{__USR_PROMPT}"),
+    (["--relay-prefix", "x=/no/such/file"], "--enable-relay-attention"),
+    (["--enable-relay-attention", "--relay-prefix", "x=/no/such/file"], "/no/such/file"),
+])
+def test_bad_options_give_one_clear_line(binary, args, message):
+    proc = subprocess.run([binary, "generate", "--prompt", "a"] + args, capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    last = proc.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("error:") and message in last, last
