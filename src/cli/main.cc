@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "chat_template_command.h"
 #include "generate_command.h"
 #include "relayllm/common/error.h"
 #include "relayllm/model/model_loader.h"
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   relayllm::add_generate_command(app, exit_code);
   add_tokenize_command(app, exit_code);
+  relayllm::add_render_chat_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
