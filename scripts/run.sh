@@ -2,6 +2,6 @@
 # Installs dependencies, builds, and runs `relayllm` with the given arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RELAYLLM_SKIP_VENV=1 scripts/install_deps.sh
+scripts/install_deps.sh
 scripts/build.sh --target relayllm
 exec build/relayllm "$@"

