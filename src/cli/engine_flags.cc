@@ -25,8 +25,12 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option_function<double>(
          "--kv-cache-memory", [&e](double gib) { e.kv_cache_bytes = size_t(gib * (1 << 30)); },
-         "KV cache size in GiB when --num-kv-blocks is 0 (default 1)")
+         "KV cache size in GiB when --num-kv-blocks is 0 on the cpu backend (default 1)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
+                 "cuda: share of the device's memory for weights, KV cache and activations; "
+                 "the KV pool gets what is left when --num-kv-blocks is 0")
+      ->capture_default_str()->check(CLI::Range(0.01, 1.0));
   app.add_option("--max-model-len", e.max_model_len,
                  "Longest prompt + output in tokens (0: the model's max_position_embeddings)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);

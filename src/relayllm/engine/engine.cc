@@ -23,7 +23,8 @@ int32_t resolve_max_model_len(const EngineConfig& config, const ModelConfig& mod
 int32_t resolve_num_blocks(const EngineConfig& config, const LlamaModel& model) {
   if (config.num_kv_blocks > 0) return config.num_kv_blocks;
   size_t per_block = model.kv_bytes_per_block(config.block_size);
-  return int32_t(std::max<size_t>(1, config.kv_cache_bytes / per_block));
+  size_t bytes = config.kv_cache_budget ? config.kv_cache_budget(model) : config.kv_cache_bytes;
+  return int32_t(std::clamp<size_t>(bytes / per_block, 1, size_t(INT32_MAX)));
 }
 
 }  // namespace

@@ -22,6 +22,9 @@ struct EngineOptions {
   std::string device = "auto";
   std::string dtype = "auto";
   int num_threads = 0;
+  // cuda: the share of the device's memory this engine may fill (weights, KV pool,
+  // activations); the KV pool takes what the weights and activations leave.
+  double gpu_memory_utilization = 0.9;
   EngineConfig engine;
   std::string sys_prompt, sys_prompt_file, sys_schema, sys_schema_file;
   std::vector<std::string> relay_prefixes;  // NAME=FILE

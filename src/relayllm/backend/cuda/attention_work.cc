@@ -1,0 +1,92 @@
+#include "relayllm/backend/cuda/attention_work.h"
+
+#include <algorithm>
+
+#include "relayllm/common/error.h"
+
+namespace relayllm::cuda {
+namespace {
+
+// Item boundaries fall on multiples of the larger KV tile so no tile straddles two items.
+constexpr int32_t kSplitAlign = 64;
+
+struct Unsplit {
+  int32_t slot_offset, slot_count, kv_head, table_start, kv_len;
+};
+
+}  // namespace
+
+AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOptions& options) {
+  const int32_t hq = options.num_heads, hk = options.num_kv_heads, group = hq / hk;
+  RELAYLLM_CHECK(hk > 0 && hq % hk == 0, "attention: {} query heads over {} kv heads", hq, hk);
+  AttentionWork work;
+  std::vector<Unsplit> base;
+
+  // Packs slots [begin, end) of one (table, kv head) into items no taller than a tile.
+  auto add_items = [&](size_t begin, size_t end, int32_t kv_head, int32_t table_start) {
+    int32_t total = int32_t(end - begin);
+    int32_t tile = total <= kNarrowSlots ? kNarrowSlots : kWideSlots;
+    for (int32_t s = 0; s < total; s += tile) {
+      int32_t count = std::min(tile, total - s);
+      int32_t kv_len = 0;
+      for (int32_t i = 0; i < count; ++i) kv_len = std::max(kv_len, work.slots[begin + s + i].visible);
+      if (kv_len > 0) base.push_back({int32_t(begin) + s, count, kv_head, table_start, kv_len});
+    }
+  };
+
+  for (const PlannedSequence& seq : plan.sequences) {
+    for (int32_t h = 0; h < hk; ++h) {
+      size_t begin = work.slots.size();
+      for (int32_t r = 0; r < seq.query_len; ++r)
+        for (int32_t j = 0; j < group; ++j)
+          work.slots.push_back({(seq.query_start + r) * hq + h * group + j,
+                                seq.context_len - seq.query_len + r + 1});
+      add_items(begin, work.slots.size(), h, seq.block_table_start);
+    }
+  }
+  for (const PlannedPrefixGroup& g : plan.prefix_groups) {
+    for (int32_t h = 0; h < hk; ++h) {
+      size_t begin = work.slots.size();
+      for (int32_t row : g.query_rows)
+        for (int32_t j = 0; j < group; ++j) work.slots.push_back({row * hq + h * group + j, g.prefix_len});
+      add_items(begin, work.slots.size(), h, g.block_table_start);
+    }
+  }
+
+  // Split any range longer than an even share of about items_per_sm items per multiprocessor
+  // (never below min_split tokens): with many short items (decode rows) and a few
+  // long ones (relay prefixes), the long ones would otherwise run alone at the end.
+  int64_t total_len = 0;
+  for (const Unsplit& u : base) total_len += u.kv_len;
+  int32_t chunk = 1 << 30;
+  if (options.split && !base.empty()) {
+    int64_t target_items = int64_t(options.num_sms) * options.items_per_sm;
+    int64_t per_item = (total_len + target_items - 1) / target_items;
+    chunk = int32_t(std::max<int64_t>(options.min_split, per_item));
+    chunk = (chunk + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
+  }
+
+  const int32_t rows = plan.num_rows();
+  std::vector<int32_t> counts(size_t(rows) * hq + 1, 0);
+  for (const Unsplit& u : base) {
+    for (int32_t b = 0; b < u.kv_len; b += chunk) {
+      AttentionItem item{u.slot_offset, u.slot_count, u.kv_head, u.table_start, b,
+                         std::min(u.kv_len, b + chunk), work.num_partials};
+      work.num_partials += u.slot_count;
+      (u.slot_count <= kNarrowSlots ? work.narrow : work.wide).push_back(item);
+      for (int32_t i = 0; i < u.slot_count; ++i) ++counts[work.slots[u.slot_offset + i].row_head];
+    }
+  }
+  work.merge_offsets.assign(size_t(rows) * hq + 1, 0);
+  for (size_t i = 0; i + 1 < work.merge_offsets.size(); ++i)
+    work.merge_offsets[i + 1] = work.merge_offsets[i] + counts[i];
+  work.merge_partials.assign(size_t(work.num_partials), 0);
+  std::vector<int32_t> fill(work.merge_offsets.begin(), work.merge_offsets.end() - 1);
+  for (const auto* list : {&work.narrow, &work.wide})
+    for (const AttentionItem& item : *list)
+      for (int32_t i = 0; i < item.slot_count; ++i)
+        work.merge_partials[fill[work.slots[item.slot_offset + i].row_head]++] = item.partial_offset + i;
+  return work;
+}
+
+}  // namespace relayllm::cuda

@@ -1,0 +1,60 @@
+// The host side of the CUDA attention: turns a BatchPlan into a flat work list
+// that one kernel executes for own tokens and relay prefixes alike.
+//
+// A work item is (a set of query slots sharing one KV head and one block table,
+// a token range of that table). The slots of an item are packed as the M dimension
+// of the tensor-core tiles: for a relay prefix, every query row of the group times
+// the query heads of the KV head (the GQA group), so each KV tile read from memory
+// serves all of them; for a sequence's own tokens, its rows times the GQA group.
+// Long ranges are split (split-KV) so that small batches still fill the GPU; every
+// item writes one partial (o, lse) per slot and a merge pass combines the partials
+// of each (row, head) by log-sum-exp. A relay prefix is thus just more partials.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "relayllm/backend/batch_plan.h"
+
+namespace relayllm::cuda {
+
+struct AttentionItem {
+  int32_t slot_offset;     // first query slot of the item
+  int32_t slot_count;      // at most the kernel's tile height
+  int32_t kv_head;
+  int32_t table_start;     // into BatchPlan::block_tables
+  int32_t kv_begin;        // token range [kv_begin, kv_end) of the table
+  int32_t kv_end;
+  int32_t partial_offset;  // partial of slot i is partial_offset + i
+  int32_t pad = 0;
+};
+
+struct QuerySlot {
+  int32_t row_head;  // row * num_heads + head: the query and the output it feeds
+  int32_t visible;   // tokens [0, visible) of the table are visible to this query
+};
+
+struct AttentionWork {
+  std::vector<QuerySlot> slots;
+  std::vector<AttentionItem> narrow;  // items of at most kNarrowSlots slots
+  std::vector<AttentionItem> wide;    // items of at most kWideSlots slots
+  std::vector<int32_t> merge_offsets;  // CSR over row_head: partials of each output
+  std::vector<int32_t> merge_partials;
+  int32_t num_partials = 0;
+};
+
+inline constexpr int32_t kNarrowSlots = 16;
+inline constexpr int32_t kWideSlots = 64;
+
+struct AttentionWorkOptions {
+  int32_t num_heads = 0;
+  int32_t num_kv_heads = 0;
+  int32_t num_sms = 132;
+  int32_t min_split = 256;   // shortest KV range worth its own item (tokens)
+  int32_t items_per_sm = 4;  // split long ranges toward this many items per multiprocessor
+  bool split = true;
+};
+
+AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOptions& options);
+
+}  // namespace relayllm::cuda

@@ -1,0 +1,48 @@
+// Launchers of the paged attention kernels (see attention_work.h for the scheme).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "relayllm/backend/cuda/attention_work.h"
+#include "relayllm/backend/tensor.h"
+
+namespace relayllm::cuda {
+
+struct AttentionArgs {
+  DType dtype;
+  int32_t head_dim;
+  int32_t num_heads;
+  int32_t num_kv_heads;
+  int32_t block_size;
+  float scale;
+  const void* q;             // [rows, num_heads, head_dim]
+  const void* k_cache;       // [blocks, block_size, num_kv_heads, head_dim]
+  const void* v_cache;
+  const int32_t* block_tables;
+  const QuerySlot* slots;
+  const AttentionItem* narrow;
+  int32_t num_narrow;
+  const AttentionItem* wide;
+  int32_t num_wide;
+  float* partial_o;          // [num_partials, head_dim]
+  float* partial_lse;        // [num_partials]
+  const int32_t* merge_offsets;
+  const int32_t* merge_partials;
+  int32_t num_outputs;       // rows * num_heads
+  void* out;                 // [rows, num_heads, head_dim]
+};
+
+// With a side stream (and two events), the wide items run on it concurrently with
+// the narrow ones on `stream`; the merge waits for both. Otherwise all on `stream`.
+struct AttentionStreams {
+  cudaStream_t main = nullptr;
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr;
+  cudaEvent_t join = nullptr;
+};
+
+void launch_attention(const AttentionArgs& args, const AttentionStreams& streams);
+
+}  // namespace relayllm::cuda

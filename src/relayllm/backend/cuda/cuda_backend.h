@@ -1,0 +1,68 @@
+// The CUDA backend: bf16/fp16 storage with fp32 accumulation, GEMMs through
+// cuBLASLt, attention through the project's own paged kernels (cuda_attention.cu).
+// All work runs on one stream owned by the backend; download() synchronises.
+// This header has no CUDA includes so that host-only code can construct one.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+#include "relayllm/backend/backend.h"
+
+namespace relayllm {
+
+struct CudaBackendOptions {
+  int device = 0;
+  DType dtype = DType::kBF16;  // activations, weights and KV
+  bool split_kv = true;        // split long KV ranges over several CTAs (off only for tests)
+  // Attention work-list tuning (see attention_work.h): long KV ranges are split so
+  // that about items_per_sm items exist per multiprocessor, none shorter than min_split.
+  int32_t attention_items_per_sm = 4;
+  int32_t attention_min_split = 128;
+  // Run the narrow (own tokens) and wide (relay prefix) items on two streams at once.
+  bool overlap_attention = true;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const CudaBackendOptions& options = {});
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  DType compute_dtype() const override { return dtype_; }
+
+  Tensor empty(std::vector<int64_t> shape, DType dtype) override;
+  Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
+  void download(const Tensor& tensor, std::span<float> host) override;
+  void begin_step(const BatchPlan& plan) override;
+
+  void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
+  void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                   Tensor& out) override;
+  void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) override;
+  void rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  void write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) override;
+  void attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
+                 const BatchPlan& plan, Tensor& out) override;
+  void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) override;
+
+  // Device memory not yet taken, in bytes (for sizing the KV pool).
+  size_t free_memory() const;
+  size_t total_memory() const;
+  // Waits for all queued work; benchmarks time around it.
+  void synchronize();
+  // The backend's stream, as a cudaStream_t.
+  void* stream() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  DType dtype_;
+};
+
+// True when the CUDA runtime sees at least one device.
+bool cuda_device_available();
+
+}  // namespace relayllm

@@ -1,0 +1,286 @@
+// Every op of the CUDA backend against the CPU reference on fresh random inputs.
+// Inputs are rounded to the GPU's 16-bit format first, so both sides compute on
+// the same numbers and the error left is the GPU's rounding alone. Outputs are
+// poisoned with NaN before each run: an element the GPU forgets fails the check.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include "relayllm/backend/cpu/cpu_backend.h"
+#include "relayllm/backend/cuda/cuda_backend.h"
+#include "relayllm/common/half.h"
+
+namespace relayllm {
+namespace {
+
+// bf16 keeps 8 bits of mantissa: one rounding of each output is ~2e-3 relative.
+constexpr double kBound = 1e-2;
+
+struct Env {
+  CpuBackend cpu{4};
+  CudaBackend gpu;
+  std::mt19937_64 rng{12345};
+
+  std::vector<float> random(size_t n, float scale = 1.0f) {
+    std::normal_distribution<float> dist(0.0f, scale);
+    std::vector<float> v(n);
+    for (auto& x : v) x = bf16_to_float(float_to_bf16(dist(rng)));
+    return v;
+  }
+  Tensor gpu_tensor(const std::vector<float>& v, std::vector<int64_t> shape) {
+    return gpu.upload(v, std::move(shape), DType::kBF16);
+  }
+  Tensor cpu_tensor(const std::vector<float>& v, std::vector<int64_t> shape) {
+    return cpu.upload(v, std::move(shape), DType::kF32);
+  }
+  Tensor poisoned(std::vector<int64_t> shape) {
+    Tensor t{nullptr, DType::kBF16, shape};
+    std::vector<float> nan(size_t(t.numel()), std::numeric_limits<float>::quiet_NaN());
+    return gpu.upload(nan, std::move(shape), DType::kBF16);
+  }
+  std::vector<float> host(const Tensor& t, Backend& be) {
+    std::vector<float> v(size_t(t.numel()));
+    be.download(t, v);
+    return v;
+  }
+};
+
+Env& env() {
+  static Env* e = new Env();
+  return *e;
+}
+
+double rel_err(const std::vector<float>& out, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
+    num += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+TEST(CudaOps, RmsNormAndAddRmsNorm) {
+  Env& e = env();
+  for (int64_t n : {64, 4096, 5000}) {
+    int64_t rows = 7;
+    auto x = e.random(rows * n), w = e.random(n), d = e.random(rows * n);
+    Tensor gx = e.gpu_tensor(x, {rows, n}), gw = e.gpu_tensor(w, {n}), gout = e.poisoned({rows, n});
+    Tensor cx = e.cpu_tensor(x, {rows, n}), cw = e.cpu_tensor(w, {n}), cout = e.cpu.empty({rows, n}, DType::kF32);
+    e.gpu.rmsnorm(gx, gw, 1e-5f, gout);
+    e.cpu.rmsnorm(cx, cw, 1e-5f, cout);
+    EXPECT_LT(rel_err(e.host(gout, e.gpu), e.host(cout, e.cpu)), kBound) << "rmsnorm n=" << n;
+
+    Tensor gd = e.gpu_tensor(d, {rows, n}), cd = e.cpu_tensor(d, {rows, n});
+    Tensor gout2 = e.poisoned({rows, n});
+    e.gpu.add_rmsnorm(gx, gd, gw, 1e-5f, gout2);
+    e.cpu.add_rmsnorm(cx, cd, cw, 1e-5f, cout);
+    EXPECT_LT(rel_err(e.host(gx, e.gpu), e.host(cx, e.cpu)), kBound) << "residual n=" << n;
+    EXPECT_LT(rel_err(e.host(gout2, e.gpu), e.host(cout, e.cpu)), kBound) << "add_rmsnorm n=" << n;
+  }
+}
+
+TEST(CudaOps, LinearWithAndWithoutBias) {
+  Env& e = env();
+  struct Shape { int64_t t, n, k; };
+  for (Shape s : {Shape{1, 256, 128}, Shape{37, 300, 200}, Shape{130, 512, 1024}}) {
+    auto x = e.random(s.t * s.k), w = e.random(s.n * s.k, 0.05f), b = e.random(s.n);
+    for (bool with_bias : {false, true}) {
+      Tensor gb = e.gpu_tensor(b, {s.n}), cb = e.cpu_tensor(b, {s.n});
+      Tensor gout = e.poisoned({s.t, s.n}), cout = e.cpu.empty({s.t, s.n}, DType::kF32);
+      e.gpu.linear(e.gpu_tensor(x, {s.t, s.k}), e.gpu_tensor(w, {s.n, s.k}), with_bias ? &gb : nullptr, gout);
+      e.cpu.linear(e.cpu_tensor(x, {s.t, s.k}), e.cpu_tensor(w, {s.n, s.k}), with_bias ? &cb : nullptr, cout);
+      EXPECT_LT(rel_err(e.host(gout, e.gpu), e.host(cout, e.cpu)), kBound)
+          << "linear t=" << s.t << " n=" << s.n << " k=" << s.k << " bias=" << with_bias;
+    }
+  }
+}
+
+TEST(CudaOps, EmbeddingRopeSiluWriteKvGather) {
+  Env& e = env();
+  const int64_t rows = 9, vocab = 50, hidden = 96, hq = 4, hk = 2, d = 64, max_pos = 300;
+  BatchPlan plan;
+  std::uniform_int_distribution<int> id(0, int(vocab) - 1), pos(0, int(max_pos) - 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    plan.token_ids.push_back(id(e.rng));
+    plan.positions.push_back(pos(e.rng));
+    plan.slot_mapping.push_back(int64_t(r * 3 + 1));
+  }
+  plan.logit_rows = {8, 2, 5};
+  e.gpu.begin_step(plan);
+  e.cpu.begin_step(plan);
+
+  auto table = e.random(vocab * hidden);
+  Tensor gemb = e.poisoned({rows, hidden}), cemb = e.cpu.empty({rows, hidden}, DType::kF32);
+  e.gpu.embedding(e.gpu_tensor(table, {vocab, hidden}), plan, gemb);
+  e.cpu.embedding(e.cpu_tensor(table, {vocab, hidden}), plan, cemb);
+  EXPECT_EQ(rel_err(e.host(gemb, e.gpu), e.host(cemb, e.cpu)), 0.0);
+
+  std::vector<float> cs(size_t(max_pos * d));
+  for (int64_t p = 0; p < max_pos; ++p)
+    for (int64_t i = 0; i < d / 2; ++i) {
+      double a = p * std::pow(10000.0, -2.0 * i / d);
+      cs[p * d + i] = float(std::cos(a));
+      cs[p * d + d / 2 + i] = float(std::sin(a));
+    }
+  auto q = e.random(rows * hq * d), k = e.random(rows * hk * d);
+  Tensor gq = e.gpu_tensor(q, {rows, hq, d}), gk = e.gpu_tensor(k, {rows, hk, d});
+  Tensor cq = e.cpu_tensor(q, {rows, hq, d}), ck = e.cpu_tensor(k, {rows, hk, d});
+  e.gpu.rope(gq, gk, e.gpu.upload(cs, {max_pos, d}, DType::kF32), plan);
+  e.cpu.rope(cq, ck, e.cpu_tensor(cs, {max_pos, d}), plan);
+  EXPECT_LT(rel_err(e.host(gq, e.gpu), e.host(cq, e.cpu)), kBound);
+  EXPECT_LT(rel_err(e.host(gk, e.gpu), e.host(ck, e.cpu)), kBound);
+
+  auto g = e.random(rows * 200), u = e.random(rows * 200);
+  Tensor gs = e.poisoned({rows, 200}), csil = e.cpu.empty({rows, 200}, DType::kF32);
+  e.gpu.silu_mul(e.gpu_tensor(g, {rows, 200}), e.gpu_tensor(u, {rows, 200}), gs);
+  e.cpu.silu_mul(e.cpu_tensor(g, {rows, 200}), e.cpu_tensor(u, {rows, 200}), csil);
+  EXPECT_LT(rel_err(e.host(gs, e.gpu), e.host(csil, e.cpu)), kBound);
+
+  auto pool = e.random(40 * hk * d);
+  KvLayer gkv{e.gpu_tensor(pool, {10, 4, hk, d}), e.gpu_tensor(pool, {10, 4, hk, d})};
+  KvLayer ckv{e.cpu_tensor(pool, {10, 4, hk, d}), e.cpu_tensor(pool, {10, 4, hk, d})};
+  auto v = e.random(rows * hk * d);
+  e.gpu.write_kv(e.gpu_tensor(k, {rows, hk, d}), e.gpu_tensor(v, {rows, hk, d}), gkv, plan);
+  e.cpu.write_kv(e.cpu_tensor(k, {rows, hk, d}), e.cpu_tensor(v, {rows, hk, d}), ckv, plan);
+  EXPECT_EQ(rel_err(e.host(gkv.k, e.gpu), e.host(ckv.k, e.cpu)), 0.0);
+  EXPECT_EQ(rel_err(e.host(gkv.v, e.gpu), e.host(ckv.v, e.cpu)), 0.0);
+
+  Tensor gsel = e.poisoned({3, hidden}), csel = e.cpu.empty({3, hidden}, DType::kF32);
+  e.gpu.gather_logit_rows(gemb, plan, gsel);
+  e.cpu.gather_logit_rows(cemb, plan, csel);
+  EXPECT_EQ(rel_err(e.host(gsel, e.gpu), e.host(csel, e.cpu)), 0.0);
+}
+
+// A random step: `own` gives each sequence's (query_len, context_len); sequences
+// with group >= 0 attach to that prefix. Block tables are random pool blocks.
+struct AttentionCase {
+  int32_t hq, hk, d, block_size;
+  std::vector<std::pair<int32_t, int32_t>> own;
+  std::vector<int32_t> prefix_lens;
+  std::vector<int32_t> group_of;  // per sequence, -1 for none
+};
+
+BatchPlan make_plan(const AttentionCase& c, std::mt19937_64& rng, int32_t* num_blocks) {
+  BatchPlan plan;
+  plan.block_size = c.block_size;
+  int32_t total_blocks = 0;
+  auto blocks_for = [&](int32_t n) { return (n + c.block_size - 1) / c.block_size; };
+  for (auto [ql, ctx] : c.own) total_blocks += blocks_for(ctx);
+  for (int32_t p : c.prefix_lens) total_blocks += blocks_for(p);
+  total_blocks += 3;
+  std::vector<int32_t> perm(static_cast<size_t>(total_blocks), 0);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  size_t next = 0;
+  for (int32_t p : c.prefix_lens) {
+    PlannedPrefixGroup g;
+    g.prefix_len = p;
+    g.block_table_start = int32_t(plan.block_tables.size());
+    g.num_blocks = blocks_for(p);
+    for (int32_t b = 0; b < g.num_blocks; ++b) plan.block_tables.push_back(perm[next++]);
+    plan.prefix_groups.push_back(g);
+  }
+  int32_t row = 0;
+  for (size_t s = 0; s < c.own.size(); ++s) {
+    PlannedSequence seq;
+    seq.query_start = row;
+    seq.query_len = c.own[s].first;
+    seq.context_len = c.own[s].second;
+    seq.prefix_group = c.group_of.empty() ? -1 : c.group_of[s];
+    seq.position_offset = seq.prefix_group >= 0 ? c.prefix_lens[seq.prefix_group] : 0;
+    seq.block_table_start = int32_t(plan.block_tables.size());
+    seq.num_blocks = blocks_for(seq.context_len);
+    for (int32_t b = 0; b < seq.num_blocks; ++b) plan.block_tables.push_back(perm[next++]);
+    for (int32_t r = 0; r < seq.query_len; ++r) {
+      plan.token_ids.push_back(0);
+      plan.positions.push_back(seq.position_offset + seq.context_len - seq.query_len + r);
+      plan.slot_mapping.push_back(0);
+      if (seq.prefix_group >= 0) plan.prefix_groups[seq.prefix_group].query_rows.push_back(row + r);
+    }
+    row += seq.query_len;
+    plan.sequences.push_back(seq);
+  }
+  *num_blocks = total_blocks;
+  return plan;
+}
+
+void check_attention(const AttentionCase& c, const char* label) {
+  Env& e = env();
+  int32_t num_blocks = 0;
+  BatchPlan plan = make_plan(c, e.rng, &num_blocks);
+  const int64_t rows = plan.num_rows();
+  std::vector<int64_t> kv_shape = {num_blocks, c.block_size, c.hk, c.d};
+  auto k = e.random(size_t(num_blocks) * c.block_size * c.hk * c.d);
+  auto v = e.random(k.size());
+  auto q = e.random(size_t(rows) * c.hq * c.d);
+  AttentionShape shape{c.hq, c.hk, c.d, float(1.0 / std::sqrt(double(c.d)))};
+  KvLayer ckv{e.cpu_tensor(k, kv_shape), e.cpu_tensor(v, kv_shape)};
+  Tensor cout = e.cpu.empty({rows, c.hq, c.d}, DType::kF32);
+  e.cpu.attention(e.cpu_tensor(q, {rows, c.hq, c.d}), ckv, shape, plan, cout);
+  auto ref = e.host(cout, e.cpu);
+  KvLayer gkv{e.gpu_tensor(k, kv_shape), e.gpu_tensor(v, kv_shape)};
+  Tensor gq = e.gpu_tensor(q, {rows, c.hq, c.d});
+  for (bool split : {true, false}) {
+    CudaBackendOptions options;
+    options.split_kv = split;
+    CudaBackend& be = split ? e.gpu : *new CudaBackend(options);  // leaked: tests only
+    KvLayer kv = split ? gkv : KvLayer{be.upload(k, kv_shape, DType::kBF16), be.upload(v, kv_shape, DType::kBF16)};
+    Tensor qq = split ? gq : be.upload(q, {rows, c.hq, c.d}, DType::kBF16);
+    std::vector<float> nan(size_t(rows) * c.hq * c.d, std::numeric_limits<float>::quiet_NaN());
+    Tensor out = be.upload(nan, {rows, c.hq, c.d}, DType::kBF16);
+    be.begin_step(plan);
+    be.attention(qq, kv, shape, plan, out);
+    double err = rel_err(e.host(out, be), ref);
+    EXPECT_LT(err, kBound) << label << " split=" << split;
+    std::printf("  %-34s split=%d rows=%-5lld rel_err=%.2e\n", label, int(split), (long long)rows, err);
+  }
+}
+
+TEST(CudaAttention, DecodeOwnOnly) {
+  for (int32_t d : {64, 128})
+    for (auto [hq, hk] : {std::pair{8, 8}, std::pair{8, 2}, std::pair{16, 2}}) {
+      AttentionCase c{hq, hk, d, 16, {{1, 1}, {1, 17}, {1, 1000}, {1, 63}, {1, 3001}}, {}, {}};
+      check_attention(c, "decode");
+    }
+}
+
+TEST(CudaAttention, PrefillCausal) {
+  for (int32_t d : {16, 64, 128})
+    for (auto [hq, hk] : {std::pair{4, 4}, std::pair{8, 2}, std::pair{32, 4}}) {
+      AttentionCase c{hq, hk, d, 16, {{37, 37}, {5, 200}, {130, 300}, {1, 9}}, {}, {}};
+      check_attention(c, "prefill");
+    }
+}
+
+TEST(CudaAttention, RelayPrefixGroupsMixed) {
+  for (int32_t d : {64, 128})
+    for (auto [hq, hk] : {std::pair{8, 8}, std::pair{8, 2}, std::pair{32, 4}}) {
+      AttentionCase c{hq, hk, d, 16,
+                      {{1, 5}, {3, 40}, {1, 1}, {20, 20}, {1, 77}, {1, 2}, {7, 130}},
+                      {37, 700, 2050},
+                      {0, 1, 2, -1, 1, 1, 0}};
+      check_attention(c, "relay mixed");
+    }
+}
+
+TEST(CudaAttention, OneRequestAnd256Requests) {
+  AttentionCase one{32, 32, 128, 16, {{1, 300}}, {2048}, {0}};
+  check_attention(one, "relay batch 1");
+  AttentionCase many{32, 8, 128, 16, {}, {513, 100}, {}};
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 256; ++i) {
+    many.own.push_back({1, int32_t(1 + rng() % 200)});
+    many.group_of.push_back(i % 5 == 0 ? -1 : int32_t(i % 2));
+  }
+  check_attention(many, "relay batch 256");
+  AttentionCase odd_block{8, 2, 64, 5, {{3, 33}, {1, 101}}, {29}, {0, 0}};
+  check_attention(odd_block, "block size 5");
+}
+
+}  // namespace
+}  // namespace relayllm

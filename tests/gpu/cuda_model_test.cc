@@ -1,0 +1,387 @@
+// The whole model on the CUDA backend: against the logits transformers computed
+// (tests/data/hf_fixtures), against the CPU backend on the same bf16-rounded
+// weights, and relay on against relay off on long greedy generations.
+//
+// Bounds. The GPU keeps weights, activations and KV in bf16 (8-bit mantissa, a
+// rounding of 2^-9 = 2e-3 relative each time a value is stored), so a two-layer
+// model's logits carry a few such roundings: we accept a relative L2 error of
+// kLogitBound = 3e-2 against references computed in fp32. Relay on and relay off
+// run the same kernels on the same KV and differ only in how the fp32 partial
+// results are merged; a bf16 store can round either way on such a difference, so a
+// greedy choice may flip where the top two logits are within bf16 noise. The
+// relay test therefore demands identical tokens, except that a divergence whose
+// top-two gap in the reference is under kTieBound of the logit scale is counted
+// as a tie (and printed) instead of failing. The relay test also runs in fp16,
+// whose finer logits leave far fewer ties, so most generations compare whole.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <tuple>
+
+#include "relayllm/backend/cpu/cpu_backend.h"
+#include "relayllm/backend/cuda/cuda_backend.h"
+#include "relayllm/common/half.h"
+#include "relayllm/engine/engine.h"
+#include "relayllm/model/llama_model.h"
+#include "relayllm/model/model_config.h"
+#include "relayllm/model/model_weights.h"
+#include "relayllm/tokenizer/tokenizer.h"
+
+namespace relayllm {
+namespace {
+
+constexpr double kLogitBound = 3e-2;
+constexpr double kTieBound = 2e-2;
+
+double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += double(want[i]) * want[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+// The weights the GPU will compute with, so a CPU reference sees the same numbers.
+ModelWeights round_to_bf16(ModelWeights weights, const ModelConfig& config) {
+  for (WeightSlot& slot : weight_slots(weights, config))
+    for (float& x : slot.tensor->data) x = bf16_to_float(float_to_bf16(x));
+  return weights;
+}
+
+// ---------------------------------------------------------------- HF fixtures
+
+constexpr int32_t kBlockSize = 4;
+
+std::filesystem::path fixture_dir(const std::string& name) {
+  return std::filesystem::path(RELAYLLM_SOURCE_DIR) / "tests/data/hf_fixtures" / name;
+}
+
+// The first prefix_len tokens as a relay prefix, the rest in chunks of `chunk`
+// (the same scheme as tests/unit/hf_logits_test.cc). Returns every own position's logits.
+std::vector<std::vector<float>> run_paged(LlamaModel& model, const std::vector<int32_t>& tokens,
+                                          int32_t prefix_len, int32_t chunk) {
+  const int32_t n = int32_t(tokens.size());
+  const int32_t prefix_blocks = (prefix_len + kBlockSize - 1) / kBlockSize;
+  const int32_t own_blocks = (n - prefix_len + kBlockSize - 1) / kBlockSize;
+  auto kv = model.allocate_kv_cache(prefix_blocks + own_blocks + 1, kBlockSize);
+  std::vector<int32_t> prefix_table, own_table;
+  for (int32_t b = 0; b < prefix_blocks; ++b) prefix_table.push_back(b);
+  for (int32_t b = 0; b < own_blocks; ++b) own_table.push_back(prefix_blocks + own_blocks - b);
+
+  auto plan_for = [&](const std::vector<int32_t>& table, int32_t first, int32_t count, int32_t offset,
+                      bool with_prefix, bool logits) {
+    BatchPlan plan;
+    plan.block_size = kBlockSize;
+    plan.block_tables = table;
+    PlannedSequence seq;
+    seq.query_len = count;
+    seq.context_len = first + count;
+    seq.position_offset = offset;
+    seq.num_blocks = (first + count + kBlockSize - 1) / kBlockSize;
+    for (int32_t j = first; j < first + count; ++j) {
+      plan.token_ids.push_back(tokens[offset + j]);
+      plan.positions.push_back(offset + j);
+      plan.slot_mapping.push_back(int64_t(table[j / kBlockSize]) * kBlockSize + j % kBlockSize);
+      if (logits) plan.logit_rows.push_back(j - first);
+    }
+    if (with_prefix) {
+      PlannedPrefixGroup group;
+      group.prefix_len = prefix_len;
+      group.block_table_start = int32_t(plan.block_tables.size());
+      group.num_blocks = prefix_blocks;
+      plan.block_tables.insert(plan.block_tables.end(), prefix_table.begin(), prefix_table.end());
+      for (int32_t r = 0; r < count; ++r) group.query_rows.push_back(r);
+      plan.prefix_groups.push_back(group);
+      seq.prefix_group = 0;
+    }
+    plan.sequences.push_back(seq);
+    return plan;
+  };
+
+  std::vector<float> logits;
+  if (prefix_len > 0) model.forward(plan_for(prefix_table, 0, prefix_len, 0, false, false), kv, logits);
+  std::vector<std::vector<float>> rows;
+  const int64_t vocab = model.config().vocab_size;
+  for (int32_t first = 0; first < n - prefix_len; first += chunk) {
+    int32_t count = std::min(chunk, n - prefix_len - first);
+    model.forward(plan_for(own_table, first, count, prefix_len, prefix_len > 0, true), kv, logits);
+    for (int32_t r = 0; r < count; ++r)
+      rows.emplace_back(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
+  }
+  return rows;
+}
+
+class GpuHfLogits : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GpuHfLogits, MatchesTransformersAndCpu) {
+  const std::string name = GetParam();
+  ModelConfig config = parse_model_config(fixture_dir(name) / "config.json");
+  ModelWeights weights = load_weights(fixture_dir(name), config);
+  std::ifstream in(fixture_dir(name) / "expected.json");
+  nlohmann::json expected = nlohmann::json::parse(in);
+
+  CudaBackend gpu;
+  LlamaModel gpu_model(config, weights, gpu, config.max_position_embeddings);
+  CpuBackend cpu(2);
+  ModelWeights rounded = round_to_bf16(weights, config);
+  LlamaModel cpu_model(config, rounded, cpu, config.max_position_embeddings);
+
+  double worst_hf = 0, worst_cpu = 0;
+  for (const auto& seq : expected["sequences"]) {
+    auto tokens = seq["input_ids"].get<std::vector<int32_t>>();
+    auto want = seq["logits"].get<std::vector<std::vector<float>>>();
+    const int32_t n = int32_t(tokens.size());
+    struct Variant { const char* name; int32_t prefix_len; int32_t chunk; };
+    const Variant variants[] = {{"whole prompt", 0, n},
+                                {"chunks of 5", 0, 5},
+                                {"token by token", 0, 1},
+                                {"relay prefix 7, whole rest", 7, n},
+                                {"relay prefix 9, decode", 9, 1}};
+    for (const Variant& v : variants) {
+      auto rows = run_paged(gpu_model, tokens, v.prefix_len, v.chunk);
+      auto cpu_rows = run_paged(cpu_model, tokens, v.prefix_len, v.chunk);
+      ASSERT_EQ(int32_t(rows.size()), n - v.prefix_len);
+      for (int32_t r = 0; r < int32_t(rows.size()); ++r) {
+        double e_hf = relative_error(rows[r], want[v.prefix_len + r]);
+        double e_cpu = relative_error(rows[r], cpu_rows[r]);
+        worst_hf = std::max(worst_hf, e_hf);
+        worst_cpu = std::max(worst_cpu, e_cpu);
+        EXPECT_LT(e_hf, kLogitBound) << name << " (" << v.name << ") position " << v.prefix_len + r;
+        EXPECT_LT(e_cpu, kLogitBound) << name << " vs cpu (" << v.name << ") position "
+                                      << v.prefix_len + r;
+      }
+    }
+  }
+  std::printf("[gpu-hf] %s: worst relative logit error vs transformers %.2e, vs cpu backend %.2e\n",
+              name.c_str(), worst_hf, worst_cpu);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GpuHfLogits,
+                         ::testing::Values("llama2", "llama3", "mistral", "qwen2", "qwen3"));
+
+// ---------------------------------------------------------------- engines
+
+// Tiny models with the head sizes the kernels serve (the CPU tests' tiny models
+// use head_dim 12, which the tensor-core tiles do not).
+ModelConfig gpu_tiny_config(const std::string& kind, int64_t vocab) {
+  ModelConfig c;
+  c.vocab_size = vocab;
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 64;
+  c.rms_norm_eps = 1e-5;
+  c.max_position_embeddings = 2048;
+  c.architecture = "LlamaForCausalLM";
+  if (kind == "llama3") {
+    c.rope.type = RopeType::kLlama3;
+    c.rope.theta = 500000;
+    c.rope.factor = 8;
+    c.rope.low_freq_factor = 1;
+    c.rope.high_freq_factor = 4;
+    c.rope.original_max_position_embeddings = 256;
+    c.tie_word_embeddings = true;
+    c.num_heads = 8;
+    c.num_kv_heads = 1;  // GQA ratio 8
+    c.head_dim = 32;
+  } else if (kind == "mistral") {
+    c.architecture = "MistralForCausalLM";
+    c.num_kv_heads = 1;  // GQA ratio 4
+  } else if (kind == "qwen2") {
+    c.architecture = "Qwen2ForCausalLM";
+    c.qkv_bias = true;
+    c.rope.theta = 1000000;
+  } else if (kind == "qwen3") {
+    c.architecture = "Qwen3ForCausalLM";
+    c.qk_norm = true;
+    c.head_dim = 128;  // explicit, differs from hidden / heads
+  } else if (kind == "llama2-7b-2layer") {
+    c.hidden_size = 4096;
+    c.intermediate_size = 11008;
+    c.num_heads = 32;
+    c.num_kv_heads = 32;
+    c.head_dim = 128;
+    c.max_position_embeddings = 4096;
+  } else if (kind == "llama3-8b-2layer") {
+    c.hidden_size = 4096;
+    c.intermediate_size = 14336;
+    c.num_heads = 32;
+    c.num_kv_heads = 8;
+    c.head_dim = 128;
+    c.rope.theta = 500000;
+    c.max_position_embeddings = 4096;
+  }
+  return c;
+}
+
+struct Workload {
+  std::vector<std::vector<int32_t>> prefixes;
+  std::vector<std::vector<int32_t>> prompts;
+};
+
+// Three prefix groups of odd lengths, requests without a prefix, own parts from
+// 1 to 70 tokens: decode rows, prefill chunks and relay groups share steps.
+Workload make_workload(uint64_t seed, int32_t vocab) {
+  std::mt19937_64 rng(seed);
+  auto tokens = [&](int n) {
+    std::vector<int32_t> t(n);
+    for (auto& x : t) x = int32_t(3 + rng() % uint64_t(vocab - 3));
+    return t;
+  };
+  Workload w;
+  w.prefixes = {tokens(301), tokens(517), tokens(45)};
+  const int own[] = {3, 29, 12, 1, 70, 7, 18, 25, 40, 9, 33, 2};
+  for (int i = 0; i < 12; ++i) {
+    std::vector<int32_t> p;
+    if (i % 4 < 3) p = w.prefixes[size_t(i % 4)];
+    auto o = tokens(own[i]);
+    p.insert(p.end(), o.begin(), o.end());
+    w.prompts.push_back(p);
+  }
+  return w;
+}
+
+struct RunResult {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<std::vector<std::vector<float>>> logits;
+  int64_t relay_attached = 0;
+};
+
+RunResult run_engine(const ModelConfig& model, const ModelWeights& weights, std::unique_ptr<Backend> backend,
+                     const Workload& w, bool relay, int32_t max_tokens, int32_t budget) {
+  EngineConfig config;
+  config.block_size = 16;
+  config.num_kv_blocks = 2048;
+  config.scheduler.max_num_batched_tokens = budget;
+  config.enable_relay_attention = relay;
+  config.capture_logits = true;
+  Engine engine(model, weights, Tokenizer::make_byte_tokenizer(), std::move(backend), config);
+  if (relay)
+    for (size_t i = 0; i < w.prefixes.size(); ++i) engine.register_prefix("p" + std::to_string(i), w.prefixes[i]);
+  SamplingParams params;
+  params.temperature = 0;
+  params.max_tokens = max_tokens;
+  params.ignore_eos = true;
+  std::vector<int64_t> ids;
+  for (const auto& p : w.prompts) ids.push_back(engine.add_request(p, params));
+  for (int guard = 0; engine.has_unfinished() && guard < 100000; ++guard) engine.step();
+  EXPECT_FALSE(engine.has_unfinished());
+  RunResult result;
+  for (int64_t id : ids) {
+    const Sequence* seq = engine.find(id);
+    result.tokens.push_back(seq->output_ids);
+    result.logits.push_back(seq->captured_logits);
+  }
+  result.relay_attached = engine.stats().relay_attached_requests;
+  return result;
+}
+
+// Equal tokens, or a first divergence at a near-tie of `ref`'s logits. Returns the
+// number of requests that diverged (at ties).
+int compare_greedy(const RunResult& got, const RunResult& ref, const std::string& what) {
+  int ties = 0;
+  for (size_t r = 0; r < ref.tokens.size(); ++r) {
+    const auto& a = got.tokens[r];
+    const auto& b = ref.tokens[r];
+    EXPECT_EQ(a.size(), b.size()) << what << " request " << r;
+    size_t s = 0;
+    while (s < std::min(a.size(), b.size()) && a[s] == b[s]) ++s;
+    if (s == std::min(a.size(), b.size())) continue;
+    const auto& row = ref.logits[r][s];
+    double scale = 0;
+    for (float x : row) scale = std::max(scale, double(std::fabs(x)));
+    double gap = double(row[size_t(b[s])]) - double(row[size_t(a[s])]);
+    std::printf("[gpu-engine] %s: request %zu diverges at step %zu of %zu (tokens %d vs %d, "
+                "reference gap %.3e, %.2e of the logit scale)\n",
+                what.c_str(), r, s, b.size(), a[s], b[s], gap, gap / scale);
+    EXPECT_LT(gap, kTieBound * scale) << what << " request " << r << " step " << s << ": not a tie";
+    ++ties;
+  }
+  return ties;
+}
+
+class GpuEngine : public ::testing::TestWithParam<std::string> {};
+
+// The CUDA engine against the CPU engine on the same bf16 weights: every
+// captured logits row up to each request's first divergence within kLogitBound,
+// and divergences only at ties.
+TEST_P(GpuEngine, MatchesCpuEngine) {
+  const std::string kind = GetParam();
+  const int32_t vocab = Tokenizer::make_byte_tokenizer().vocab_size();
+  ModelConfig model = gpu_tiny_config(kind, vocab);
+  ModelWeights weights = round_to_bf16(make_dummy_weights(model, 11), model);
+  Workload w = make_workload(5, vocab);
+  RunResult cpu = run_engine(model, weights, std::make_unique<CpuBackend>(4), w, false, 24, 256);
+  RunResult gpu = run_engine(model, weights, std::make_unique<CudaBackend>(), w, false, 24, 256);
+  RunResult gpu_relay = run_engine(model, weights, std::make_unique<CudaBackend>(), w, true, 24, 256);
+  double worst = 0, worst_relay = 0;
+  int64_t rows = 0;
+  for (size_t r = 0; r < cpu.tokens.size(); ++r) {
+    for (size_t s = 0; s < cpu.tokens[r].size(); ++s) {
+      worst = std::max(worst, relative_error(gpu.logits[r][s], cpu.logits[r][s]));
+      worst_relay = std::max(worst_relay, relative_error(gpu_relay.logits[r][s], cpu.logits[r][s]));
+      ++rows;
+      if (gpu.tokens[r][s] != cpu.tokens[r][s] || gpu_relay.tokens[r][s] != cpu.tokens[r][s]) break;
+    }
+  }
+  EXPECT_LT(worst, kLogitBound);
+  EXPECT_LT(worst_relay, kLogitBound);
+  int ties = compare_greedy(gpu, cpu, kind + " gpu vs cpu");
+  int ties_relay = compare_greedy(gpu_relay, cpu, kind + " gpu relay vs cpu");
+  std::printf("[gpu-engine] %s: %lld logit rows, worst relative error gpu %.2e, gpu+relay %.2e vs cpu; "
+              "diverging requests (ties) %d / %d of %zu\n",
+              kind.c_str(), (long long)rows, worst, worst_relay, ties, ties_relay, cpu.tokens.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Tiny, GpuEngine, ::testing::Values("llama2", "llama3", "mistral", "qwen2", "qwen3"));
+
+class GpuRelay : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
+
+// 200 greedy tokens per request, twelve requests, three prefix groups. In fp16
+// (3 more mantissa bits than bf16) logit ties are rarer, so more of each
+// generation is compared token for token.
+TEST_P(GpuRelay, RelayOnEqualsRelayOffOnLongGenerations) {
+  const auto [kind, dtype] = GetParam();
+  const std::string label = kind + (dtype == DType::kF16 ? " fp16" : " bf16");
+  const int32_t vocab = Tokenizer::make_byte_tokenizer().vocab_size();
+  ModelConfig model = gpu_tiny_config(kind, vocab);
+  ModelWeights weights = make_dummy_weights(model, 23);
+  Workload w = make_workload(9, vocab);
+  CudaBackendOptions options;
+  options.dtype = dtype;
+  RunResult off = run_engine(model, weights, std::make_unique<CudaBackend>(options), w, false, 200, 512);
+  RunResult on = run_engine(model, weights, std::make_unique<CudaBackend>(options), w, true, 200, 512);
+  EXPECT_EQ(on.relay_attached, 9);
+  int ties = compare_greedy(on, off, label + " relay on vs off");
+  size_t equal = 0, compared = 0;
+  double worst = 0;
+  for (size_t r = 0; r < off.tokens.size(); ++r) {
+    equal += on.tokens[r] == off.tokens[r];
+    // Logits up to and including the first divergence (the rows sampled from the same history).
+    for (size_t s = 0; s < off.tokens[r].size(); ++s) {
+      worst = std::max(worst, relative_error(on.logits[r][s], off.logits[r][s]));
+      ++compared;
+      if (on.tokens[r][s] != off.tokens[r][s]) break;
+    }
+  }
+  EXPECT_LT(worst, kLogitBound) << label;
+  std::printf("[gpu-relay] %s: %zu of %zu requests identical over 200 tokens (%d diverged at ties); "
+              "%zu tokens compared, worst relative logit difference %.2e\n",
+              label.c_str(), equal, off.tokens.size(), ties, compared, worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, GpuRelay,
+                         ::testing::Combine(::testing::Values("llama2", "llama3", "mistral", "qwen2", "qwen3",
+                                                              "llama2-7b-2layer", "llama3-8b-2layer"),
+                                            ::testing::Values(DType::kBF16, DType::kF16)));
+
+}  // namespace
+}  // namespace relayllm
