@@ -274,7 +274,8 @@ std::vector<RequestOutput> Engine::step() {
     out.seq = &seq;
     process_logits(seq, n, logits_.data() + int64_t(first_logit[i]) * vocab, rows, out);
     scheduler_.on_computed(seq);
-    if (!out.new_token_ids.empty() || seq.finished()) outputs.push_back(std::move(out));
+    out.finished = seq.finished();
+    if (!out.new_token_ids.empty() || out.finished) outputs.push_back(std::move(out));
   }
   return outputs;
 }
