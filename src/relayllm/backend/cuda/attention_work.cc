@@ -53,22 +53,27 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     }
   }
 
-  // Split any range longer than an even share of about items_per_sm items per multiprocessor
-  // (never below min_split tokens): with many short items (decode rows) and a few
-  // long ones (relay prefixes), the long ones would otherwise run alone at the end.
-  int64_t total_len = 0;
-  for (const Unsplit& u : base) total_len += u.kv_len;
-  int32_t chunk = 1 << 30;
-  if (options.split && !base.empty()) {
-    int64_t target_items = int64_t(options.num_sms) * options.items_per_sm;
-    int64_t per_item = (total_len + target_items - 1) / target_items;
-    chunk = int32_t(std::max<int64_t>(options.min_split, per_item));
-    chunk = (chunk + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
-  }
+  // Split any range longer than an even share of its kernel's work (never below
+  // min_split tokens): with many short items (decode rows) and a few long ones
+  // (relay prefixes), the long ones would otherwise run alone at the end. Narrow
+  // and wide items run as two concurrent launches, so each list gets its own
+  // share: items_per_sm items per multiprocessor for the narrow kernel, two (its
+  // occupancy) for the wide one.
+  int64_t narrow_len = 0, wide_len = 0;
+  for (const Unsplit& u : base) (u.slot_count <= kNarrowSlots ? narrow_len : wide_len) += u.kv_len;
+  auto chunk_for = [&](int64_t total, int64_t target_items) {
+    if (!options.split || total == 0) return int32_t(1 << 30);
+    int64_t per_item = (total + target_items - 1) / target_items;
+    int64_t chunk = std::max<int64_t>(options.min_split, per_item);
+    return int32_t((chunk + kSplitAlign - 1) / kSplitAlign * kSplitAlign);
+  };
+  const int32_t narrow_chunk = chunk_for(narrow_len, int64_t(options.num_sms) * options.items_per_sm);
+  const int32_t wide_chunk = chunk_for(wide_len, int64_t(options.num_sms) * 2);
 
   const int32_t rows = plan.num_rows();
   std::vector<int32_t> counts(size_t(rows) * hq + 1, 0);
   for (const Unsplit& u : base) {
+    const int32_t chunk = u.slot_count <= kNarrowSlots ? narrow_chunk : wide_chunk;
     for (int32_t b = 0; b < u.kv_len; b += chunk) {
       AttentionItem item{u.slot_offset, u.slot_count, u.kv_head, u.table_start, b,
                          std::min(u.kv_len, b + chunk), work.num_partials};

@@ -296,10 +296,12 @@ void launch_items(const AttentionArgs& args, const AttentionItem* items, int cou
   RELAYLLM_CUDA_LAUNCH_CHECK("paged_attention");
 }
 
-// A 64-token tile here measured slower than 32 on an H100 (bench/results), so one variant.
+// One warp per CTA: shared memory (Q tile + two K/V stages) bounds how many warps
+// an SM holds, and this kernel is bound by instruction latency, not bandwidth, so
+// a 16-token tile (~22 KB, 9-10 warps per SM) beats 32 (~39 KB, 5) and 64 (3).
 template <typename T, int D>
 void launch_narrow(const AttentionArgs& args, cudaStream_t stream) {
-  launch_items<T, D, 1, 32>(args, args.narrow, args.num_narrow, stream);
+  launch_items<T, D, 1, 16>(args, args.narrow, args.num_narrow, stream);
 }
 
 template <typename T, int D>

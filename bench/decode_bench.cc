@@ -1,0 +1,111 @@
+// End-to-end decode on the CUDA backend: one request (batch 1), greedy, through
+// the engine built by the same factory as the CLI (so --gpu-memory-utilization
+// sizes the KV pool). Reports the median decode step against the floor
+// (weight bytes + KV bytes) / copy bandwidth, the copy measured in the same run.
+//
+// Usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]
+// (MODEL_DIR holds config.json; weights are random: --load-format dummy).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "relayllm/common/error.h"
+#include "relayllm/engine/engine_factory.h"
+
+namespace relayllm {
+namespace {
+
+double copy_bandwidth() {
+  const size_t bytes = size_t(2) << 30;
+  void *a = nullptr, *b = nullptr;
+  RELAYLLM_CHECK(cudaMalloc(&a, bytes) == cudaSuccess && cudaMalloc(&b, bytes) == cudaSuccess,
+                 "decode_bench: cudaMalloc of 2 x {} bytes failed", bytes);
+  cudaMemset(a, 0x3c, bytes);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ms;
+  for (int i = 0; i < 13; ++i) {
+    cudaEventRecord(e0);
+    cudaMemcpy(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice);
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= 3) ms.push_back(t);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3);
+}
+
+int run(int argc, char** argv) {
+  RELAYLLM_CHECK(argc >= 3, "usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]");
+  const int steps = argc > 3 ? std::stoi(argv[3]) : 128;
+  const int prompt_len = argc > 4 ? std::stoi(argv[4]) : 32;
+  const double bw = copy_bandwidth();
+
+  EngineOptions options;
+  options.model = argv[1];
+  options.tokenizer = argv[2];
+  options.load_format = "dummy";
+  options.device = "cuda";
+  options.dtype = "bfloat16";
+  options.gpu_memory_utilization = 0.9;
+  auto t0 = std::chrono::steady_clock::now();
+  ServingEngine serving = create_engine(options);
+  Engine& engine = *serving.engine;
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < prompt_len; ++i) prompt.push_back(100 + 37 * i % 20000);
+  SamplingParams params;
+  params.temperature = 0;
+  params.max_tokens = steps + 1;
+  params.ignore_eos = true;
+  engine.add_request(prompt, params);
+  std::vector<double> step_ms;
+  while (engine.has_unfinished()) {
+    auto a = std::chrono::steady_clock::now();
+    engine.step();  // returns after the logits reached the host
+    step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::vector<double> decode(step_ms.begin() + 1, step_ms.end());  // the first step is the prefill
+  std::sort(decode.begin(), decode.end());
+  const double med = decode[decode.size() / 2];
+
+  const ModelConfig& c = engine.model_config();
+  const double elem = 2;
+  const double per_layer = double(c.hidden_size) * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim +
+                           double(c.num_heads) * c.head_dim * c.hidden_size + 3.0 * c.hidden_size * c.intermediate_size +
+                           2.0 * c.hidden_size;
+  const double weight_bytes = elem * (per_layer * c.num_layers + double(c.vocab_size) * c.hidden_size + c.hidden_size);
+  const double mean_ctx = prompt_len + steps / 2.0;
+  const double kv_bytes = elem * 2.0 * c.num_layers * mean_ctx * c.num_kv_heads * c.head_dim;
+  const double floor_ms = (weight_bytes + kv_bytes) / bw * 1e3;
+  std::printf("{\"kind\": \"decode\", \"load_s\": %.1f, \"kv_blocks\": %d, \"block_size\": %d, \"steps\": %zu, "
+              "\"prompt\": %d, \"median_step_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
+              "\"weight_gb\": %.3f, \"kv_gb_mean\": %.4f, \"copy_bw_gbs\": %.1f, \"floor_ms\": %.3f, "
+              "\"fraction_of_floor\": %.3f}\n",
+              load_s, engine.config().num_kv_blocks, engine.config().block_size, decode.size(), prompt_len, med,
+              decode[decode.size() / 10], decode[decode.size() * 9 / 10], weight_bytes / 1e9, kv_bytes / 1e9,
+              bw / 1e9, floor_ms, floor_ms / med);
+  return 0;
+}
+
+}  // namespace
+}  // namespace relayllm
+
+int main(int argc, char** argv) {
+  try {
+    return relayllm::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "decode_bench: %s\n", e.what());
+    return 1;
+  }
+}
