@@ -164,7 +164,7 @@ def main():
         "paged = the same kernels with the prefix copied into each request's blocks; "
         "sdpa = torch SDPA (flash backend) over each request's contiguous full KV; "
         "torch relay = two `_scaled_dot_product_flash_attention` calls + merge in torch ops.",
-        "- FlashInfer: not run (the `flashinfer-python` wheel was not carried to the device machine).",
+        "- FlashInfer: not run (the `flashinfer-python` package was not installed on the GPU host).",
         "- err = relative L2 difference relay vs paged (ours) and torch relay vs sdpa.",
         "",
         "| shape | B | prefix | own | relay ms | relay %bw | paged ms | paged %bw | relay/paged | "

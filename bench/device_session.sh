@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One session on a GPU machine, from binaries built elsewhere and carried in BIN_DIR
+# One session on a GPU machine, from binaries built elsewhere and copied to BIN_DIR
 # (relayllm_gpu_tests, attention_bench, decode_bench, tokenizer folder tok-llama2):
 # the GPU tests, the attention benchmark with its PyTorch peers, and the end-to-end
 # decode number. Full logs go to OUT_DIR; a short summary is printed last.
