@@ -10,6 +10,7 @@
 #include "generate_command.h"
 #include "relayllm/common/error.h"
 #include "relayllm/model/model_loader.h"
+#include "serve_command.h"
 #include "tokenize_command.h"
 
 namespace {
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
   relayllm::add_generate_command(app, exit_code);
   add_tokenize_command(app, exit_code);
   relayllm::add_render_chat_command(app, exit_code);
+  relayllm::add_serve_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

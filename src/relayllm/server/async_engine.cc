@@ -1,0 +1,266 @@
+#include "relayllm/server/async_engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "relayllm/common/error.h"
+#include "relayllm/server/api_error.h"
+
+namespace relayllm {
+namespace {
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+AsyncEngine::AsyncEngine(ServingEngine serving, AsyncEngineOptions options, ServerMetrics& metrics)
+    : serving_(std::move(serving)),
+      engine_(*serving_.engine),
+      tokenizer_(engine_.tokenizer()),
+      options_(options),
+      metrics_(metrics),
+      max_model_len_(engine_.config().max_model_len),
+      vocab_size_(int32_t(engine_.model_config().vocab_size)),
+      block_size_(engine_.block_pool().block_size()),
+      relay_enabled_(engine_.config().enable_relay_attention) {
+  publish_snapshot();
+  thread_ = std::thread([this] { loop(); });
+}
+
+AsyncEngine::~AsyncEngine() {
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
+  const int64_t n = int64_t(requests.size());
+  int64_t current = in_flight_.load();
+  do {
+    if (current + n > options_.max_in_flight)
+      fail_api(429, "the server is at capacity ({} requests in flight, limit {}); retry later",
+               current, options_.max_in_flight);
+  } while (!in_flight_.compare_exchange_weak(current, current + n));
+  std::vector<uint64_t> handles;
+  {
+    std::lock_guard lock(mutex_);
+    for (EngineRequest& request : requests) {
+      uint64_t handle = next_handle_++;
+      handles.push_back(handle);
+      inbox_.push_back([this, handle, r = std::move(request)]() mutable { add(r, handle); });
+    }
+  }
+  cv_.notify_one();
+  return handles;
+}
+
+void AsyncEngine::abort(uint64_t handle) {
+  call([this, handle](Engine& engine) {
+    auto it = by_handle_.find(handle);
+    if (it == by_handle_.end()) return;  // finished already
+    int64_t id = it->second;
+    engine.abort(id);
+    auto live = live_.find(id);
+    RequestUpdate update;
+    finish_live(id, live->second, *engine.find(id), update);
+  });
+}
+
+void AsyncEngine::call(std::function<void(Engine&)> fn) {
+  {
+    std::lock_guard lock(mutex_);
+    inbox_.push_back([this, f = std::move(fn)] { f(engine_); });
+  }
+  cv_.notify_one();
+}
+
+EngineSnapshot AsyncEngine::snapshot() const {
+  std::lock_guard lock(snapshot_mutex_);
+  EngineSnapshot s = snapshot_;
+  s.num_in_flight = in_flight_.load();
+  return s;
+}
+
+bool AsyncEngine::is_auto_prefix(const std::string& name) const {
+  std::lock_guard lock(snapshot_mutex_);
+  return auto_names_.count(name) != 0;
+}
+
+void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
+  auto refuse = [&](int status, std::string message) {
+    RequestUpdate update;
+    update.finished = true;
+    update.finish_reason = "error";
+    update.error_status = status;
+    update.error_message = std::move(message);
+    --in_flight_;
+    request.sink(std::move(update));
+  };
+  if (!request.auto_prefix_name.empty())
+    touch_auto_prefix(request.auto_prefix_name, request.auto_prefix_len, request.prompt_ids);
+  int64_t id = 0;
+  try {
+    id = engine_.add_request(std::move(request.prompt_ids), request.params,
+                             request.required_prefix);
+  } catch (const Error& e) {
+    refuse(400, e.what());
+    return;
+  }
+  Live& live = live_[id] = Live{handle, std::move(request.sink), 0};
+  by_handle_[handle] = id;
+  // Streams answer their headers now, not at the first token: a queued request
+  // may wait long for it, and clients wait for the headers before anything else.
+  RequestUpdate admitted;
+  admitted.admitted = true;
+  live.sink(std::move(admitted));
+}
+
+void AsyncEngine::touch_auto_prefix(const std::string& name, int32_t len,
+                                    const std::vector<int32_t>& prompt) {
+  for (const RelayPrefix* p : engine_.prefixes())
+    if (p->name == name) {
+      if (auto it = auto_prefix_use_.find(name); it != auto_prefix_use_.end()) it->second = ++tick_;
+      return;  // live (or still draining while being removed)
+    }
+  auto_prefix_use_.erase(name);
+  if (int32_t(auto_prefix_use_.size()) >= options_.max_auto_prefixes) {
+    // Evict the least recently used automatic prefix nobody is attached to.
+    std::string victim;
+    uint64_t oldest = UINT64_MAX;
+    for (const RelayPrefix* p : engine_.prefixes()) {
+      auto it = auto_prefix_use_.find(p->name);
+      if (it != auto_prefix_use_.end() && p->users == 0 && it->second < oldest) {
+        oldest = it->second;
+        victim = p->name;
+      }
+    }
+    if (victim.empty()) return;
+    engine_.remove_prefix(victim);
+    auto_prefix_use_.erase(victim);
+  }
+  // Never let a prefix take more than half of the free pool from requests.
+  int32_t needed = (len + block_size_ - 1) / block_size_;
+  if (needed > engine_.block_pool().num_free() / 2) return;
+  try {
+    engine_.register_prefix(name, std::vector<int32_t>(prompt.begin(), prompt.begin() + len));
+    auto_prefix_use_[name] = ++tick_;
+  } catch (const Error& e) {
+    spdlog::warn("chat system prefix {} not registered: {}", name, e.what());
+  }
+}
+
+void AsyncEngine::deliver(const RequestOutput& out) {
+  auto it = live_.find(out.id);
+  if (it == live_.end()) return;
+  Live& live = it->second;
+  const Sequence& seq = *out.seq;
+  RequestUpdate update;
+  update.text = out.new_text;
+  update.token_ids = out.new_token_ids;
+  if (seq.params.logprobs) {
+    update.logprobs.assign(seq.logprobs.begin() + long(live.logprobs_sent), seq.logprobs.end());
+    live.logprobs_sent = seq.logprobs.size();
+  }
+  // The sequence's own status is authoritative; not every path sets out.finished.
+  if (out.finished || seq.finished()) {
+    finish_live(out.id, live, seq, update);
+    return;
+  }
+  live.sink(std::move(update));
+}
+
+void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq,
+                              RequestUpdate& update) {
+  update.finished = true;
+  update.finish_reason = seq.finish_reason.empty() ? "abort" : seq.finish_reason;
+  update.stop_reason = seq.stop_reason;
+  update.num_prompt_tokens = int32_t(seq.prompt_ids.size());
+  update.prompt_logprobs = seq.prompt_logprobs;
+  Clock::time_point end = seq.finish_time.value_or(Clock::now());
+  double ttft = seq.first_token_time ? seconds_between(seq.arrival_time, *seq.first_token_time) : -1;
+  double tpot = seq.first_token_time && seq.output_ids.size() > 1
+                    ? seconds_between(*seq.first_token_time, end) / double(seq.output_ids.size() - 1)
+                    : -1;
+  metrics_.observe_finished(update.finish_reason, ttft, tpot, seconds_between(seq.arrival_time, end));
+  UpdateSink sink = std::move(live.sink);
+  by_handle_.erase(live.handle);
+  live_.erase(engine_id);
+  engine_.release(engine_id);
+  --in_flight_;
+  // A client that reads /metrics right after its response must see the request gone.
+  publish_snapshot();
+  sink(std::move(update));
+}
+
+void AsyncEngine::loop() {
+  for (;;) {
+    std::deque<std::function<void()>> commands;
+    {
+      std::unique_lock lock(mutex_);
+      cv_.wait(lock, [&] { return stop_ || !inbox_.empty() || engine_.has_unfinished(); });
+      if (stop_) break;
+      commands.swap(inbox_);
+    }
+    for (auto& command : commands) {
+      try {
+        command();
+      } catch (const std::exception& e) {
+        spdlog::error("engine command failed: {}", e.what());
+      }
+    }
+    if (engine_.has_unfinished()) {
+      try {
+        for (const RequestOutput& out : engine_.step()) deliver(out);
+      } catch (const std::exception& e) {
+        // A failed step leaves requests in an unknown state: end them all rather than loop.
+        spdlog::error("engine step failed: {}; aborting {} requests", e.what(), live_.size());
+        std::vector<int64_t> ids;
+        for (auto& [id, live] : live_) ids.push_back(id);
+        for (int64_t id : ids) {
+          engine_.abort(id);
+          RequestUpdate update;
+          finish_live(id, live_.at(id), *engine_.find(id), update);
+        }
+      }
+    }
+    publish_snapshot();
+  }
+  std::vector<int64_t> ids;
+  for (auto& [id, live] : live_) ids.push_back(id);
+  for (int64_t id : ids) {
+    engine_.abort(id);
+    RequestUpdate update;
+    finish_live(id, live_.at(id), *engine_.find(id), update);
+  }
+  std::lock_guard lock(mutex_);
+  inbox_.clear();
+}
+
+void AsyncEngine::publish_snapshot() {
+  EngineSnapshot s;
+  s.num_running = int64_t(engine_.num_running());
+  s.num_waiting = int64_t(engine_.num_waiting());
+  s.num_blocks = engine_.block_pool().num_blocks();
+  s.num_free_blocks = engine_.block_pool().num_free();
+  const SchedulerStats& sched = engine_.scheduler_stats();
+  s.prefix_cache_queries = sched.prefix_cache_queries;
+  s.prefix_cache_hits = sched.prefix_cache_hits;
+  s.num_preemptions = sched.num_preemptions;
+  const EngineStats& stats = engine_.stats();
+  s.relay_attached_requests = stats.relay_attached_requests;
+  s.relay_shared_tokens = stats.relay_shared_tokens;
+  s.prompt_tokens = stats.prompt_tokens;
+  s.generation_tokens = stats.generation_tokens;
+  s.num_relay_prefixes = int64_t(engine_.prefixes().size());
+  std::lock_guard lock(snapshot_mutex_);
+  snapshot_ = s;
+  auto_names_ = auto_prefix_use_;
+}
+
+}  // namespace relayllm

@@ -1,0 +1,129 @@
+// Runs the single-threaded Engine on a thread of its own. Other threads talk to
+// it through an inbox of commands (add, abort, prefix operations); the engine
+// thread drains the inbox, steps while work exists, and hands each request's
+// new text/tokens/logprobs to the request's sink. Sinks run on the engine
+// thread and must only hand the update on (post it to a connection).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "relayllm/engine/engine_factory.h"
+#include "relayllm/server/metrics.h"
+
+namespace relayllm {
+
+// New output of one request since its previous update.
+struct RequestUpdate {
+  // The first update of every request the engine accepted: it carries nothing else.
+  bool admitted = false;
+  std::string text;
+  std::vector<int32_t> token_ids;
+  std::vector<TokenLogprobs> logprobs;  // one per new token, when asked for
+  bool finished = false;
+  std::string finish_reason;              // "stop" | "length" | "abort" | "error"
+  std::optional<std::string> stop_reason;  // the stop string that matched
+  int32_t num_prompt_tokens = 0;           // set on the final update
+  std::vector<PromptLogprob> prompt_logprobs;  // set on the final update, when asked for
+  std::optional<int> error_status;  // the engine refused the request (finish_reason "error")
+  std::string error_message;
+};
+
+using UpdateSink = std::function<void(RequestUpdate)>;
+
+struct EngineRequest {
+  std::vector<int32_t> prompt_ids;
+  SamplingParams params;
+  // The request attaches to this registered prefix, which its prompt must start
+  // with token-exactly (400 otherwise); empty: the longest matching one.
+  std::string required_prefix;
+  // A chat system part to register as a relay prefix when not yet live.
+  std::string auto_prefix_name;
+  int32_t auto_prefix_len = 0;  // its tokens are prompt_ids[0, len)
+  UpdateSink sink;
+};
+
+struct AsyncEngineOptions {
+  // Most requests admitted and not finished (running + waiting); more get 429.
+  int64_t max_in_flight = 1024;
+  // Most chat-system prefixes registered automatically; the least recently used
+  // one without users makes room for a new one.
+  int32_t max_auto_prefixes = 8;
+};
+
+class AsyncEngine {
+ public:
+  AsyncEngine(ServingEngine serving, AsyncEngineOptions options, ServerMetrics& metrics);
+  ~AsyncEngine();  // aborts what is left (sinks see "abort") and joins the thread
+
+  // Admits all of `requests` or none: throws ApiError 429 when they would
+  // exceed max_in_flight. Returns one handle per request, for abort().
+  std::vector<uint64_t> submit(std::vector<EngineRequest> requests);
+  void abort(uint64_t handle);
+  // Runs `fn` on the engine thread between steps (prefix management, reads).
+  void call(std::function<void(Engine&)> fn);
+
+  // Safe from any thread: these do not change after construction.
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  const ServingEngine& serving() const { return serving_; }
+  int32_t max_model_len() const { return max_model_len_; }
+  int32_t vocab_size() const { return vocab_size_; }
+  int32_t block_size() const { return block_size_; }
+  bool relay_enabled() const { return relay_enabled_; }
+
+  EngineSnapshot snapshot() const;
+  bool is_auto_prefix(const std::string& name) const;
+
+ private:
+  struct Live {
+    uint64_t handle = 0;
+    UpdateSink sink;
+    size_t logprobs_sent = 0;
+  };
+
+  void loop();
+  void add(EngineRequest& request, uint64_t handle);
+  void deliver(const RequestOutput& out);
+  void finish_live(int64_t engine_id, Live& live, const Sequence& seq, RequestUpdate& update);
+  void touch_auto_prefix(const std::string& name, int32_t len, const std::vector<int32_t>& prompt);
+  void publish_snapshot();
+
+  ServingEngine serving_;
+  Engine& engine_;
+  Tokenizer tokenizer_;
+  AsyncEngineOptions options_;
+  ServerMetrics& metrics_;
+  int32_t max_model_len_, vocab_size_, block_size_;
+  bool relay_enabled_;
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> inbox_;
+  bool stop_ = false;
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<uint64_t> next_handle_{1};
+
+  // Engine thread only.
+  std::unordered_map<int64_t, Live> live_;          // by engine id
+  std::unordered_map<uint64_t, int64_t> by_handle_;  // handle -> engine id
+  std::map<std::string, uint64_t> auto_prefix_use_;  // name -> last use tick
+  uint64_t tick_ = 0;
+
+  mutable std::mutex snapshot_mutex_;
+  EngineSnapshot snapshot_;
+  std::map<std::string, uint64_t> auto_names_;  // copy of auto_prefix_use_ keys, under snapshot_mutex_
+
+  std::thread thread_;
+};
+
+}  // namespace relayllm

@@ -1,0 +1,351 @@
+#include "relayllm/server/openai_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <ctime>
+#include <random>
+
+#include "relayllm/common/error.h"
+#include "relayllm/server/api_error.h"
+#include "relayllm/server/auth.h"
+#include "relayllm/server/openai_protocol.h"
+#include "relayllm/server/server_state.h"
+
+namespace relayllm {
+namespace {
+
+constexpr const char* kJson = "application/json";
+
+bool needs_auth(const std::string& path) {
+  return path.rfind("/v1/", 0) == 0 || path == "/tokenize" || path == "/detokenize";
+}
+
+bool valid_prefix_name(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  return true;
+}
+
+}  // namespace
+
+void send_json(const std::shared_ptr<HttpExchange>& exchange, int status, const nlohmann::json& body) {
+  exchange->respond(status, kJson,
+                    body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
+}
+
+void send_error(const std::shared_ptr<HttpExchange>& exchange, int status, const std::string& message) {
+  if (status >= 500) spdlog::warn("{} {}", status, message);
+  send_json(exchange, status, error_body(status, message));
+}
+
+OpenAiServer::OpenAiServer(OpenAiServerOptions options) : options_(std::move(options)) {
+  id_salt_ = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
+}
+
+OpenAiServer::~OpenAiServer() { shutdown(); }
+
+void OpenAiServer::set_engine(ServingEngine serving, const SamplingParams& defaults) {
+  auto ready = std::make_unique<Ready>();
+  ready->model_name =
+      options_.served_model_name.empty() ? serving.model_name : options_.served_model_name;
+  ready->defaults = defaults;
+  ready->created = int64_t(std::time(nullptr));
+  std::string source = options_.chat_template;
+  if (source.empty()) source = serving.engine->tokenizer().chat_template();
+  if (source.empty()) source = default_chat_template();
+  try {
+    ready->chat_template.emplace(source);
+  } catch (const Error& e) {
+    ready->chat_template_error = e.what();
+    spdlog::warn("chat template unusable, /v1/chat/completions will answer 400: {}", e.what());
+  }
+  ready->engine = std::make_unique<AsyncEngine>(std::move(serving), options_.engine, metrics_);
+  ready_ = std::move(ready);
+  is_ready_.store(true, std::memory_order_release);
+}
+
+void OpenAiServer::shutdown() {
+  is_ready_.store(false, std::memory_order_release);
+  ready_.reset();
+}
+
+std::string OpenAiServer::next_id(const char* prefix) {
+  uint64_t n = id_counter_.fetch_add(1) + 1;
+  return fmt::format("{}-{:016x}", prefix, (n * 0x9e3779b97f4a7c15ull) ^ id_salt_);
+}
+
+void OpenAiServer::handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+  try {
+    if (request.path == "/health") {
+      if (is_ready_.load(std::memory_order_acquire))
+        exchange->respond(200, "text/plain", "");
+      else  // polled while loading: not worth a log line each time
+        send_json(exchange, 503, error_body(503, "the model is still loading"));
+      return;
+    }
+    if (request.path == "/metrics") {
+      handle_metrics(exchange);
+      return;
+    }
+    if (needs_auth(request.path) && !authorized(options_.api_key, request.header("authorization"))) {
+      send_error(exchange, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
+      return;
+    }
+    if (!is_ready_.load(std::memory_order_acquire)) {
+      send_error(exchange, 503, "the model is still loading; retry when /health answers 200");
+      return;
+    }
+    route(request, exchange, *ready_);
+  } catch (const ApiError& e) {
+    send_error(exchange, e.status(), e.what());
+  } catch (const Error& e) {
+    send_error(exchange, 400, e.what());
+  } catch (const std::exception& e) {
+    send_error(exchange, 500, fmt::format("internal error: {}", e.what()));
+  }
+}
+
+void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, Ready& ready) {
+  const std::string& path = request.path;
+  const std::string& method = request.method;
+  auto body = [&]() {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(request.body);
+    } catch (const nlohmann::json::parse_error& e) {
+      fail_api(400, "malformed JSON body: {}", e.what());
+    }
+    if (!j.is_object()) fail_api(400, "the request body must be a JSON object, got {}", j.type_name());
+    return j;
+  };
+  auto allow = [&](const char* expected) {
+    if (method != expected)
+      fail_api(405, "method {} is not allowed on {} (use {})", method, path, expected);
+  };
+  if (path == "/v1/completions") {
+    allow("POST");
+    handle_completions(body(), exchange, ready);
+  } else if (path == "/v1/chat/completions") {
+    allow("POST");
+    handle_chat(body(), exchange, ready);
+  } else if (path == "/v1/models") {
+    allow("GET");
+    handle_models(exchange, ready);
+  } else if (path == "/tokenize") {
+    allow("POST");
+    handle_tokenize(body(), exchange, ready);
+  } else if (path == "/detokenize") {
+    allow("POST");
+    handle_detokenize(body(), exchange, ready);
+  } else if (path == "/v1/relay_prefixes") {
+    if (method == "GET") {
+      list_prefixes(exchange, ready);
+    } else {
+      allow("POST");
+      register_prefix(body(), exchange, ready);
+    }
+  } else if (path.rfind("/v1/relay_prefixes/", 0) == 0) {
+    allow("DELETE");
+    remove_prefix(path.substr(std::string("/v1/relay_prefixes/").size()), exchange, ready);
+  } else {
+    fail_api(404, "no route for {} {}", method, path);
+  }
+}
+
+void OpenAiServer::handle_models(const Exchange& exchange, Ready& ready) {
+  nlohmann::json model = {{"id", ready.model_name},         {"object", "model"},
+                          {"created", ready.created},       {"owned_by", "relayllm"},
+                          {"root", ready.model_name},       {"parent", nullptr},
+                          {"max_model_len", ready.engine->max_model_len()}};
+  send_json(exchange, 200, {{"object", "list"}, {"data", nlohmann::json::array({model})}});
+}
+
+void OpenAiServer::handle_metrics(const Exchange& exchange) {
+  std::string text;
+  if (is_ready_.load(std::memory_order_acquire))
+    text = metrics_.render(ready_->engine->snapshot(), ready_->model_name);
+  else
+    text = metrics_.render(EngineSnapshot{}, options_.served_model_name);
+  exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
+}
+
+void OpenAiServer::handle_tokenize(const nlohmann::json& body, const Exchange& exchange, Ready& ready) {
+  const Tokenizer& tokenizer = ready.engine->tokenizer();
+  std::vector<int32_t> ids;
+  if (body.contains("messages")) {
+    bool add_generation_prompt = read_bool(body, "add_generation_prompt").value_or(true);
+    nlohmann::json kwargs = body.value("chat_template_kwargs", nlohmann::json::object());
+    std::string text =
+        render_chat(ready, normalize_messages(body["messages"]), add_generation_prompt, kwargs);
+    ids = tokenizer.encode(text, read_bool(body, "add_special_tokens").value_or(false));
+  } else {
+    auto prompt = read_string(body, "prompt");
+    if (!prompt) fail_api(400, "field 'prompt' (a string) or 'messages' is required");
+    ids = tokenizer.encode(*prompt, read_bool(body, "add_special_tokens").value_or(true));
+  }
+  send_json(exchange, 200,
+            {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", ready.engine->max_model_len()}});
+}
+
+void OpenAiServer::handle_detokenize(const nlohmann::json& body, const Exchange& exchange,
+                                     Ready& ready) {
+  if (!body.contains("tokens")) fail_api(400, "field 'tokens' (a list of token ids) is required");
+  std::vector<int32_t> ids = read_token_ids(body["tokens"], "tokens", ready.engine->vocab_size());
+  send_json(exchange, 200, {{"prompt", ready.engine->tokenizer().decode(ids, false)}});
+}
+
+namespace {
+
+nlohmann::json prefix_json(const RelayPrefix& p, bool is_auto, int32_t block_size) {
+  return {{"name", p.name},          {"object", "relay_prefix"},
+          {"num_tokens", p.tokens.size()}, {"num_blocks", p.blocks.size()},
+          {"users", p.users},        {"removing", p.removing},
+          {"auto", is_auto},         {"block_size", block_size}};
+}
+
+}  // namespace
+
+void OpenAiServer::list_prefixes(const Exchange& exchange, Ready& ready) {
+  AsyncEngine* engine = ready.engine.get();
+  engine->call([exchange, engine](Engine& e) {
+    nlohmann::json data = nlohmann::json::array();
+    for (const RelayPrefix* p : e.prefixes())
+      data.push_back(prefix_json(*p, engine->is_auto_prefix(p->name), engine->block_size()));
+    nlohmann::json body = {{"object", "list"}, {"data", std::move(data)}};
+    exchange->post([exchange, body = std::move(body)] { send_json(exchange, 200, body); });
+  });
+}
+
+void OpenAiServer::register_prefix(const nlohmann::json& body, const Exchange& exchange,
+                                   Ready& ready) {
+  AsyncEngine* engine = ready.engine.get();
+  if (!engine->relay_enabled())
+    fail_api(400, "relay prefixes need the server to run with --enable-relay-attention");
+  auto name = read_string(body, "name");
+  if (!name || !valid_prefix_name(*name))
+    fail_api(400, "field 'name' must be 1-128 characters of letters, digits, '-', '_' or '.'");
+  std::vector<int32_t> tokens;
+  if (body.contains("token_ids") && !body["token_ids"].is_null()) {
+    if (body.contains("text") && !body["text"].is_null())
+      fail_api(400, "give 'text' or 'token_ids', not both");
+    tokens = read_token_ids(body["token_ids"], "token_ids", engine->vocab_size());
+  } else {
+    auto text = read_string(body, "text");
+    if (!text) fail_api(400, "field 'text' (a string) or 'token_ids' is required");
+    tokens = engine->tokenizer().encode(*text, read_bool(body, "add_special_tokens").value_or(true));
+  }
+  if (tokens.empty()) fail_api(400, "relay prefix '{}' is empty", *name);
+  const int32_t limit = options_.max_relay_prefixes;
+  engine->call([exchange, engine, limit, name = *name, tokens = std::move(tokens)](Engine& e) mutable {
+    int status = 200;
+    nlohmann::json reply;
+    int32_t named = 0;
+    bool exists = false;
+    for (const RelayPrefix* p : e.prefixes()) {
+      if (p->name == name) exists = true;
+      if (!engine->is_auto_prefix(p->name)) ++named;
+    }
+    if (exists) {
+      status = 409;
+      reply = error_body(409, fmt::format("a relay prefix named '{}' exists already", name));
+    } else if (named >= limit) {
+      status = 429;
+      reply = error_body(429, fmt::format("at most {} relay prefixes may be registered "
+                                          "(--max-relay-prefixes); remove one first", limit));
+    } else {
+      try {
+        const RelayPrefix& p = e.register_prefix(name, std::move(tokens));
+        reply = prefix_json(p, false, engine->block_size());
+      } catch (const Error& err) {
+        status = 400;
+        reply = error_body(400, err.what());
+      }
+    }
+    exchange->post([exchange, status, reply = std::move(reply)] { send_json(exchange, status, reply); });
+  });
+}
+
+void OpenAiServer::remove_prefix(const std::string& name, const Exchange& exchange, Ready& ready) {
+  AsyncEngine* engine = ready.engine.get();
+  engine->call([exchange, name](Engine& e) {
+    int status = 200;
+    nlohmann::json reply;
+    const RelayPrefix* found = nullptr;
+    for (const RelayPrefix* p : e.prefixes())
+      if (p->name == name && (!found || found->removing)) found = p;
+    if (!found || found->removing) {
+      status = 404;
+      reply = error_body(404, fmt::format("no relay prefix named '{}'", name));
+    } else {
+      int32_t users = found->users;
+      e.remove_prefix(name);
+      // With users left, the prefix stays (marked removing) until its last request ends.
+      reply = {{"name", name}, {"object", "relay_prefix"}, {"deleted", true},
+               {"pending_users", users}};
+    }
+    exchange->post([exchange, status, reply = std::move(reply)] { send_json(exchange, status, reply); });
+  });
+}
+
+nlohmann::json OpenAiServer::normalize_messages(const nlohmann::json& messages) const {
+  if (!messages.is_array()) fail_api(400, "field 'messages' must be a list, got {}", messages.type_name());
+  if (messages.empty()) fail_api(400, "field 'messages' must not be empty");
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const auto& m = messages[i];
+    if (!m.is_object()) fail_api(400, "messages[{}] must be an object, got {}", i, m.type_name());
+    auto role_it = m.find("role");
+    if (role_it == m.end() || !role_it->is_string())
+      fail_api(400, "messages[{}].role must be a string", i);
+    std::string role = role_it->get<std::string>();
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool" &&
+        role != "developer")
+      fail_api(400, "messages[{}].role '{}' is not one of system, user, assistant, tool, developer", i,
+               role);
+    nlohmann::json normalized = m;
+    auto content_it = m.find("content");
+    if (content_it == m.end() || content_it->is_null()) {
+      normalized["content"] = "";
+    } else if (content_it->is_array()) {
+      // Text parts are joined with newlines, as vLLM does for templates that expect strings.
+      std::string text;
+      for (size_t k = 0; k < content_it->size(); ++k) {
+        const auto& part = (*content_it)[k];
+        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+            !part["text"].is_string())
+          fail_api(400, "messages[{}].content[{}] must be a {{\"type\": \"text\", \"text\": ...}} part",
+                   i, k);
+        if (k) text += "\n";
+        text += part["text"].get<std::string>();
+      }
+      normalized["content"] = text;
+    } else if (!content_it->is_string()) {
+      fail_api(400, "messages[{}].content must be a string or a list of text parts, got {}", i,
+               content_it->type_name());
+    }
+    out.push_back(std::move(normalized));
+  }
+  return out;
+}
+
+std::string OpenAiServer::render_chat(const Ready& ready, const nlohmann::json& messages,
+                                      bool add_generation_prompt, const nlohmann::json& kwargs) const {
+  if (!ready.chat_template)
+    fail_api(400, "this model has no usable chat template ({}); start the server with "
+                  "--chat-template FILE", ready.chat_template_error);
+  if (!kwargs.is_object())
+    fail_api(400, "field 'chat_template_kwargs' must be an object, got {}", kwargs.type_name());
+  ChatTemplateOptions options;
+  options.add_generation_prompt = add_generation_prompt;
+  options.bos_token = ready.engine->tokenizer().bos_token();
+  options.eos_token = ready.engine->tokenizer().eos_token();
+  options.extra = kwargs;
+  try {
+    return ready.chat_template->render(messages, options);
+  } catch (const Error& e) {
+    fail_api(400, "chat template: {}", e.what());
+  }
+}
+
+}  // namespace relayllm

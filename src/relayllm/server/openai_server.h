@@ -1,0 +1,78 @@
+// The OpenAI-compatible API over an AsyncEngine: routes, auth, request parsing,
+// responses and server-sent events. The server answers /health with 503 until
+// set_engine() hands it a loaded model, so it can listen while loading.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "relayllm/chat/chat_template.h"
+#include "relayllm/server/async_engine.h"
+#include "relayllm/server/http_server.h"
+#include "relayllm/server/metrics.h"
+
+namespace relayllm {
+
+struct OpenAiServerOptions {
+  std::string served_model_name;  // empty: the model's own name
+  std::string api_key;            // empty: no auth
+  std::string chat_template;      // template text; empty: the tokenizer's, else the default
+  AsyncEngineOptions engine;
+  int32_t max_relay_prefixes = 64;  // named prefixes registered through the API
+  int32_t max_n = 128;              // most choices per request
+  // Chat system parts shorter than this many KV blocks are not worth a prefix.
+  int32_t min_auto_prefix_blocks = 2;
+};
+
+class OpenAiServer {
+ public:
+  explicit OpenAiServer(OpenAiServerOptions options);
+  ~OpenAiServer();
+
+  // The HttpHandler; runs on a connection's strand.
+  void handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange);
+
+  // Starts the engine thread and begins answering API calls.
+  void set_engine(ServingEngine serving, const SamplingParams& defaults);
+  // Stops the engine (requests in flight end with "abort"). Call after the
+  // HTTP server stopped running handlers.
+  void shutdown();
+
+ private:
+  struct Ready;
+  using Exchange = std::shared_ptr<HttpExchange>;
+
+  void route(const HttpRequest& request, const Exchange& exchange, Ready& ready);
+  void handle_completions(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
+  void handle_chat(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
+  void handle_tokenize(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
+  void handle_detokenize(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
+  void handle_models(const Exchange& exchange, Ready& ready);
+  void handle_metrics(const Exchange& exchange);
+  void list_prefixes(const Exchange& exchange, Ready& ready);
+  void register_prefix(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
+  void remove_prefix(const std::string& name, const Exchange& exchange, Ready& ready);
+
+  // Chat messages as the template sees them (text parts joined), rendered.
+  nlohmann::json normalize_messages(const nlohmann::json& messages) const;
+  std::string render_chat(const Ready& ready, const nlohmann::json& messages,
+                          bool add_generation_prompt, const nlohmann::json& kwargs) const;
+  std::string next_id(const char* prefix);
+
+  OpenAiServerOptions options_;
+  ServerMetrics metrics_;
+  std::unique_ptr<Ready> ready_;
+  std::atomic<bool> is_ready_{false};
+  std::atomic<uint64_t> id_counter_{0};
+  uint64_t id_salt_ = 0;
+};
+
+void send_json(const std::shared_ptr<HttpExchange>& exchange, int status, const nlohmann::json& body);
+void send_error(const std::shared_ptr<HttpExchange>& exchange, int status, const std::string& message);
+
+}  // namespace relayllm
