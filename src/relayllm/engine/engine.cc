@@ -123,7 +123,8 @@ void Engine::release_prefix_use(Sequence& seq) {
   }
 }
 
-int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParams& params) {
+int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParams& params,
+                            const std::string& prefix_name) {
   params.validate();
   RELAYLLM_CHECK(!prompt_ids.empty(), "the prompt is empty");
   const int32_t vocab = int32_t(model_.config().vocab_size);
@@ -133,24 +134,49 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   RELAYLLM_CHECK(int32_t(prompt_ids.size()) < config_.max_model_len,
                  "the prompt has {} tokens but the maximum model length is {}", prompt_ids.size(),
                  config_.max_model_len);
+  RelayPrefix* prefix = nullptr;
+  if (!prefix_name.empty()) {
+    RELAYLLM_CHECK(config_.enable_relay_attention,
+                   "relay_prefix '{}' given but relay attention is off (--enable-relay-attention)",
+                   prefix_name);
+    prefix = registry_.find(prefix_name);  // skips prefixes being removed
+    RELAYLLM_CHECK(prefix != nullptr && prefix->ready, "relay_prefix '{}' is not registered",
+                   prefix_name);
+    // Prompt logprobs need every prompt position computed by the request itself.
+    RELAYLLM_CHECK(!params.prompt_logprobs,
+                   "relay_prefix '{}' cannot be combined with prompt_logprobs (nor echo with "
+                   "logprobs)",
+                   prefix_name);
+    const std::vector<int32_t>& t = prefix->tokens;
+    auto diverge = std::mismatch(t.begin(), t.end(), prompt_ids.begin(), prompt_ids.end());
+    const size_t same = size_t(diverge.first - t.begin());
+    RELAYLLM_CHECK(same == t.size() && t.size() < prompt_ids.size(),
+                   "the prompt ({} tokens) does not start token-exactly with relay_prefix '{}' ({} "
+                   "tokens) followed by at least one more token; they agree on the first {} tokens "
+                   "(a text prefix that ends mid-word or in a space can tokenize differently once "
+                   "the prompt continues it: end it with a newline, or send token ids)",
+                   prompt_ids.size(), prefix_name, t.size(), same);
+  } else if (config_.enable_relay_attention && !params.prompt_logprobs) {
+    prefix = registry_.longest_match(prompt_ids);
+  }
+  const int32_t prefix_len = prefix ? int32_t(prefix->tokens.size()) : 0;
+  const int32_t bs = pool_.block_size();
+  const int32_t own_blocks = (int32_t(prompt_ids.size()) - prefix_len + bs) / bs;
+  RELAYLLM_CHECK(own_blocks <= pool_.num_blocks(),
+                 "the prompt needs {} KV blocks but the pool has {} in all", own_blocks,
+                 pool_.num_blocks());
   int64_t id = next_id_++;
   uint64_t seed = params.seed ? *params.seed : config_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
   auto seq = std::make_unique<Sequence>(id, std::move(prompt_ids), params, seed);
   seq->arrival_time = Clock::now();
-  if (config_.enable_relay_attention && !seq->wants_prompt_logprobs()) {
-    if (RelayPrefix* prefix = registry_.longest_match(seq->prompt_ids)) {
-      seq->prefix = prefix;
-      seq->prefix_len = int32_t(prefix->tokens.size());
-      ++prefix->users;
-      ++stats_.relay_attached_requests;
-      stats_.relay_shared_tokens += seq->prefix_len;
-    }
+  // Attach only once nothing can throw, so a refused request never holds a prefix.
+  if (prefix) {
+    seq->prefix = prefix;
+    seq->prefix_len = prefix_len;
+    ++prefix->users;
+    ++stats_.relay_attached_requests;
+    stats_.relay_shared_tokens += prefix_len;
   }
-  int32_t bs = pool_.block_size();
-  int32_t own_blocks = (seq->own_len() + bs) / bs;
-  RELAYLLM_CHECK(own_blocks <= pool_.num_blocks(),
-                 "the prompt needs {} KV blocks but the pool has {} in all", own_blocks,
-                 pool_.num_blocks());
   seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_, seq->prompt_ids,
                                                                params.skip_special_tokens);
   Sequence* raw = seq.get();

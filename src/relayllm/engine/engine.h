@@ -70,7 +70,12 @@ class Engine {
 
   // Validates and queues a request; returns its id. Throws Error on bad input
   // (empty prompt, id outside the vocabulary, too long, bad sampling values).
-  int64_t add_request(std::vector<int32_t> prompt_ids, const SamplingParams& params);
+  // With relay on, the request attaches to the longest matching relay prefix, or,
+  // when `prefix_name` is given, to that prefix only: then it is an Error when the
+  // prefix is not registered (or being removed) or the prompt does not start
+  // token-exactly with it followed by at least one more token.
+  int64_t add_request(std::vector<int32_t> prompt_ids, const SamplingParams& params,
+                      const std::string& prefix_name = {});
   void abort(int64_t id);
   std::vector<RequestOutput> step();
   bool has_unfinished() const { return !scheduler_.empty(); }
