@@ -1,0 +1,90 @@
+// Helpers shared by the CPU and GPU model tests: the HF fixtures and a paged
+// forward of one sequence, optionally split into a relay prefix and chunks.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "relayllm/model/llama_model.h"
+
+namespace relayllm::testing {
+
+inline std::filesystem::path fixture_dir(const std::string& name) {
+  return std::filesystem::path(RELAYLLM_SOURCE_DIR) / "tests/data/hf_fixtures" / name;
+}
+
+// ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
+inline double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += double(want[i]) * want[i];
+  }
+  return std::sqrt(diff / std::max(norm, 1e-30));
+}
+
+// Runs `tokens` through the paged forward: the first prefix_len tokens as a relay
+// prefix (their own blocks, computed once), the rest as the sequence's own tokens
+// in chunks of `chunk`. Returns the logits of every own position.
+inline std::vector<std::vector<float>> run_paged(LlamaModel& model,
+                                                 const std::vector<int32_t>& tokens,
+                                                 int32_t prefix_len, int32_t chunk,
+                                                 int32_t block_size = 4) {
+  const int32_t kBlockSize = block_size;
+  const int32_t n = int32_t(tokens.size());
+  const int32_t prefix_blocks = (prefix_len + kBlockSize - 1) / kBlockSize;
+  const int32_t own_blocks = (n - prefix_len + kBlockSize - 1) / kBlockSize;
+  auto kv = model.allocate_kv_cache(prefix_blocks + own_blocks + 1, kBlockSize);
+  // Own blocks are numbered after the prefix's, in reverse, so a table mix-up cannot pass.
+  std::vector<int32_t> prefix_table, own_table;
+  for (int32_t b = 0; b < prefix_blocks; ++b) prefix_table.push_back(b);
+  for (int32_t b = 0; b < own_blocks; ++b) own_table.push_back(prefix_blocks + own_blocks - b);
+
+  auto plan_for = [&](const std::vector<int32_t>& table, int32_t first, int32_t count,
+                      int32_t offset, bool with_prefix, bool logits) {
+    BatchPlan plan;
+    plan.block_size = kBlockSize;
+    plan.block_tables = table;
+    PlannedSequence seq;
+    seq.query_len = count;
+    seq.context_len = first + count;
+    seq.position_offset = offset;
+    seq.num_blocks = (first + count + kBlockSize - 1) / kBlockSize;
+    for (int32_t j = first; j < first + count; ++j) {
+      plan.token_ids.push_back(tokens[offset + j]);
+      plan.positions.push_back(offset + j);
+      plan.slot_mapping.push_back(int64_t(table[j / kBlockSize]) * kBlockSize + j % kBlockSize);
+      if (logits) plan.logit_rows.push_back(j - first);
+    }
+    if (with_prefix) {
+      PlannedPrefixGroup group;
+      group.prefix_len = prefix_len;
+      group.block_table_start = int32_t(plan.block_tables.size());
+      group.num_blocks = prefix_blocks;
+      plan.block_tables.insert(plan.block_tables.end(), prefix_table.begin(), prefix_table.end());
+      for (int32_t r = 0; r < count; ++r) group.query_rows.push_back(r);
+      plan.prefix_groups.push_back(group);
+      seq.prefix_group = 0;
+    }
+    plan.sequences.push_back(seq);
+    return plan;
+  };
+
+  std::vector<float> logits;
+  if (prefix_len > 0) model.forward(plan_for(prefix_table, 0, prefix_len, 0, false, false), kv, logits);
+  std::vector<std::vector<float>> rows;
+  const int64_t vocab = model.config().vocab_size;
+  for (int32_t first = 0; first < n - prefix_len; first += chunk) {
+    int32_t count = std::min(chunk, n - prefix_len - first);
+    model.forward(plan_for(own_table, first, count, prefix_len, prefix_len > 0, true), kv, logits);
+    for (int32_t r = 0; r < count; ++r)
+      rows.emplace_back(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab);
+  }
+  return rows;
+}
+
+}  // namespace relayllm::testing
