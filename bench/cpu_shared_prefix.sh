@@ -3,7 +3,9 @@
 # run with no sharing, with automatic prefix caching, and with relay attention.
 # Prints requests/s and generated tokens/s per mode and checks the tokens are identical.
 # Usage: bench/cpu_shared_prefix.sh [relayllm binary] [extra generate flags...]
+# Runs on the tiny random-weight model unless RELAYLLM_DEFAULT_MODEL or --model says otherwise.
 set -euo pipefail
+export RELAYLLM_DEFAULT_MODEL=${RELAYLLM_DEFAULT_MODEL:-none}
 bin=${1:-build/relayllm}
 shift || true
 work=$(mktemp -d)
