@@ -166,8 +166,10 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
                  "the prompt needs {} KV blocks but the pool has {} in all", own_blocks,
                  pool_.num_blocks());
   int64_t id = next_id_++;
-  uint64_t seed = params.seed ? *params.seed : config_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
-  auto seq = std::make_unique<Sequence>(id, std::move(prompt_ids), params, seed);
+  // Requests without a seed of their own draw from a stream derived from the engine seed.
+  uint64_t engine_seed = config_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
+  auto seq = std::make_unique<Sequence>(id, std::move(prompt_ids), params,
+                                        RequestRng::for_request(params, engine_seed));
   seq->arrival_time = Clock::now();
   // Attach only once nothing can throw, so a refused request never holds a prefix.
   if (prefix) {

@@ -51,9 +51,8 @@ class Scheduler {
   const SchedulerStats& stats() const { return stats_; }
   const SchedulerConfig& config() const { return config_; }
 
-  void free_blocks(Sequence& seq);
-
  private:
+  void free_blocks(Sequence& seq);
   bool grow_blocks(Sequence& seq, int32_t num_tokens);
   void preempt(Sequence& seq);
   // Reuses cached full blocks for a fresh prompt; returns tokens covered.

@@ -58,11 +58,11 @@ struct Sequence {
   Clock::time_point arrival_time{};
   std::optional<Clock::time_point> first_scheduled_time, first_token_time, finish_time;
 
-  Sequence(int64_t seq_id, std::vector<int32_t> prompt, SamplingParams sampling, uint64_t seed)
+  Sequence(int64_t seq_id, std::vector<int32_t> prompt, SamplingParams sampling, RequestRng request_rng)
       : id(seq_id),
         prompt_ids(std::move(prompt)),
         params(std::move(sampling)),
-        rng(seed),
+        rng(request_rng),
         stop_checker(params) {}
 
   int32_t total_len() const { return int32_t(prompt_ids.size() + output_ids.size()); }

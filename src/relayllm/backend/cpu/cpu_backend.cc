@@ -8,11 +8,6 @@
 namespace relayllm {
 namespace {
 
-void require_f32(const Tensor& t, const char* what) {
-  RELAYLLM_CHECK(t.dtype == DType::kF32, "cpu backend: {} must be float32, got {}", what,
-                 dtype_name(t.dtype));
-}
-
 // Rows are independent in every normalisation below; small row counts stay on one thread.
 constexpr size_t kRowGrain = 4;
 
@@ -28,7 +23,7 @@ void rmsnorm_row(const float* x, const float* w, float eps, int64_t n, float* ou
 CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
 
 Tensor CpuBackend::empty(std::vector<int64_t> shape, DType dtype) {
-  require_f32(Tensor{nullptr, dtype, {}}, "tensor dtype");
+  RELAYLLM_CHECK(dtype == DType::kF32, "cpu backend: tensors are float32, not {}", dtype_name(dtype));
   Tensor t;
   t.dtype = dtype;
   t.shape = std::move(shape);
