@@ -4,7 +4,8 @@
 // Llama-3-8B (32/8 heads) shapes, head_dim 128, block size 16.
 //
 // For each configuration it prints one JSON line: median time of one attention
-// call (device events, after warm-up), the fewest bytes each method must move
+// call replayed as a CUDA graph (device events, after warm-up; the eager time
+// beside it), the fewest bytes each method must move
 // (KV read once, q read and out written once) and the fraction of the copy
 // bandwidth measured at the start of the same run (device-to-device cudaMemcpy,
 // read + write bytes). Relay and paged outputs are compared (relative L2 error).
@@ -18,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -74,7 +76,8 @@ struct Shape {
 };
 
 struct Timing {
-  double ms;
+  double ms = 0;        // graph replay
+  double eager_ms = 0;  // launched op by op
   std::vector<float> out;
 };
 
@@ -118,24 +121,15 @@ BatchPlan make_plan(int batch, int prefix, int own, bool relay, int32_t prefix_b
   return plan;
 }
 
-Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, const KvLayer& kv,
-                      const AttentionShape& shape, int reps) {
-  cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
-  Tensor out = gpu.empty(q.shape, DType::kBF16);
-  BENCH_CUDA(cudaMemsetAsync(out.storage.get(), 0xff, out.bytes(), stream));  // NaN poison
-  gpu.begin_step(plan);
-  gpu.attention(q, kv, shape, plan, out);  // builds and stages the work list
-  Timing t;
-  t.out.resize(size_t(out.numel()));
-  gpu.download(out, t.out);
-  for (int i = 0; i < 3; ++i) gpu.attention(q, kv, shape, plan, out);
+double time_calls(cudaStream_t stream, int reps, const std::function<void()>& call) {
+  for (int i = 0; i < 3; ++i) call();
   cudaEvent_t e0, e1;
   BENCH_CUDA(cudaEventCreate(&e0));
   BENCH_CUDA(cudaEventCreate(&e1));
   std::vector<double> ms;
   for (int i = 0; i < reps; ++i) {
     BENCH_CUDA(cudaEventRecord(e0, stream));
-    gpu.attention(q, kv, shape, plan, out);
+    call();
     BENCH_CUDA(cudaEventRecord(e1, stream));
     BENCH_CUDA(cudaEventSynchronize(e1));
     float v = 0;
@@ -145,7 +139,33 @@ Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, 
   BENCH_CUDA(cudaGetLastError());
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
-  t.ms = median(ms);
+  return median(ms);
+}
+
+// One attention call timed two ways: replaying a CUDA graph of it (how the
+// engine's decode steps run it) and launched op by op, where the host's launch
+// latency of its 3-5 launches (cursor reset, kernels, merge) adds to the time.
+Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, const KvLayer& kv,
+                      const AttentionShape& shape, int reps) {
+  cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
+  Tensor out = gpu.empty(q.shape, DType::kBF16);
+  BENCH_CUDA(cudaMemsetAsync(out.storage.get(), 0xff, out.bytes(), stream));  // NaN poison
+  gpu.begin_step(plan, StepInfo{shape, 0});
+  gpu.attention(q, kv, shape, plan, out);
+  Timing t;
+  t.out.resize(size_t(out.numel()));
+  gpu.download(out, t.out);
+  t.eager_ms = time_calls(stream, reps, [&] { gpu.attention(q, kv, shape, plan, out); });
+  constexpr int64_t kGraphKey = 1;
+  gpu.capture_begin();
+  gpu.attention(q, kv, shape, plan, out);
+  gpu.capture_end(kGraphKey);
+  t.ms = time_calls(stream, reps, [&] {
+    if (!gpu.replay(kGraphKey)) fail("attention_bench: graph not recorded");
+  });
+  std::vector<float> replayed(t.out.size());
+  gpu.download(out, replayed);
+  if (replayed != t.out) fail("attention_bench: graph replay differs from the eager call");
   return t;
 }
 
@@ -281,11 +301,13 @@ int run(const Args& args) {
               "{\"kind\": \"ours\", \"shape\": \"%s\", \"batch\": %d, \"prefix\": %d, \"own\": %d, "
               "\"relay_ms\": %.5f, \"paged_ms\": %.5f, \"relay_bytes\": %.0f, \"paged_bytes\": %.0f, "
               "\"relay_frac\": %.4f, \"paged_frac\": %.4f, \"relay_vs_paged_err\": %.3e, "
-              "\"items_per_sm\": %d, \"min_split\": %d, \"overlap\": %d}\n",
+              "\"items_per_sm\": %d, \"min_split\": %d, \"overlap\": %d, \"relay_eager_ms\": %.5f, "
+              "\"paged_eager_ms\": %.5f}\n",
               s.name, batch, prefix, own, relay.ms, paged.ms, relay_bytes, paged_bytes,
               relay_bytes / bw / (relay.ms * 1e-3), paged_bytes / bw / (paged.ms * 1e-3),
               rel_err(relay.out, paged.out), args.backend.attention_items_per_sm,
-              args.backend.attention_min_split, int(args.backend.overlap_attention));
+              args.backend.attention_min_split, int(args.backend.overlap_attention), relay.eager_ms,
+              paged.eager_ms);
           std::fflush(stdout);
         }
       }

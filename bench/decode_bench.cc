@@ -1,6 +1,7 @@
 // End-to-end decode on the CUDA backend: one request (batch 1), greedy, through
 // the engine built by the same factory as the CLI (so --gpu-memory-utilization
-// sizes the KV pool). Reports the median decode step against the floor
+// sizes the KV pool); decode steps as CUDA graph replays, then the same request
+// again op by op (--enforce-eager). Reports the median decode step against the floor
 // (weight bytes + KV bytes) / copy bandwidth, the copy measured in the same run.
 //
 // Usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]
@@ -64,20 +65,30 @@ int run(int argc, char** argv) {
 
   std::vector<int32_t> prompt;
   for (int i = 0; i < prompt_len; ++i) prompt.push_back(100 + 37 * i % 20000);
-  SamplingParams params;
-  params.temperature = 0;
-  params.max_tokens = steps + 1;
-  params.ignore_eos = true;
-  engine.add_request(prompt, params);
-  std::vector<double> step_ms;
-  while (engine.has_unfinished()) {
-    auto a = std::chrono::steady_clock::now();
-    engine.step();  // returns after the logits reached the host
-    step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::vector<double> decode(step_ms.begin() + 1, step_ms.end());  // the first step is the prefill
-  std::sort(decode.begin(), decode.end());
-  const double med = decode[decode.size() / 2];
+  // One request decoding `steps` tokens; the median step after the prefill (the
+  // first graphed step of a bucket also captures it, so medians, not means).
+  auto decode_median = [&](std::vector<double>& sorted) {
+    SamplingParams params;
+    params.temperature = 0;
+    params.max_tokens = steps + 1;
+    params.ignore_eos = true;
+    engine.add_request(prompt, params);
+    std::vector<double> step_ms;
+    while (engine.has_unfinished()) {
+      auto a = std::chrono::steady_clock::now();
+      engine.step();  // returns after the logits reached the host
+      step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+    }
+    sorted.assign(step_ms.begin() + 1, step_ms.end());
+    std::sort(sorted.begin(), sorted.end());
+    return sorted[sorted.size() / 2];
+  };
+  std::vector<double> decode, eager_steps;
+  const int64_t graph_steps_before = engine.stats().graph_steps;
+  const double med = decode_median(decode);
+  const int64_t graph_steps = engine.stats().graph_steps - graph_steps_before;
+  engine.set_enforce_eager(true);
+  const double eager_med = decode_median(eager_steps);
 
   const ModelConfig& c = engine.model_config();
   const double elem = 2;
@@ -91,10 +102,11 @@ int run(int argc, char** argv) {
   std::printf("{\"kind\": \"decode\", \"load_s\": %.1f, \"kv_blocks\": %d, \"block_size\": %d, \"steps\": %zu, "
               "\"prompt\": %d, \"median_step_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
               "\"weight_gb\": %.3f, \"kv_gb_mean\": %.4f, \"copy_bw_gbs\": %.1f, \"floor_ms\": %.3f, "
-              "\"fraction_of_floor\": %.3f}\n",
+              "\"fraction_of_floor\": %.3f, \"graph_steps\": %lld, \"eager_median_step_ms\": %.3f, "
+              "\"eager_fraction_of_floor\": %.3f}\n",
               load_s, engine.config().num_kv_blocks, engine.config().block_size, decode.size(), prompt_len, med,
               decode[decode.size() / 10], decode[decode.size() * 9 / 10], weight_bytes / 1e9, kv_bytes / 1e9,
-              bw / 1e9, floor_ms, floor_ms / med);
+              bw / 1e9, floor_ms, floor_ms / med, (long long)graph_steps, eager_med, floor_ms / eager_med);
   return 0;
 }
 

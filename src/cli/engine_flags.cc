@@ -31,6 +31,12 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
                  "cuda: share of the device's memory for weights, KV cache and activations; "
                  "the KV pool gets what is left when --num-kv-blocks is 0")
       ->capture_default_str()->check(CLI::Range(0.01, 1.0));
+  app.add_flag("--enforce-eager", e.enforce_eager,
+               "cuda: run every step op by op (no CUDA graphs for decode steps)");
+  app.add_option("--cuda-graph-max-batch", e.cuda_graph_max_batch,
+                 "cuda: decode steps of up to this many requests replay captured CUDA graphs "
+                 "(one per batch bucket 1, 2, 4, 8, 16, 24, ...; captured on first use); 0: none")
+      ->capture_default_str()->check(CLI::Range(0, 4096));
   app.add_option("--max-model-len", e.max_model_len,
                  "Longest prompt + output in tokens (0: the model's max_position_embeddings)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);

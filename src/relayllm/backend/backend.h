@@ -27,6 +27,16 @@ struct AttentionShape {
   float scale = 1.0f;  // softmax scale, 1/sqrt(head_dim) for the Llama family
 };
 
+// What a backend may prepare for a step besides the plan's arrays.
+struct StepInfo {
+  // The step's attention layout; num_heads 0 when the step runs no attention.
+  AttentionShape attention;
+  // Rows the step's tensors have: at least plan.num_rows(); rows past the plan's
+  // are padding (a captured graph serves a bucket of batch sizes) whose KV is not
+  // stored and whose attention output is zero. 0: exactly the plan's rows.
+  int32_t padded_rows = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -40,7 +50,21 @@ class Backend {
   virtual void download(const Tensor& tensor, std::span<float> host) = 0;
 
   // Called once per step before any op, so a backend can stage the plan's arrays.
-  virtual void begin_step(const BatchPlan& plan) = 0;
+  // Ops size their work by their tensors' rows, which may exceed the plan's
+  // (StepInfo::padded_rows).
+  virtual void begin_step(const BatchPlan& plan, const StepInfo& info = {}) = 0;
+
+  // Graph capture (optional): the ops issued between capture_begin and
+  // capture_end are recorded under `key` instead of run; replay(key) runs them
+  // again over the arrays staged by the latest begin_step. replay returns false
+  // when nothing valid is recorded under key (never captured, or staging moved
+  // since), and the caller captures again.
+  virtual bool supports_graphs() const { return false; }
+  virtual void capture_begin() {}
+  virtual void capture_end(int64_t key) { (void)key; }
+  // Ends a capture that failed midway, recording nothing.
+  virtual void capture_cancel() {}
+  virtual bool replay(int64_t key) { (void)key; return false; }
 
   // out[r] = table[ids[r]]
   virtual void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) = 0;
@@ -49,7 +73,8 @@ class Backend {
   // residual += x; out = rmsnorm(residual). Fused because it runs twice per layer.
   virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                            Tensor& out) = 0;
-  // out[T, N] = x[T, K] * weight[N, K]^T (+ bias[N])
+  // out[T, N] = x[T, K] * weight[N, K]^T (+ bias[N]); out may be float32 while x and
+  // weight are 16-bit (logits).
   virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) = 0;
   // Rotates q [T, Hq, D] and k [T, Hk, D] in place at the plan's positions.
   // cos_sin is [max_positions, D] with cos in the first D/2 columns and sin in the rest
@@ -57,7 +82,8 @@ class Backend {
   virtual void rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) = 0;
   // out = silu(gate) * up
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
-  // Stores each row's k [T, Hk, D] and v into the paged pool at the plan's slots.
+  // Stores each row's k [T, Hk, D] and v into the paged pool at the plan's slots
+  // (padding rows are not stored).
   virtual void write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) = 0;
   // out [T, Hq, D] = attention of q [T, Hq, D] over each sequence's own KV (causal)
   // merged with its relay prefix's KV (no mask) by log-sum-exp.

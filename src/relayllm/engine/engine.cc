@@ -41,6 +41,7 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
   config_.max_model_len = resolve_max_model_len(config_, config);
   config_.num_kv_blocks = pool_.num_blocks();
   kv_cache_ = model_.allocate_kv_cache(pool_.num_blocks(), pool_.block_size());
+  set_enforce_eager(config_.enforce_eager);
   eos_ids_ = config.eos_token_ids;
   if (auto eos = tokenizer_.eos_token_id();
       eos && std::find(eos_ids_.begin(), eos_ids_.end(), *eos) == eos_ids_.end())
@@ -52,6 +53,12 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
 }
 
 Engine::~Engine() = default;
+
+void Engine::set_enforce_eager(bool eager) {
+  config_.enforce_eager = eager;
+  model_.set_graph_policy({!eager && config_.cuda_graph_max_batch > 0,
+                           std::min(config_.cuda_graph_max_batch, config_.scheduler.max_num_seqs)});
+}
 
 const RelayPrefix& Engine::register_prefix(const std::string& name, std::vector<int32_t> tokens) {
   RELAYLLM_CHECK(config_.enable_relay_attention,
@@ -287,6 +294,7 @@ std::vector<RequestOutput> Engine::step() {
   BatchPlan plan = build_plan(batch, first_logit);
   model_.forward(plan, kv_cache_, logits_);
   ++stats_.steps;
+  stats_.graph_steps = model_.graph_steps();
 
   const int64_t vocab = model_.config().vocab_size;
   for (size_t i = 0; i < batch.size(); ++i) {

@@ -33,6 +33,10 @@ struct EngineConfig {
   int32_t max_model_len = 0;        // 0: the model's max_position_embeddings
   SchedulerConfig scheduler;
   bool enable_relay_attention = false;
+  // Decode steps of up to this many requests run as captured graphs on backends
+  // that support them (cuda); enforce_eager turns that off.
+  bool enforce_eager = false;
+  int32_t cuda_graph_max_batch = 256;
   uint64_t seed = 0;                // seeds requests that bring no seed of their own
   bool capture_logits = false;      // keep each sampled row's logits (tests)
 };
@@ -53,6 +57,7 @@ struct EngineStats {
   int64_t generation_tokens = 0;
   int64_t relay_attached_requests = 0;
   int64_t relay_shared_tokens = 0;  // prompt tokens served from relay prefixes
+  int64_t graph_steps = 0;          // steps that replayed a captured graph
 };
 
 class Engine {
@@ -78,6 +83,9 @@ class Engine {
                       const std::string& prefix_name = {});
   void abort(int64_t id);
   std::vector<RequestOutput> step();
+  // Turns decode graphs off (or back on) for later steps: benchmarks compare both
+  // on one loaded model.
+  void set_enforce_eager(bool eager);
   bool has_unfinished() const { return !scheduler_.empty(); }
   // Forgets a finished request (its Sequence is destroyed).
   void release(int64_t id);

@@ -72,60 +72,144 @@ size_t LlamaModel::kv_bytes_per_block(int32_t block_size) const {
          dtype_size(backend_.compute_dtype());
 }
 
-void LlamaModel::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,
-                         std::vector<float>& logits) {
-  const int64_t t = plan.num_rows(), h = config_.hidden_size, d = config_.head_dim;
+int32_t LlamaModel::graph_bucket(int32_t rows) {
+  if (rows <= 1) return 1;
+  if (rows <= 2) return 2;
+  if (rows <= 4) return 4;
+  return (rows + 7) / 8 * 8;
+}
+
+LlamaModel::Activations LlamaModel::make_activations(int64_t t, int64_t logit_rows) {
+  const int64_t h = config_.hidden_size, d = config_.head_dim;
   const int64_t hq = config_.num_heads, hk = config_.num_kv_heads, inter = config_.intermediate_size;
-  const float eps = float(config_.rms_norm_eps);
   const DType dt = backend_.compute_dtype();
   Backend& be = backend_;
-  be.begin_step(plan);
+  Activations a;
+  a.residual = be.empty({t, h}, dt);
+  a.normed = be.empty({t, h}, dt);
+  a.q = be.empty({t, hq, d}, dt);
+  a.k = be.empty({t, hk, d}, dt);
+  a.v = be.empty({t, hk, d}, dt);
+  a.attn = be.empty({t, hq * d}, dt);
+  a.proj = be.empty({t, h}, dt);
+  a.gate = be.empty({t, inter}, dt);
+  a.up = be.empty({t, inter}, dt);
+  a.act = be.empty({t, inter}, dt);
+  a.selected = be.empty({logit_rows, h}, dt);
+  // Logits leave the lm_head GEMM in fp32 (fp32 accumulation, no 16-bit rounding):
+  // near-tied tokens then compare the way the reference computes them.
+  a.logits = be.empty({logit_rows, config_.vocab_size}, DType::kF32);
+  return a;
+}
 
-  Tensor residual = be.empty({t, h}, dt);
-  Tensor normed = be.empty({t, h}, dt);
-  Tensor q = be.empty({t, hq, d}, dt), k = be.empty({t, hk, d}, dt), v = be.empty({t, hk, d}, dt);
-  Tensor attn = be.empty({t, hq * d}, dt);
-  Tensor proj = be.empty({t, h}, dt);
-  Tensor gate = be.empty({t, inter}, dt), up = be.empty({t, inter}, dt), act = be.empty({t, inter}, dt);
+LlamaModel::Activations LlamaModel::first_rows(const Activations& all, int64_t rows) {
+  // Row-major tensors: the first rows of a tensor are a prefix of its storage.
+  auto view = [rows](Tensor t) {
+    t.shape[0] = rows;
+    return t;
+  };
+  return {view(all.residual), view(all.normed), view(all.q),        view(all.k),
+          view(all.v),        view(all.attn),   view(all.proj),     view(all.gate),
+          view(all.up),       view(all.act),    view(all.selected), view(all.logits)};
+}
 
-  be.embedding(embed_tokens_, plan, residual);
-  be.rmsnorm(residual, layers_.empty() ? final_norm_ : layers_[0].input_norm, eps, normed);
+void LlamaModel::validate(const BatchPlan& plan) const {
+  // Replayed graphs skip the ops' own checks, so the step's inputs are checked here.
+  const int64_t max_pos = rope_cos_sin_.rows();
+  for (int32_t id : plan.token_ids)
+    RELAYLLM_CHECK(id >= 0 && id < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", id,
+                   config_.vocab_size);
+  for (int32_t pos : plan.positions)
+    RELAYLLM_CHECK(pos >= 0 && pos < max_pos, "position {} is beyond the rope table ({} positions)", pos,
+                   max_pos);
+}
+
+bool LlamaModel::graph_eligible(const BatchPlan& plan) const {
+  if (!graph_policy_.enabled || !backend_.supports_graphs()) return false;
+  if (plan.num_rows() == 0 || plan.num_rows() > graph_policy_.max_batch) return false;
+  if (plan.logit_rows.size() != size_t(plan.num_rows())) return false;
+  for (const PlannedSequence& seq : plan.sequences)
+    if (seq.query_len != 1) return false;
+  return true;
+}
+
+void LlamaModel::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,
+                         std::vector<float>& logits) {
+  validate(plan);
+  Backend& be = backend_;
+  const int64_t n = int64_t(plan.logit_rows.size());
+  if (!graph_eligible(plan)) {
+    be.begin_step(plan, StepInfo{attention_shape_, 0});
+    Activations a = make_activations(plan.num_rows(), n);
+    run(plan, kv_cache, a);
+    logits.assign(size_t(n * config_.vocab_size), 0.0f);
+    if (n > 0) be.download(a.logits, logits);
+    return;
+  }
+
+  const int32_t bucket = graph_bucket(plan.num_rows());
+  be.begin_step(plan, StepInfo{attention_shape_, bucket});
+  if (!graph_activations_) {
+    const int64_t largest = graph_bucket(graph_policy_.max_batch);
+    graph_activations_ = std::make_unique<Activations>(make_activations(largest, largest));
+  }
+  Activations a = first_rows(*graph_activations_, bucket);
+  if (!be.replay(bucket)) {
+    be.capture_begin();
+    try {
+      run(plan, kv_cache, a);
+    } catch (...) {
+      be.capture_cancel();
+      throw;
+    }
+    be.capture_end(bucket);
+    RELAYLLM_CHECK(be.replay(bucket), "{} backend: graph of bucket {} was not recorded", be.name(), bucket);
+  }
+  ++graph_steps_;
+  logits.assign(size_t(n * config_.vocab_size), 0.0f);
+  Tensor real = a.logits;
+  real.shape[0] = n;  // padding rows' logits stay on the device
+  be.download(real, logits);
+}
+
+void LlamaModel::run(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, Activations& a) {
+  const int64_t t = a.residual.dim(0), d = config_.head_dim;
+  const int64_t hq = config_.num_heads, hk = config_.num_kv_heads;
+  const float eps = float(config_.rms_norm_eps);
+  Backend& be = backend_;
+
+  be.embedding(embed_tokens_, plan, a.residual);
+  be.rmsnorm(a.residual, layers_.empty() ? final_norm_ : layers_[0].input_norm, eps, a.normed);
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& layer = layers_[l];
-    Tensor q2 = q, k2 = k, v2 = v;  // 2-D views for the projections
+    Tensor q2 = a.q, k2 = a.k, v2 = a.v;  // 2-D views for the projections
     q2.shape = {t, hq * d};
     k2.shape = {t, hk * d};
     v2.shape = {t, hk * d};
-    be.linear(normed, layer.q_proj, config_.qkv_bias ? &layer.q_bias : nullptr, q2);
-    be.linear(normed, layer.k_proj, config_.qkv_bias ? &layer.k_bias : nullptr, k2);
-    be.linear(normed, layer.v_proj, config_.qkv_bias ? &layer.v_bias : nullptr, v2);
+    be.linear(a.normed, layer.q_proj, config_.qkv_bias ? &layer.q_bias : nullptr, q2);
+    be.linear(a.normed, layer.k_proj, config_.qkv_bias ? &layer.k_bias : nullptr, k2);
+    be.linear(a.normed, layer.v_proj, config_.qkv_bias ? &layer.v_bias : nullptr, v2);
     if (config_.qk_norm) {
-      be.rmsnorm(q, layer.q_norm, eps, q);
-      be.rmsnorm(k, layer.k_norm, eps, k);
+      be.rmsnorm(a.q, layer.q_norm, eps, a.q);
+      be.rmsnorm(a.k, layer.k_norm, eps, a.k);
     }
-    be.rope(q, k, rope_cos_sin_, plan);
-    be.write_kv(k, v, kv_cache[l], plan);
-    Tensor attn3 = attn;
+    be.rope(a.q, a.k, rope_cos_sin_, plan);
+    be.write_kv(a.k, a.v, kv_cache[l], plan);
+    Tensor attn3 = a.attn;
     attn3.shape = {t, hq, d};
-    be.attention(q, kv_cache[l], attention_shape_, plan, attn3);
-    be.linear(attn, layer.o_proj, nullptr, proj);
-    be.add_rmsnorm(residual, proj, layer.post_attention_norm, eps, normed);
-    be.linear(normed, layer.gate_proj, nullptr, gate);
-    be.linear(normed, layer.up_proj, nullptr, up);
-    be.silu_mul(gate, up, act);
-    be.linear(act, layer.down_proj, nullptr, proj);
+    be.attention(a.q, kv_cache[l], attention_shape_, plan, attn3);
+    be.linear(a.attn, layer.o_proj, nullptr, a.proj);
+    be.add_rmsnorm(a.residual, a.proj, layer.post_attention_norm, eps, a.normed);
+    be.linear(a.normed, layer.gate_proj, nullptr, a.gate);
+    be.linear(a.normed, layer.up_proj, nullptr, a.up);
+    be.silu_mul(a.gate, a.up, a.act);
+    be.linear(a.act, layer.down_proj, nullptr, a.proj);
     const Tensor& next_norm = l + 1 < layers_.size() ? layers_[l + 1].input_norm : final_norm_;
-    be.add_rmsnorm(residual, proj, next_norm, eps, normed);
+    be.add_rmsnorm(a.residual, a.proj, next_norm, eps, a.normed);
   }
-
-  const int64_t n = int64_t(plan.logit_rows.size());
-  logits.assign(size_t(n * config_.vocab_size), 0.0f);
-  if (n == 0) return;
-  Tensor selected = be.empty({n, h}, dt);
-  be.gather_logit_rows(normed, plan, selected);
-  Tensor out = be.empty({n, config_.vocab_size}, dt);
-  be.linear(selected, lm_head_, nullptr, out);
-  be.download(out, logits);
+  if (a.logits.dim(0) == 0) return;
+  be.gather_logit_rows(a.normed, plan, a.selected);
+  be.linear(a.selected, lm_head_, nullptr, a.logits);
 }
 
 }  // namespace relayllm

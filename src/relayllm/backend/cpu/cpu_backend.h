@@ -19,7 +19,7 @@ class CpuBackend final : public Backend {
   Tensor empty(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
   void download(const Tensor& tensor, std::span<float> host) override;
-  void begin_step(const BatchPlan& plan) override {}
+  void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override {}
 
   void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;

@@ -70,7 +70,7 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   const int32_t narrow_chunk = chunk_for(narrow_len, int64_t(options.num_sms) * options.items_per_sm);
   const int32_t wide_chunk = chunk_for(wide_len, int64_t(options.num_sms) * 2);
 
-  const int32_t rows = plan.num_rows();
+  const int32_t rows = std::max(plan.num_rows(), options.num_rows);
   std::vector<int32_t> counts(size_t(rows) * hq + 1, 0);
   for (const Unsplit& u : base) {
     const int32_t chunk = u.slot_count <= kNarrowSlots ? narrow_chunk : wide_chunk;

@@ -53,6 +53,7 @@ struct AttentionWorkOptions {
   int32_t min_split = 256;   // shortest KV range worth its own item (tokens)
   int32_t items_per_sm = 4;  // split long ranges toward this many items per multiprocessor
   bool split = true;
+  int32_t num_rows = 0;      // rows of the step's tensors (padding included); 0: the plan's
 };
 
 AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOptions& options);

@@ -2,7 +2,7 @@
 // kernel for own tokens (causal through per-slot visible lengths) and relay
 // prefixes (every slot sees the whole prefix), followed by an lse merge.
 //
-// A CTA runs one work item: NW warps each own 16 query slots; K/V tiles of KT
+// A CTA runs work items one after another: NW warps each own 16 query slots; K/V tiles of KT
 // tokens are gathered from the paged pool into shared memory with cp.async, two
 // stages deep, and every warp reads the same tile, so a tile's bytes leave device
 // memory once for up to 16*NW queries. Scores and probabilities stay in registers
@@ -82,8 +82,7 @@ constexpr size_t attention_smem_bytes() {
 }
 
 template <typename T, int D, int NW, int KT>
-__global__ void __launch_bounds__(NW * 32)
-paged_attention_kernel(AttentionArgs args, const AttentionItem* items) {
+__device__ __forceinline__ void run_item(const AttentionArgs& args, const AttentionItem& item) {
   constexpr int kRows = 16 * NW;
   constexpr int kLd = D + 8;        // padded row, in elements
   constexpr int kChunks = D / 8;    // 16-byte chunks per row
@@ -93,7 +92,6 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items) {
   T* sv = sk + 2 * KT * kLd;        // [2][KT][kLd]
   __shared__ int s_visible[kRows];
 
-  const AttentionItem item = items[blockIdx.x];
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, tig = lane % 4;
   const T* q = static_cast<const T*>(args.q);
@@ -256,6 +254,25 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items) {
   }
 }
 
+// A fixed grid of CTAs that claim items from a shared cursor until none is left:
+// the grid need not match the item count, so one captured launch serves every
+// step, and a CTA that drew short items takes more of them (the balance the
+// hardware scheduler gave when each item was its own CTA).
+template <typename T, int D, int NW, int KT>
+__global__ void __launch_bounds__(NW * 32)
+paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int32_t* count, int32_t* cursor) {
+  __shared__ int s_next;
+  const int total = *count;
+  for (;;) {
+    if (threadIdx.x == 0) s_next = atomicAdd(cursor, 1);
+    __syncthreads();
+    const int index = s_next;
+    if (index >= total) return;
+    run_item<T, D, NW, KT>(args, items[index]);
+    __syncthreads();  // shared memory and s_next are reused by the next item
+  }
+}
+
 // One warp per (row, head): o = sum_i exp(lse_i - max) o_i / sum_i exp(lse_i - max).
 template <typename T, int D>
 __global__ void merge_kernel(AttentionArgs args) {
@@ -286,40 +303,58 @@ __global__ void merge_kernel(AttentionArgs args) {
 }
 
 template <typename T, int D, int NW, int KT>
-void launch_items(const AttentionArgs& args, const AttentionItem* items, int count, cudaStream_t stream) {
-  if (count == 0) return;
+void launch_items(const AttentionArgs& args, const AttentionItem* items, int which, int grid,
+                  cudaStream_t stream) {
+  if (grid == 0) return;
   constexpr size_t smem = attention_smem_bytes<D, NW, KT>();
-  auto kernel = paged_attention_kernel<T, D, NW, KT>;
-  // Above 48 KB a kernel must opt in; doing it every launch is cheap and keeps no state.
-  RELAYLLM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  kernel<<<count, NW * 32, smem, stream>>>(args, items);
+  paged_attention_kernel<T, D, NW, KT><<<grid, NW * 32, smem, stream>>>(args, items, args.item_counts + which,
+                                                                        args.item_cursors + which);
   RELAYLLM_CUDA_LAUNCH_CHECK("paged_attention");
 }
 
-// One warp per CTA: shared memory (Q tile + two K/V stages) bounds how many warps
-// an SM holds, and this kernel is bound by instruction latency, not bandwidth, so
-// a 16-token tile (~22 KB, 9-10 warps per SM) beats 32 (~39 KB, 5) and 64 (3).
+// The narrow kernel: one warp per CTA. Shared memory (Q tile + two K/V stages)
+// bounds how many warps an SM holds, and this kernel is bound by instruction
+// latency, not bandwidth, so a 16-token tile (~22 KB, 9-10 warps per SM) beats 32
+// (~39 KB, 5) and 64 (3). The wide kernel: four warps, 64 query slots, 64 tokens.
 template <typename T, int D>
-void launch_narrow(const AttentionArgs& args, cudaStream_t stream) {
-  launch_items<T, D, 1, 16>(args, args.narrow, args.num_narrow, stream);
+struct Kernels {
+  static constexpr auto narrow = paged_attention_kernel<T, D, 1, 16>;
+  static constexpr auto wide = paged_attention_kernel<T, D, 4, 64>;
+  static constexpr size_t narrow_smem = attention_smem_bytes<D, 1, 16>();
+  static constexpr size_t wide_smem = attention_smem_bytes<D, 4, 64>();
+};
+
+template <typename T, int D>
+AttentionOccupancy prepare(void) {
+  using K = Kernels<T, D>;
+  AttentionOccupancy occ;
+  RELAYLLM_CUDA_CHECK(cudaFuncSetAttribute(K::narrow, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::narrow_smem)));
+  RELAYLLM_CUDA_CHECK(cudaFuncSetAttribute(K::wide, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::wide_smem)));
+  int n = 0;
+  RELAYLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::narrow, 32, K::narrow_smem));
+  occ.narrow_per_sm = n;
+  RELAYLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::wide, 128, K::wide_smem));
+  occ.wide_per_sm = n;
+  return occ;
 }
 
 template <typename T, int D>
 void launch_all(const AttentionArgs& args, const AttentionStreams& streams) {
   static_assert(kNarrowSlots == 16 && kWideSlots == 64, "tile heights follow attention_work.h");
   cudaStream_t stream = streams.main;
-  const bool overlap = streams.side && args.num_narrow > 0 && args.num_wide > 0;
+  RELAYLLM_CUDA_CHECK(cudaMemsetAsync(args.item_cursors, 0, 2 * sizeof(int32_t), stream));
+  const bool overlap = streams.side && args.narrow_grid > 0 && args.wide_grid > 0;
   if (overlap) {
     // Each launch alone leaves the GPU part idle at its start and tail; together they fill it.
     RELAYLLM_CUDA_CHECK(cudaEventRecord(streams.fork, stream));
     RELAYLLM_CUDA_CHECK(cudaStreamWaitEvent(streams.side, streams.fork, 0));
-    launch_items<T, D, 4, 64>(args, args.wide, args.num_wide, streams.side);
+    launch_items<T, D, 4, 64>(args, args.wide, 1, args.wide_grid, streams.side);
     RELAYLLM_CUDA_CHECK(cudaEventRecord(streams.join, streams.side));
-    launch_narrow<T, D>(args, stream);
+    launch_items<T, D, 1, 16>(args, args.narrow, 0, args.narrow_grid, stream);
     RELAYLLM_CUDA_CHECK(cudaStreamWaitEvent(stream, streams.join, 0));
   } else {
-    launch_narrow<T, D>(args, stream);
-    launch_items<T, D, 4, 64>(args, args.wide, args.num_wide, stream);
+    launch_items<T, D, 1, 16>(args, args.narrow, 0, args.narrow_grid, stream);
+    launch_items<T, D, 4, 64>(args, args.wide, 1, args.wide_grid, stream);
   }
   if (args.num_outputs == 0) return;
   constexpr int kWarps = 8;
@@ -327,22 +362,31 @@ void launch_all(const AttentionArgs& args, const AttentionStreams& streams) {
   RELAYLLM_CUDA_LAUNCH_CHECK("attention_merge");
 }
 
-}  // namespace
-
-void launch_attention(const AttentionArgs& args, const AttentionStreams& streams) {
-  if (args.head_dim != 16 && args.head_dim != 32 && args.head_dim != 64 && args.head_dim != 128)
+template <typename F>
+auto dispatch(DType dtype, int32_t head_dim, F&& f) {
+  if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128)
     throw_message("cuda attention: head_dim must be 16, 32, 64 or 128");
-  if (args.dtype != DType::kBF16 && args.dtype != DType::kF16)
+  if (dtype != DType::kBF16 && dtype != DType::kF16)
     throw_message("cuda attention: KV must be bfloat16 or float16");
   auto by_dim = [&](auto tag) {
     using T = decltype(tag);
-    if (args.head_dim == 16) launch_all<T, 16>(args, streams);
-    else if (args.head_dim == 32) launch_all<T, 32>(args, streams);
-    else if (args.head_dim == 64) launch_all<T, 64>(args, streams);
-    else launch_all<T, 128>(args, streams);
+    if (head_dim == 16) return f.template operator()<T, 16>();
+    if (head_dim == 32) return f.template operator()<T, 32>();
+    if (head_dim == 64) return f.template operator()<T, 64>();
+    return f.template operator()<T, 128>();
   };
-  if (args.dtype == DType::kBF16) by_dim(__nv_bfloat16{});
-  else by_dim(__half{});
+  if (dtype == DType::kBF16) return by_dim(__nv_bfloat16{});
+  return by_dim(__half{});
+}
+
+}  // namespace
+
+void launch_attention(const AttentionArgs& args, const AttentionStreams& streams) {
+  dispatch(args.dtype, args.head_dim, [&]<typename T, int D>() { launch_all<T, D>(args, streams); });
+}
+
+AttentionOccupancy prepare_attention(DType dtype, int32_t head_dim) {
+  return dispatch(dtype, head_dim, []<typename T, int D>() { return prepare<T, D>(); });
 }
 
 }  // namespace relayllm::cuda

@@ -23,9 +23,15 @@ struct AttentionArgs {
   const int32_t* block_tables;
   const QuerySlot* slots;
   const AttentionItem* narrow;
-  int32_t num_narrow;
   const AttentionItem* wide;
-  int32_t num_wide;
+  // Device: [narrow, wide] item counts of this step, read by the kernels so that a
+  // captured graph serves steps with other counts.
+  const int32_t* item_counts;
+  // Device scratch [2]: the next unclaimed narrow / wide item (reset per launch).
+  int32_t* item_cursors;
+  // CTAs launched per kernel (0: skip it). Each CTA claims items until none is left.
+  int32_t narrow_grid;
+  int32_t wide_grid;
   float* partial_o;          // [num_partials, head_dim]
   float* partial_lse;        // [num_partials]
   const int32_t* merge_offsets;
@@ -44,5 +50,14 @@ struct AttentionStreams {
 };
 
 void launch_attention(const AttentionArgs& args, const AttentionStreams& streams);
+
+// How many CTAs of the narrow and the wide kernel fit on one multiprocessor. Also
+// opts the kernels into their shared memory size, so call it once per dtype and
+// head_dim before the first launch and outside graph capture.
+struct AttentionOccupancy {
+  int32_t narrow_per_sm = 0;
+  int32_t wide_per_sm = 0;
+};
+AttentionOccupancy prepare_attention(DType dtype, int32_t head_dim);
 
 }  // namespace relayllm::cuda

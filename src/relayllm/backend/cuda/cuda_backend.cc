@@ -1,6 +1,7 @@
 #include "relayllm/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <tuple>
 
@@ -8,8 +9,9 @@
 #include "relayllm/backend/cuda/cublaslt_loader.h"
 #include "relayllm/backend/cuda/cuda_attention.cuh"
 #include "relayllm/backend/cuda/cuda_check.h"
-#include "relayllm/common/error.h"
 #include "relayllm/backend/cuda/cuda_ops.cuh"
+#include "relayllm/backend/cuda/step_staging.h"
+#include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
 
 namespace relayllm {
@@ -50,14 +52,25 @@ std::shared_ptr<void> device_alloc(const std::shared_ptr<Context>& ctx, size_t b
   return std::shared_ptr<void>(p, [ctx](void* q) { cudaFreeAsync(q, ctx->stream); });
 }
 
+// The regions of the step staging (see step_staging.h).
+enum Region : int {
+  kTokenIds,
+  kPositions,
+  kSlotMapping,
+  kLogitRows,
+  kBlockTables,
+  kItemCounts,
+  kSlots,
+  kNarrowItems,
+  kWideItems,
+  kMergeOffsets,
+  kMergePartials,
+  kNumRegions
+};
+
 template <typename T>
-std::shared_ptr<void> stage(const std::shared_ptr<Context>& ctx, const std::vector<T>& host) {
-  std::shared_ptr<void> buf = device_alloc(ctx, host.size() * sizeof(T));
-  // From pageable memory the copy returns once the source is staged, so `host` may change after.
-  if (!host.empty())
-    RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(buf.get(), host.data(), host.size() * sizeof(T),
-                                        cudaMemcpyHostToDevice, ctx->stream));
-  return buf;
+void put(cuda::StepStaging& staging, Region region, const std::vector<T>& values) {
+  if (!values.empty()) std::memcpy(staging.host(region), values.data(), values.size() * sizeof(T));
 }
 
 cudaDataType_t cuda_type(DType dtype) {
@@ -81,21 +94,38 @@ struct CudaBackend::Impl {
   cublasLtHandle_t lt = nullptr;
   std::shared_ptr<void> workspace;
   size_t workspace_bytes = size_t(32) << 20;
-  std::map<std::tuple<int64_t, int64_t, int64_t, int>, GemmPlan> gemm_plans;
+  std::map<std::tuple<int64_t, int64_t, int64_t, int, int>, GemmPlan> gemm_plans;
   int num_sms = 0;
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
   bool overlap_attention = true;
 
-  // Arrays of the current step's plan on the device.
-  std::shared_ptr<void> token_ids, positions, slot_mapping, block_tables, logit_rows;
-  // The attention work list of this step, built at the first attention call.
-  int32_t work_hq = -1, work_hk = -1;
-  cuda::AttentionWork work;
-  std::shared_ptr<void> w_slots, w_narrow, w_wide, w_offsets, w_partials, part_o, part_lse;
-  int64_t part_o_floats = 0;
+  // The current step: rows of its tensors (padding included) and its staged arrays.
+  int32_t rows = 0;
+  std::unique_ptr<cuda::StepStaging> staging;
+  // The attention work list staged with the step, for this attention layout.
+  AttentionShape work_shape;
+  int32_t num_narrow = 0, num_wide = 0;
+  std::shared_ptr<void> part_o, part_lse, item_cursors;
+  int64_t partial_capacity = 0;
+  DType occupancy_dtype = DType::kF32;
+  int32_t occupancy_dim = -1;
+  cuda::AttentionOccupancy occupancy;
+
+  // Captured graphs by (caller's key, which attention kernels the step runs):
+  // a kernel with no items is left out of a graph rather than launched empty.
+  bool capturing = false;
+  std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;
+
+  int attention_kinds() const { return (num_narrow > 0 ? 1 : 0) | (num_wide > 0 ? 2 : 0); }
+  void drop_graphs() {
+    for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
+    graphs.clear();
+  }
 
   ~Impl() {
+    if (ctx) cudaStreamSynchronize(ctx->stream);
+    drop_graphs();
     const cuda::CublasLtApi* api = lt ? &cuda::cublaslt_api() : nullptr;
     for (auto& [key, plan] : gemm_plans) {
       api->layout_destroy(plan.a);
@@ -106,8 +136,8 @@ struct CudaBackend::Impl {
     if (lt) api->destroy(lt);
   }
 
-  GemmPlan& gemm_plan(int64_t t, int64_t n, int64_t k, DType dtype) {
-    auto key = std::make_tuple(t, n, k, int(dtype));
+  GemmPlan& gemm_plan(int64_t t, int64_t n, int64_t k, DType dtype, DType out_dtype) {
+    auto key = std::make_tuple(t, n, k, int(dtype), int(out_dtype));
     auto it = gemm_plans.find(key);
     if (it != gemm_plans.end()) return it->second;
     const cuda::CublasLtApi& api = cuda::cublaslt_api();
@@ -120,7 +150,7 @@ struct CudaBackend::Impl {
     cudaDataType_t type = cuda_type(dtype);
     RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.a, type, uint64_t(k), uint64_t(n), k));
     RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.b, type, uint64_t(k), uint64_t(t), k));
-    RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.c, type, uint64_t(n), uint64_t(t), n));
+    RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.c, cuda_type(out_dtype), uint64_t(n), uint64_t(t), n));
     cublasLtMatmulPreference_t pref = nullptr;
     RELAYLLM_CUBLAS_CHECK(api.pref_create(&pref));
     RELAYLLM_CUBLAS_CHECK(api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
@@ -172,6 +202,8 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   RELAYLLM_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
   RELAYLLM_CUBLAS_CHECK(cuda::cublaslt_api().create(&impl_->lt));
   impl_->workspace = device_alloc(impl_->ctx, impl_->workspace_bytes);
+  impl_->staging = std::make_unique<cuda::StepStaging>(kNumRegions);
+  impl_->item_cursors = device_alloc(impl_->ctx, 2 * sizeof(int32_t));
 }
 
 CudaBackend::~CudaBackend() {
@@ -237,22 +269,138 @@ void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
   RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-void CudaBackend::begin_step(const BatchPlan& plan) {
+void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   Impl& m = *impl_;
-  m.token_ids = stage(m.ctx, plan.token_ids);
-  m.positions = stage(m.ctx, plan.positions);
-  m.slot_mapping = stage(m.ctx, plan.slot_mapping);
-  m.block_tables = stage(m.ctx, plan.block_tables);
-  m.logit_rows = stage(m.ctx, plan.logit_rows);
-  m.work_hq = m.work_hk = -1;
+  RELAYLLM_CHECK(!m.capturing, "cuda backend: begin_step while capturing a graph");
+  RELAYLLM_CHECK(plan.positions.size() == plan.token_ids.size() && plan.slot_mapping.size() == plan.token_ids.size(),
+                 "cuda backend: plan has {} token ids, {} positions, {} slots", plan.token_ids.size(),
+                 plan.positions.size(), plan.slot_mapping.size());
+  const int32_t rows = std::max(plan.num_rows(), info.padded_rows);
+  const size_t pad = size_t(rows - plan.num_rows());
+  m.rows = rows;
+
+  cuda::AttentionWork work;
+  m.work_shape = info.attention;
+  if (info.attention.num_heads > 0) {
+    if (m.occupancy_dim != info.attention.head_dim || m.occupancy_dtype != dtype_) {
+      m.occupancy = cuda::prepare_attention(dtype_, info.attention.head_dim);
+      m.occupancy_dim = info.attention.head_dim;
+      m.occupancy_dtype = dtype_;
+    }
+    cuda::AttentionWorkOptions options;
+    options.num_heads = info.attention.num_heads;
+    options.num_kv_heads = info.attention.num_kv_heads;
+    options.num_sms = m.num_sms;
+    options.split = m.split_kv;
+    options.items_per_sm = m.items_per_sm;
+    options.min_split = m.min_split;
+    options.num_rows = rows;
+    work = cuda::build_attention_work(plan, options);
+  }
+  m.num_narrow = int32_t(work.narrow.size());
+  m.num_wide = int32_t(work.wide.size());
+
+  const size_t logit_count = plan.logit_rows.size() + pad;
+  std::vector<size_t> bytes(kNumRegions, 0);
+  bytes[kTokenIds] = size_t(rows) * sizeof(int32_t);
+  bytes[kPositions] = size_t(rows) * sizeof(int32_t);
+  bytes[kSlotMapping] = size_t(rows) * sizeof(int64_t);
+  bytes[kLogitRows] = logit_count * sizeof(int32_t);
+  bytes[kBlockTables] = plan.block_tables.size() * sizeof(int32_t);
+  bytes[kItemCounts] = 2 * sizeof(int32_t);
+  bytes[kSlots] = work.slots.size() * sizeof(cuda::QuerySlot);
+  bytes[kNarrowItems] = work.narrow.size() * sizeof(cuda::AttentionItem);
+  bytes[kWideItems] = work.wide.size() * sizeof(cuda::AttentionItem);
+  bytes[kMergeOffsets] = work.merge_offsets.size() * sizeof(int32_t);
+  bytes[kMergePartials] = work.merge_partials.size() * sizeof(int32_t);
+  bool moved = m.staging->layout(bytes, m.ctx->stream);
+
+  // Padding rows: token 0 at position 0, KV not stored (slot -1), logits of row 0.
+  cuda::StepStaging& st = *m.staging;
+  put(st, kTokenIds, plan.token_ids);
+  put(st, kPositions, plan.positions);
+  put(st, kSlotMapping, plan.slot_mapping);
+  put(st, kLogitRows, plan.logit_rows);
+  std::fill_n(static_cast<int32_t*>(st.host(kTokenIds)) + plan.num_rows(), pad, 0);
+  std::fill_n(static_cast<int32_t*>(st.host(kPositions)) + plan.num_rows(), pad, 0);
+  std::fill_n(static_cast<int64_t*>(st.host(kSlotMapping)) + plan.num_rows(), pad, int64_t(-1));
+  std::fill_n(static_cast<int32_t*>(st.host(kLogitRows)) + plan.logit_rows.size(), pad, 0);
+  put(st, kBlockTables, plan.block_tables);
+  const int32_t counts[2] = {m.num_narrow, m.num_wide};
+  std::memcpy(st.host(kItemCounts), counts, sizeof(counts));
+  put(st, kSlots, work.slots);
+  put(st, kNarrowItems, work.narrow);
+  put(st, kWideItems, work.wide);
+  put(st, kMergeOffsets, work.merge_offsets);
+  put(st, kMergePartials, work.merge_partials);
+
+  if (work.num_partials > m.partial_capacity) {
+    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(m.ctx->stream));
+    m.partial_capacity = std::max<int64_t>(2 * int64_t(work.num_partials), 1024);
+    const size_t d = size_t(std::max(info.attention.head_dim, 128));
+    m.part_o = device_alloc(m.ctx, size_t(m.partial_capacity) * d * sizeof(float));
+    m.part_lse = device_alloc(m.ctx, size_t(m.partial_capacity) * sizeof(float));
+    moved = true;
+  }
+  if (moved) m.drop_graphs();  // they read the old addresses
+  st.upload(m.ctx->stream);
 }
+
+bool CudaBackend::supports_graphs() const { return true; }
+
+void CudaBackend::capture_begin() {
+  Impl& m = *impl_;
+  RELAYLLM_CHECK(!m.capturing, "cuda backend: nested graph capture");
+  // Thread-local: another thread's CUDA calls (a second engine) do not break this capture.
+  RELAYLLM_CUDA_CHECK(cudaStreamBeginCapture(m.ctx->stream, cudaStreamCaptureModeThreadLocal));
+  m.capturing = true;
+}
+
+void CudaBackend::capture_end(int64_t key) {
+  Impl& m = *impl_;
+  RELAYLLM_CHECK(m.capturing, "cuda backend: capture_end without capture_begin");
+  m.capturing = false;
+  cudaGraph_t graph = nullptr;
+  RELAYLLM_CUDA_CHECK(cudaStreamEndCapture(m.ctx->stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  RELAYLLM_CUDA_CHECK(err);
+  auto slot = std::make_pair(key, m.attention_kinds());
+  if (auto it = m.graphs.find(slot); it != m.graphs.end()) {
+    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(m.ctx->stream));
+    cudaGraphExecDestroy(it->second);
+  }
+  m.graphs[slot] = exec;
+}
+
+void CudaBackend::capture_cancel() {
+  Impl& m = *impl_;
+  if (!m.capturing) return;
+  m.capturing = false;
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(m.ctx->stream, &graph);
+  if (graph) cudaGraphDestroy(graph);
+  cudaGetLastError();  // a capture broken by an error leaves it pending
+}
+
+bool CudaBackend::replay(int64_t key) {
+  Impl& m = *impl_;
+  auto it = m.graphs.find(std::make_pair(key, m.attention_kinds()));
+  if (it == m.graphs.end()) return false;
+  RELAYLLM_CUDA_CHECK(cudaGraphLaunch(it->second, m.ctx->stream));
+  return true;
+}
+
+size_t CudaBackend::num_graphs() const { return impl_->graphs.size(); }
 
 void CudaBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) {
   int64_t vocab = table.rows();
   for (int32_t id : plan.token_ids)
     RELAYLLM_CHECK(id >= 0 && id < vocab, "token id {} is outside the vocabulary [0, {})", id, vocab);
-  cuda::launch_embedding(table.dtype, table.storage.get(), static_cast<const int32_t*>(impl_->token_ids.get()),
-                         plan.num_rows(), table.cols(), out.storage.get(), impl_->ctx->stream);
+  cuda::launch_embedding(table.dtype, table.storage.get(),
+                         static_cast<const int32_t*>(impl_->staging->device(kTokenIds)), out.rows(),
+                         table.cols(), out.storage.get(), impl_->ctx->stream);
 }
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
@@ -272,11 +420,13 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bi
   int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
   RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
   RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(), t * n);
-  RELAYLLM_CHECK(x.dtype == weight.dtype && out.dtype == weight.dtype && x.dtype != DType::kF32,
-                 "linear: cuda needs 16-bit x, weight and out of one dtype");
+  RELAYLLM_CHECK(x.dtype == weight.dtype && x.dtype != DType::kF32 &&
+                     (out.dtype == weight.dtype || (out.dtype == DType::kF32 && !bias)),
+                 "linear: cuda needs 16-bit x and weight of one dtype, out of that dtype or float32 "
+                 "(without bias)");
   if (t == 0) return;
   Impl& m = *impl_;
-  GemmPlan& plan = m.gemm_plan(t, n, k, x.dtype);
+  GemmPlan& plan = m.gemm_plan(t, n, k, x.dtype, out.dtype);
   float alpha = 1.0f, beta = 0.0f;
   RELAYLLM_CUBLAS_CHECK(cuda::cublaslt_api().matmul(
       m.lt, plan.desc, &alpha, weight.storage.get(), plan.a, x.storage.get(), plan.b, &beta,
@@ -286,15 +436,15 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bi
 }
 
 void CudaBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) {
-  int64_t d = cos_sin.cols(), max_pos = cos_sin.rows(), rows = plan.num_rows();
+  int64_t d = cos_sin.cols(), max_pos = cos_sin.rows(), rows = q.dim(0);
   RELAYLLM_CHECK(cos_sin.dtype == DType::kF32, "rope: the cos/sin table must be float32");
   for (int32_t pos : plan.positions)
     RELAYLLM_CHECK(pos >= 0 && pos < max_pos, "position {} is beyond the rope table ({} positions)",
                    pos, max_pos);
   if (rows == 0) return;
   cuda::launch_rope(q.dtype, q.storage.get(), k.storage.get(), cos_sin.data<float>(),
-                    static_cast<const int32_t*>(impl_->positions.get()), rows, q.numel() / (rows * d),
-                    k.numel() / (rows * d), d, impl_->ctx->stream);
+                    static_cast<const int32_t*>(impl_->staging->device(kPositions)), rows,
+                    q.numel() / (rows * d), k.numel() / (rows * d), d, impl_->ctx->stream);
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
@@ -303,14 +453,15 @@ void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
 }
 
 void CudaBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) {
-  if (plan.num_rows() == 0) return;
-  int64_t row_size = k.numel() / plan.num_rows();
+  const int64_t rows = k.dim(0);
+  if (rows == 0) return;
+  int64_t row_size = k.numel() / rows;
   int64_t pool_slots = kv.k.numel() / row_size;
   for (int64_t slot : plan.slot_mapping)
     RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)", slot,
                    pool_slots);
   cuda::launch_write_kv(k.dtype, k.storage.get(), v.storage.get(),
-                        static_cast<const int64_t*>(impl_->slot_mapping.get()), plan.num_rows(), row_size,
+                        static_cast<const int64_t*>(impl_->staging->device(kSlotMapping)), rows, row_size,
                         kv.k.storage.get(), kv.v.storage.get(), impl_->ctx->stream);
 }
 
@@ -318,29 +469,16 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
                             const BatchPlan& plan, Tensor& out) {
   Impl& m = *impl_;
   const int32_t d = shape.head_dim;
-  if (m.work_hq != shape.num_heads || m.work_hk != shape.num_kv_heads) {
-    cuda::AttentionWorkOptions options;
-    options.num_heads = shape.num_heads;
-    options.num_kv_heads = shape.num_kv_heads;
-    options.num_sms = m.num_sms;
-    options.split = m.split_kv;
-    options.items_per_sm = m.items_per_sm;
-    options.min_split = m.min_split;
-    m.work = cuda::build_attention_work(plan, options);
-    m.w_slots = stage(m.ctx, m.work.slots);
-    m.w_narrow = stage(m.ctx, m.work.narrow);
-    m.w_wide = stage(m.ctx, m.work.wide);
-    m.w_offsets = stage(m.ctx, m.work.merge_offsets);
-    m.w_partials = stage(m.ctx, m.work.merge_partials);
-    int64_t floats = int64_t(m.work.num_partials) * d;
-    if (floats > m.part_o_floats || !m.part_o) {
-      m.part_o = device_alloc(m.ctx, size_t(floats) * sizeof(float));
-      m.part_lse = device_alloc(m.ctx, size_t(m.work.num_partials) * sizeof(float));
-      m.part_o_floats = floats;
-    }
-    m.work_hq = shape.num_heads;
-    m.work_hk = shape.num_kv_heads;
+  const AttentionShape& staged = m.work_shape;
+  if (staged.num_heads != shape.num_heads || staged.num_kv_heads != shape.num_kv_heads ||
+      staged.head_dim != shape.head_dim) {
+    // The step was begun without this layout (op-level callers): stage it now.
+    RELAYLLM_CHECK(!m.capturing, "cuda backend: attention layout not staged before graph capture");
+    begin_step(plan, StepInfo{shape, int32_t(q.dim(0))});
   }
+  RELAYLLM_CHECK(q.dim(0) == m.rows && out.dim(0) == m.rows,
+                 "attention: q has {} rows and out {}, the step {}", q.dim(0), out.dim(0), m.rows);
+  const cuda::StepStaging& st = *m.staging;
   cuda::AttentionArgs args{};
   args.dtype = q.dtype;
   args.head_dim = d;
@@ -351,17 +489,23 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
   args.q = q.storage.get();
   args.k_cache = kv.k.storage.get();
   args.v_cache = kv.v.storage.get();
-  args.block_tables = static_cast<const int32_t*>(m.block_tables.get());
-  args.slots = static_cast<const cuda::QuerySlot*>(m.w_slots.get());
-  args.narrow = static_cast<const cuda::AttentionItem*>(m.w_narrow.get());
-  args.num_narrow = int32_t(m.work.narrow.size());
-  args.wide = static_cast<const cuda::AttentionItem*>(m.w_wide.get());
-  args.num_wide = int32_t(m.work.wide.size());
+  args.block_tables = static_cast<const int32_t*>(st.device(kBlockTables));
+  args.slots = static_cast<const cuda::QuerySlot*>(st.device(kSlots));
+  args.narrow = static_cast<const cuda::AttentionItem*>(st.device(kNarrowItems));
+  args.wide = static_cast<const cuda::AttentionItem*>(st.device(kWideItems));
+  args.item_counts = static_cast<const int32_t*>(st.device(kItemCounts));
+  args.item_cursors = static_cast<int32_t*>(m.item_cursors.get());
+  // A graph keeps its grid for later steps, so it takes the whole GPU's worth of
+  // CTAs; an eager launch needs no more CTAs than items.
+  const int32_t narrow_cap = m.occupancy.narrow_per_sm * m.num_sms;
+  const int32_t wide_cap = m.occupancy.wide_per_sm * m.num_sms;
+  args.narrow_grid = m.num_narrow == 0 ? 0 : m.capturing ? narrow_cap : std::min(m.num_narrow, narrow_cap);
+  args.wide_grid = m.num_wide == 0 ? 0 : m.capturing ? wide_cap : std::min(m.num_wide, wide_cap);
   args.partial_o = static_cast<float*>(m.part_o.get());
   args.partial_lse = static_cast<float*>(m.part_lse.get());
-  args.merge_offsets = static_cast<const int32_t*>(m.w_offsets.get());
-  args.merge_partials = static_cast<const int32_t*>(m.w_partials.get());
-  args.num_outputs = plan.num_rows() * shape.num_heads;
+  args.merge_offsets = static_cast<const int32_t*>(st.device(kMergeOffsets));
+  args.merge_partials = static_cast<const int32_t*>(st.device(kMergePartials));
+  args.num_outputs = m.rows * shape.num_heads;
   args.out = out.storage.get();
   cuda::AttentionStreams streams{m.ctx->stream};
   if (m.overlap_attention) {
@@ -373,8 +517,9 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
 }
 
 void CudaBackend::gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) {
-  cuda::launch_gather_rows(x.dtype, x.storage.get(), static_cast<const int32_t*>(impl_->logit_rows.get()),
-                           int64_t(plan.logit_rows.size()), x.cols(), out.storage.get(), impl_->ctx->stream);
+  (void)plan;
+  cuda::launch_gather_rows(x.dtype, x.storage.get(), static_cast<const int32_t*>(impl_->staging->device(kLogitRows)),
+                           out.rows(), x.cols(), out.storage.get(), impl_->ctx->stream);
 }
 
 }  // namespace relayllm

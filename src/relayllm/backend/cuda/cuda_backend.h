@@ -1,6 +1,9 @@
 // The CUDA backend: bf16/fp16 storage with fp32 accumulation, GEMMs through
 // cuBLASLt, attention through the project's own paged kernels (cuda_attention.cu).
-// All work runs on one stream owned by the backend; download() synchronises.
+// All work runs on one stream owned by the backend (attention forks a second one
+// for relay prefixes); download() synchronises. The per-step arrays live at fixed
+// device addresses (step_staging.h), so decode steps can be captured as CUDA
+// graphs and replayed.
 // This header has no CUDA includes so that host-only code can construct one.
 #pragma once
 
@@ -34,7 +37,14 @@ class CudaBackend final : public Backend {
   Tensor empty(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
   void download(const Tensor& tensor, std::span<float> host) override;
-  void begin_step(const BatchPlan& plan) override;
+  void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override;
+  bool supports_graphs() const override;
+  void capture_begin() override;
+  void capture_end(int64_t key) override;
+  void capture_cancel() override;
+  bool replay(int64_t key) override;
+  // Graphs currently held (tests).
+  size_t num_graphs() const;
 
   void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;

@@ -94,6 +94,7 @@ template <typename T>
 __global__ void write_kv_kernel(const T* k, const T* v, const int64_t* slots, int64_t row_size,
                                 T* k_cache, T* v_cache) {
   int64_t slot = slots[blockIdx.x];
+  if (slot < 0) return;  // a padding row
   const T* ks = k + int64_t(blockIdx.x) * row_size;
   const T* vs = v + int64_t(blockIdx.x) * row_size;
   for (int64_t i = threadIdx.x; i < row_size; i += blockDim.x) {
