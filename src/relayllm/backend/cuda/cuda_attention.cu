@@ -12,6 +12,8 @@
 #include "relayllm/backend/cuda/cuda_attention.cuh"
 #include "relayllm/backend/cuda/cuda_check.cuh"
 
+#include <climits>
+
 namespace relayllm::cuda {
 namespace {
 
@@ -119,7 +121,11 @@ __device__ __forceinline__ void run_item(const AttentionArgs& args, const Attent
       bool valid = t < item.kv_end;
       int64_t off = 0;
       if (valid) {
-        int64_t slot = int64_t(table[t / args.block_size]) * args.block_size + t % args.block_size;
+        // Block sizes are almost always powers of two: a shift instead of a division
+        // (this loop is a large share of the kernel's instructions).
+        const int block = args.block_shift >= 0 ? t >> args.block_shift : t / args.block_size;
+        const int within = args.block_shift >= 0 ? t & (args.block_size - 1) : t % args.block_size;
+        int64_t slot = int64_t(table[block]) * args.block_size + within;
         off = slot * token_stride + int64_t(item.kv_head) * D + c * 8;
       }
       cp_async_16(dk + r * kLd + c * 8, kc + off, valid ? 16 : 0);
@@ -139,6 +145,11 @@ __device__ __forceinline__ void run_item(const AttentionArgs& args, const Attent
       ldmatrix_x4(qf[kk], sq + (warp * 16 + rr + (mi & 1) * 8) * kLd + kk * 16 + (mi >> 1) * 8);
   }
   const int vis0 = s_visible[warp * 16 + g], vis1 = s_visible[warp * 16 + g + 8];
+  // Tiles that every live row of the warp sees whole need no mask (rows past the
+  // item's slots are never written, so they do not limit it).
+  const int live_min = __reduce_min_sync(0xffffffffu, min(warp * 16 + g < item.slot_count ? vis0 : INT_MAX,
+                                                          warp * 16 + g + 8 < item.slot_count ? vis1 : INT_MAX));
+  const int unmasked_end = min(item.kv_end, live_min);
   const float scale_log2 = args.scale * kLog2e;
 
   float acc[D / 8][4];
@@ -177,17 +188,29 @@ __device__ __forceinline__ void run_item(const AttentionArgs& args, const Attent
     }
 
     float mx0 = -INFINITY, mx1 = -INFINITY;
+    if (t0 + KT <= unmasked_end) {
 #pragma unroll
-    for (int n = 0; n < KT / 8; ++n)
+      for (int n = 0; n < KT / 8; ++n)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        int t = t0 + n * 8 + tig * 2 + e;
-        bool in_range = t < item.kv_end;
-        s[n][e] = in_range && t < vis0 ? s[n][e] * scale_log2 : -INFINITY;
-        s[n][e + 2] = in_range && t < vis1 ? s[n][e + 2] * scale_log2 : -INFINITY;
-        mx0 = fmaxf(mx0, s[n][e]);
-        mx1 = fmaxf(mx1, s[n][e + 2]);
-      }
+        for (int e = 0; e < 2; ++e) {
+          s[n][e] *= scale_log2;
+          s[n][e + 2] *= scale_log2;
+          mx0 = fmaxf(mx0, s[n][e]);
+          mx1 = fmaxf(mx1, s[n][e + 2]);
+        }
+    } else {
+#pragma unroll
+      for (int n = 0; n < KT / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          int t = t0 + n * 8 + tig * 2 + e;
+          bool in_range = t < item.kv_end;
+          s[n][e] = in_range && t < vis0 ? s[n][e] * scale_log2 : -INFINITY;
+          s[n][e + 2] = in_range && t < vis1 ? s[n][e + 2] * scale_log2 : -INFINITY;
+          mx0 = fmaxf(mx0, s[n][e]);
+          mx1 = fmaxf(mx1, s[n][e + 2]);
+        }
+    }
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
     mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
@@ -274,32 +297,61 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
 }
 
 // One warp per (row, head): o = sum_i exp(lse_i - max) o_i / sum_i exp(lse_i - max).
+// The lanes fetch up to 32 partials' indices and lse at once and then stream their
+// o rows with independent loads: a serial walk over the partials made this small
+// kernel latency-bound (8 us for 1024 outputs of two partials each).
 template <typename T, int D>
 __global__ void merge_kernel(AttentionArgs args) {
   const int output = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (output >= args.num_outputs) return;
   const int begin = args.merge_offsets[output], end = args.merge_offsets[output + 1];
-  float mx = -INFINITY;
-  for (int i = begin; i < end; ++i) mx = fmaxf(mx, args.partial_lse[args.merge_partials[i]]);
-  constexpr int kPer = (D + 31) / 32;  // lane handles elements lane, lane+32, ...
+  constexpr int kPer = D >= 32 ? D / 32 : 1;  // lane owns elements [lane * kPer, lane * kPer + kPer)
+  const bool lane_live = lane * kPer < D;
   float o[kPer] = {};
-  float total = 0.0f;
-  if (mx != -INFINITY)
-    for (int i = begin; i < end; ++i) {
-      int p = args.merge_partials[i];
-      float w = __expf(args.partial_lse[p] - mx);
-      total += w;
-      const float* src = args.partial_o + int64_t(p) * D;
+  float mx = -INFINITY, total = 0.0f;
+  for (int base = begin; base < end; base += 32) {
+    const int count = min(32, end - base);
+    const int p = lane < count ? args.merge_partials[base + lane] : -1;
+    const float lse = p >= 0 ? args.partial_lse[p] : -INFINITY;
+    float chunk_mx = lse;
 #pragma unroll
-      for (int j = 0; j < kPer; ++j)
-        if (lane + 32 * j < D) o[j] += w * src[lane + 32 * j];
+    for (int m = 16; m > 0; m /= 2) chunk_mx = fmaxf(chunk_mx, __shfl_xor_sync(0xffffffffu, chunk_mx, m));
+    const float new_mx = fmaxf(mx, chunk_mx);
+    if (new_mx == -INFINITY) continue;  // nothing visible yet
+    const float rescale = mx == -INFINITY ? 0.0f : __expf(mx - new_mx);
+    total *= rescale;
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) o[k] *= rescale;
+    float w = p >= 0 && lse != -INFINITY ? __expf(lse - new_mx) : 0.0f;
+    float w_sum = w;
+#pragma unroll
+    for (int m = 16; m > 0; m /= 2) w_sum += __shfl_xor_sync(0xffffffffu, w_sum, m);
+    total += w_sum;
+#pragma unroll 4
+    for (int j = 0; j < count; ++j) {
+      const int pj = __shfl_sync(0xffffffffu, p, j);
+      const float wj = __shfl_sync(0xffffffffu, w, j);
+      if (!lane_live) continue;
+      const float* src = args.partial_o + int64_t(pj) * D + lane * kPer;
+      if constexpr (kPer == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(src);
+        o[0] += wj * v.x;
+        o[1] += wj * v.y;
+        o[2] += wj * v.z;
+        o[3] += wj * v.w;
+      } else {
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) o[k] += wj * src[k];
+      }
     }
-  T* dst = static_cast<T*>(args.out) + int64_t(output) * D;
+    mx = new_mx;
+  }
+  if (!lane_live) return;
+  T* dst = static_cast<T*>(args.out) + int64_t(output) * D + lane * kPer;
   const float inv = total > 0 ? 1.0f / total : 0.0f;
 #pragma unroll
-  for (int j = 0; j < kPer; ++j)
-    if (lane + 32 * j < D) dst[lane + 32 * j] = from_f32<T>(o[j] * inv);
+  for (int k = 0; k < kPer; ++k) dst[k] = from_f32<T>(o[k] * inv);
 }
 
 template <typename T, int D, int NW, int KT>
@@ -325,7 +377,7 @@ struct Kernels {
 };
 
 template <typename T, int D>
-AttentionOccupancy prepare(void) {
+AttentionOccupancy prepare() {
   using K = Kernels<T, D>;
   AttentionOccupancy occ;
   RELAYLLM_CUDA_CHECK(cudaFuncSetAttribute(K::narrow, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::narrow_smem)));
@@ -362,31 +414,42 @@ void launch_all(const AttentionArgs& args, const AttentionStreams& streams) {
   RELAYLLM_CUDA_LAUNCH_CHECK("attention_merge");
 }
 
-template <typename F>
-auto dispatch(DType dtype, int32_t head_dim, F&& f) {
+// Calls Op::run<T, D>(args...) for the runtime dtype and head_dim.
+template <typename Op, typename... Args>
+auto dispatch(DType dtype, int32_t head_dim, Args&&... args) {
   if (head_dim != 16 && head_dim != 32 && head_dim != 64 && head_dim != 128)
     throw_message("cuda attention: head_dim must be 16, 32, 64 or 128");
   if (dtype != DType::kBF16 && dtype != DType::kF16)
     throw_message("cuda attention: KV must be bfloat16 or float16");
   auto by_dim = [&](auto tag) {
     using T = decltype(tag);
-    if (head_dim == 16) return f.template operator()<T, 16>();
-    if (head_dim == 32) return f.template operator()<T, 32>();
-    if (head_dim == 64) return f.template operator()<T, 64>();
-    return f.template operator()<T, 128>();
+    if (head_dim == 16) return Op::template run<T, 16>(args...);
+    if (head_dim == 32) return Op::template run<T, 32>(args...);
+    if (head_dim == 64) return Op::template run<T, 64>(args...);
+    return Op::template run<T, 128>(args...);
   };
   if (dtype == DType::kBF16) return by_dim(__nv_bfloat16{});
   return by_dim(__half{});
 }
 
+struct LaunchAll {
+  template <typename T, int D>
+  static void run(const AttentionArgs& args, const AttentionStreams& streams) { launch_all<T, D>(args, streams); }
+};
+
+struct Prepare {
+  template <typename T, int D>
+  static AttentionOccupancy run() { return prepare<T, D>(); }
+};
+
 }  // namespace
 
 void launch_attention(const AttentionArgs& args, const AttentionStreams& streams) {
-  dispatch(args.dtype, args.head_dim, [&]<typename T, int D>() { launch_all<T, D>(args, streams); });
+  dispatch<LaunchAll>(args.dtype, args.head_dim, args, streams);
 }
 
 AttentionOccupancy prepare_attention(DType dtype, int32_t head_dim) {
-  return dispatch(dtype, head_dim, []<typename T, int D>() { return prepare<T, D>(); });
+  return dispatch<Prepare>(dtype, head_dim);
 }
 
 }  // namespace relayllm::cuda

@@ -16,6 +16,7 @@ struct AttentionArgs {
   int32_t num_heads;
   int32_t num_kv_heads;
   int32_t block_size;
+  int32_t block_shift;       // log2(block_size) when it is a power of two, else -1
   float scale;
   const void* q;             // [rows, num_heads, head_dim]
   const void* k_cache;       // [blocks, block_size, num_kv_heads, head_dim]

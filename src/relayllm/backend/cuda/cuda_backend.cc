@@ -1,6 +1,7 @@
 #include "relayllm/backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -485,6 +486,7 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
   args.num_heads = shape.num_heads;
   args.num_kv_heads = shape.num_kv_heads;
   args.block_size = plan.block_size;
+  args.block_shift = std::has_single_bit(uint32_t(plan.block_size)) ? std::countr_zero(uint32_t(plan.block_size)) : -1;
   args.scale = shape.scale;
   args.q = q.storage.get();
   args.k_cache = kv.k.storage.get();
