@@ -393,8 +393,6 @@ bool CudaBackend::replay(int64_t key) {
   return true;
 }
 
-size_t CudaBackend::num_graphs() const { return impl_->graphs.size(); }
-
 void CudaBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) {
   int64_t vocab = table.rows();
   for (int32_t id : plan.token_ids)

@@ -44,8 +44,6 @@ class CudaBackend final : public Backend {
   void capture_end(int64_t key) override;
   void capture_cancel() override;
   bool replay(int64_t key) override;
-  // Graphs currently held (tests).
-  size_t num_graphs() const;
 
   void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
