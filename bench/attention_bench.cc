@@ -11,7 +11,7 @@
 // read + write bytes). Relay and paged outputs are compared (relative L2 error).
 //
 // Usage: attention_bench [--quick] [--batches 1,32] [--prefixes 2048] [--owns 128]
-//          [--shapes llama2-7b,llama3-8b] [--items-per-sm N] [--min-split N] [--no-overlap]
+//          [--shapes llama2-7b,llama3-8b] [--items-per-sm N] [--min-split N]
 //        > ours.jsonl
 #include <cuda_runtime.h>
 
@@ -217,8 +217,6 @@ Args parse_args(int argc, char** argv) {
       a.backend.attention_items_per_sm = std::stoi(value());
     } else if (k == "--min-split") {
       a.backend.attention_min_split = std::stoi(value());
-    } else if (k == "--no-overlap") {
-      a.backend.overlap_attention = false;
     } else {
       fail("attention_bench: unknown argument '{}'", k);
     }
@@ -301,12 +299,12 @@ int run(const Args& args) {
               "{\"kind\": \"ours\", \"shape\": \"%s\", \"batch\": %d, \"prefix\": %d, \"own\": %d, "
               "\"relay_ms\": %.5f, \"paged_ms\": %.5f, \"relay_bytes\": %.0f, \"paged_bytes\": %.0f, "
               "\"relay_frac\": %.4f, \"paged_frac\": %.4f, \"relay_vs_paged_err\": %.3e, "
-              "\"items_per_sm\": %d, \"min_split\": %d, \"overlap\": %d, \"relay_eager_ms\": %.5f, "
+              "\"items_per_sm\": %d, \"min_split\": %d, \"relay_eager_ms\": %.5f, "
               "\"paged_eager_ms\": %.5f}\n",
               s.name, batch, prefix, own, relay.ms, paged.ms, relay_bytes, paged_bytes,
               relay_bytes / bw / (relay.ms * 1e-3), paged_bytes / bw / (paged.ms * 1e-3),
               rel_err(relay.out, paged.out), args.backend.attention_items_per_sm,
-              args.backend.attention_min_split, int(args.backend.overlap_attention), relay.eager_ms,
+              args.backend.attention_min_split, relay.eager_ms,
               paged.eager_ms);
           std::fflush(stdout);
         }

@@ -7,8 +7,10 @@
 namespace relayllm::cuda {
 namespace {
 
-// Item boundaries fall on multiples of the larger KV tile so no tile straddles two items.
-constexpr int32_t kSplitAlign = 64;
+// Item boundaries fall on multiples of the kernels' KV tiles so that no tile is cut
+// short in the middle of a range (a cut tile is correct, only wasteful).
+constexpr int32_t kNarrowSplitAlign = 16;
+constexpr int32_t kWideSplitAlign = 64;
 
 struct Unsplit {
   int32_t slot_offset, slot_count, kv_head, table_start, kv_len;
@@ -61,14 +63,15 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   // occupancy) for the wide one.
   int64_t narrow_len = 0, wide_len = 0;
   for (const Unsplit& u : base) (u.slot_count <= kNarrowSlots ? narrow_len : wide_len) += u.kv_len;
-  auto chunk_for = [&](int64_t total, int64_t target_items) {
+  auto chunk_for = [&](int64_t total, int64_t target_items, int32_t align) {
     if (!options.split || total == 0) return int32_t(1 << 30);
     int64_t per_item = (total + target_items - 1) / target_items;
     int64_t chunk = std::max<int64_t>(options.min_split, per_item);
-    return int32_t((chunk + kSplitAlign - 1) / kSplitAlign * kSplitAlign);
+    return int32_t((chunk + align - 1) / align * align);
   };
-  const int32_t narrow_chunk = chunk_for(narrow_len, int64_t(options.num_sms) * options.items_per_sm);
-  const int32_t wide_chunk = chunk_for(wide_len, int64_t(options.num_sms) * 2);
+  const int32_t narrow_chunk =
+      chunk_for(narrow_len, int64_t(options.num_sms) * options.items_per_sm, kNarrowSplitAlign);
+  const int32_t wide_chunk = chunk_for(wide_len, int64_t(options.num_sms) * 2, kWideSplitAlign);
 
   const int32_t rows = std::max(plan.num_rows(), options.num_rows);
   std::vector<int32_t> counts(size_t(rows) * hq + 1, 0);
@@ -91,6 +94,24 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     for (const AttentionItem& item : *list)
       for (int32_t i = 0; i < item.slot_count; ++i)
         work.merge_partials[fill[work.slots[item.slot_offset + i].row_head]++] = item.partial_offset + i;
+
+  // A narrow item finalizes when each of its slots has no other narrow partial: the
+  // rest come from wide items, which have all finished when the narrow kernel runs.
+  std::vector<int32_t> narrow_partials(size_t(rows) * hq, 0);
+  for (const AttentionItem& item : work.narrow)
+    for (int32_t i = 0; i < item.slot_count; ++i) ++narrow_partials[work.slots[item.slot_offset + i].row_head];
+  std::vector<char> finalized(size_t(rows) * hq, 0);
+  for (AttentionItem& item : work.narrow) {
+    bool alone = true;
+    for (int32_t i = 0; i < item.slot_count && alone; ++i)
+      alone = narrow_partials[work.slots[item.slot_offset + i].row_head] == 1;
+    if (!alone) continue;
+    item.flags |= kItemFinalizes;
+    for (int32_t i = 0; i < item.slot_count; ++i) finalized[work.slots[item.slot_offset + i].row_head] = 1;
+  }
+  // Outputs with no partial at all (padding rows) are left alone: nothing reads them.
+  for (int32_t o = 0; o < rows * hq; ++o)
+    if (!finalized[o] && counts[o] > 0) work.merge_outputs.push_back(o);
   return work;
 }
 

@@ -7,8 +7,13 @@
 // the query heads of the KV head (the GQA group), so each KV tile read from memory
 // serves all of them; for a sequence's own tokens, its rows times the GQA group.
 // Long ranges are split (split-KV) so that small batches still fill the GPU; every
-// item writes one partial (o, lse) per slot and a merge pass combines the partials
-// of each (row, head) by log-sum-exp. A relay prefix is thus just more partials.
+// item writes one partial (o, lse) per slot and the partials of each (row, head)
+// are combined by log-sum-exp. A relay prefix is thus just more partials.
+//
+// The wide items run first. A narrow item that holds the only narrow partial of
+// each of its slots (a decode row's own tokens, unsplit) then finalizes: it merges
+// its result with the slots' other (wide: relay prefix) partials and writes the
+// output itself. Only the outputs left over go through the separate merge kernel.
 #pragma once
 
 #include <cstdint>
@@ -26,8 +31,12 @@ struct AttentionItem {
   int32_t kv_begin;        // token range [kv_begin, kv_end) of the table
   int32_t kv_end;
   int32_t partial_offset;  // partial of slot i is partial_offset + i
-  int32_t pad = 0;
+  int32_t flags = 0;       // kItemFinalizes
 };
+
+// The item writes its slots' outputs, merged with their other partials, instead of
+// leaving its partial to the merge kernel.
+inline constexpr int32_t kItemFinalizes = 1;
 
 struct QuerySlot {
   int32_t row_head;  // row * num_heads + head: the query and the output it feeds
@@ -40,6 +49,7 @@ struct AttentionWork {
   std::vector<AttentionItem> wide;    // items of at most kWideSlots slots
   std::vector<int32_t> merge_offsets;  // CSR over row_head: partials of each output
   std::vector<int32_t> merge_partials;
+  std::vector<int32_t> merge_outputs;  // row_heads the merge kernel writes (none finalized them)
   int32_t num_partials = 0;
 };
 

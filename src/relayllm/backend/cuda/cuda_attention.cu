@@ -2,16 +2,17 @@
 // kernel for own tokens (causal through per-slot visible lengths) and relay
 // prefixes (every slot sees the whole prefix), followed by an lse merge.
 //
-// A CTA runs work items one after another: NW warps each own 16 query slots; K/V tiles of KT
-// tokens are gathered from the paged pool into shared memory with cp.async, two
-// stages deep, and every warp reads the same tile, so a tile's bytes leave device
-// memory once for up to 16*NW queries. Scores and probabilities stay in registers
-// (the S accumulator layout is exactly the A-operand layout of the P*V product).
-// Rows of shared memory are padded by 16 bytes so that ldmatrix hits 8 different
-// bank groups.
+// A persistent CTA runs work items one after another: NW warps each own 16 query
+// slots; K/V tiles of KT tokens are gathered from the paged pool into shared
+// memory with cp.async, STAGES deep across item boundaries, and every warp reads
+// the same tile, so a tile's bytes leave device memory once for up to 16*NW
+// queries. Scores and probabilities stay in registers (the S accumulator layout is
+// exactly the A-operand layout of the P*V product). Rows of shared memory are
+// padded by 16 bytes so that ldmatrix hits 8 different bank groups.
 #include "relayllm/backend/cuda/cuda_attention.cuh"
 #include "relayllm/backend/cuda/cuda_check.cuh"
 
+#include <algorithm>
 #include <climits>
 
 namespace relayllm::cuda {
@@ -78,98 +79,295 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-template <int D, int NW, int KT>
+// A kernel's tile shape: NW warps of 16 query slots each, K/V tiles of KT tokens,
+// STAGES tiles in flight (a cp.async ring).
+template <int NW_, int KT_, int STAGES_>
+struct TileShape {
+  static constexpr int NW = NW_, KT = KT_, STAGES = STAGES_;
+  static_assert(STAGES >= 2, "the ring needs a stage to compute and one to fill");
+};
+
+// One stage of the ring: the query rows of the tile's item (filled only for an
+// item's first tile), then KT keys, then KT values, rows padded by 16 bytes.
+template <int D, typename S>
+struct StageLayout {
+  static constexpr int kRows = 16 * S::NW;
+  static constexpr int kLd = D + 8;  // padded row, in elements
+  static constexpr int kK = kRows * kLd;
+  static constexpr int kV = kK + S::KT * kLd;
+  static constexpr int kElems = kV + S::KT * kLd;
+};
+
+template <int D, typename S>
 constexpr size_t attention_smem_bytes() {
-  return size_t(16 * NW + 4 * KT) * (D + 8) * 2;
+  return size_t(S::STAGES) * StageLayout<D, S>::kElems * 2;
 }
 
-template <typename T, int D, int NW, int KT>
-__device__ __forceinline__ void run_item(const AttentionArgs& args, const AttentionItem& item) {
-  constexpr int kRows = 16 * NW;
-  constexpr int kLd = D + 8;        // padded row, in elements
-  constexpr int kChunks = D / 8;    // 16-byte chunks per row
+__device__ __forceinline__ int item_tiles(const AttentionItem& item, int kt) {
+  return (item.kv_end - item.kv_begin + kt - 1) / kt;
+}
+
+// Waits until the grid this kernel was launched after (as a programmatic
+// dependent) has finished and its writes are visible; a no-op otherwise.
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// A finalizing item starts a query row from the row's other partials (the relay
+// prefix splits, written by the wide kernel) as if they were tiles already seen:
+// m = the largest lse (log2 units), l = sum of 2^(lse - m), acc = sum of
+// 2^(lse - m) * o. The tiles then continue the same online softmax, and the
+// item's last tile writes the output. Columns E, E+1 of acc are this lane's row;
+// only lane tig 0 adds to l, as the lanes' l are summed at the end.
+template <int D, int E>
+__device__ __forceinline__ void start_from_partials(const AttentionArgs& args, int row_head, int own_partial,
+                                                    float (&acc)[D / 8][4], float& m, float& l, int tig) {
+  const int begin = args.merge_offsets[row_head], end = args.merge_offsets[row_head + 1];
+  float mx = -INFINITY;
+  for (int p = begin; p < end; ++p) {
+    const int idx = args.merge_partials[p];
+    if (idx != own_partial) mx = fmaxf(mx, args.partial_lse[idx] * kLog2e);
+  }
+  if (mx == -INFINITY) return;  // no other partial (or none with mass)
+  float sum = 0.0f;
+#pragma unroll 2
+  for (int p = begin; p < end; ++p) {
+    const int idx = args.merge_partials[p];
+    if (idx == own_partial) continue;
+    const float w = exp2f(args.partial_lse[idx] * kLog2e - mx);
+    sum += w;
+    const float* src = args.partial_o + int64_t(idx) * D + tig * 2;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      const float2 v = *reinterpret_cast<const float2*>(src + n * 8);
+      acc[n][E] += w * v.x;
+      acc[n][E + 1] += w * v.y;
+    }
+  }
+  m = mx;
+  l = tig == 0 ? sum : 0.0f;
+}
+
+// A persistent CTA streams the tiles of its items through one cp.async ring,
+// crossing item boundaries: the first tiles of the next item are in flight while
+// the current one finishes, so short items (a decode row's own tokens, a split of
+// a prefix) cost no pipeline start each. Items are claimed from a cursor: a CTA's
+// first item is its block index, later ones are claimed a few tiles before the
+// loader needs them. The grid need not match the item count, so one captured
+// launch serves every step.
+//
+// Every decision below depends only on values all threads share, so the CTA walks
+// the loop in lockstep.
+template <typename T, int D, typename S>
+__global__ void __launch_bounds__(S::NW * 32)
+paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int32_t* count, int32_t* cursor) {
+  constexpr int NW = S::NW, KT = S::KT, STAGES = S::STAGES;
+  using L = StageLayout<D, S>;
+  constexpr int kRows = L::kRows, kLd = L::kLd;
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  // Only narrow items finalize (attention_work.cc); the wide kernel is spared the code.
+  constexpr bool kMayFinalize = NW * 16 == kNarrowSlots;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* sq = reinterpret_cast<T*>(smem_raw);
-  T* sk = sq + kRows * kLd;         // [2][KT][kLd]
-  T* sv = sk + 2 * KT * kLd;        // [2][KT][kLd]
-  __shared__ int s_visible[kRows];
+  T* const ring = reinterpret_cast<T*>(smem_raw);
+  // Item of the tile in each stage; -1: the stream is over, -2: nothing this time.
+  __shared__ int s_stage_item[STAGES];
+  __shared__ int s_stage_tile[STAGES];
+  __shared__ int s_claim;
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Lets the next kernel in the stream (the narrow items, launched as a programmatic
+  // dependent) take multiprocessors as this grid's CTAs retire; it waits for this
+  // grid's results before it reads them.
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, tig = lane % 4;
   const T* q = static_cast<const T*>(args.q);
   const T* kc = static_cast<const T*>(args.k_cache);
   const T* vc = static_cast<const T*>(args.v_cache);
-  const int32_t* table = args.block_tables + item.table_start;
   const int64_t token_stride = int64_t(args.num_kv_heads) * D;
+  const int total = *count;
 
-  for (int i = tid; i < kRows * kChunks; i += NW * 32) {
-    int r = i / kChunks, c = i % kChunks;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < item.slot_count)
-      v = *reinterpret_cast<const uint4*>(q + int64_t(args.slots[item.slot_offset + r].row_head) * D + c * 8);
-    *reinterpret_cast<uint4*>(sq + r * kLd + c * 8) = v;
-  }
-  for (int r = tid; r < kRows; r += NW * 32)
-    s_visible[r] = r < item.slot_count ? args.slots[item.slot_offset + r].visible : 0;
+  // The loader: the item whose tiles it issues, and the next one once claimed.
+  int ld_index = blockIdx.x;
+  AttentionItem ld = ld_index < total ? items[ld_index] : AttentionItem{};
+  int ld_tile = 0, ld_tiles = ld_index < total ? item_tiles(ld, KT) : 0;
+  int next_index = INT_MAX;
+  AttentionItem next{};
+  // A claim takes three issues (the atomic, thread 0's store of its result, every
+  // thread's read after a barrier), so it starts kClaimAhead tiles before the
+  // current item's last: early enough that short items stream without a gap, late
+  // enough that the cursor still balances the CTAs (claims made at the kernel's
+  // start would deal all items out round-robin, long ones included).
+  constexpr int kClaimAhead = 3;
+  enum : int { kIdle, kAtomic, kStored, kFetched };
+  int claim = kIdle, claimed = 0;
 
-  auto load_tile = [&](int tile, int stage) {
-    const int t0 = item.kv_begin + tile * KT;
-    T* dk = sk + stage * KT * kLd;
-    T* dv = sv + stage * KT * kLd;
-    for (int i = tid; i < KT * kChunks; i += NW * 32) {
-      int r = i / kChunks, c = i % kChunks, t = t0 + r;
-      bool valid = t < item.kv_end;
-      int64_t off = 0;
-      if (valid) {
-        // Block sizes are almost always powers of two: a shift instead of a division
-        // (this loop is a large share of the kernel's instructions).
-        const int block = args.block_shift >= 0 ? t >> args.block_shift : t / args.block_size;
-        const int within = args.block_shift >= 0 ? t & (args.block_size - 1) : t % args.block_size;
-        int64_t slot = int64_t(table[block]) * args.block_size + within;
-        off = slot * token_stride + int64_t(item.kv_head) * D + c * 8;
-      }
-      cp_async_16(dk + r * kLd + c * 8, kc + off, valid ? 16 : 0);
-      cp_async_16(dv + r * kLd + c * 8, vc + off, valid ? 16 : 0);
+  // Runs right after a barrier: advances the claim, and issues the loader's next
+  // tile into `stage` (or marks the stage empty).
+  auto issue = [&](int stage) {
+    if (claim == kStored) {
+      next_index = s_claim;
+      if (next_index < total) next = items[next_index];
+      claim = kFetched;
+    } else if (claim == kAtomic) {
+      if (tid == 0) s_claim = claimed;
+      claim = kStored;
+    } else if (claim == kIdle && ld_index < total && ld_tiles - ld_tile <= kClaimAhead) {
+      if (tid == 0) claimed = int(gridDim.x) + atomicAdd(cursor, 1);
+      claim = kAtomic;
     }
+    bool bubble = false;
+    if (ld_index < total && ld_tile == ld_tiles) {
+      if (claim == kFetched) {
+        ld_index = next_index;
+        ld = next;
+        ld_tile = 0;
+        ld_tiles = ld_index < total ? item_tiles(ld, KT) : 0;
+        claim = kIdle;
+      } else {
+        bubble = true;  // the claim is still on its way (items shorter than kClaimAhead tiles)
+      }
+    }
+    const bool live = ld_index < total && !bubble;
+    if (live) {
+      T* const sq = ring + stage * L::kElems;
+      T* const dk = sq + L::kK;
+      T* const dv = sq + L::kV;
+      // Addresses first, copies after: the block-table and slot lookups of a tile are
+      // independent loads, and issuing them back to back costs one latency, not one
+      // per chunk (this loop runs once per tile, on the CTA's critical path).
+      constexpr int kThreads = NW * 32;
+      if (ld_tile == 0) {
+        // The item's query rows; rows past its slots are zero-filled.
+        constexpr int kQPer = (kRows * kChunks + kThreads - 1) / kThreads;
+        const T* src[kQPer];
+#pragma unroll
+        for (int j = 0; j < kQPer; ++j) {
+          const int i = tid + j * kThreads, r = i / kChunks, c = i % kChunks;
+          src[j] = i < kRows * kChunks && r < ld.slot_count
+                       ? q + int64_t(args.slots[ld.slot_offset + r].row_head) * D + c * 8
+                       : nullptr;
+        }
+#pragma unroll
+        for (int j = 0; j < kQPer; ++j) {
+          const int i = tid + j * kThreads;
+          if (i < kRows * kChunks)
+            cp_async_16(sq + (i / kChunks) * kLd + (i % kChunks) * 8, src[j] ? src[j] : q, src[j] ? 16 : 0);
+        }
+      }
+      const int32_t* table = args.block_tables + ld.table_start;
+      const int t0 = ld.kv_begin + ld_tile * KT;
+      constexpr int kKvPer = (KT * kChunks + kThreads - 1) / kThreads;
+      int32_t block_of[kKvPer];  // the pool block of each chunk's token, -1 past the range
+#pragma unroll
+      for (int j = 0; j < kKvPer; ++j) {
+        const int i = tid + j * kThreads, t = t0 + i / kChunks;
+        // Block sizes are almost always powers of two: a shift instead of a division.
+        const int block = args.block_shift >= 0 ? t >> args.block_shift : t / args.block_size;
+        block_of[j] = i < KT * kChunks && t < ld.kv_end ? table[block] : -1;
+      }
+#pragma unroll
+      for (int j = 0; j < kKvPer; ++j) {
+        const int i = tid + j * kThreads;
+        if (i >= KT * kChunks) continue;
+        const int r = i / kChunks, c = i % kChunks, t = t0 + r;
+        const int at = r * kLd + c * 8;
+        const bool valid = block_of[j] >= 0;
+        const int within = args.block_shift >= 0 ? t & (args.block_size - 1) : t % args.block_size;
+        const int64_t off = valid ? (int64_t(block_of[j]) * args.block_size + within) * token_stride +
+                                        int64_t(ld.kv_head) * D + c * 8
+                                  : 0;
+        cp_async_16(dk + at, kc + off, valid ? 16 : 0);
+        cp_async_16(dv + at, vc + off, valid ? 16 : 0);
+      }
+    }
+    if (tid == 0) {
+      s_stage_item[stage] = live ? ld_index : bubble ? -2 : -1;
+      s_stage_tile[stage] = ld_tile;
+    }
+    if (live) ++ld_tile;
+    cp_async_commit();  // one group per stream element, empty or not
   };
 
-  const int num_tiles = (item.kv_end - item.kv_begin + KT - 1) / KT;
-  load_tile(0, 0);
-  cp_async_commit();
-  __syncthreads();  // Q and s_visible
-
-  uint32_t qf[D / 16][4];
-  {
-    const int mi = lane / 8, rr = lane % 8;
-    for (int kk = 0; kk < D / 16; ++kk)
-      ldmatrix_x4(qf[kk], sq + (warp * 16 + rr + (mi & 1) * 8) * kLd + kk * 16 + (mi >> 1) * 8);
+  // Prologue: elements 0 .. STAGES-2 of the stream (a barrier before each issue
+  // makes thread 0's latest claim visible).
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    __syncthreads();
+    issue(s);
   }
-  const int vis0 = s_visible[warp * 16 + g], vis1 = s_visible[warp * 16 + g + 8];
-  // Tiles that every live row of the warp sees whole need no mask (rows past the
-  // item's slots are never written, so they do not limit it).
-  const int live_min = __reduce_min_sync(0xffffffffu, min(warp * 16 + g < item.slot_count ? vis0 : INT_MAX,
-                                                          warp * 16 + g + 8 < item.slot_count ? vis1 : INT_MAX));
-  const int unmasked_end = min(item.kv_end, live_min);
+
+  // The compute side: the item being reduced and its running state.
+  AttentionItem cu{};
+  int cu_tiles = 0, vis0 = 0, vis1 = 0, row_head0 = -1, row_head1 = -1, unmasked_end = 0;
+  bool warp_live = false;
+  uint32_t qf[D / 16][4];
+  float acc[D / 8][4];
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
   const float scale_log2 = args.scale * kLog2e;
 
-  float acc[D / 8][4];
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
-
-  for (int tile = 0; tile < num_tiles; ++tile) {
-    const int stage = tile & 1;
-    if (tile + 1 < num_tiles) {
-      load_tile(tile + 1, stage ^ 1);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
+  for (int step = 0;; ++step) {
+    // Every warp is done with element step-1, whose stage the issue below refills.
+    // The refill goes out before the wait, so STAGES tiles are in flight while the
+    // CTA waits for the oldest.
     __syncthreads();
-    const T* tk = sk + stage * KT * kLd;
-    const T* tv = sv + stage * KT * kLd;
-    const int t0 = item.kv_begin + tile * KT;
+    issue((step + STAGES - 1) % STAGES);
+    // Element `step` has landed (STAGES + step groups are committed by now).
+    cp_async_wait<STAGES - 1>();
+    __syncthreads();  // its bytes and its stage's tags are visible to all
+    const int stage = step % STAGES;
+    const int item_index = s_stage_item[stage], tile = s_stage_tile[stage];
+    if (item_index == -1) {  // the stream is over (every later element is empty too)
+      // Completing implies the prior grid completed: later kernels (the merge, the
+      // next layer) are ordered after this one only.
+      if constexpr (kMayFinalize) wait_for_prior_grid();
+      break;
+    }
+    if (item_index < 0) continue;  // a bubble
+    const T* const sq = ring + stage * L::kElems;
+    const T* const tk = sq + L::kK;
+    const T* const tv = sq + L::kV;
+
+    if (tile == 0) {  // a new item: its query fragments, visibility and fresh state
+      cu = items[item_index];
+      cu_tiles = item_tiles(cu, KT);
+      const int r0 = warp * 16 + g, r1 = r0 + 8;
+      const QuerySlot slot0 = r0 < cu.slot_count ? args.slots[cu.slot_offset + r0] : QuerySlot{-1, 0};
+      const QuerySlot slot1 = r1 < cu.slot_count ? args.slots[cu.slot_offset + r1] : QuerySlot{-1, 0};
+      vis0 = slot0.visible;
+      vis1 = slot1.visible;
+      row_head0 = slot0.row_head;
+      row_head1 = slot1.row_head;
+      // Tiles that every live row of the warp sees whole need no mask (rows past the
+      // item's slots are never written, so they do not limit it).
+      const int live_min = __reduce_min_sync(
+          0xffffffffu, min(r0 < cu.slot_count ? vis0 : INT_MAX, r1 < cu.slot_count ? vis1 : INT_MAX));
+      unmasked_end = min(cu.kv_end, live_min);
+      // A warp whose 16 rows are all past the item's slots (a 32-query prefix group in
+      // a 64-row tile) only helps load: its sub-partition is free for other warps.
+      warp_live = warp * 16 < cu.slot_count;
+      const int mi = lane / 8, rr = lane % 8;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldmatrix_x4(qf[kk], sq + (warp * 16 + rr + (mi & 1) * 8) * kLd + kk * 16 + (mi >> 1) * 8);
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+      m0 = m1 = -INFINITY;
+      l0 = l1 = 0.0f;
+      if constexpr (kMayFinalize) {
+        if (cu.flags & kItemFinalizes) {
+          wait_for_prior_grid();  // the wide kernel's partials
+          if (r0 < cu.slot_count) start_from_partials<D, 0>(args, row_head0, cu.partial_offset + r0, acc, m0, l0, tig);
+          if (r1 < cu.slot_count) start_from_partials<D, 2>(args, row_head1, cu.partial_offset + r1, acc, m1, l1, tig);
+        }
+      }
+    }
+    if (!warp_live) continue;
+    const int t0 = cu.kv_begin + tile * KT;
 
     float s[KT / 8][4];
 #pragma unroll
@@ -204,7 +402,7 @@ __device__ __forceinline__ void run_item(const AttentionArgs& args, const Attent
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           int t = t0 + n * 8 + tig * 2 + e;
-          bool in_range = t < item.kv_end;
+          bool in_range = t < cu.kv_end;
           s[n][e] = in_range && t < vis0 ? s[n][e] * scale_log2 : -INFINITY;
           s[n][e + 2] = in_range && t < vis1 ? s[n][e + 2] * scale_log2 : -INFINITY;
           mx0 = fmaxf(mx0, s[n][e]);
@@ -252,47 +450,45 @@ __device__ __forceinline__ void run_item(const AttentionArgs& args, const Attent
           Mma<T>::run(acc[2 * j + 1], pf[ks], b[2], b[3]);
         }
     }
-    __syncthreads();  // the next iteration's prefetch overwrites the stage just read
-  }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const int r0 = warp * 16 + g, r1 = r0 + 8;
-  const float inv0 = l0 > 0 ? 1.0f / l0 : 0.0f, inv1 = l1 > 0 ? 1.0f / l1 : 0.0f;
-  if (r0 < item.slot_count) {
-    float* o = args.partial_o + int64_t(item.partial_offset + r0) * D;
+    if (tile + 1 < cu_tiles) continue;
+    // The item's last tile: normalize and write its partial (o, lse) per slot.
+    float t0sum = l0, t1sum = l1;
+    t0sum += __shfl_xor_sync(0xffffffffu, t0sum, 1);
+    t0sum += __shfl_xor_sync(0xffffffffu, t0sum, 2);
+    t1sum += __shfl_xor_sync(0xffffffffu, t1sum, 1);
+    t1sum += __shfl_xor_sync(0xffffffffu, t1sum, 2);
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    const float inv0 = t0sum > 0 ? 1.0f / t0sum : 0.0f, inv1 = t1sum > 0 ? 1.0f / t1sum : 0.0f;
+    const float lse0 = t0sum > 0 ? (m0 + log2f(t0sum)) * kLn2 : -INFINITY;
+    const float lse1 = t1sum > 0 ? (m1 + log2f(t1sum)) * kLn2 : -INFINITY;
+    if (kMayFinalize && (cu.flags & kItemFinalizes)) {  // the output itself (see start_from_partials)
+      T* const out = static_cast<T*>(args.out);
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n)
-      *reinterpret_cast<float2*>(o + n * 8 + tig * 2) = make_float2(acc[n][0] * inv0, acc[n][1] * inv0);
-    if (tig == 0) args.partial_lse[item.partial_offset + r0] = l0 > 0 ? (m0 + log2f(l0)) * kLn2 : -INFINITY;
-  }
-  if (r1 < item.slot_count) {
-    float* o = args.partial_o + int64_t(item.partial_offset + r1) * D;
+      for (int n = 0; n < D / 8; ++n) {
+        if (r0 < cu.slot_count)
+          *reinterpret_cast<uint32_t*>(out + int64_t(row_head0) * D + n * 8 + tig * 2) =
+              Mma<T>::pack(acc[n][0] * inv0, acc[n][1] * inv0);
+        if (r1 < cu.slot_count)
+          *reinterpret_cast<uint32_t*>(out + int64_t(row_head1) * D + n * 8 + tig * 2) =
+              Mma<T>::pack(acc[n][2] * inv1, acc[n][3] * inv1);
+      }
+      continue;
+    }
+    if (r0 < cu.slot_count) {
+      float* o = args.partial_o + int64_t(cu.partial_offset + r0) * D;
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n)
-      *reinterpret_cast<float2*>(o + n * 8 + tig * 2) = make_float2(acc[n][2] * inv1, acc[n][3] * inv1);
-    if (tig == 0) args.partial_lse[item.partial_offset + r1] = l1 > 0 ? (m1 + log2f(l1)) * kLn2 : -INFINITY;
-  }
-}
-
-// A fixed grid of CTAs that claim items from a shared cursor until none is left:
-// the grid need not match the item count, so one captured launch serves every
-// step, and a CTA that drew short items takes more of them (the balance the
-// hardware scheduler gave when each item was its own CTA).
-template <typename T, int D, int NW, int KT>
-__global__ void __launch_bounds__(NW * 32)
-paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int32_t* count, int32_t* cursor) {
-  __shared__ int s_next;
-  const int total = *count;
-  for (;;) {
-    if (threadIdx.x == 0) s_next = atomicAdd(cursor, 1);
-    __syncthreads();
-    const int index = s_next;
-    if (index >= total) return;
-    run_item<T, D, NW, KT>(args, items[index]);
-    __syncthreads();  // shared memory and s_next are reused by the next item
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<float2*>(o + n * 8 + tig * 2) = make_float2(acc[n][0] * inv0, acc[n][1] * inv0);
+      if (tig == 0) args.partial_lse[cu.partial_offset + r0] = lse0;
+    }
+    if (r1 < cu.slot_count) {
+      float* o = args.partial_o + int64_t(cu.partial_offset + r1) * D;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        *reinterpret_cast<float2*>(o + n * 8 + tig * 2) = make_float2(acc[n][2] * inv1, acc[n][3] * inv1);
+      if (tig == 0) args.partial_lse[cu.partial_offset + r1] = lse1;
+    }
   }
 }
 
@@ -302,9 +498,10 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
 // kernel latency-bound (8 us for 1024 outputs of two partials each).
 template <typename T, int D>
 __global__ void merge_kernel(AttentionArgs args) {
-  const int output = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  const int index = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (output >= args.num_outputs) return;
+  if (index >= args.item_counts[2]) return;
+  const int output = args.merge_outputs[index];
   const int begin = args.merge_offsets[output], end = args.merge_offsets[output + 1];
   constexpr int kPer = D >= 32 ? D / 32 : 1;  // lane owns elements [lane * kPer, lane * kPer + kPer)
   const bool lane_live = lane * kPer < D;
@@ -354,26 +551,57 @@ __global__ void merge_kernel(AttentionArgs args) {
   for (int k = 0; k < kPer; ++k) dst[k] = from_f32<T>(o[k] * inv);
 }
 
-template <typename T, int D, int NW, int KT>
-void launch_items(const AttentionArgs& args, const AttentionItem* items, int which, int grid,
+template <typename T, int D, typename S>
+void launch_items(const AttentionArgs& args, const AttentionItem* items, int which, int grid, bool dependent,
                   cudaStream_t stream) {
   if (grid == 0) return;
-  constexpr size_t smem = attention_smem_bytes<D, NW, KT>();
-  paged_attention_kernel<T, D, NW, KT><<<grid, NW * 32, smem, stream>>>(args, items, args.item_counts + which,
-                                                                        args.item_cursors + which);
-  RELAYLLM_CUDA_LAUNCH_CHECK("paged_attention");
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(grid);
+  config.blockDim = dim3(S::NW * 32);
+  config.dynamicSmemBytes = attention_smem_bytes<D, S>();
+  config.stream = stream;
+  cudaLaunchAttribute attribute{};
+  if (dependent) {
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+  }
+  RELAYLLM_CUDA_CHECK(cudaLaunchKernelEx(&config, paged_attention_kernel<T, D, S>, args, items,
+                                         args.item_counts + which, args.item_cursors + which));
 }
 
-// The narrow kernel: one warp per CTA. Shared memory (Q tile + two K/V stages)
-// bounds how many warps an SM holds, and this kernel is bound by instruction
-// latency, not bandwidth, so a 16-token tile (~22 KB, 9-10 warps per SM) beats 32
-// (~39 KB, 5) and 64 (3). The wide kernel: four warps, 64 query slots, 64 tokens.
+// Tokens per K/V tile and tiles in flight; a build may override them
+// (-DRELAYLLM_NARROW_KT=32 ...) to sweep them on a GPU.
+#ifndef RELAYLLM_NARROW_KT
+#define RELAYLLM_NARROW_KT 16
+#endif
+#ifndef RELAYLLM_NARROW_STAGES
+#define RELAYLLM_NARROW_STAGES 2
+#endif
+#ifndef RELAYLLM_WIDE_KT
+#define RELAYLLM_WIDE_KT 64
+#endif
+#ifndef RELAYLLM_WIDE_STAGES
+#define RELAYLLM_WIDE_STAGES 2
+#endif
+#ifndef RELAYLLM_WIDE_MAX_PER_SM
+#define RELAYLLM_WIDE_MAX_PER_SM 16
+#endif
+
+// The narrow kernel: one warp per CTA (16 query slots: a decode row's GQA group).
+// Shared memory (the ring) bounds how many warps an SM holds, and the kernel is
+// bound by memory latency, so short tiles with several in flight per warp beat
+// long ones. The wide kernel: four warps, 64 query slots (relay prefixes).
+using NarrowTile = TileShape<kNarrowSlots / 16, RELAYLLM_NARROW_KT, RELAYLLM_NARROW_STAGES>;
+using WideTile = TileShape<kWideSlots / 16, RELAYLLM_WIDE_KT, RELAYLLM_WIDE_STAGES>;
+
 template <typename T, int D>
 struct Kernels {
-  static constexpr auto narrow = paged_attention_kernel<T, D, 1, 16>;
-  static constexpr auto wide = paged_attention_kernel<T, D, 4, 64>;
-  static constexpr size_t narrow_smem = attention_smem_bytes<D, 1, 16>();
-  static constexpr size_t wide_smem = attention_smem_bytes<D, 4, 64>();
+  static constexpr auto narrow = paged_attention_kernel<T, D, NarrowTile>;
+  static constexpr auto wide = paged_attention_kernel<T, D, WideTile>;
+  static constexpr size_t narrow_smem = attention_smem_bytes<D, NarrowTile>();
+  static constexpr size_t wide_smem = attention_smem_bytes<D, WideTile>();
 };
 
 template <typename T, int D>
@@ -383,34 +611,26 @@ AttentionOccupancy prepare() {
   RELAYLLM_CUDA_CHECK(cudaFuncSetAttribute(K::narrow, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::narrow_smem)));
   RELAYLLM_CUDA_CHECK(cudaFuncSetAttribute(K::wide, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::wide_smem)));
   int n = 0;
-  RELAYLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::narrow, 32, K::narrow_smem));
+  RELAYLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::narrow, NarrowTile::NW * 32, K::narrow_smem));
   occ.narrow_per_sm = n;
-  RELAYLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::wide, 128, K::wide_smem));
-  occ.wide_per_sm = n;
+  RELAYLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::wide, WideTile::NW * 32, K::wide_smem));
+  occ.wide_per_sm = std::min(n, RELAYLLM_WIDE_MAX_PER_SM);
   return occ;
 }
 
 template <typename T, int D>
-void launch_all(const AttentionArgs& args, const AttentionStreams& streams) {
-  static_assert(kNarrowSlots == 16 && kWideSlots == 64, "tile heights follow attention_work.h");
-  cudaStream_t stream = streams.main;
+void launch_all(const AttentionArgs& args, cudaStream_t stream) {
   RELAYLLM_CUDA_CHECK(cudaMemsetAsync(args.item_cursors, 0, 2 * sizeof(int32_t), stream));
-  const bool overlap = streams.side && args.narrow_grid > 0 && args.wide_grid > 0;
-  if (overlap) {
-    // Each launch alone leaves the GPU part idle at its start and tail; together they fill it.
-    RELAYLLM_CUDA_CHECK(cudaEventRecord(streams.fork, stream));
-    RELAYLLM_CUDA_CHECK(cudaStreamWaitEvent(streams.side, streams.fork, 0));
-    launch_items<T, D, 4, 64>(args, args.wide, 1, args.wide_grid, streams.side);
-    RELAYLLM_CUDA_CHECK(cudaEventRecord(streams.join, streams.side));
-    launch_items<T, D, 1, 16>(args, args.narrow, 0, args.narrow_grid, stream);
-    RELAYLLM_CUDA_CHECK(cudaStreamWaitEvent(stream, streams.join, 0));
-  } else {
-    launch_items<T, D, 1, 16>(args, args.narrow, 0, args.narrow_grid, stream);
-    launch_items<T, D, 4, 64>(args, args.wide, 1, args.wide_grid, stream);
-  }
-  if (args.num_outputs == 0) return;
+  // Wide first: finalizing narrow items read the wide items' partials.
+  launch_items<T, D, WideTile>(args, args.wide, 1, args.wide_grid, false, stream);
+  // As a programmatic dependent, the narrow grid starts on the multiprocessors the
+  // wide grid's CTAs leave and streams its own tokens while the last wide CTAs
+  // finish; it waits for the wide grid only where it reads the prefix partials.
+  launch_items<T, D, NarrowTile>(args, args.narrow, 0, args.narrow_grid,
+                                 args.dependent_launch && args.wide_grid > 0, stream);
+  if (args.merge_grid == 0) return;
   constexpr int kWarps = 8;
-  merge_kernel<T, D><<<(args.num_outputs + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(args);
+  merge_kernel<T, D><<<(args.merge_grid + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(args);
   RELAYLLM_CUDA_LAUNCH_CHECK("attention_merge");
 }
 
@@ -434,7 +654,7 @@ auto dispatch(DType dtype, int32_t head_dim, Args&&... args) {
 
 struct LaunchAll {
   template <typename T, int D>
-  static void run(const AttentionArgs& args, const AttentionStreams& streams) { launch_all<T, D>(args, streams); }
+  static void run(const AttentionArgs& args, cudaStream_t stream) { launch_all<T, D>(args, stream); }
 };
 
 struct Prepare {
@@ -444,8 +664,8 @@ struct Prepare {
 
 }  // namespace
 
-void launch_attention(const AttentionArgs& args, const AttentionStreams& streams) {
-  dispatch<LaunchAll>(args.dtype, args.head_dim, args, streams);
+void launch_attention(const AttentionArgs& args, cudaStream_t stream) {
+  dispatch<LaunchAll>(args.dtype, args.head_dim, args, stream);
 }
 
 AttentionOccupancy prepare_attention(DType dtype, int32_t head_dim) {

@@ -25,32 +25,27 @@ struct AttentionArgs {
   const QuerySlot* slots;
   const AttentionItem* narrow;
   const AttentionItem* wide;
-  // Device: [narrow, wide] item counts of this step, read by the kernels so that a
-  // captured graph serves steps with other counts.
+  // Device: [narrow items, wide items, merge outputs] of this step, read by the
+  // kernels so that a captured graph serves steps with other counts.
   const int32_t* item_counts;
   // Device scratch [2]: the next unclaimed narrow / wide item (reset per launch).
   int32_t* item_cursors;
   // CTAs launched per kernel (0: skip it). Each CTA claims items until none is left.
   int32_t narrow_grid;
   int32_t wide_grid;
+  int32_t merge_grid;        // warps of the merge kernel (0: skip it); one per output
+  bool dependent_launch;     // sm_90+: the narrow grid overlaps the wide grid's tail
   float* partial_o;          // [num_partials, head_dim]
   float* partial_lse;        // [num_partials]
-  const int32_t* merge_offsets;
+  const int32_t* merge_offsets;   // CSR over row_head: the partials of each output
   const int32_t* merge_partials;
-  int32_t num_outputs;       // rows * num_heads
+  const int32_t* merge_outputs;   // the outputs no finalizing item wrote
   void* out;                 // [rows, num_heads, head_dim]
 };
 
-// With a side stream (and two events), the wide items run on it concurrently with
-// the narrow ones on `stream`; the merge waits for both. Otherwise all on `stream`.
-struct AttentionStreams {
-  cudaStream_t main = nullptr;
-  cudaStream_t side = nullptr;
-  cudaEvent_t fork = nullptr;
-  cudaEvent_t join = nullptr;
-};
-
-void launch_attention(const AttentionArgs& args, const AttentionStreams& streams);
+// Wide items, then narrow items (which may finalize outputs, reading the wide
+// items' partials), then the merge of the outputs left, in order on `stream`.
+void launch_attention(const AttentionArgs& args, cudaStream_t stream);
 
 // How many CTAs of the narrow and the wide kernel fit on one multiprocessor. Also
 // opts the kernels into their shared memory size, so call it once per dtype and

@@ -31,19 +31,11 @@ namespace {
 struct Context {
   int device = 0;
   cudaStream_t stream = nullptr;
-  cudaStream_t side = nullptr;  // the attention's second stream (relay prefixes)
-  cudaEvent_t fork = nullptr, join = nullptr;
   ~Context() {
     if (stream) {
       cudaStreamSynchronize(stream);
       cudaStreamDestroy(stream);
     }
-    if (side) {
-      cudaStreamSynchronize(side);
-      cudaStreamDestroy(side);
-    }
-    if (fork) cudaEventDestroy(fork);
-    if (join) cudaEventDestroy(join);
   }
 };
 
@@ -66,6 +58,7 @@ enum Region : int {
   kWideItems,
   kMergeOffsets,
   kMergePartials,
+  kMergeOutputs,
   kNumRegions
 };
 
@@ -97,16 +90,16 @@ struct CudaBackend::Impl {
   size_t workspace_bytes = size_t(32) << 20;
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int>, GemmPlan> gemm_plans;
   int num_sms = 0;
+  int compute_capability = 0;  // 90 for sm_90
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
-  bool overlap_attention = true;
 
   // The current step: rows of its tensors (padding included) and its staged arrays.
   int32_t rows = 0;
   std::unique_ptr<cuda::StepStaging> staging;
   // The attention work list staged with the step, for this attention layout.
   AttentionShape work_shape;
-  int32_t num_narrow = 0, num_wide = 0;
+  int32_t num_narrow = 0, num_wide = 0, num_merged = 0;
   std::shared_ptr<void> part_o, part_lse, item_cursors;
   int64_t partial_capacity = 0;
   DType occupancy_dtype = DType::kF32;
@@ -114,11 +107,13 @@ struct CudaBackend::Impl {
   cuda::AttentionOccupancy occupancy;
 
   // Captured graphs by (caller's key, which attention kernels the step runs):
-  // a kernel with no items is left out of a graph rather than launched empty.
+  // a kernel with no work is left out of a graph rather than launched empty.
   bool capturing = false;
   std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;
 
-  int attention_kinds() const { return (num_narrow > 0 ? 1 : 0) | (num_wide > 0 ? 2 : 0); }
+  int attention_kinds() const {
+    return (num_narrow > 0 ? 1 : 0) | (num_wide > 0 ? 2 : 0) | (num_merged > 0 ? 4 : 0);
+  }
   void drop_graphs() {
     for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
     graphs.clear();
@@ -186,16 +181,13 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   RELAYLLM_CHECK(prop.major >= 8, "cuda backend: {} (sm_{}{}) is older than sm_80", prop.name,
                  prop.major, prop.minor);
   impl_->num_sms = prop.multiProcessorCount;
+  impl_->compute_capability = prop.major * 10 + prop.minor;
   impl_->split_kv = options.split_kv;
   impl_->items_per_sm = options.attention_items_per_sm;
   impl_->min_split = options.attention_min_split;
-  impl_->overlap_attention = options.overlap_attention;
   impl_->ctx = std::make_shared<Context>();
   impl_->ctx->device = options.device;
   RELAYLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->ctx->stream, cudaStreamNonBlocking));
-  RELAYLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->ctx->side, cudaStreamNonBlocking));
-  RELAYLLM_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->ctx->fork, cudaEventDisableTiming));
-  RELAYLLM_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->ctx->join, cudaEventDisableTiming));
   // Keep freed blocks in the pool: every step allocates and frees the same activations.
   cudaMemPool_t pool;
   RELAYLLM_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, options.device));
@@ -300,6 +292,7 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   }
   m.num_narrow = int32_t(work.narrow.size());
   m.num_wide = int32_t(work.wide.size());
+  m.num_merged = int32_t(work.merge_outputs.size());
 
   const size_t logit_count = plan.logit_rows.size() + pad;
   std::vector<size_t> bytes(kNumRegions, 0);
@@ -308,12 +301,13 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   bytes[kSlotMapping] = size_t(rows) * sizeof(int64_t);
   bytes[kLogitRows] = logit_count * sizeof(int32_t);
   bytes[kBlockTables] = plan.block_tables.size() * sizeof(int32_t);
-  bytes[kItemCounts] = 2 * sizeof(int32_t);
+  bytes[kItemCounts] = 3 * sizeof(int32_t);
   bytes[kSlots] = work.slots.size() * sizeof(cuda::QuerySlot);
   bytes[kNarrowItems] = work.narrow.size() * sizeof(cuda::AttentionItem);
   bytes[kWideItems] = work.wide.size() * sizeof(cuda::AttentionItem);
   bytes[kMergeOffsets] = work.merge_offsets.size() * sizeof(int32_t);
   bytes[kMergePartials] = work.merge_partials.size() * sizeof(int32_t);
+  bytes[kMergeOutputs] = work.merge_outputs.size() * sizeof(int32_t);
   bool moved = m.staging->layout(bytes, m.ctx->stream);
 
   // Padding rows: token 0 at position 0, KV not stored (slot -1), logits of row 0.
@@ -327,13 +321,14 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   std::fill_n(static_cast<int64_t*>(st.host(kSlotMapping)) + plan.num_rows(), pad, int64_t(-1));
   std::fill_n(static_cast<int32_t*>(st.host(kLogitRows)) + plan.logit_rows.size(), pad, 0);
   put(st, kBlockTables, plan.block_tables);
-  const int32_t counts[2] = {m.num_narrow, m.num_wide};
+  const int32_t counts[3] = {m.num_narrow, m.num_wide, m.num_merged};
   std::memcpy(st.host(kItemCounts), counts, sizeof(counts));
   put(st, kSlots, work.slots);
   put(st, kNarrowItems, work.narrow);
   put(st, kWideItems, work.wide);
   put(st, kMergeOffsets, work.merge_offsets);
   put(st, kMergePartials, work.merge_partials);
+  put(st, kMergeOutputs, work.merge_outputs);
 
   if (work.num_partials > m.partial_capacity) {
     RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(m.ctx->stream));
@@ -505,15 +500,12 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
   args.partial_lse = static_cast<float*>(m.part_lse.get());
   args.merge_offsets = static_cast<const int32_t*>(st.device(kMergeOffsets));
   args.merge_partials = static_cast<const int32_t*>(st.device(kMergePartials));
-  args.num_outputs = m.rows * shape.num_heads;
+  args.merge_outputs = static_cast<const int32_t*>(st.device(kMergeOutputs));
+  // A graph may replay steps with more outputs to merge: one warp per possible output.
+  args.merge_grid = m.num_merged == 0 ? 0 : m.capturing ? m.rows * shape.num_heads : m.num_merged;
+  args.dependent_launch = m.compute_capability >= 90;
   args.out = out.storage.get();
-  cuda::AttentionStreams streams{m.ctx->stream};
-  if (m.overlap_attention) {
-    streams.side = m.ctx->side;
-    streams.fork = m.ctx->fork;
-    streams.join = m.ctx->join;
-  }
-  cuda::launch_attention(args, streams);
+  cuda::launch_attention(args, m.ctx->stream);
 }
 
 void CudaBackend::gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) {

@@ -23,8 +23,6 @@ struct CudaBackendOptions {
   // (8 and 64 measured best of 4/8/16 x 64/128 on an H100: bench/results.)
   int32_t attention_items_per_sm = 8;
   int32_t attention_min_split = 64;
-  // Run the narrow (own tokens) and wide (relay prefix) items on two streams at once.
-  bool overlap_attention = true;
 };
 
 class CudaBackend final : public Backend {
