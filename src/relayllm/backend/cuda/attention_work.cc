@@ -58,8 +58,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   // Split any range longer than an even share of its kernel's work (never below
   // min_split tokens): with many short items (decode rows) and a few long ones
   // (relay prefixes), the long ones would otherwise run alone at the end. Narrow
-  // and wide items run as two concurrent launches, so each list gets its own
-  // share: items_per_sm items per multiprocessor for the narrow kernel, two (its
+  // and wide items run as two launches, so each list gets its own share:
+  // items_per_sm items per multiprocessor for the narrow kernel, two (its
   // occupancy) for the wide one.
   int64_t narrow_len = 0, wide_len = 0;
   for (const Unsplit& u : base) (u.slot_count <= kNarrowSlots ? narrow_len : wide_len) += u.kv_len;
@@ -75,8 +75,21 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
 
   const int32_t rows = std::max(plan.num_rows(), options.num_rows);
   std::vector<int32_t> counts(size_t(rows) * hq + 1, 0);
+  // Per output: the splits of the wide item it is in (a row is in at most one
+  // prefix group), and how many wide items it is in.
+  struct WideSplits {
+    int32_t first = 0, stride = 0, count = 0, groups = 0;
+  };
+  std::vector<WideSplits> wide_of(size_t(rows) * hq);
   for (const Unsplit& u : base) {
-    const int32_t chunk = u.slot_count <= kNarrowSlots ? narrow_chunk : wide_chunk;
+    const bool wide = u.slot_count > kNarrowSlots;
+    const int32_t chunk = wide ? wide_chunk : narrow_chunk;
+    if (wide) {
+      for (int32_t i = 0; i < u.slot_count; ++i) {
+        WideSplits& w = wide_of[work.slots[u.slot_offset + i].row_head];
+        w = {work.num_partials + i, u.slot_count, (u.kv_len + chunk - 1) / chunk, w.groups + 1};
+      }
+    }
     for (int32_t b = 0; b < u.kv_len; b += chunk) {
       AttentionItem item{u.slot_offset, u.slot_count, u.kv_head, u.table_start, b,
                          std::min(u.kv_len, b + chunk), work.num_partials};
@@ -103,11 +116,21 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   std::vector<char> finalized(size_t(rows) * hq, 0);
   for (AttentionItem& item : work.narrow) {
     bool alone = true;
-    for (int32_t i = 0; i < item.slot_count && alone; ++i)
-      alone = narrow_partials[work.slots[item.slot_offset + i].row_head] == 1;
+    for (int32_t i = 0; i < item.slot_count && alone; ++i) {
+      const int32_t o = work.slots[item.slot_offset + i].row_head;
+      alone = narrow_partials[o] == 1 && wide_of[o].groups <= 1;
+    }
     if (!alone) continue;
     item.flags |= kItemFinalizes;
-    for (int32_t i = 0; i < item.slot_count; ++i) finalized[work.slots[item.slot_offset + i].row_head] = 1;
+    for (int32_t i = 0; i < item.slot_count; ++i) {
+      QuerySlot& slot = work.slots[item.slot_offset + i];
+      finalized[slot.row_head] = 1;
+      const WideSplits& w = wide_of[slot.row_head];
+      if (w.groups == 0) continue;
+      slot.prefix_first = w.first;
+      slot.prefix_stride = w.stride;
+      slot.prefix_count = w.count;
+    }
   }
   // Outputs with no partial at all (padding rows) are left alone: nothing reads them.
   for (int32_t o = 0; o < rows * hq; ++o)

@@ -41,6 +41,11 @@ inline constexpr int32_t kItemFinalizes = 1;
 struct QuerySlot {
   int32_t row_head;  // row * num_heads + head: the query and the output it feeds
   int32_t visible;   // tokens [0, visible) of the table are visible to this query
+  // For a slot of a finalizing item: its output's other partials, the splits of one
+  // wide item, at prefix_first + j * prefix_stride for j < prefix_count (none: 0).
+  int32_t prefix_first = 0;
+  int32_t prefix_stride = 0;
+  int32_t prefix_count = 0;
 };
 
 struct AttentionWork {

@@ -115,27 +115,27 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 #endif
 }
 
-// A finalizing item starts a query row from the row's other partials (the relay
-// prefix splits, written by the wide kernel) as if they were tiles already seen:
-// m = the largest lse (log2 units), l = sum of 2^(lse - m), acc = sum of
-// 2^(lse - m) * o. The tiles then continue the same online softmax, and the
-// item's last tile writes the output. Columns E, E+1 of acc are this lane's row;
-// only lane tig 0 adds to l, as the lanes' l are summed at the end.
+// A finalizing item starts a query row from the row's other partials (the splits
+// of a relay prefix, written by the wide kernel) as if they were tiles already
+// seen: m = the largest lse (log2 units), l = sum of 2^(lse - m), acc = sum of
+// 2^(lse - m) * o. The tiles then continue the same online softmax, and the item's
+// last tile writes the output. The partials' places come with the slot, so their
+// loads are independent of each other (two latencies, not one per partial).
+// Columns E, E+1 of acc are this lane's row; only lane tig 0 adds to l, as the
+// lanes' l are summed at the end.
 template <int D, int E>
-__device__ __forceinline__ void start_from_partials(const AttentionArgs& args, int row_head, int own_partial,
+__device__ __forceinline__ void start_from_partials(const AttentionArgs& args, const QuerySlot& slot,
                                                     float (&acc)[D / 8][4], float& m, float& l, int tig) {
-  const int begin = args.merge_offsets[row_head], end = args.merge_offsets[row_head + 1];
+  const int count = slot.prefix_count;
   float mx = -INFINITY;
-  for (int p = begin; p < end; ++p) {
-    const int idx = args.merge_partials[p];
-    if (idx != own_partial) mx = fmaxf(mx, args.partial_lse[idx] * kLog2e);
-  }
+#pragma unroll 4
+  for (int j = 0; j < count; ++j) mx = fmaxf(mx, args.partial_lse[slot.prefix_first + j * slot.prefix_stride]);
   if (mx == -INFINITY) return;  // no other partial (or none with mass)
+  mx *= kLog2e;
   float sum = 0.0f;
 #pragma unroll 2
-  for (int p = begin; p < end; ++p) {
-    const int idx = args.merge_partials[p];
-    if (idx == own_partial) continue;
+  for (int j = 0; j < count; ++j) {
+    const int idx = slot.prefix_first + j * slot.prefix_stride;
     const float w = exp2f(args.partial_lse[idx] * kLog2e - mx);
     sum += w;
     const float* src = args.partial_o + int64_t(idx) * D + tig * 2;
@@ -361,8 +361,8 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
       if constexpr (kMayFinalize) {
         if (cu.flags & kItemFinalizes) {
           wait_for_prior_grid();  // the wide kernel's partials
-          if (r0 < cu.slot_count) start_from_partials<D, 0>(args, row_head0, cu.partial_offset + r0, acc, m0, l0, tig);
-          if (r1 < cu.slot_count) start_from_partials<D, 2>(args, row_head1, cu.partial_offset + r1, acc, m1, l1, tig);
+          if (r0 < cu.slot_count) start_from_partials<D, 0>(args, slot0, acc, m0, l0, tig);
+          if (r1 < cu.slot_count) start_from_partials<D, 2>(args, slot1, acc, m1, l1, tig);
         }
       }
     }
