@@ -87,20 +87,23 @@ struct TileShape {
   static_assert(STAGES >= 2, "the ring needs a stage to compute and one to fill");
 };
 
-// One stage of the ring: the query rows of the tile's item (filled only for an
-// item's first tile), then KT keys, then KT values, rows padded by 16 bytes.
+// Shared memory: two query-row buffers (items alternate between them), then the
+// ring of STAGES stages of KT keys and KT values; rows padded by 16 bytes. Two query
+// buffers, not one per stage, keep deep rings small: the loader may start an item
+// only once the compute side has taken the queries of the item two before it.
 template <int D, typename S>
 struct StageLayout {
   static constexpr int kRows = 16 * S::NW;
   static constexpr int kLd = D + 8;  // padded row, in elements
-  static constexpr int kK = kRows * kLd;
-  static constexpr int kV = kK + S::KT * kLd;
-  static constexpr int kElems = kV + S::KT * kLd;
+  static constexpr int kQ = kRows * kLd;
+  static constexpr int kRing = 2 * kQ;
+  static constexpr int kStage = 2 * S::KT * kLd;
+  static constexpr int kElems = kRing + S::STAGES * kStage;
 };
 
 template <int D, typename S>
 constexpr size_t attention_smem_bytes() {
-  return size_t(S::STAGES) * StageLayout<D, S>::kElems * 2;
+  return size_t(StageLayout<D, S>::kElems) * 2;
 }
 
 __device__ __forceinline__ int item_tiles(const AttentionItem& item, int kt) {
@@ -170,7 +173,7 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
   // Only narrow items finalize (attention_work.cc); the wide kernel is spared the code.
   constexpr bool kMayFinalize = NW * 16 == kNarrowSlots;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  T* const ring = reinterpret_cast<T*>(smem_raw);
+  T* const smem = reinterpret_cast<T*>(smem_raw);
   // Item of the tile in each stage; -1: the stream is over, -2: nothing this time.
   __shared__ int s_stage_item[STAGES];
   __shared__ int s_stage_tile[STAGES];
@@ -205,6 +208,8 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
   constexpr int kClaimAhead = 3;
   enum : int { kIdle, kAtomic, kStored, kFetched };
   int claim = kIdle, claimed = 0;
+  // Items started by the loader and by the compute side (query buffer = seq % 2).
+  int ld_seq = 0, cu_started = 0;
 
   // Runs right after a barrier: advances the claim, and issues the loader's next
   // tile into `stage` (or marks the stage empty).
@@ -227,16 +232,20 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
         ld = next;
         ld_tile = 0;
         ld_tiles = ld_index < total ? item_tiles(ld, KT) : 0;
+        ++ld_seq;
         claim = kIdle;
       } else {
         bubble = true;  // the claim is still on its way (items shorter than kClaimAhead tiles)
       }
     }
+    // The item's query buffer still holds the queries of the item two before, not
+    // yet taken by the compute side (items shorter than the ring): wait.
+    if (ld_index < total && ld_tile == 0 && cu_started < ld_seq - 1) bubble = true;
     const bool live = ld_index < total && !bubble;
     if (live) {
-      T* const sq = ring + stage * L::kElems;
-      T* const dk = sq + L::kK;
-      T* const dv = sq + L::kV;
+      T* const sq = smem + (ld_seq % 2) * L::kQ;
+      T* const dk = smem + L::kRing + stage * L::kStage;
+      T* const dv = dk + KT * kLd;
       // Addresses first, copies after: the block-table and slot lookups of a tile are
       // independent loads, and issuing them back to back costs one latency, not one
       // per chunk (this loop runs once per tile, on the CTA's critical path).
@@ -328,9 +337,8 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
       break;
     }
     if (item_index < 0) continue;  // a bubble
-    const T* const sq = ring + stage * L::kElems;
-    const T* const tk = sq + L::kK;
-    const T* const tv = sq + L::kV;
+    const T* const tk = smem + L::kRing + stage * L::kStage;
+    const T* const tv = tk + KT * kLd;
 
     if (tile == 0) {  // a new item: its query fragments, visibility and fresh state
       cu = items[item_index];
@@ -351,6 +359,8 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
       // a 64-row tile) only helps load: its sub-partition is free for other warps.
       warp_live = warp * 16 < cu.slot_count;
       const int mi = lane / 8, rr = lane % 8;
+      const T* const sq = smem + (cu_started % 2) * L::kQ;
+      ++cu_started;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
         ldmatrix_x4(qf[kk], sq + (warp * 16 + rr + (mi & 1) * 8) * kLd + kk * 16 + (mi >> 1) * 8);
@@ -492,10 +502,36 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
   }
 }
 
-// One warp per (row, head): o = sum_i exp(lse_i - max) o_i / sum_i exp(lse_i - max).
-// The lanes fetch up to 32 partials' indices and lse at once and then stream their
-// o rows with independent loads: a serial walk over the partials made this small
-// kernel latency-bound (8 us for 1024 outputs of two partials each).
+// Adds partials base + j (j < count, at most 32) to a merge: every lane holds the
+// index p and weight w of partial base + lane; lane owns elements [lane * kPer, +kPer).
+template <int D, int kPer>
+__device__ __forceinline__ void merge_accumulate(const AttentionArgs& args, int p, float w, int count, int lane,
+                                                 float (&o)[kPer]) {
+#pragma unroll 4
+  for (int j = 0; j < count; ++j) {
+    const int pj = __shfl_sync(0xffffffffu, p, j);
+    const float wj = __shfl_sync(0xffffffffu, w, j);
+    if (lane * kPer >= D) continue;
+    const float* src = args.partial_o + int64_t(pj) * D + lane * kPer;
+    if constexpr (kPer == 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src);
+      o[0] += wj * v.x;
+      o[1] += wj * v.y;
+      o[2] += wj * v.z;
+      o[3] += wj * v.w;
+    } else {
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) o[k] += wj * src[k];
+    }
+  }
+}
+
+// One warp per output (row, head) that no item finalized:
+// o = sum_i exp(lse_i - max) o_i / sum_i exp(lse_i - max). The lanes fetch up to 64
+// partials' indices and lse at once (two per lane: a split of 8192 tokens over a
+// GPU's worth of items gives ~33 per output) and then stream their o rows with
+// independent loads: a serial walk over the partials made this small kernel
+// latency-bound (8 us for 1024 outputs of two partials each).
 template <typename T, int D>
 __global__ void merge_kernel(AttentionArgs args) {
   const int index = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
@@ -503,15 +539,16 @@ __global__ void merge_kernel(AttentionArgs args) {
   if (index >= args.item_counts[2]) return;
   const int output = args.merge_outputs[index];
   const int begin = args.merge_offsets[output], end = args.merge_offsets[output + 1];
-  constexpr int kPer = D >= 32 ? D / 32 : 1;  // lane owns elements [lane * kPer, lane * kPer + kPer)
-  const bool lane_live = lane * kPer < D;
+  constexpr int kPer = D >= 32 ? D / 32 : 1;
   float o[kPer] = {};
   float mx = -INFINITY, total = 0.0f;
-  for (int base = begin; base < end; base += 32) {
-    const int count = min(32, end - base);
-    const int p = lane < count ? args.merge_partials[base + lane] : -1;
-    const float lse = p >= 0 ? args.partial_lse[p] : -INFINITY;
-    float chunk_mx = lse;
+  for (int base = begin; base < end; base += 64) {
+    const int count = min(64, end - base);
+    const int pa = lane < count ? args.merge_partials[base + lane] : -1;
+    const int pb = lane + 32 < count ? args.merge_partials[base + 32 + lane] : -1;
+    const float la = pa >= 0 ? args.partial_lse[pa] : -INFINITY;
+    const float lb = pb >= 0 ? args.partial_lse[pb] : -INFINITY;
+    float chunk_mx = fmaxf(la, lb);
 #pragma unroll
     for (int m = 16; m > 0; m /= 2) chunk_mx = fmaxf(chunk_mx, __shfl_xor_sync(0xffffffffu, chunk_mx, m));
     const float new_mx = fmaxf(mx, chunk_mx);
@@ -520,31 +557,17 @@ __global__ void merge_kernel(AttentionArgs args) {
     total *= rescale;
 #pragma unroll
     for (int k = 0; k < kPer; ++k) o[k] *= rescale;
-    float w = p >= 0 && lse != -INFINITY ? __expf(lse - new_mx) : 0.0f;
-    float w_sum = w;
+    const float wa = la != -INFINITY ? __expf(la - new_mx) : 0.0f;
+    const float wb = lb != -INFINITY ? __expf(lb - new_mx) : 0.0f;
+    float w_sum = wa + wb;
 #pragma unroll
     for (int m = 16; m > 0; m /= 2) w_sum += __shfl_xor_sync(0xffffffffu, w_sum, m);
     total += w_sum;
-#pragma unroll 4
-    for (int j = 0; j < count; ++j) {
-      const int pj = __shfl_sync(0xffffffffu, p, j);
-      const float wj = __shfl_sync(0xffffffffu, w, j);
-      if (!lane_live) continue;
-      const float* src = args.partial_o + int64_t(pj) * D + lane * kPer;
-      if constexpr (kPer == 4) {
-        const float4 v = *reinterpret_cast<const float4*>(src);
-        o[0] += wj * v.x;
-        o[1] += wj * v.y;
-        o[2] += wj * v.z;
-        o[3] += wj * v.w;
-      } else {
-#pragma unroll
-        for (int k = 0; k < kPer; ++k) o[k] += wj * src[k];
-      }
-    }
+    merge_accumulate<D, kPer>(args, pa, wa, min(count, 32), lane, o);
+    if (count > 32) merge_accumulate<D, kPer>(args, pb, wb, count - 32, lane, o);
     mx = new_mx;
   }
-  if (!lane_live) return;
+  if (lane * kPer >= D) return;
   T* dst = static_cast<T*>(args.out) + int64_t(output) * D + lane * kPer;
   const float inv = total > 0 ? 1.0f / total : 0.0f;
 #pragma unroll
