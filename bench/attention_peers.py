@@ -188,7 +188,7 @@ def main():
         "`%bw` = (bytes / copy bandwidth) / time.",
         "- ours (relay, paged) are timed as CUDA graph replays of one attention call, as the engine's decode "
         "steps run it; in parentheses the same call launched op by op (host launch latency included).",
-        "- relay = our kernel over the prefix group + own tokens + lse merge (one work list, 2-3 launches); "
+        "- relay = our kernels over one work list: the prefix group's items (wide kernel), then each request's own tokens (narrow kernel), which start from the prefix partials and write the output (a merge kernel only for outputs whose own tokens were split); "
         "paged = the same kernels with the prefix copied into each request's blocks; "
         "sdpa = torch SDPA (flash backend) over each request's contiguous full KV; "
         "torch relay = two `_scaled_dot_product_flash_attention` calls + merge in torch ops.",

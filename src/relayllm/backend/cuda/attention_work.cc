@@ -98,6 +98,16 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
       for (int32_t i = 0; i < u.slot_count; ++i) ++counts[work.slots[u.slot_offset + i].row_head];
     }
   }
+  // Longest first: CTAs claim items in list order, so the long ones start in the
+  // first wave and the short ones fill in behind them. (Own items come first in
+  // plan order; a short item first would leave a long one for the tail, which cost
+  // 20% at 8 rows sharing an 8192-token prefix.)
+  auto longest_first = [](const AttentionItem& a, const AttentionItem& b) {
+    return a.kv_end - a.kv_begin > b.kv_end - b.kv_begin;
+  };
+  std::stable_sort(work.narrow.begin(), work.narrow.end(), longest_first);
+  std::stable_sort(work.wide.begin(), work.wide.end(), longest_first);
+
   work.merge_offsets.assign(size_t(rows) * hq + 1, 0);
   for (size_t i = 0; i + 1 < work.merge_offsets.size(); ++i)
     work.merge_offsets[i + 1] = work.merge_offsets[i] + counts[i];
