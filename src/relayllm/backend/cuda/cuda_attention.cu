@@ -1,6 +1,7 @@
 // Paged attention on tensor cores (mma.sync m16n8k16, fp32 accumulation), one
 // kernel for own tokens (causal through per-slot visible lengths) and relay
-// prefixes (every slot sees the whole prefix), followed by an lse merge.
+// prefixes (every slot sees the whole prefix); partial results are combined by
+// log-sum-exp in the item that finalizes an output or in a merge kernel.
 //
 // A persistent CTA runs work items one after another: NW warps each own 16 query
 // slots; K/V tiles of KT tokens are gathered from the paged pool into shared
