@@ -59,8 +59,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   // min_split tokens): with many short items (decode rows) and a few long ones
   // (relay prefixes), the long ones would otherwise run alone at the end. Narrow
   // and wide items run as two launches, so each list gets its own share:
-  // items_per_sm items per multiprocessor for the narrow kernel, two (its
-  // occupancy) for the wide one.
+  // items_per_sm items per multiprocessor for the narrow kernel, wide_items_per_sm
+  // (its occupancy) for the wide one.
   int64_t narrow_len = 0, wide_len = 0;
   for (const Unsplit& u : base) (u.slot_count <= kNarrowSlots ? narrow_len : wide_len) += u.kv_len;
   auto chunk_for = [&](int64_t total, int64_t target_items, int32_t align) {
@@ -71,7 +71,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   };
   const int32_t narrow_chunk =
       chunk_for(narrow_len, int64_t(options.num_sms) * options.items_per_sm, kNarrowSplitAlign);
-  const int32_t wide_chunk = chunk_for(wide_len, int64_t(options.num_sms) * 2, kWideSplitAlign);
+  const int32_t wide_chunk =
+      chunk_for(wide_len, int64_t(options.num_sms) * std::max(options.wide_items_per_sm, 1), kWideSplitAlign);
 
   const int32_t rows = std::max(plan.num_rows(), options.num_rows);
   std::vector<int32_t> counts(size_t(rows) * hq + 1, 0);

@@ -58,15 +58,22 @@ struct AttentionWork {
   int32_t num_partials = 0;
 };
 
+// Query slots per item: the narrow kernel's tile height (one warp) and the wide
+// kernel's (a build may override it for a tuning sweep, in the C++ and CUDA flags
+// alike: -DRELAYLLM_WIDE_SLOTS=32).
+#ifndef RELAYLLM_WIDE_SLOTS
+#define RELAYLLM_WIDE_SLOTS 64
+#endif
 inline constexpr int32_t kNarrowSlots = 16;
-inline constexpr int32_t kWideSlots = 64;
+inline constexpr int32_t kWideSlots = RELAYLLM_WIDE_SLOTS;
 
 struct AttentionWorkOptions {
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;
   int32_t num_sms = 132;
   int32_t min_split = 256;   // shortest KV range worth its own item (tokens)
-  int32_t items_per_sm = 4;  // split long ranges toward this many items per multiprocessor
+  int32_t items_per_sm = 4;  // split long ranges toward this many narrow items per multiprocessor
+  int32_t wide_items_per_sm = 2;  // and this many wide ones (the wide kernel's occupancy)
   bool split = true;
   int32_t num_rows = 0;      // rows of the step's tensors (padding included); 0: the plan's
 };

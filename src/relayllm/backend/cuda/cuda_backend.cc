@@ -286,6 +286,7 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
     options.num_sms = m.num_sms;
     options.split = m.split_kv;
     options.items_per_sm = m.items_per_sm;
+    options.wide_items_per_sm = m.occupancy.wide_per_sm;
     options.min_split = m.min_split;
     options.num_rows = rows;
     work = cuda::build_attention_work(plan, options);
