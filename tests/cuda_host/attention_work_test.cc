@@ -65,7 +65,9 @@ struct Piece {
   const AttentionItem* item;
 };
 
-void check_work(const BatchPlan& plan, Shape shape, bool split, const char* label) {
+// Checks the work list of `plan`; hands it to `result` when given.
+void check_work(const BatchPlan& plan, Shape shape, bool split, const char* label, bool own_in_wide = false,
+                AttentionWork* result = nullptr) {
   SCOPED_TRACE(label);
   cuda::AttentionWorkOptions options;
   options.num_heads = shape.hq;
@@ -74,7 +76,9 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   options.items_per_sm = 8;
   options.min_split = 64;
   options.split = split;
+  options.own_in_wide = own_in_wide;
   const AttentionWork work = cuda::build_attention_work(plan, options);
+  if (result) *result = work;
   const int32_t group = shape.hq / shape.hk;
 
   // What every output sees: its own table up to its visible length, and the prefix.
@@ -176,6 +180,28 @@ TEST(AttentionWork, RelayDecodeFinalizesEveryOutput) {
   const AttentionWork work = cuda::build_attention_work(plan, {.num_heads = 32, .num_kv_heads = 32});
   EXPECT_TRUE(work.merge_outputs.empty()) << "relay decode should need no merge kernel";
   EXPECT_FALSE(work.wide.empty());
+}
+
+TEST(AttentionWork, OwnTokensInTheWideLaunch) {
+  // Relay decode with the own tokens behind the prefixes in one launch: no narrow
+  // item, nothing finalized, every output merged (check_work: from exactly its partials).
+  std::vector<std::pair<int32_t, int32_t>> own(32, {1, 128});
+  const BatchPlan plan = make_plan(own, 2048);
+  for (Shape shape : {Shape{32, 32}, Shape{32, 8}}) {
+    AttentionWork work;
+    check_work(plan, shape, true, "relay B=32 prefix 2048, own in wide", true, &work);
+    EXPECT_TRUE(work.narrow.empty());
+    EXPECT_EQ(work.merge_outputs.size(), size_t(32 * 32));
+    // The prefix splits come first (longest first), so they start in the first wave.
+    ASSERT_FALSE(work.wide.empty());
+    EXPECT_GT(work.wide.front().slot_count, cuda::kNarrowSlots);
+  }
+  check_work(make_plan({{5, 5}, {1, 300}, {17, 40}}, 100), {12, 4}, true, "prefill rows, own in wide", true);
+  // Without a relay prefix the option changes nothing: own tokens stay narrow.
+  AttentionWork paged;
+  check_work(make_plan({{1, 8192}}, 0), {32, 32}, true, "paged, own in wide asked", true, &paged);
+  EXPECT_FALSE(paged.narrow.empty());
+  EXPECT_TRUE(paged.wide.empty());
 }
 
 TEST(AttentionWork, LongContextsSplitAndMerge) {

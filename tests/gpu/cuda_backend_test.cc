@@ -23,6 +23,9 @@ constexpr double kBound = 1e-2;
 struct Env {
   CpuBackend cpu{4};
   CudaBackend gpu;
+  // The attention's other work-list modes: no split-KV; relay own tokens in the wide launch.
+  CudaBackend unsplit{CudaBackendOptions{.split_kv = false}};
+  CudaBackend own_in_wide{CudaBackendOptions{.attention_own_in_wide = true}};
   std::mt19937_64 rng{12345};
 
   std::vector<float> random(size_t n, float scale = 1.0f) {
@@ -223,21 +226,21 @@ void check_attention(const AttentionCase& c, const char* label) {
   Tensor cout = e.cpu.empty({rows, c.hq, c.d}, DType::kF32);
   e.cpu.attention(e.cpu_tensor(q, {rows, c.hq, c.d}), ckv, shape, plan, cout);
   auto ref = e.host(cout, e.cpu);
-  KvLayer gkv{e.gpu_tensor(k, kv_shape), e.gpu_tensor(v, kv_shape)};
-  Tensor gq = e.gpu_tensor(q, {rows, c.hq, c.d});
-  for (bool split : {true, false}) {
-    CudaBackendOptions options;
-    options.split_kv = split;
-    CudaBackend& be = split ? e.gpu : *new CudaBackend(options);  // leaked: tests only
-    KvLayer kv = split ? gkv : KvLayer{be.upload(k, kv_shape, DType::kBF16), be.upload(v, kv_shape, DType::kBF16)};
-    Tensor qq = split ? gq : be.upload(q, {rows, c.hq, c.d}, DType::kBF16);
+  struct Mode {
+    CudaBackend& be;
+    const char* name;
+  };
+  for (const Mode& mode : {Mode{e.gpu, "split"}, Mode{e.unsplit, "unsplit"}, Mode{e.own_in_wide, "own-in-wide"}}) {
+    CudaBackend& be = mode.be;
+    KvLayer kv{be.upload(k, kv_shape, DType::kBF16), be.upload(v, kv_shape, DType::kBF16)};
+    Tensor qq = be.upload(q, {rows, c.hq, c.d}, DType::kBF16);
     std::vector<float> nan(size_t(rows) * c.hq * c.d, std::numeric_limits<float>::quiet_NaN());
     Tensor out = be.upload(nan, {rows, c.hq, c.d}, DType::kBF16);
     be.begin_step(plan);
     be.attention(qq, kv, shape, plan, out);
     double err = rel_err(e.host(out, be), ref);
-    EXPECT_LT(err, kBound) << label << " split=" << split;
-    std::printf("  %-34s split=%d rows=%-5lld rel_err=%.2e\n", label, int(split), (long long)rows, err);
+    EXPECT_LT(err, kBound) << label << " " << mode.name;
+    std::printf("  %-34s %-11s rows=%-5lld rel_err=%.2e\n", label, mode.name, (long long)rows, err);
   }
 }
 

@@ -82,6 +82,7 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     int32_t first = 0, stride = 0, count = 0, groups = 0;
   };
   std::vector<WideSplits> wide_of(size_t(rows) * hq);
+  const bool own_in_wide = options.own_in_wide && wide_len > 0;
   for (const Unsplit& u : base) {
     const bool wide = u.slot_count > kNarrowSlots;
     const int32_t chunk = wide ? wide_chunk : narrow_chunk;
@@ -95,7 +96,7 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
       AttentionItem item{u.slot_offset, u.slot_count, u.kv_head, u.table_start, b,
                          std::min(u.kv_len, b + chunk), work.num_partials};
       work.num_partials += u.slot_count;
-      (u.slot_count <= kNarrowSlots ? work.narrow : work.wide).push_back(item);
+      (wide || own_in_wide ? work.wide : work.narrow).push_back(item);
       for (int32_t i = 0; i < u.slot_count; ++i) ++counts[work.slots[u.slot_offset + i].row_head];
     }
   }

@@ -75,6 +75,10 @@ struct AttentionWorkOptions {
   int32_t items_per_sm = 4;  // split long ranges toward this many narrow items per multiprocessor
   int32_t wide_items_per_sm = 2;  // and this many wide ones (the wide kernel's occupancy)
   bool split = true;
+  // When the step has relay prefixes: put the narrow items in the wide list too, so
+  // that one launch streams the prefixes and then the own tokens without a second
+  // kernel's start and end; no item finalizes, every output goes to the merge.
+  bool own_in_wide = false;
   int32_t num_rows = 0;      // rows of the step's tensors (padding included); 0: the plan's
 };
 

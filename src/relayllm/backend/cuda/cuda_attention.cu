@@ -124,7 +124,11 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 // seen: m = the largest lse (log2 units), l = sum of 2^(lse - m), acc = sum of
 // 2^(lse - m) * o. The tiles then continue the same online softmax, and the item's
 // last tile writes the output. The partials' places come with the slot, so their
-// loads are independent of each other (two latencies, not one per partial).
+// loads are independent: one latency for all lse, then one per kBatch partials'
+// o rows, all of whose loads are issued before the first is used. The CTA's ring
+// stalls meanwhile: leaving the partials out (wrong results, timing only) saved
+// 1-10 us of relay decode at own 128 (B = 32-128); batching the loads by four
+// rather than two measured no different.
 // Columns E, E+1 of acc are this lane's row; only lane tig 0 adds to l, as the
 // lanes' l are summed at the end.
 template <int D, int E>
@@ -132,22 +136,32 @@ __device__ __forceinline__ void start_from_partials(const AttentionArgs& args, c
                                                     float (&acc)[D / 8][4], float& m, float& l, int tig) {
   const int count = slot.prefix_count;
   float mx = -INFINITY;
-#pragma unroll 4
+#pragma unroll 8
   for (int j = 0; j < count; ++j) mx = fmaxf(mx, args.partial_lse[slot.prefix_first + j * slot.prefix_stride]);
   if (mx == -INFINITY) return;  // no other partial (or none with mass)
   mx *= kLog2e;
   float sum = 0.0f;
-#pragma unroll 2
-  for (int j = 0; j < count; ++j) {
-    const int idx = slot.prefix_first + j * slot.prefix_stride;
-    const float w = exp2f(args.partial_lse[idx] * kLog2e - mx);
-    sum += w;
-    const float* src = args.partial_o + int64_t(idx) * D + tig * 2;
+  constexpr int kBatch = 4;
+  for (int j0 = 0; j0 < count; j0 += kBatch) {
+    float w[kBatch];
+    float2 v[kBatch][D / 8];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      const float2 v = *reinterpret_cast<const float2*>(src + n * 8);
-      acc[n][E] += w * v.x;
-      acc[n][E + 1] += w * v.y;
+    for (int b = 0; b < kBatch; ++b) {
+      const bool live = j0 + b < count;
+      const int idx = slot.prefix_first + (live ? j0 + b : 0) * slot.prefix_stride;
+      w[b] = live ? exp2f(args.partial_lse[idx] * kLog2e - mx) : 0.0f;
+      const float* src = args.partial_o + int64_t(idx) * D + tig * 2;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) v[b][n] = *reinterpret_cast<const float2*>(src + n * 8);
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      sum += w[b];
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        acc[n][E] += w[b] * v[b][n].x;
+        acc[n][E + 1] += w[b] * v[b][n].y;
+      }
     }
   }
   m = mx;
@@ -359,12 +373,6 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
       // A warp whose 16 rows are all past the item's slots (a 32-query prefix group in
       // a 64-row tile) only helps load: its sub-partition is free for other warps.
       warp_live = warp * 16 < cu.slot_count;
-      const int mi = lane / 8, rr = lane % 8;
-      const T* const sq = smem + (cu_started % 2) * L::kQ;
-      ++cu_started;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        ldmatrix_x4(qf[kk], sq + (warp * 16 + rr + (mi & 1) * 8) * kLd + kk * 16 + (mi >> 1) * 8);
 #pragma unroll
       for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
       m0 = m1 = -INFINITY;
@@ -376,6 +384,15 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
           if (r1 < cu.slot_count) start_from_partials<D, 2>(args, slot1, acc, m1, l1, tig);
         }
       }
+      // The query fragments after the partials: their registers are free while the
+      // partials' loads are in flight. (The buffer keeps this item's queries until
+      // the loader starts the item two later, which it cannot before this one starts.)
+      const int mi = lane / 8, rr = lane % 8;
+      const T* const sq = smem + (cu_started % 2) * L::kQ;
+      ++cu_started;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        ldmatrix_x4(qf[kk], sq + (warp * 16 + rr + (mi & 1) * 8) * kLd + kk * 16 + (mi >> 1) * 8);
     }
     if (!warp_live) continue;
     const int t0 = cu.kv_begin + tile * KT;
@@ -501,78 +518,104 @@ paged_attention_kernel(AttentionArgs args, const AttentionItem* items, const int
       if (tig == 0) args.partial_lse[cu.partial_offset + r1] = lse1;
     }
   }
-}
-
-// Adds partials base + j (j < count, at most 32) to a merge: every lane holds the
-// index p and weight w of partial base + lane; lane owns elements [lane * kPer, +kPer).
-template <int D, int kPer>
-__device__ __forceinline__ void merge_accumulate(const AttentionArgs& args, int p, float w, int count, int lane,
-                                                 float (&o)[kPer]) {
-#pragma unroll 4
-  for (int j = 0; j < count; ++j) {
-    const int pj = __shfl_sync(0xffffffffu, p, j);
-    const float wj = __shfl_sync(0xffffffffu, w, j);
-    if (lane * kPer >= D) continue;
-    const float* src = args.partial_o + int64_t(pj) * D + lane * kPer;
-    if constexpr (kPer == 4) {
-      const float4 v = *reinterpret_cast<const float4*>(src);
-      o[0] += wj * v.x;
-      o[1] += wj * v.y;
-      o[2] += wj * v.z;
-      o[3] += wj * v.w;
-    } else {
-#pragma unroll
-      for (int k = 0; k < kPer; ++k) o[k] += wj * src[k];
+  // The last CTA out zeroes this kernel's cursor and count for the next launch
+  // (every other CTA has made its last claim before it counted itself out).
+  if (tid == 0) {
+    __threadfence();
+    if (atomicAdd(cursor + 2, 1) == int(gridDim.x) - 1) {
+      cursor[0] = 0;
+      cursor[2] = 0;
     }
   }
 }
 
-// One warp per output (row, head) that no item finalized:
-// o = sum_i exp(lse_i - max) o_i / sum_i exp(lse_i - max). The lanes fetch up to 64
-// partials' indices and lse at once (two per lane: a split of 8192 tokens over a
-// GPU's worth of items gives ~33 per output) and then stream their o rows with
-// independent loads: a serial walk over the partials made this small kernel
-// latency-bound (8 us for 1024 outputs of two partials each).
+// The merge of the outputs no item finalized (split own tokens: a long context at a
+// small batch, prefill rows): o = sum_i exp(lse_i - max) o_i / sum_i exp(lse_i - max).
+// One CTA per output, its warps splitting the output's partials, so that the loads
+// of all partials (up to kMergeWarps * kChunk) go out at once: a serial walk made
+// this small kernel a chain of latencies (10 us for the 33 splits of an 8192-token
+// context at batch 1). Each warp reduces its share, lane l owning elements
+// [l * kPer, +kPer); the warps' (max, sum, o) are then combined in shared memory.
+// CTAs stride over the outputs, as a graph's grid covers every possible output.
+constexpr int kMergeWarps = 4;
+
 template <typename T, int D>
-__global__ void merge_kernel(AttentionArgs args) {
-  const int index = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (index >= args.item_counts[2]) return;
-  const int output = args.merge_outputs[index];
-  const int begin = args.merge_offsets[output], end = args.merge_offsets[output + 1];
+__global__ void __launch_bounds__(kMergeWarps * 32) merge_kernel(AttentionArgs args) {
   constexpr int kPer = D >= 32 ? D / 32 : 1;
-  float o[kPer] = {};
-  float mx = -INFINITY, total = 0.0f;
-  for (int base = begin; base < end; base += 64) {
-    const int count = min(64, end - base);
-    const int pa = lane < count ? args.merge_partials[base + lane] : -1;
-    const int pb = lane + 32 < count ? args.merge_partials[base + 32 + lane] : -1;
-    const float la = pa >= 0 ? args.partial_lse[pa] : -INFINITY;
-    const float lb = pb >= 0 ? args.partial_lse[pb] : -INFINITY;
-    float chunk_mx = fmaxf(la, lb);
+  constexpr int kChunk = 8;  // partials per warp per pass
+  __shared__ float s_max[kMergeWarps], s_sum[kMergeWarps];
+  __shared__ float s_o[kMergeWarps][D];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int outputs = args.item_counts[2];
+  for (int index = blockIdx.x; index < outputs; index += gridDim.x) {
+    const int output = args.merge_outputs[index];
+    const int begin = args.merge_offsets[output], end = args.merge_offsets[output + 1];
+    float o[kPer] = {};
+    float mx = -INFINITY, total = 0.0f;
+    for (int base = begin + warp * kChunk; base < end; base += kMergeWarps * kChunk) {
+      const int n = min(kChunk, end - base);
+      const int mine = args.merge_partials[base + min(lane, n - 1)];
+      // Every load of the pass first (a partial past n repeats the first, weight 0).
+      float lse[kChunk], v[kChunk][kPer];
 #pragma unroll
-    for (int m = 16; m > 0; m /= 2) chunk_mx = fmaxf(chunk_mx, __shfl_xor_sync(0xffffffffu, chunk_mx, m));
-    const float new_mx = fmaxf(mx, chunk_mx);
-    if (new_mx == -INFINITY) continue;  // nothing visible yet
-    const float rescale = mx == -INFINITY ? 0.0f : __expf(mx - new_mx);
-    total *= rescale;
+      for (int j = 0; j < kChunk; ++j) {
+        const int p = __shfl_sync(0xffffffffu, mine, j < n ? j : 0);
+        lse[j] = j < n ? args.partial_lse[p] : -INFINITY;
+        const float* src = args.partial_o + int64_t(p) * D + lane * kPer;
+        if (lane * kPer < D) {
+          if constexpr (kPer == 4) {
+            const float4 x = *reinterpret_cast<const float4*>(src);
+            v[j][0] = x.x, v[j][1] = x.y, v[j][2] = x.z, v[j][3] = x.w;
+          } else {
 #pragma unroll
-    for (int k = 0; k < kPer; ++k) o[k] *= rescale;
-    const float wa = la != -INFINITY ? __expf(la - new_mx) : 0.0f;
-    const float wb = lb != -INFINITY ? __expf(lb - new_mx) : 0.0f;
-    float w_sum = wa + wb;
+            for (int k = 0; k < kPer; ++k) v[j][k] = src[k];
+          }
+        } else {
 #pragma unroll
-    for (int m = 16; m > 0; m /= 2) w_sum += __shfl_xor_sync(0xffffffffu, w_sum, m);
-    total += w_sum;
-    merge_accumulate<D, kPer>(args, pa, wa, min(count, 32), lane, o);
-    if (count > 32) merge_accumulate<D, kPer>(args, pb, wb, count - 32, lane, o);
-    mx = new_mx;
+          for (int k = 0; k < kPer; ++k) v[j][k] = 0.0f;
+        }
+      }
+      float pass_mx = mx;
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) pass_mx = fmaxf(pass_mx, lse[j]);
+      if (pass_mx == -INFINITY) continue;  // nothing with mass yet
+      const float rescale = mx == -INFINITY ? 0.0f : __expf(mx - pass_mx);
+      total *= rescale;
+#pragma unroll
+      for (int k = 0; k < kPer; ++k) o[k] *= rescale;
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) {
+        const float w = lse[j] == -INFINITY ? 0.0f : __expf(lse[j] - pass_mx);
+        total += w;
+#pragma unroll
+        for (int k = 0; k < kPer; ++k) o[k] += w * v[j][k];
+      }
+      mx = pass_mx;
+    }
+    if (lane == 0) {
+      s_max[warp] = mx;
+      s_sum[warp] = total;
+    }
+#pragma unroll
+    for (int k = 0; k < kPer; ++k)
+      if (lane * kPer + k < D) s_o[warp][lane * kPer + k] = o[k];
+    __syncthreads();
+    float all_mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kMergeWarps; ++w) all_mx = fmaxf(all_mx, s_max[w]);
+    T* dst = static_cast<T*>(args.out) + int64_t(output) * D;
+    for (int e = threadIdx.x; e < D; e += blockDim.x) {
+      float num = 0.0f, den = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kMergeWarps; ++w) {
+        const float f = s_max[w] == -INFINITY ? 0.0f : __expf(s_max[w] - all_mx);
+        num += f * s_o[w][e];
+        den += f * s_sum[w];
+      }
+      dst[e] = from_f32<T>(den > 0 ? num / den : 0.0f);
+    }
+    __syncthreads();  // shared memory is reused by the next output
   }
-  if (lane * kPer >= D) return;
-  T* dst = static_cast<T*>(args.out) + int64_t(output) * D + lane * kPer;
-  const float inv = total > 0 ? 1.0f / total : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kPer; ++k) dst[k] = from_f32<T>(o[k] * inv);
 }
 
 template <typename T, int D, typename S>
@@ -644,7 +687,6 @@ AttentionOccupancy prepare() {
 
 template <typename T, int D>
 void launch_all(const AttentionArgs& args, cudaStream_t stream) {
-  RELAYLLM_CUDA_CHECK(cudaMemsetAsync(args.item_cursors, 0, 2 * sizeof(int32_t), stream));
   // Wide first: finalizing narrow items read the wide items' partials.
   launch_items<T, D, WideTile>(args, args.wide, 1, args.wide_grid, false, stream);
   // As a programmatic dependent, the narrow grid starts on the multiprocessors the
@@ -653,8 +695,7 @@ void launch_all(const AttentionArgs& args, cudaStream_t stream) {
   launch_items<T, D, NarrowTile>(args, args.narrow, 0, args.narrow_grid,
                                  args.dependent_launch && args.wide_grid > 0, stream);
   if (args.merge_grid == 0) return;
-  constexpr int kWarps = 8;
-  merge_kernel<T, D><<<(args.merge_grid + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(args);
+  merge_kernel<T, D><<<args.merge_grid, kMergeWarps * 32, 0, stream>>>(args);
   RELAYLLM_CUDA_LAUNCH_CHECK("attention_merge");
 }
 

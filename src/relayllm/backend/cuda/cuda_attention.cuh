@@ -28,12 +28,14 @@ struct AttentionArgs {
   // Device: [narrow items, wide items, merge outputs] of this step, read by the
   // kernels so that a captured graph serves steps with other counts.
   const int32_t* item_counts;
-  // Device scratch [2]: the next unclaimed narrow / wide item (reset per launch).
+  // Device scratch [4], zero between launches: the next unclaimed narrow / wide
+  // item, then how many narrow / wide CTAs have finished (the last one zeroes both
+  // of its kernel, so that no reset is launched per call).
   int32_t* item_cursors;
   // CTAs launched per kernel (0: skip it). Each CTA claims items until none is left.
   int32_t narrow_grid;
   int32_t wide_grid;
-  int32_t merge_grid;        // warps of the merge kernel (0: skip it); one per output
+  int32_t merge_grid;        // CTAs of the merge kernel (0: skip it); they stride over the outputs
   bool dependent_launch;     // sm_90+: the narrow grid overlaps the wide grid's tail
   float* partial_o;          // [num_partials, head_dim]
   float* partial_lse;        // [num_partials]

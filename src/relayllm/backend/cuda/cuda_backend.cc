@@ -93,6 +93,7 @@ struct CudaBackend::Impl {
   int compute_capability = 0;  // 90 for sm_90
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
+  bool own_in_wide = false;
 
   // The current step: rows of its tensors (padding included) and its staged arrays.
   int32_t rows = 0;
@@ -185,6 +186,7 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   impl_->split_kv = options.split_kv;
   impl_->items_per_sm = options.attention_items_per_sm;
   impl_->min_split = options.attention_min_split;
+  impl_->own_in_wide = options.attention_own_in_wide;
   impl_->ctx = std::make_shared<Context>();
   impl_->ctx->device = options.device;
   RELAYLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->ctx->stream, cudaStreamNonBlocking));
@@ -196,7 +198,10 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   RELAYLLM_CUBLAS_CHECK(cuda::cublaslt_api().create(&impl_->lt));
   impl_->workspace = device_alloc(impl_->ctx, impl_->workspace_bytes);
   impl_->staging = std::make_unique<cuda::StepStaging>(kNumRegions);
-  impl_->item_cursors = device_alloc(impl_->ctx, 2 * sizeof(int32_t));
+  // [narrow cursor, wide cursor, narrow CTAs done, wide CTAs done]: zero here; each
+  // attention kernel's last CTA zeroes its pair again for the next launch.
+  impl_->item_cursors = device_alloc(impl_->ctx, 4 * sizeof(int32_t));
+  RELAYLLM_CUDA_CHECK(cudaMemsetAsync(impl_->item_cursors.get(), 0, 4 * sizeof(int32_t), impl_->ctx->stream));
 }
 
 CudaBackend::~CudaBackend() {
@@ -288,6 +293,7 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
     options.items_per_sm = m.items_per_sm;
     options.wide_items_per_sm = m.occupancy.wide_per_sm;
     options.min_split = m.min_split;
+    options.own_in_wide = m.own_in_wide;
     options.num_rows = rows;
     work = cuda::build_attention_work(plan, options);
   }
@@ -502,8 +508,10 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
   args.merge_offsets = static_cast<const int32_t*>(st.device(kMergeOffsets));
   args.merge_partials = static_cast<const int32_t*>(st.device(kMergePartials));
   args.merge_outputs = static_cast<const int32_t*>(st.device(kMergeOutputs));
-  // A graph may replay steps with more outputs to merge: one warp per possible output.
-  args.merge_grid = m.num_merged == 0 ? 0 : m.capturing ? m.rows * shape.num_heads : m.num_merged;
+  // A graph may replay steps with more outputs to merge: a CTA per possible output,
+  // up to a GPU's worth (the CTAs stride over the outputs).
+  const int32_t merge_cap = 16 * m.num_sms;
+  args.merge_grid = m.num_merged == 0 ? 0 : std::min(m.capturing ? m.rows * shape.num_heads : m.num_merged, merge_cap);
   args.dependent_launch = m.compute_capability >= 90;
   args.out = out.storage.get();
   cuda::launch_attention(args, m.ctx->stream);

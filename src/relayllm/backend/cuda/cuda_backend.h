@@ -23,6 +23,10 @@ struct CudaBackendOptions {
   // (8 and 64 measured best of 4/8/16 x 64/128 on an H100: bench/results.)
   int32_t attention_items_per_sm = 8;
   int32_t attention_min_split = 64;
+  // Relay steps: run each request's own tokens in the wide kernel's launch, behind
+  // the prefix items, and merge after, instead of a second launch that finalizes
+  // (attention_work.h, AttentionWorkOptions::own_in_wide).
+  bool attention_own_in_wide = false;
 };
 
 class CudaBackend final : public Backend {
