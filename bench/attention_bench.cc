@@ -3,15 +3,18 @@
 // copied into every request's own blocks), at Llama-2-7B (32/32 heads) and
 // Llama-3-8B (32/8 heads) shapes, head_dim 128, block size 16.
 //
-// For each configuration it prints one JSON line: median time of one attention
-// call replayed as a CUDA graph (device events, after warm-up; the eager time
-// beside it), the fewest bytes each method must move
-// (KV read once, q read and out written once) and the fraction of the copy
-// bandwidth measured at the start of the same run (device-to-device cudaMemcpy,
-// read + write bytes). Relay and paged outputs are compared (relative L2 error).
+// For each configuration it prints one JSON line: the time of one attention call
+// as the engine's decode step runs it -- inside one CUDA graph that holds the
+// attention of several layers, each over its own KV (so that the bytes come from
+// device memory, not L2), median replay time divided by the layers -- and, beside
+// it, one call replayed alone as a graph (the graph's launch latency included)
+// and one call launched op by op; the fewest bytes each method must move (KV read
+// once, q read and out written once) and the fraction of the copy bandwidth
+// measured at the start of the same run (device-to-device cudaMemcpy, read +
+// write bytes). Relay and paged outputs are compared (relative L2 error).
 //
 // Usage: attention_bench [--quick] [--batches 1,32] [--prefixes 2048] [--owns 128]
-//          [--shapes llama2-7b,llama3-8b] [--items-per-sm N] [--min-split N]
+//          [--shapes llama2-7b,llama3-8b] [--items-per-sm N] [--min-split N] [--own-in-wide]
 //        > ours.jsonl
 #include <cuda_runtime.h>
 
@@ -39,6 +42,11 @@ namespace {
 
 constexpr int kHeadDim = 128;
 constexpr int kBlock = 16;
+// Layers per timed graph: enough that a small configuration's KV (10 MB at one
+// request) is read from device memory on every call, not from the 50 MB L2; the
+// layers' windows of the pool fit in kLayerBudget bytes (K and V).
+constexpr int kMaxLayers = 16;
+constexpr int64_t kLayerBudget = int64_t(16) << 30;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -76,8 +84,9 @@ struct Shape {
 };
 
 struct Timing {
-  double ms = 0;        // graph replay
-  double eager_ms = 0;  // launched op by op
+  double ms = 0;         // per call, in a graph of one call per layer
+  double single_ms = 0;  // one call replayed alone as a graph
+  double eager_ms = 0;   // one call launched op by op
   std::vector<float> out;
 };
 
@@ -142,31 +151,64 @@ double time_calls(cudaStream_t stream, int reps, const std::function<void()>& ca
   return median(ms);
 }
 
-// One attention call timed two ways: replaying a CUDA graph of it (how the
-// engine's decode steps run it) and launched op by op, where the host's launch
-// latency of its 3-5 launches (cursor reset, kernels, merge) adds to the time.
-Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, const KvLayer& kv,
+// One attention call timed three ways. The headline: a CUDA graph holding the
+// call once per layer, each layer over its own window of the pool, as a decode
+// step's graph holds every layer's attention; its replay time divided by the
+// layers. Beside it: the call replayed alone as a graph, where the graph launch's
+// latency (several microseconds, paid once per decode step by the engine) adds to
+// the time, and the call launched op by op, where the host's launch latency of its
+// 3-5 launches (cursor reset, kernels, merge) adds as well. All layers hold the
+// same plan; the output checked is the last layer's.
+Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, const std::vector<KvLayer>& layers,
                       const AttentionShape& shape, int reps) {
   cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
+  const KvLayer& last = layers.back();
   Tensor out = gpu.empty(q.shape, DType::kBF16);
   BENCH_CUDA(cudaMemsetAsync(out.storage.get(), 0xff, out.bytes(), stream));  // NaN poison
   gpu.begin_step(plan, StepInfo{shape, 0});
-  gpu.attention(q, kv, shape, plan, out);
+  gpu.attention(q, last, shape, plan, out);
   Timing t;
   t.out.resize(size_t(out.numel()));
   gpu.download(out, t.out);
-  t.eager_ms = time_calls(stream, reps, [&] { gpu.attention(q, kv, shape, plan, out); });
-  constexpr int64_t kGraphKey = 1;
-  gpu.capture_begin();
-  gpu.attention(q, kv, shape, plan, out);
-  gpu.capture_end(kGraphKey);
-  t.ms = time_calls(stream, reps, [&] {
-    if (!gpu.replay(kGraphKey)) fail("attention_bench: graph not recorded");
-  });
+  t.eager_ms = time_calls(stream, reps, [&] { gpu.attention(q, last, shape, plan, out); });
   std::vector<float> replayed(t.out.size());
-  gpu.download(out, replayed);
-  if (replayed != t.out) fail("attention_bench: graph replay differs from the eager call");
+  constexpr int64_t kSingleKey = 1, kLayersKey = 2;
+  gpu.capture_begin();
+  gpu.attention(q, last, shape, plan, out);
+  gpu.capture_end(kSingleKey);
+  gpu.capture_begin();
+  for (const KvLayer& kv : layers) gpu.attention(q, kv, shape, plan, out);
+  gpu.capture_end(kLayersKey);
+  for (int64_t key : {kSingleKey, kLayersKey}) {
+    BENCH_CUDA(cudaMemsetAsync(out.storage.get(), 0xff, out.bytes(), stream));
+    if (!gpu.replay(key)) fail("attention_bench: graph not recorded");
+    gpu.download(out, replayed);
+    // Bitwise: the same kernels on the same inputs must give the same bits.
+    if (std::memcmp(replayed.data(), t.out.data(), t.out.size() * sizeof(float)) != 0)
+      fail("attention_bench: graph replay differs from the eager call");
+    const double ms = time_calls(stream, reps, [&] {
+      if (!gpu.replay(key)) fail("attention_bench: graph not recorded");
+    });
+    if (key == kSingleKey) t.single_ms = ms;
+    else t.ms = ms / double(layers.size());
+  }
   return t;
+}
+
+// Views of one window of `blocks` pool blocks per layer, the windows side by side.
+std::vector<KvLayer> layer_views(const KvLayer& pool, int64_t blocks, int count) {
+  std::vector<KvLayer> layers;
+  for (int l = 0; l < count; ++l) {
+    KvLayer kv;
+    for (auto [dst, src] : {std::pair{&kv.k, &pool.k}, std::pair{&kv.v, &pool.v}}) {
+      const size_t block_bytes = src->bytes() / size_t(src->dim(0));
+      char* base = static_cast<char*>(src->storage.get()) + size_t(l) * size_t(blocks) * block_bytes;
+      *dst = Tensor{std::shared_ptr<void>(src->storage, base), src->dtype,
+                    {blocks, src->dim(1), src->dim(2), src->dim(3)}};
+    }
+    layers.push_back(kv);
+  }
+  return layers;
 }
 
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
@@ -217,6 +259,8 @@ Args parse_args(int argc, char** argv) {
       a.backend.attention_items_per_sm = std::stoi(value());
     } else if (k == "--min-split") {
       a.backend.attention_min_split = std::stoi(value());
+    } else if (k == "--own-in-wide") {
+      a.backend.attention_own_in_wide = true;
     } else {
       fail("attention_bench: unknown argument '{}'", k);
     }
@@ -248,18 +292,24 @@ int run(const Args& args) {
   std::mt19937_64 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
 
+  // A configuration's window of the pool: [prefix][own blocks of each request]
+  // [prefix copies of each request] (relay reads the first two, paged the last two).
+  auto window_blocks = [](int batch, int prefix, int own) {
+    return int64_t(prefix / kBlock) + int64_t(batch) * ((own + kBlock - 1) / kBlock) +
+           int64_t(batch) * (prefix / kBlock);
+  };
   for (const Shape& s : shapes) {
-    // Pool: [prefix][own blocks of each request][prefix copies of each request].
-    const int64_t blocks = max_p / kBlock + int64_t(max_b) * (max_o / kBlock) + int64_t(max_b) * (max_p / kBlock);
-    KvLayer kv{gpu.empty({blocks, kBlock, s.hk, kHeadDim}, DType::kBF16),
-               gpu.empty({blocks, kBlock, s.hk, kHeadDim}, DType::kBF16)};
+    const size_t block_bytes = size_t(kBlock) * s.hk * kHeadDim * 2;  // K or V
+    const int64_t blocks = std::max(window_blocks(max_b, max_p, max_o), kLayerBudget / int64_t(2 * block_bytes));
+    KvLayer pool{gpu.empty({blocks, kBlock, s.hk, kHeadDim}, DType::kBF16),
+                 gpu.empty({blocks, kBlock, s.hk, kHeadDim}, DType::kBF16)};
     // Random values, tiled from a 64 MiB random piece (larger than L2, never zeros).
     {
       const int64_t piece = int64_t(32) << 20;  // elements
       std::vector<float> host(static_cast<size_t>(piece));
       for (auto& x : host) x = normal(rng);
       Tensor src = gpu.upload(host, {piece}, DType::kBF16);
-      for (Tensor* dst : {&kv.k, &kv.v}) {
+      for (Tensor* dst : {&pool.k, &pool.v}) {
         const size_t total = dst->bytes(), chunk = src.bytes();
         for (size_t off = 0; off < total; off += chunk)
           BENCH_CUDA(cudaMemcpyAsync(static_cast<char*>(dst->storage.get()) + off, src.storage.get(),
@@ -269,46 +319,49 @@ int run(const Args& args) {
       }
     }
     AttentionShape shape{s.hq, s.hk, kHeadDim, 1.0f / std::sqrt(float(kHeadDim))};
-    const size_t block_bytes = size_t(kBlock) * s.hk * kHeadDim * 2;
     for (int prefix : prefixes)
-      for (int own : owns) {
-        const int32_t prefix_base = 0;
-        const int32_t own_base = max_p / kBlock;
-        const int32_t copy_base = own_base + max_b * (max_o / kBlock);
-        // The paged baseline's prefix copies, for every request that any batch uses.
-        for (int b = 0; b < max_b; ++b)
-          for (Tensor* t : {&kv.k, &kv.v})
-            BENCH_CUDA(cudaMemcpyAsync(static_cast<char*>(t->storage.get()) +
-                                           (size_t(copy_base) + size_t(b) * (prefix / kBlock)) * block_bytes,
-                                       t->storage.get(), size_t(prefix / kBlock) * block_bytes,
-                                       cudaMemcpyDeviceToDevice, stream));
+      for (int own : owns)
         for (int batch : batches) {
+          const int64_t window = window_blocks(batch, prefix, own);
+          const int layers = int(std::clamp<int64_t>(blocks / window, 1, kMaxLayers));
+          const std::vector<KvLayer> views = layer_views(pool, window, layers);
+          const int32_t prefix_base = 0;
+          const int32_t own_base = prefix / kBlock;
+          const int32_t copy_base = own_base + batch * ((own + kBlock - 1) / kBlock);
+          // The paged baseline's prefix copies, in every layer's window.
+          for (const KvLayer& kv : views)
+            for (int b = 0; b < batch; ++b)
+              for (const Tensor* t : {&kv.k, &kv.v})
+                BENCH_CUDA(cudaMemcpyAsync(static_cast<char*>(t->storage.get()) +
+                                               (size_t(copy_base) + size_t(b) * (prefix / kBlock)) * block_bytes,
+                                           t->storage.get(), size_t(prefix / kBlock) * block_bytes,
+                                           cudaMemcpyDeviceToDevice, stream));
           std::vector<float> qh(size_t(batch) * s.hq * kHeadDim);
           for (auto& x : qh) x = normal(rng);
           Tensor q = gpu.upload(qh, {batch, s.hq, kHeadDim}, DType::kBF16);
           const int reps = batch * (prefix + own) > 200000 ? 20 : 50;
           BatchPlan relay_plan = make_plan(batch, prefix, own, true, prefix_base, own_base, copy_base);
           BatchPlan paged_plan = make_plan(batch, prefix, own, false, prefix_base, own_base, copy_base);
-          Timing relay = time_attention(gpu, relay_plan, q, kv, shape, reps);
-          Timing paged = time_attention(gpu, paged_plan, q, kv, shape, reps);
+          Timing relay = time_attention(gpu, relay_plan, q, views, shape, reps);
+          Timing paged = time_attention(gpu, paged_plan, q, views, shape, reps);
           const double kv_token = 2.0 * s.hk * kHeadDim * 2;  // K and V, bf16
           const double qo = 2.0 * batch * s.hq * kHeadDim * 2;
           const double relay_bytes = kv_token * (prefix + double(batch) * own) + qo;
           const double paged_bytes = kv_token * double(batch) * (prefix + own) + qo;
           std::printf(
               "{\"kind\": \"ours\", \"shape\": \"%s\", \"batch\": %d, \"prefix\": %d, \"own\": %d, "
-              "\"relay_ms\": %.5f, \"paged_ms\": %.5f, \"relay_bytes\": %.0f, \"paged_bytes\": %.0f, "
-              "\"relay_frac\": %.4f, \"paged_frac\": %.4f, \"relay_vs_paged_err\": %.3e, "
-              "\"items_per_sm\": %d, \"min_split\": %d, \"relay_eager_ms\": %.5f, "
-              "\"paged_eager_ms\": %.5f}\n",
-              s.name, batch, prefix, own, relay.ms, paged.ms, relay_bytes, paged_bytes,
+              "\"layers\": %d, \"relay_ms\": %.5f, \"paged_ms\": %.5f, \"relay_bytes\": %.0f, "
+              "\"paged_bytes\": %.0f, \"relay_frac\": %.4f, \"paged_frac\": %.4f, "
+              "\"relay_vs_paged_err\": %.3e, \"items_per_sm\": %d, \"min_split\": %d, "
+              "\"own_in_wide\": %s, \"relay_single_ms\": %.5f, \"paged_single_ms\": %.5f, "
+              "\"relay_eager_ms\": %.5f, \"paged_eager_ms\": %.5f}\n",
+              s.name, batch, prefix, own, layers, relay.ms, paged.ms, relay_bytes, paged_bytes,
               relay_bytes / bw / (relay.ms * 1e-3), paged_bytes / bw / (paged.ms * 1e-3),
               rel_err(relay.out, paged.out), args.backend.attention_items_per_sm,
-              args.backend.attention_min_split, relay.eager_ms,
-              paged.eager_ms);
+              args.backend.attention_min_split, args.backend.attention_own_in_wide ? "true" : "false",
+              relay.single_ms, paged.single_ms, relay.eager_ms, paged.eager_ms);
           std::fflush(stdout);
         }
-      }
   }
   return 0;
 }

@@ -13,8 +13,12 @@ Peers (bf16, head_dim 128, one decode query per request):
             attention (bench/flashinfer_peers.py), when `flashinfer` imports and its
             JIT compile works on this machine; otherwise their columns read n/a and
             the header says why.
-Times are medians of CUDA-event-timed calls after warm-up; bytes are the same
-floors the C++ bench uses; the copy bandwidth is measured here too.
+Times are per call, as our kernels are timed: the calls of `layers` layers (the
+number attention_bench chose for the configuration), each over its own copy of
+the KV, captured in one CUDA graph; median replay time (CUDA events, after
+warm-up) over the layers. A peer that cannot be captured is timed with its calls
+launched back to back instead, and the note says so. Bytes are the same floors
+the C++ bench uses; the copy bandwidth is measured here too.
 
 Usage: attention_peers.py --ours ours.jsonl --out results.md [--quick] [--no-flashinfer]
 """
@@ -49,6 +53,34 @@ def timed(fn, reps):
     return statistics.median(times)
 
 
+def timed_layers(fns, reps):
+    """Per-call time of fns (one call per layer) captured in one CUDA graph and
+    replayed, as a decode step's graph runs every layer's attention; when capture
+    fails, of the calls launched back to back. Returns (ms, how)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the capture stream, as torch asks
+        for f in fns:
+            f()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for f in fns:
+                f()
+        graph.replay()
+        torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001 -- not capturable: fall back, say so
+        torch.cuda.synchronize()
+        first = str(e).strip().splitlines()[0][:80] if str(e).strip() else ""
+        how = f"launched back to back, graph capture failed ({type(e).__name__}: {first})"
+        return timed(lambda: [f() for f in fns], reps) / len(fns), how
+    ms = timed(graph.replay, reps) / len(fns)
+    del graph
+    return ms, "graph"
+
+
 def copy_bandwidth():
     n = 2 << 30
     a = torch.empty(n, dtype=torch.uint8, device="cuda").fill_(7)
@@ -63,39 +95,41 @@ def flash(q, k, v):
     return out[0], out[1]  # (o [B,H,L,D], lse [B,H,L] fp32)
 
 
-def run_config(hq, hk, batch, prefix, own, reps, fi):
+def run_config(hq, hk, batch, prefix, own, reps, fi, layers):
     g = hq // hk
     gen = torch.Generator(device="cuda").manual_seed(batch * 7 + prefix + own)
-    q = torch.randn(batch, hq, 1, D, device="cuda", dtype=torch.bfloat16, generator=gen)
-    kp = torch.randn(1, hk, prefix, D, device="cuda", dtype=torch.bfloat16, generator=gen)
-    vp = torch.randn(1, hk, prefix, D, device="cuda", dtype=torch.bfloat16, generator=gen)
-    ko = torch.randn(batch, hk, own, D, device="cuda", dtype=torch.bfloat16, generator=gen)
-    vo = torch.randn(batch, hk, own, D, device="cuda", dtype=torch.bfloat16, generator=gen)
-    # Each request's full KV, contiguous: the prefix copied per request.
-    kf = torch.cat([kp.expand(batch, -1, -1, -1), ko], dim=2).contiguous()
-    vf = torch.cat([vp.expand(batch, -1, -1, -1), vo], dim=2).contiguous()
 
-    def sdpa():
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            return F.scaled_dot_product_attention(q, kf, vf, enable_gqa=g > 1)
+    def rnd(*shape):
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16, generator=gen)
+
+    q = rnd(batch, hq, 1, D)
+    # Per layer: the prefix [1,hk,P,D] and own tokens [B,hk,O,D] of K and V.
+    kv = [(rnd(1, hk, prefix, D), rnd(1, hk, prefix, D), rnd(batch, hk, own, D), rnd(batch, hk, own, D))
+          for _ in range(layers)]
+    # Each request's full KV, contiguous: the prefix copied per request.
+    full = [(torch.cat([kp.expand(batch, -1, -1, -1), ko], dim=2).contiguous(),
+             torch.cat([vp.expand(batch, -1, -1, -1), vo], dim=2).contiguous()) for kp, vp, ko, vo in kv]
 
     note = ""
+    gqa = g > 1
+
+    def sdpa_on(kf, vf):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, kf, vf, enable_gqa=gqa)
+
     try:
-        sdpa()
+        sdpa_on(*full[0])
     except RuntimeError:
         # This torch's flash path takes no GQA: give it the KV heads expanded.
-        kf, vf = kf.repeat_interleave(g, dim=1), vf.repeat_interleave(g, dim=1)
+        full = [(kf.repeat_interleave(g, dim=1), vf.repeat_interleave(g, dim=1)) for kf, vf in full]
+        gqa = False
         note = "kv heads expanded for flash"
-
-        def sdpa():
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q, kf, vf)
 
     # Queries of KV head h: [B, g] rows -> the length dimension of one call.
     q_prefix = q.view(batch, hk, g, D).permute(1, 0, 2, 3).reshape(1, hk, batch * g, D)
     q_own = q.view(batch, hk, g, D)
 
-    def relay():
+    def relay_on(kp, vp, ko, vo):
         o1, l1 = flash(q_prefix, kp, vp)          # [1,hk,B*g,D], [1,hk,B*g]
         o2, l2 = flash(q_own, ko, vo)             # [B,hk,g,D], [B,hk,g]
         o1 = o1.view(hk, batch, g, D).permute(1, 0, 2, 3)
@@ -105,13 +139,15 @@ def run_config(hq, hk, batch, prefix, own, reps, fi):
         o = (o1.float() * w1[..., None] + o2.float() * w2[..., None]) / (w1 + w2)[..., None]
         return o.to(torch.bfloat16).reshape(batch, hq, 1, D)
 
-    ref = sdpa()
-    err = ((relay().float() - ref.float()).norm() / ref.float().norm()).item()
-    t_sdpa = timed(sdpa, reps)
-    t_relay = timed(relay, reps)
-    del kf, vf  # FlashInfer's paged copy of the same KV comes next
-    fi_res, fi_note = fi.run(q, kp, vp, ko, vo, ref, timed, reps)
-    note = "; ".join(n for n in (note, fi_note) if n)
+    ref = sdpa_on(*full[0])
+    err = ((relay_on(*kv[0]).float() - ref.float()).norm() / ref.float().norm()).item()
+    t_sdpa, how_sdpa = timed_layers([lambda f=f: sdpa_on(*f) for f in full], reps)
+    t_relay, how_relay = timed_layers([lambda x=x: relay_on(*x) for x in kv], reps)
+    notes = [note] + [f"{name} {how}" for name, how in (("sdpa", how_sdpa), ("torch relay", how_relay))
+                      if how != "graph"]
+    del full  # FlashInfer's paged copy of the same KV comes next
+    fi_res, fi_note = fi.run(q, kv, ref, timed_layers, reps)
+    note = "; ".join(n for n in notes + [fi_note] if n)
     return t_sdpa, t_relay, err, note, fi_res
 
 
@@ -149,7 +185,8 @@ def main():
         hq, hk = heads[r["shape"]]
         reps = 20 if r["batch"] * (r["prefix"] + r["own"]) > 200000 else 50
         try:
-            t_sdpa, t_relay, err, note, fi_res = run_config(hq, hk, r["batch"], r["prefix"], r["own"], reps, fi)
+            t_sdpa, t_relay, err, note, fi_res = run_config(hq, hk, r["batch"], r["prefix"], r["own"], reps, fi,
+                                                            r.get("layers", 1))
         except Exception as e:  # noqa: BLE001 -- a peer that cannot run is reported, not fatal
             print(f"peer failed on {r}: {e}", flush=True)
             t_sdpa = t_relay = err = float("nan")
@@ -181,13 +218,16 @@ def main():
         f"- date: {date}",
         f"- copy bandwidth (device-to-device copy, read + write bytes): {copy['copy_bw_gbs']:.0f} GB/s "
         f"(cudaMemcpy in the C++ bench), {bw / 1e9:.0f} GB/s (torch copy_)",
-        "- bf16, head_dim 128, block size 16, one decode query per request, one layer's attention call; "
-        "times are medians over 20-50 calls timed with CUDA events after warm-up.",
+        "- bf16, head_dim 128, block size 16, one decode query per request. Times are per layer: every method's "
+        "calls for `layers` layers (column L; each layer over its own copy of the KV, so that its bytes come "
+        "from device memory, not L2) captured in one CUDA graph, as a decode step's graph holds every layer's "
+        "attention; median over 20-50 replays (CUDA events, after warm-up) divided by L.",
         "- bytes: the floor each method must move (KV read once: relay reads the prefix once plus each "
         "request's own tokens; paged and SDPA read prefix + own per request; plus q and out). "
         "`%bw` = (bytes / copy bandwidth) / time.",
-        "- ours (relay, paged) are timed as CUDA graph replays of one attention call, as the engine's decode "
-        "steps run it; in parentheses the same call launched op by op (host launch latency included).",
+        "- ours (relay, paged): in parentheses one call replayed alone as a graph (the graph launch's latency, "
+        "paid once per decode step by the engine, included) / the call launched op by op (the host's launch "
+        "latency of each kernel included).",
         "- relay = our kernels over one work list: the prefix group's items (wide kernel), then each request's own tokens (narrow kernel), which start from the prefix partials and write the output (a merge kernel only for outputs whose own tokens were split); "
         "paged = the same kernels with the prefix copied into each request's blocks; "
         "sdpa = torch SDPA (flash backend) over each request's contiguous full KV; "
@@ -197,16 +237,18 @@ def main():
         "- err = relative L2 difference relay vs paged (ours), torch relay vs sdpa, and fi decode / fi cascade "
         "vs sdpa (err fi); a FlashInfer error above 2e-2 is named in the note.",
         "",
-        "| shape | B | prefix | own | relay ms (eager) | relay %bw | paged ms (eager) | paged %bw | relay/paged | "
+        "| shape | B | prefix | own | L | relay ms (single / eager) | relay %bw | paged ms (single / eager) | paged %bw | relay/paged | "
         "sdpa ms | sdpa %bw | torch relay ms | torch relay %bw | fi decode ms | fi decode %bw | "
         "fi cascade ms | fi cascade %bw | err ours | err torch | err fi | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in out_rows:
         lines.append(
-            f"| {r['shape']} | {r['batch']} | {r['prefix']} | {r['own']} | "
-            f"{r['relay_ms']:.4f} ({r.get('relay_eager_ms', float('nan')):.4f}) | "
-            f"{100 * r['relay_frac']:.0f}% | {r['paged_ms']:.4f} ({r.get('paged_eager_ms', float('nan')):.4f}) | "
+            f"| {r['shape']} | {r['batch']} | {r['prefix']} | {r['own']} | {r.get('layers', 1)} | "
+            f"{r['relay_ms']:.4f} ({r.get('relay_single_ms', float('nan')):.4f} / "
+            f"{r.get('relay_eager_ms', float('nan')):.4f}) | {100 * r['relay_frac']:.0f}% | "
+            f"{r['paged_ms']:.4f} ({r.get('paged_single_ms', float('nan')):.4f} / "
+            f"{r.get('paged_eager_ms', float('nan')):.4f}) | "
             f"{100 * r['paged_frac']:.0f}% | "
             f"{r['relay_ms'] / r['paged_ms']:.2f} | {r['sdpa_ms']:.4f} | {100 * r['sdpa_frac']:.0f}% | "
             f"{r['torch_relay_ms']:.4f} | {100 * r['torch_relay_frac']:.0f}% | "
