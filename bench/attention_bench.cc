@@ -1,5 +1,5 @@
 // Decode attention on the CUDA backend: relay (prefix once per group + own tokens
-// + merge) against paged attention without relay (the same kernels, the prefix
+// + merge) against paged attention without relay (the same kernel, the prefix
 // copied into every request's own blocks), at Llama-2-7B (32/32 heads) and
 // Llama-3-8B (32/8 heads) shapes, head_dim 128, block size 16.
 //
@@ -14,7 +14,7 @@
 // write bytes). Relay and paged outputs are compared (relative L2 error).
 //
 // Usage: attention_bench [--quick] [--batches 1,32] [--prefixes 2048] [--owns 128]
-//          [--shapes llama2-7b,llama3-8b] [--items-per-sm N] [--min-split N] [--own-in-wide]
+//          [--shapes llama2-7b,llama3-8b] [--items-per-sm N] [--min-split N]
 //        > ours.jsonl
 #include <cuda_runtime.h>
 
@@ -156,8 +156,8 @@ double time_calls(cudaStream_t stream, int reps, const std::function<void()>& ca
 // step's graph holds every layer's attention; its replay time divided by the
 // layers. Beside it: the call replayed alone as a graph, where the graph launch's
 // latency (0-3 us on an H100, paid once per decode step by the engine) adds to the
-// time, and the call launched op by op, where the host's launch latency of its 1-3
-// kernels (wide, narrow, merge) adds as well. All layers hold the same plan; the
+// time, and the call launched op by op, where the host's launch latency of its
+// kernel adds as well. All layers hold the same plan; the
 // output checked is the last layer's.
 Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, const std::vector<KvLayer>& layers,
                       const AttentionShape& shape, int reps) {
@@ -259,8 +259,6 @@ Args parse_args(int argc, char** argv) {
       a.backend.attention_items_per_sm = std::stoi(value());
     } else if (k == "--min-split") {
       a.backend.attention_min_split = std::stoi(value());
-    } else if (k == "--own-in-wide") {
-      a.backend.attention_own_in_wide = true;
     } else {
       fail("attention_bench: unknown argument '{}'", k);
     }
@@ -353,12 +351,12 @@ int run(const Args& args) {
               "\"layers\": %d, \"relay_ms\": %.5f, \"paged_ms\": %.5f, \"relay_bytes\": %.0f, "
               "\"paged_bytes\": %.0f, \"relay_frac\": %.4f, \"paged_frac\": %.4f, "
               "\"relay_vs_paged_err\": %.3e, \"items_per_sm\": %d, \"min_split\": %d, "
-              "\"own_in_wide\": %s, \"relay_single_ms\": %.5f, \"paged_single_ms\": %.5f, "
+              "\"relay_single_ms\": %.5f, \"paged_single_ms\": %.5f, "
               "\"relay_eager_ms\": %.5f, \"paged_eager_ms\": %.5f}\n",
               s.name, batch, prefix, own, layers, relay.ms, paged.ms, relay_bytes, paged_bytes,
               relay_bytes / bw / (relay.ms * 1e-3), paged_bytes / bw / (paged.ms * 1e-3),
               rel_err(relay.out, paged.out), args.backend.attention_items_per_sm,
-              args.backend.attention_min_split, args.backend.attention_own_in_wide ? "true" : "false",
+              args.backend.attention_min_split,
               relay.single_ms, paged.single_ms, relay.eager_ms, paged.eager_ms);
           std::fflush(stdout);
         }

@@ -228,8 +228,10 @@ def main():
         "- ours (relay, paged): in parentheses one call replayed alone as a graph (the graph launch's latency, "
         "paid once per decode step by the engine, included) / the call launched op by op (the host's launch "
         "latency of each kernel included).",
-        "- relay = our kernels over one work list: the prefix group's items (wide kernel), then each request's own tokens (narrow kernel), which start from the prefix partials and write the output (a merge kernel only for outputs whose own tokens were split); "
-        "paged = the same kernels with the prefix copied into each request's blocks; "
+        "- relay = our kernel over one work list in one launch: the prefix group's items (wide units, all rows "
+        "of the group against each KV tile) and each request's own tokens (narrow items, four to a unit); "
+        "whichever item writes an output's last partial merges them; "
+        "paged = the same kernel with the prefix copied into each request's blocks; "
         "sdpa = torch SDPA (flash backend) over each request's contiguous full KV; "
         "torch relay = two `_scaled_dot_product_flash_attention` calls + merge in torch ops.",
         fi.header_line(),

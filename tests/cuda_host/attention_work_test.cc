@@ -1,11 +1,13 @@
 // The host side of the CUDA attention (build_attention_work): no GPU needed. For
 // each output (row, head) the items must cover exactly the tokens it sees, once;
-// the merge lists must name exactly its partials; an item finalizes exactly when
-// it holds the output's only narrow partial, and then its slots point at the
-// output's other (wide) partials; every other output is left to the merge kernel.
+// its partials must be contiguous and, when more than one, listed for the merge
+// exactly once with that range; every slot must know its output's part count;
+// units must be well formed (alone: one item; packed: up to four narrow items)
+// and ordered longest first.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <set>
 #include <vector>
@@ -61,13 +63,10 @@ BatchPlan make_plan(const std::vector<std::pair<int32_t, int32_t>>& own, int32_t
 
 struct Piece {
   int32_t table_start, begin, end, partial;
-  bool narrow;
-  const AttentionItem* item;
 };
 
 // Checks the work list of `plan`; hands it to `result` when given.
-void check_work(const BatchPlan& plan, Shape shape, bool split, const char* label, bool own_in_wide = false,
-                AttentionWork* result = nullptr) {
+void check_work(const BatchPlan& plan, Shape shape, bool split, const char* label, AttentionWork* result = nullptr) {
   SCOPED_TRACE(label);
   cuda::AttentionWorkOptions options;
   options.num_heads = shape.hq;
@@ -76,7 +75,6 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   options.items_per_sm = 8;
   options.min_split = 64;
   options.split = split;
-  options.own_in_wide = own_in_wide;
   const AttentionWork work = cuda::build_attention_work(plan, options);
   if (result) *result = work;
   const int32_t group = shape.hq / shape.hk;
@@ -93,28 +91,53 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
               plan.prefix_groups[size_t(s.prefix_group)].prefix_len;
       }
 
+  // Units: one alone repeats its item in every entry and takes one stage per 64
+  // tokens; a pack holds 1-4 narrow items first, empty entries after, and takes as
+  // many stages as its longest item needs at 16 tokens a stage. Longest first.
+  std::vector<const AttentionItem*> items;
+  for (size_t u = 0; u < work.units.size(); ++u) {
+    const cuda::AttentionUnit& unit = work.units[u];
+    if (u > 0) ASSERT_GE(work.units[u - 1].stages, unit.stages) << "unit " << u << " out of order";
+    int32_t stages = 0;
+    if (!unit.packed) {
+      const AttentionItem& item = unit.items[0];
+      ASSERT_LE(item.slot_count, cuda::kWideSlots);
+      for (const AttentionItem& copy : unit.items) ASSERT_EQ(std::memcmp(&copy, &item, sizeof(item)), 0);
+      items.push_back(&item);
+      stages = (item.kv_end - item.kv_begin + 63) / 64;
+    } else {
+      bool ended = false;
+      for (const AttentionItem& item : unit.items) {
+        if (item.slot_count == 0) {
+          ended = true;
+          continue;
+        }
+        ASSERT_FALSE(ended) << "unit " << u << ": an item after an empty entry";
+        ASSERT_LE(item.slot_count, cuda::kNarrowSlots);
+        items.push_back(&item);
+        stages = std::max(stages, (item.kv_end - item.kv_begin + 15) / 16);
+      }
+      ASSERT_GT(unit.items[0].slot_count, 0) << "unit " << u << " is empty";
+    }
+    ASSERT_EQ(unit.stages, stages) << "unit " << u;
+  }
+  ASSERT_EQ(int32_t(items.size()), work.num_items);
+
   std::map<int32_t, std::vector<Piece>> pieces;  // row_head -> the items' ranges for it
   std::set<int32_t> partials_seen;
-  for (const auto* list : {&work.narrow, &work.wide}) {
-    const bool narrow = list == &work.narrow;
-    for (const AttentionItem& item : *list) {
-      ASSERT_GE(item.slot_count, 1);
-      ASSERT_LE(item.slot_count, narrow ? cuda::kNarrowSlots : cuda::kWideSlots);
-      ASSERT_LT(item.kv_begin, item.kv_end);
-      if (!narrow) ASSERT_EQ(item.flags & cuda::kItemFinalizes, 0) << "a wide item finalizes";
-      for (int32_t i = 0; i < item.slot_count; ++i) {
-        const cuda::QuerySlot& slot = work.slots[size_t(item.slot_offset + i)];
-        ASSERT_EQ((slot.row_head % shape.hq) / group, item.kv_head) << "slot outside the item's KV head";
-        ASSERT_TRUE(partials_seen.insert(item.partial_offset + i).second) << "partial used twice";
-        pieces[slot.row_head].push_back({item.table_start, item.kv_begin, std::min(item.kv_end, slot.visible),
-                                         item.partial_offset + i, narrow, &item});
-      }
+  for (const AttentionItem* item : items) {
+    ASSERT_GE(item->slot_count, 1);
+    ASSERT_LT(item->kv_begin, item->kv_end);
+    for (int32_t i = 0; i < item->slot_count; ++i) {
+      const cuda::QuerySlot& slot = work.slots[size_t(item->slot_offset + i)];
+      ASSERT_EQ((slot.row_head % shape.hq) / group, item->kv_head) << "slot outside the item's KV head";
+      const int32_t partial = slot.partial_base + item->split;
+      ASSERT_TRUE(partials_seen.insert(partial).second) << "partial used twice";
+      pieces[slot.row_head].push_back({item->table_start, item->kv_begin, std::min(item->kv_end, slot.visible), partial});
     }
   }
   ASSERT_EQ(int32_t(partials_seen.size()), work.num_partials);
 
-  const std::set<int32_t> merged(work.merge_outputs.begin(), work.merge_outputs.end());
-  ASSERT_EQ(merged.size(), work.merge_outputs.size()) << "an output merged twice";
   for (const auto& [row_head, tables] : expected) {
     auto& mine = pieces[row_head];
     // Coverage: per table, the ranges tile [0, visible) without overlap.
@@ -130,82 +153,91 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
       }
       ASSERT_EQ(at, visible) << "output " << row_head << " table " << table;
     }
-    // The merge list names exactly this output's partials.
-    std::multiset<int32_t> listed(work.merge_partials.begin() + work.merge_offsets[size_t(row_head)],
-                                  work.merge_partials.begin() + work.merge_offsets[size_t(row_head) + 1]);
-    std::multiset<int32_t> own_partials;
-    for (const Piece& p : mine) own_partials.insert(p.partial);
-    ASSERT_EQ(listed, own_partials) << "output " << row_head;
-
-    // Finalizing: exactly when the output has one narrow partial (and its item's
-    // other slots do too); its slot then lists the wide partials.
-    int32_t narrow_count = 0;
-    const Piece* narrow_piece = nullptr;
-    std::multiset<int32_t> wide_partials;
-    for (const Piece& p : mine) {
-      if (p.narrow) {
-        ++narrow_count;
-        narrow_piece = &p;
-      } else {
-        wide_partials.insert(p.partial);
-      }
-    }
-    const bool finalized = narrow_count == 1 && (narrow_piece->item->flags & cuda::kItemFinalizes);
-    ASSERT_NE(finalized, merged.count(row_head) == 1) << "output " << row_head << " written twice or never";
-    if (narrow_count != 1) continue;
-    const AttentionItem& item = *narrow_piece->item;
-    if (!(item.flags & cuda::kItemFinalizes)) continue;
-    const cuda::QuerySlot& slot = work.slots[size_t(item.slot_offset + (narrow_piece->partial - item.partial_offset))];
-    std::multiset<int32_t> pointed;
-    for (int32_t j = 0; j < slot.prefix_count; ++j) pointed.insert(slot.prefix_first + j * slot.prefix_stride);
-    ASSERT_EQ(pointed, wide_partials) << "output " << row_head << ": prefix partials of the finalizing slot";
   }
-  // A narrow item that could finalize does (the rule is "each slot's only narrow partial").
-  for (const AttentionItem& item : work.narrow) {
-    bool alone = true;
-    for (int32_t i = 0; i < item.slot_count; ++i) {
-      int32_t n = 0;
-      for (const Piece& p : pieces[work.slots[size_t(item.slot_offset + i)].row_head]) n += p.narrow ? 1 : 0;
-      alone = alone && n == 1;
+  // An output's partials are contiguous; those with more than one are listed for
+  // the merge, once each, with exactly their range. Every slot knows its output's
+  // part count (1: its item writes the output itself); at most 32 pieces per range.
+  std::map<int32_t, cuda::MergeOutput> merges;
+  for (const cuda::MergeOutput& m : work.merges)
+    ASSERT_TRUE(merges.emplace(m.row_head, m).second) << "output " << m.row_head << " merged twice";
+  for (const auto& [row_head, mine] : pieces) {
+    std::set<int32_t> partials;
+    for (const Piece& p : mine) partials.insert(p.partial);
+    const int32_t parts = int32_t(mine.size());
+    ASSERT_EQ(*partials.rbegin() - *partials.begin() + 1, parts) << "output " << row_head << ": not contiguous";
+    ASSERT_EQ(merges.count(row_head), parts > 1 ? 1u : 0u) << "output " << row_head;
+    if (parts > 1) {
+      ASSERT_EQ(merges[row_head].first, *partials.begin()) << "output " << row_head;
+      ASSERT_EQ(merges[row_head].parts, parts) << "output " << row_head;
     }
-    ASSERT_EQ(alone, (item.flags & cuda::kItemFinalizes) != 0);
+  }
+  for (const cuda::QuerySlot& slot : work.slots) {
+    ASSERT_EQ(slot.parts, int32_t(pieces[slot.row_head].size())) << "output " << slot.row_head;
+    ASSERT_LE(slot.parts, 2 * 32) << "output " << slot.row_head;
   }
 }
 
-TEST(AttentionWork, RelayDecodeFinalizesEveryOutput) {
-  std::vector<std::pair<int32_t, int32_t>> own(32, {1, 128});
-  const BatchPlan plan = make_plan(own, 2048);
-  check_work(plan, {32, 32}, true, "llama2 B=32 prefix 2048");
-  check_work(plan, {32, 8}, true, "llama3 B=32 prefix 2048");
-  const AttentionWork work = cuda::build_attention_work(plan, {.num_heads = 32, .num_kv_heads = 32});
-  EXPECT_TRUE(work.merge_outputs.empty()) << "relay decode should need no merge kernel";
-  EXPECT_FALSE(work.wide.empty());
+int32_t count_units(const AttentionWork& work, bool packed) {
+  return int32_t(std::count_if(work.units.begin(), work.units.end(),
+                               [&](const cuda::AttentionUnit& u) { return (u.packed != 0) == packed; }));
 }
 
-TEST(AttentionWork, OwnTokensInTheWideLaunch) {
-  // Relay decode with the own tokens behind the prefixes in one launch: no narrow
-  // item, nothing finalized, every output merged (check_work: from exactly its partials).
+TEST(AttentionWork, RelayDecodeRunsPrefixAndOwnTokensInOneList) {
   std::vector<std::pair<int32_t, int32_t>> own(32, {1, 128});
   const BatchPlan plan = make_plan(own, 2048);
   for (Shape shape : {Shape{32, 32}, Shape{32, 8}}) {
     AttentionWork work;
-    check_work(plan, shape, true, "relay B=32 prefix 2048, own in wide", true, &work);
-    EXPECT_TRUE(work.narrow.empty());
-    EXPECT_EQ(work.merge_outputs.size(), size_t(32 * 32));
-    // The prefix splits come first (longest first), so they start in the first wave.
-    ASSERT_FALSE(work.wide.empty());
-    EXPECT_GT(work.wide.front().slot_count, cuda::kNarrowSlots);
+    check_work(plan, shape, true, shape.hk == 32 ? "llama2 B=32 prefix 2048" : "llama3 B=32 prefix 2048", &work);
+    EXPECT_GT(count_units(work, false), 0) << "the prefix is wide (32 rows share each KV tile)";
+    // Own tokens: narrow items per (row, kv head), packed in fours (the GQA shape's
+    // 256 items of 128 tokens are split in two to give every warp of the GPU work).
+    EXPECT_EQ(count_units(work, true), shape.hk == 32 ? 32 * 32 / 4 : 2 * 32 * 8 / 4);
+    // Every output has its prefix splits and its own tokens to merge.
+    for (const cuda::QuerySlot& slot : work.slots) EXPECT_GE(slot.parts, 2);
   }
-  check_work(make_plan({{5, 5}, {1, 300}, {17, 40}}, 100), {12, 4}, true, "prefill rows, own in wide", true);
-  // Without a relay prefix the option changes nothing: own tokens stay narrow.
-  AttentionWork paged;
-  check_work(make_plan({{1, 8192}}, 0), {32, 32}, true, "paged, own in wide asked", true, &paged);
-  EXPECT_FALSE(paged.narrow.empty());
-  EXPECT_TRUE(paged.wide.empty());
+}
+
+TEST(AttentionWork, PagedDecodePacksFourItemsAndWritesOutputsDirectly) {
+  std::vector<std::pair<int32_t, int32_t>> own(32, {1, 128});
+  AttentionWork work;
+  check_work(make_plan(own, 0), {32, 32}, true, "paged B=32 own 128", &work);
+  EXPECT_EQ(count_units(work, false), 0);
+  EXPECT_EQ(work.units.size(), size_t(32 * 32 / 4));
+  for (const cuda::QuerySlot& slot : work.slots) EXPECT_EQ(slot.parts, 1) << "an unsplit output merges nothing";
+  // Rows of different lengths: 40 items (5 rows x 8 heads), ten packs.
+  AttentionWork mixed;
+  check_work(make_plan({{1, 300}, {1, 20}, {1, 200}, {1, 5}, {1, 64}}, 0), {8, 8}, false, "five rows", &mixed);
+  ASSERT_EQ(mixed.units.size(), size_t(10));
+}
+
+int32_t longest_unit(const AttentionWork& work) {
+  int32_t stages = 0;
+  for (const cuda::AttentionUnit& u : work.units) stages = std::max(stages, u.stages);
+  return stages;
+}
+
+TEST(AttentionWork, RelayAtBatchOneIsCutLikePaged) {
+  // One row: the relay step (prefix + own tokens, two ranges per head) is cut so
+  // that its longest unit is no longer than the paged step's (one range per head):
+  // relay must not be slower than paged at batch 1.
+  for (Shape shape : {Shape{32, 32}, Shape{32, 8}})
+    for (auto [prefix, own] : {std::pair{512, 128}, std::pair{2048, 512}, std::pair{8192, 128}, std::pair{8192, 512}}) {
+      AttentionWork relay, paged;
+      check_work(make_plan({{1, own}}, prefix), shape, true, "relay B=1", &relay);
+      check_work(make_plan({{1, prefix + own}}, 0), shape, true, "paged B=1", &paged);
+      EXPECT_LE(longest_unit(relay), longest_unit(paged)) << shape.hk << " " << prefix << "/" << own;
+      EXPECT_LE(relay.units.size(), size_t(2 * 264)) << shape.hk << " " << prefix << "/" << own;
+    }
 }
 
 TEST(AttentionWork, LongContextsSplitAndMerge) {
-  check_work(make_plan({{1, 8192}}, 0), {32, 32}, true, "paged B=1 8192");
+  // One row of 8192 tokens per head: units of their own (the wide layout), an even
+  // share each: 32 heads x 8192 tokens over 132 x 2 CTAs -> 1024-token pieces.
+  AttentionWork paged;
+  check_work(make_plan({{1, 8192}}, 0), {32, 32}, true, "paged B=1 8192", &paged);
+  EXPECT_EQ(count_units(paged, true), 0);
+  EXPECT_EQ(paged.units.size(), size_t(32 * 8));
+  EXPECT_EQ(paged.merges.size(), size_t(32));
   check_work(make_plan({{1, 700}}, 8192), {32, 8}, true, "relay B=1: narrow prefix items");
   check_work(make_plan({{1, 77}, {1, 3000}, {1, 1}}, 0), {32, 4}, true, "mixed lengths");
 }

@@ -1,20 +1,73 @@
 #include "relayllm/backend/cuda/attention_work.h"
 
 #include <algorithm>
+#include <functional>
+#include <queue>
 
 #include "relayllm/common/error.h"
 
 namespace relayllm::cuda {
 namespace {
 
-// Item boundaries fall on multiples of the kernels' KV tiles so that no tile is cut
-// short in the middle of a range (a cut tile is correct, only wasteful).
-constexpr int32_t kNarrowSplitAlign = 16;
-constexpr int32_t kWideSplitAlign = 64;
+constexpr int32_t kMaxSplits = 32;
 
 struct Unsplit {
   int32_t slot_offset, slot_count, kv_head, table_start, kv_len;
+  int32_t pieces = 0;
 };
+
+int32_t stages_of(const AttentionItem& item, int32_t tokens_per_stage) {
+  return (item.kv_end - item.kv_begin + tokens_per_stage - 1) / tokens_per_stage;
+}
+
+int32_t align_up(int64_t n, int32_t align) { return int32_t((n + align - 1) / align * align); }
+
+// How a step's ranges are cut: the piece length of wide ranges, of narrow ranges
+// that run in units of their own, and of packed narrow ranges; narrow ranges at
+// least long_narrow tokens run alone.
+struct Cut {
+  int32_t wide_chunk, alone_chunk, narrow_chunk;
+  int64_t long_narrow;
+};
+
+struct RangeCut {
+  bool alone;
+  int32_t chunk;
+};
+
+// No range is cut into more than kMaxSplits pieces (one warp merges an output).
+RangeCut cut_range(const Unsplit& u, const Cut& cut) {
+  const bool is_wide = u.slot_count > kNarrowSlots, alone = is_wide || u.kv_len >= cut.long_narrow;
+  const int32_t align = alone ? kWideTileTokens : kPackTileTokens;
+  const int32_t fewest = align_up((u.kv_len + kMaxSplits - 1) / kMaxSplits, align);
+  return {alone, std::max(is_wide ? cut.wide_chunk : alone ? cut.alone_chunk : cut.narrow_chunk, fewest)};
+}
+
+// The time a cut takes, in stages, as CTAs claiming its units longest first would
+// take it: a unit costs its stages plus one (its start and end), a pack its
+// longest item's.
+int64_t makespan(const std::vector<Unsplit>& base, const Cut& cut, int64_t ctas) {
+  std::vector<int32_t> units, packed;
+  for (const Unsplit& u : base) {
+    const RangeCut rc = cut_range(u, cut);
+    const int32_t tokens = rc.alone ? kWideTileTokens : kPackTileTokens;
+    for (int32_t b = 0; b < u.kv_len; b += rc.chunk)
+      (rc.alone ? units : packed).push_back((std::min(u.kv_len - b, rc.chunk) + tokens - 1) / tokens);
+  }
+  std::sort(packed.begin(), packed.end(), std::greater<>());
+  for (size_t i = 0; i < packed.size(); i += kPackItems) units.push_back(packed[i]);
+  std::sort(units.begin(), units.end(), std::greater<>());
+  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<>> load;
+  for (int64_t i = 0; i < ctas; ++i) load.push(0);
+  int64_t longest = 0;
+  for (int32_t stages : units) {
+    const int64_t at = load.top() + stages + 1;
+    load.pop();
+    load.push(at);
+    longest = std::max(longest, at);
+  }
+  return longest;
+}
 
 }  // namespace
 
@@ -55,98 +108,116 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     }
   }
 
-  // Split any range longer than an even share of its kernel's work (never below
+  // Split any range longer than an even share of its kind's work (never below
   // min_split tokens): with many short items (decode rows) and a few long ones
   // (relay prefixes), the long ones would otherwise run alone at the end. Narrow
-  // and wide items run as two launches, so each list gets its own share:
-  // items_per_sm items per multiprocessor for the narrow kernel, wide_items_per_sm
-  // (its occupancy) for the wide one.
+  // items aim at items_per_sm per multiprocessor (a warp each), wide ones at a
+  // quarter of that (a CTA each). A narrow range at least twice four such shares
+  // long (a long context at a small batch; any range of a tiny step) runs in units
+  // of its own in the wide layout instead, in pieces of four shares: the same share
+  // of a CTA's time, a quarter of the partials to merge. So does every narrow range
+  // when the step is small and that is faster as estimated by makespan() (a relay
+  // step at batch 1 then cuts its own tokens and its prefix as a paged step cuts the
+  // two together). Boundaries fall on whole stages.
   int64_t narrow_len = 0, wide_len = 0;
   for (const Unsplit& u : base) (u.slot_count <= kNarrowSlots ? narrow_len : wide_len) += u.kv_len;
   auto chunk_for = [&](int64_t total, int64_t target_items, int32_t align) {
     if (!options.split || total == 0) return int32_t(1 << 30);
-    int64_t per_item = (total + target_items - 1) / target_items;
-    int64_t chunk = std::max<int64_t>(options.min_split, per_item);
-    return int32_t((chunk + align - 1) / align * align);
+    const int64_t per_item = (total + target_items - 1) / target_items;
+    return align_up(std::max<int64_t>(options.min_split, per_item), align);
   };
-  const int32_t narrow_chunk =
-      chunk_for(narrow_len, int64_t(options.num_sms) * options.items_per_sm, kNarrowSplitAlign);
-  const int32_t wide_chunk =
-      chunk_for(wide_len, int64_t(options.num_sms) * std::max(options.wide_items_per_sm, 1), kWideSplitAlign);
-
-  const int32_t rows = std::max(plan.num_rows(), options.num_rows);
-  std::vector<int32_t> counts(size_t(rows) * hq + 1, 0);
-  // Per output: the splits of the wide item it is in (a row is in at most one
-  // prefix group), and how many wide items it is in.
-  struct WideSplits {
-    int32_t first = 0, stride = 0, count = 0, groups = 0;
-  };
-  std::vector<WideSplits> wide_of(size_t(rows) * hq);
-  const bool own_in_wide = options.own_in_wide && wide_len > 0;
-  for (const Unsplit& u : base) {
-    const bool wide = u.slot_count > kNarrowSlots;
-    const int32_t chunk = wide ? wide_chunk : narrow_chunk;
-    if (wide) {
-      for (int32_t i = 0; i < u.slot_count; ++i) {
-        WideSplits& w = wide_of[work.slots[u.slot_offset + i].row_head];
-        w = {work.num_partials + i, u.slot_count, (u.kv_len + chunk - 1) / chunk, w.groups + 1};
+  const int64_t narrow_items = int64_t(options.num_sms) * options.items_per_sm;
+  const int64_t ctas = std::max<int64_t>(narrow_items / kPackItems, 1);
+  Cut cut{chunk_for(wide_len, ctas, kWideTileTokens), chunk_for(kPackItems * narrow_len, narrow_items, kWideTileTokens),
+          chunk_for(narrow_len, narrow_items, kPackTileTokens), INT64_MAX};
+  if (options.split) {
+    cut.long_narrow = 2 * int64_t(cut.alone_chunk);
+    // A small step (at most two units per CTA when every narrow range runs alone):
+    // try every narrow range alone, in pieces from the share up to the longest range.
+    int64_t alone_units = 0;
+    int32_t longest = 0;
+    for (const Unsplit& u : base) {
+      const RangeCut rc = cut_range(u, Cut{cut.wide_chunk, cut.alone_chunk, cut.narrow_chunk, 0});
+      alone_units += (u.kv_len + rc.chunk - 1) / rc.chunk;
+      if (u.slot_count <= kNarrowSlots) longest = std::max(longest, u.kv_len);
+    }
+    if (narrow_len > 0 && alone_units <= 2 * ctas) {
+      int64_t best = makespan(base, cut, ctas);
+      for (int32_t chunk = cut.alone_chunk; chunk < longest + kWideTileTokens; chunk += kWideTileTokens) {
+        const Cut all_alone{cut.wide_chunk, chunk, cut.narrow_chunk, 0};
+        const int64_t time = makespan(base, all_alone, ctas);
+        if (time < best) {
+          best = time;
+          cut = all_alone;
+        }
       }
     }
-    for (int32_t b = 0; b < u.kv_len; b += chunk) {
-      AttentionItem item{u.slot_offset, u.slot_count, u.kv_head, u.table_start, b,
-                         std::min(u.kv_len, b + chunk), work.num_partials};
-      work.num_partials += u.slot_count;
-      (wide || own_in_wide ? work.wide : work.narrow).push_back(item);
-      for (int32_t i = 0; i < u.slot_count; ++i) ++counts[work.slots[u.slot_offset + i].row_head];
-    }
   }
-  // Longest first: CTAs claim items in list order, so the long ones start in the
-  // first wave and the short ones fill in behind them. (Own items come first in
-  // plan order; a short item first would leave a long one for the tail, which cost
-  // 20% at 8 rows sharing an 8192-token prefix.)
+
+  const int32_t rows = std::max(plan.num_rows(), options.num_rows);
+  std::vector<int32_t> counts(size_t(rows) * hq, 0);
+  std::vector<AttentionItem> narrow, wide;  // packed, and alone in a unit
+  for (Unsplit& u : base) {
+    const RangeCut rc = cut_range(u, cut);
+    for (int32_t b = 0; b < u.kv_len; b += rc.chunk, ++u.pieces) {
+      AttentionItem item{u.slot_offset, u.slot_count, u.kv_head, u.table_start, b,
+                         std::min(u.kv_len, b + rc.chunk), u.pieces};
+      (rc.alone ? wide : narrow).push_back(item);
+    }
+    for (int32_t i = 0; i < u.slot_count; ++i) counts[size_t(work.slots[u.slot_offset + i].row_head)] += u.pieces;
+  }
+  work.num_items = int32_t(narrow.size() + wide.size());
+
+  // Partials: an output's are contiguous, [first, first + parts), one range's pieces
+  // after another; a slot starts its range's pieces at partial_base.
+  std::vector<int32_t> first(counts.size(), 0), fill(counts.size(), 0);
+  for (size_t o = 0; o < counts.size(); ++o) {
+    first[o] = work.num_partials;
+    work.num_partials += counts[o];
+    if (counts[o] > 1) work.merges.push_back({int32_t(o), first[o], counts[o]});
+  }
+  for (const Unsplit& u : base)
+    for (int32_t i = 0; i < u.slot_count; ++i) {
+      QuerySlot& slot = work.slots[size_t(u.slot_offset + i)];
+      const size_t o = size_t(slot.row_head);
+      slot.parts = counts[o];
+      slot.partial_base = first[o] + fill[o];
+      fill[o] += u.pieces;
+    }
+
+  // Units: each wide item (and long narrow range) alone; narrow items longest first,
+  // packed in fours so that a pack's items take about as many stages each (a pack
+  // lasts as long as its longest). CTAs claim units in list order, so the long ones
+  // start in the first wave and the short ones fill in behind them (a short one
+  // first would leave a long one for the tail).
   auto longest_first = [](const AttentionItem& a, const AttentionItem& b) {
     return a.kv_end - a.kv_begin > b.kv_end - b.kv_begin;
   };
-  std::stable_sort(work.narrow.begin(), work.narrow.end(), longest_first);
-  std::stable_sort(work.wide.begin(), work.wide.end(), longest_first);
-
-  work.merge_offsets.assign(size_t(rows) * hq + 1, 0);
-  for (size_t i = 0; i + 1 < work.merge_offsets.size(); ++i)
-    work.merge_offsets[i + 1] = work.merge_offsets[i] + counts[i];
-  work.merge_partials.assign(size_t(work.num_partials), 0);
-  std::vector<int32_t> fill(work.merge_offsets.begin(), work.merge_offsets.end() - 1);
-  for (const auto* list : {&work.narrow, &work.wide})
-    for (const AttentionItem& item : *list)
-      for (int32_t i = 0; i < item.slot_count; ++i)
-        work.merge_partials[fill[work.slots[item.slot_offset + i].row_head]++] = item.partial_offset + i;
-
-  // A narrow item finalizes when each of its slots has no other narrow partial: the
-  // rest come from wide items, which have all finished when the narrow kernel runs.
-  std::vector<int32_t> narrow_partials(size_t(rows) * hq, 0);
-  for (const AttentionItem& item : work.narrow)
-    for (int32_t i = 0; i < item.slot_count; ++i) ++narrow_partials[work.slots[item.slot_offset + i].row_head];
-  std::vector<char> finalized(size_t(rows) * hq, 0);
-  for (AttentionItem& item : work.narrow) {
-    bool alone = true;
-    for (int32_t i = 0; i < item.slot_count && alone; ++i) {
-      const int32_t o = work.slots[item.slot_offset + i].row_head;
-      alone = narrow_partials[o] == 1 && wide_of[o].groups <= 1;
-    }
-    if (!alone) continue;
-    item.flags |= kItemFinalizes;
-    for (int32_t i = 0; i < item.slot_count; ++i) {
-      QuerySlot& slot = work.slots[item.slot_offset + i];
-      finalized[slot.row_head] = 1;
-      const WideSplits& w = wide_of[slot.row_head];
-      if (w.groups == 0) continue;
-      slot.prefix_first = w.first;
-      slot.prefix_stride = w.stride;
-      slot.prefix_count = w.count;
-    }
+  std::stable_sort(narrow.begin(), narrow.end(), longest_first);
+  std::vector<AttentionUnit> alone_units, packs;
+  for (const AttentionItem& item : wide) {
+    AttentionUnit unit;
+    std::fill(std::begin(unit.items), std::end(unit.items), item);
+    unit.stages = stages_of(item, kWideTileTokens);
+    alone_units.push_back(unit);
   }
-  // Outputs with no partial at all (padding rows) are left alone: nothing reads them.
-  for (int32_t o = 0; o < rows * hq; ++o)
-    if (!finalized[o] && counts[o] > 0) work.merge_outputs.push_back(o);
+  for (size_t i = 0; i < narrow.size(); i += kPackItems) {
+    AttentionUnit unit;
+    unit.packed = 1;
+    for (size_t j = i; j < std::min(narrow.size(), i + kPackItems); ++j) {
+      unit.items[j - i] = narrow[j];
+      unit.stages = std::max(unit.stages, stages_of(narrow[j], kPackTileTokens));
+    }
+    packs.push_back(unit);
+  }
+  // Then all of them longest first. (Interleaving the kinds evenly instead, so that
+  // prefix units, which do the most math per byte, share multiprocessors with
+  // packs, measured slower: up to 27% at 8192-token prefixes, as the long prefix
+  // units then start late and finish last.)
+  work.units = std::move(alone_units);
+  work.units.insert(work.units.end(), packs.begin(), packs.end());
+  std::stable_sort(work.units.begin(), work.units.end(),
+                   [](const AttentionUnit& a, const AttentionUnit& b) { return a.stages > b.stages; });
   return work;
 }
 

@@ -1,4 +1,4 @@
-// Launchers of the paged attention kernels (see attention_work.h for the scheme).
+// Launcher of the paged attention kernel (see attention_work.h for the scheme).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -23,38 +23,31 @@ struct AttentionArgs {
   const void* v_cache;
   const int32_t* block_tables;
   const QuerySlot* slots;
-  const AttentionItem* narrow;
-  const AttentionItem* wide;
-  // Device: [narrow items, wide items, merge outputs] of this step, read by the
-  // kernels so that a captured graph serves steps with other counts.
-  const int32_t* item_counts;
-  // Device scratch [4], zero between launches: the next unclaimed narrow / wide
-  // item, then how many narrow / wide CTAs have finished (the last one zeroes both
-  // of its kernel, so that no reset is launched per call).
-  int32_t* item_cursors;
-  // CTAs launched per kernel (0: skip it). Each CTA claims items until none is left.
-  int32_t narrow_grid;
-  int32_t wide_grid;
-  int32_t merge_grid;        // CTAs of the merge kernel (0: skip it); they stride over the outputs
-  bool dependent_launch;     // sm_90+: the narrow grid overlaps the wide grid's tail
+  const AttentionUnit* units;
+  // Device: [units, outputs to merge] of the step, read by the kernel so that a
+  // captured graph serves steps with other counts.
+  const int32_t* counts;
+  // Device scratch [3], zero between launches: the next unclaimed unit, how many
+  // CTAs have finished, the next unclaimed merge (the last CTA out zeroes all three,
+  // so no reset is launched per call).
+  int32_t* cursor;
+  // Device [rows * num_heads], zero between launches: partials written per output;
+  // the warp that merges an output waits for all of them and zeroes its count.
+  int32_t* arrivals;
+  int32_t grid;              // CTAs (0: skip); each claims units until none is left
   float* partial_o;          // [num_partials, head_dim]
   float* partial_lse;        // [num_partials]
-  const int32_t* merge_offsets;   // CSR over row_head: the partials of each output
-  const int32_t* merge_partials;
-  const int32_t* merge_outputs;   // the outputs no finalizing item wrote
+  const MergeOutput* merges;  // the outputs with more than one partial
   void* out;                 // [rows, num_heads, head_dim]
 };
 
-// Wide items, then narrow items (which may finalize outputs, reading the wide
-// items' partials), then the merge of the outputs left, in order on `stream`.
 void launch_attention(const AttentionArgs& args, cudaStream_t stream);
 
-// How many CTAs of the narrow and the wide kernel fit on one multiprocessor. Also
-// opts the kernels into their shared memory size, so call it once per dtype and
-// head_dim before the first launch and outside graph capture.
+// How many CTAs of the kernel fit on one multiprocessor. Also opts the kernel into
+// its shared memory size, so call it once per dtype and head_dim before the first
+// launch and outside graph capture.
 struct AttentionOccupancy {
-  int32_t narrow_per_sm = 0;
-  int32_t wide_per_sm = 0;
+  int32_t ctas_per_sm = 0;
 };
 AttentionOccupancy prepare_attention(DType dtype, int32_t head_dim);
 

@@ -52,13 +52,10 @@ enum Region : int {
   kSlotMapping,
   kLogitRows,
   kBlockTables,
-  kItemCounts,
+  kCounts,
   kSlots,
-  kNarrowItems,
-  kWideItems,
-  kMergeOffsets,
-  kMergePartials,
-  kMergeOutputs,
+  kUnits,
+  kMerges,
   kNumRegions
 };
 
@@ -90,31 +87,27 @@ struct CudaBackend::Impl {
   size_t workspace_bytes = size_t(32) << 20;
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int>, GemmPlan> gemm_plans;
   int num_sms = 0;
-  int compute_capability = 0;  // 90 for sm_90
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
-  bool own_in_wide = false;
 
   // The current step: rows of its tensors (padding included) and its staged arrays.
   int32_t rows = 0;
   std::unique_ptr<cuda::StepStaging> staging;
   // The attention work list staged with the step, for this attention layout.
   AttentionShape work_shape;
-  int32_t num_narrow = 0, num_wide = 0, num_merged = 0;
-  std::shared_ptr<void> part_o, part_lse, item_cursors;
-  int64_t partial_capacity = 0;
+  int32_t num_units = 0, num_merged = 0;
+  std::shared_ptr<void> part_o, part_lse, cursor, arrivals;
+  int64_t partial_capacity = 0, arrival_capacity = 0;
   DType occupancy_dtype = DType::kF32;
   int32_t occupancy_dim = -1;
   cuda::AttentionOccupancy occupancy;
 
-  // Captured graphs by (caller's key, which attention kernels the step runs):
-  // a kernel with no work is left out of a graph rather than launched empty.
+  // Captured graphs by (caller's key, whether the step runs attention units): the
+  // kernel is left out of a graph that has none rather than launched empty.
   bool capturing = false;
   std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;
 
-  int attention_kinds() const {
-    return (num_narrow > 0 ? 1 : 0) | (num_wide > 0 ? 2 : 0) | (num_merged > 0 ? 4 : 0);
-  }
+  int attention_kinds() const { return num_units > 0 ? 1 : 0; }
   void drop_graphs() {
     for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
     graphs.clear();
@@ -182,11 +175,9 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   RELAYLLM_CHECK(prop.major >= 8, "cuda backend: {} (sm_{}{}) is older than sm_80", prop.name,
                  prop.major, prop.minor);
   impl_->num_sms = prop.multiProcessorCount;
-  impl_->compute_capability = prop.major * 10 + prop.minor;
   impl_->split_kv = options.split_kv;
   impl_->items_per_sm = options.attention_items_per_sm;
   impl_->min_split = options.attention_min_split;
-  impl_->own_in_wide = options.attention_own_in_wide;
   impl_->ctx = std::make_shared<Context>();
   impl_->ctx->device = options.device;
   RELAYLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->ctx->stream, cudaStreamNonBlocking));
@@ -198,10 +189,10 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   RELAYLLM_CUBLAS_CHECK(cuda::cublaslt_api().create(&impl_->lt));
   impl_->workspace = device_alloc(impl_->ctx, impl_->workspace_bytes);
   impl_->staging = std::make_unique<cuda::StepStaging>(kNumRegions);
-  // [narrow cursor, wide cursor, narrow CTAs done, wide CTAs done]: zero here; each
-  // attention kernel's last CTA zeroes its pair again for the next launch.
-  impl_->item_cursors = device_alloc(impl_->ctx, 4 * sizeof(int32_t));
-  RELAYLLM_CUDA_CHECK(cudaMemsetAsync(impl_->item_cursors.get(), 0, 4 * sizeof(int32_t), impl_->ctx->stream));
+  // [next unit, CTAs done, next merge]: zero here; the attention kernel's last CTA
+  // zeroes them again for the next launch.
+  impl_->cursor = device_alloc(impl_->ctx, 3 * sizeof(int32_t));
+  RELAYLLM_CUDA_CHECK(cudaMemsetAsync(impl_->cursor.get(), 0, 3 * sizeof(int32_t), impl_->ctx->stream));
 }
 
 CudaBackend::~CudaBackend() {
@@ -291,15 +282,12 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
     options.num_sms = m.num_sms;
     options.split = m.split_kv;
     options.items_per_sm = m.items_per_sm;
-    options.wide_items_per_sm = m.occupancy.wide_per_sm;
     options.min_split = m.min_split;
-    options.own_in_wide = m.own_in_wide;
     options.num_rows = rows;
     work = cuda::build_attention_work(plan, options);
   }
-  m.num_narrow = int32_t(work.narrow.size());
-  m.num_wide = int32_t(work.wide.size());
-  m.num_merged = int32_t(work.merge_outputs.size());
+  m.num_units = int32_t(work.units.size());
+  m.num_merged = int32_t(work.merges.size());
 
   const size_t logit_count = plan.logit_rows.size() + pad;
   std::vector<size_t> bytes(kNumRegions, 0);
@@ -308,13 +296,10 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   bytes[kSlotMapping] = size_t(rows) * sizeof(int64_t);
   bytes[kLogitRows] = logit_count * sizeof(int32_t);
   bytes[kBlockTables] = plan.block_tables.size() * sizeof(int32_t);
-  bytes[kItemCounts] = 3 * sizeof(int32_t);
+  bytes[kCounts] = 2 * sizeof(int32_t);
   bytes[kSlots] = work.slots.size() * sizeof(cuda::QuerySlot);
-  bytes[kNarrowItems] = work.narrow.size() * sizeof(cuda::AttentionItem);
-  bytes[kWideItems] = work.wide.size() * sizeof(cuda::AttentionItem);
-  bytes[kMergeOffsets] = work.merge_offsets.size() * sizeof(int32_t);
-  bytes[kMergePartials] = work.merge_partials.size() * sizeof(int32_t);
-  bytes[kMergeOutputs] = work.merge_outputs.size() * sizeof(int32_t);
+  bytes[kUnits] = work.units.size() * sizeof(cuda::AttentionUnit);
+  bytes[kMerges] = work.merges.size() * sizeof(cuda::MergeOutput);
   bool moved = m.staging->layout(bytes, m.ctx->stream);
 
   // Padding rows: token 0 at position 0, KV not stored (slot -1), logits of row 0.
@@ -328,14 +313,11 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   std::fill_n(static_cast<int64_t*>(st.host(kSlotMapping)) + plan.num_rows(), pad, int64_t(-1));
   std::fill_n(static_cast<int32_t*>(st.host(kLogitRows)) + plan.logit_rows.size(), pad, 0);
   put(st, kBlockTables, plan.block_tables);
-  const int32_t counts[3] = {m.num_narrow, m.num_wide, m.num_merged};
-  std::memcpy(st.host(kItemCounts), counts, sizeof(counts));
+  const int32_t counts[2] = {m.num_units, m.num_merged};
+  std::memcpy(st.host(kCounts), counts, sizeof(counts));
   put(st, kSlots, work.slots);
-  put(st, kNarrowItems, work.narrow);
-  put(st, kWideItems, work.wide);
-  put(st, kMergeOffsets, work.merge_offsets);
-  put(st, kMergePartials, work.merge_partials);
-  put(st, kMergeOutputs, work.merge_outputs);
+  put(st, kUnits, work.units);
+  put(st, kMerges, work.merges);
 
   if (work.num_partials > m.partial_capacity) {
     RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(m.ctx->stream));
@@ -343,6 +325,16 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
     const size_t d = size_t(std::max(info.attention.head_dim, 128));
     m.part_o = device_alloc(m.ctx, size_t(m.partial_capacity) * d * sizeof(float));
     m.part_lse = device_alloc(m.ctx, size_t(m.partial_capacity) * sizeof(float));
+    moved = true;
+  }
+  // One arrival count per output, zero between launches (the kernel leaves them so).
+  const int64_t outputs = int64_t(rows) * std::max(info.attention.num_heads, 1);
+  if (outputs > m.arrival_capacity) {
+    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(m.ctx->stream));
+    m.arrival_capacity = std::max<int64_t>(2 * outputs, 4096);
+    m.arrivals = device_alloc(m.ctx, size_t(m.arrival_capacity) * sizeof(int32_t));
+    RELAYLLM_CUDA_CHECK(cudaMemsetAsync(m.arrivals.get(), 0, size_t(m.arrival_capacity) * sizeof(int32_t),
+                                        m.ctx->stream));
     moved = true;
   }
   if (moved) m.drop_graphs();  // they read the old addresses
@@ -493,26 +485,17 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
   args.v_cache = kv.v.storage.get();
   args.block_tables = static_cast<const int32_t*>(st.device(kBlockTables));
   args.slots = static_cast<const cuda::QuerySlot*>(st.device(kSlots));
-  args.narrow = static_cast<const cuda::AttentionItem*>(st.device(kNarrowItems));
-  args.wide = static_cast<const cuda::AttentionItem*>(st.device(kWideItems));
-  args.item_counts = static_cast<const int32_t*>(st.device(kItemCounts));
-  args.item_cursors = static_cast<int32_t*>(m.item_cursors.get());
+  args.units = static_cast<const cuda::AttentionUnit*>(st.device(kUnits));
+  args.counts = static_cast<const int32_t*>(st.device(kCounts));
+  args.cursor = static_cast<int32_t*>(m.cursor.get());
+  args.arrivals = static_cast<int32_t*>(m.arrivals.get());
   // A graph keeps its grid for later steps, so it takes the whole GPU's worth of
-  // CTAs; an eager launch needs no more CTAs than items.
-  const int32_t narrow_cap = m.occupancy.narrow_per_sm * m.num_sms;
-  const int32_t wide_cap = m.occupancy.wide_per_sm * m.num_sms;
-  args.narrow_grid = m.num_narrow == 0 ? 0 : m.capturing ? narrow_cap : std::min(m.num_narrow, narrow_cap);
-  args.wide_grid = m.num_wide == 0 ? 0 : m.capturing ? wide_cap : std::min(m.num_wide, wide_cap);
+  // CTAs; an eager launch needs no more CTAs than units.
+  const int32_t cap = m.occupancy.ctas_per_sm * m.num_sms;
+  args.grid = m.num_units == 0 ? 0 : m.capturing ? cap : std::min(m.num_units, cap);
   args.partial_o = static_cast<float*>(m.part_o.get());
   args.partial_lse = static_cast<float*>(m.part_lse.get());
-  args.merge_offsets = static_cast<const int32_t*>(st.device(kMergeOffsets));
-  args.merge_partials = static_cast<const int32_t*>(st.device(kMergePartials));
-  args.merge_outputs = static_cast<const int32_t*>(st.device(kMergeOutputs));
-  // A graph may replay steps with more outputs to merge: a CTA per possible output,
-  // up to a GPU's worth (the CTAs stride over the outputs).
-  const int32_t merge_cap = 16 * m.num_sms;
-  args.merge_grid = m.num_merged == 0 ? 0 : std::min(m.capturing ? m.rows * shape.num_heads : m.num_merged, merge_cap);
-  args.dependent_launch = m.compute_capability >= 90;
+  args.merges = static_cast<const cuda::MergeOutput*>(st.device(kMerges));
   args.out = out.storage.get();
   cuda::launch_attention(args, m.ctx->stream);
 }

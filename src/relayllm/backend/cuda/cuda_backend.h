@@ -1,7 +1,6 @@
 // The CUDA backend: bf16/fp16 storage with fp32 accumulation, GEMMs through
 // cuBLASLt, attention through the project's own paged kernels (cuda_attention.cu).
-// All work runs on one stream owned by the backend (attention forks a second one
-// for relay prefixes); download() synchronises. The per-step arrays live at fixed
+// All work runs on one stream owned by the backend; download() synchronises. The per-step arrays live at fixed
 // device addresses (step_staging.h), so decode steps can be captured as CUDA
 // graphs and replayed.
 // This header has no CUDA includes so that host-only code can construct one.
@@ -19,14 +18,11 @@ struct CudaBackendOptions {
   DType dtype = DType::kBF16;  // activations, weights and KV
   bool split_kv = true;        // split long KV ranges over several CTAs (off only for tests)
   // Attention work-list tuning (see attention_work.h): long KV ranges are split so
-  // that about items_per_sm items exist per multiprocessor, none shorter than min_split.
-  // (8 and 64 measured best of 4/8/16 x 64/128 on an H100: bench/results.)
+  // that the step's tokens would make about items_per_sm narrow items per
+  // multiprocessor, none shorter than min_split tokens (a sweep of 4/8/16 x 64/128 on
+  // an H100: bench/results/).
   int32_t attention_items_per_sm = 8;
   int32_t attention_min_split = 64;
-  // Relay steps: run each request's own tokens in the wide kernel's launch, behind
-  // the prefix items, and merge after, instead of a second launch that finalizes
-  // (attention_work.h, AttentionWorkOptions::own_in_wide).
-  bool attention_own_in_wide = false;
 };
 
 class CudaBackend final : public Backend {
