@@ -22,6 +22,19 @@ int32_t stages_of(const AttentionItem& item, int32_t tokens_per_stage) {
 
 int32_t align_up(int64_t n, int32_t align) { return int32_t((n + align - 1) / align * align); }
 
+// Indices of `keys` (stage counts: small non-negative integers) ordered largest
+// first, equal keys in their order. A counting sort: this runs for every step.
+std::vector<int32_t> largest_first(const std::vector<int32_t>& keys) {
+  int32_t top = 0;
+  for (int32_t k : keys) top = std::max(top, k);
+  std::vector<int32_t> start(size_t(top) + 2, 0);
+  for (int32_t k : keys) ++start[size_t(top - k) + 1];
+  for (size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
+  std::vector<int32_t> order(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) order[size_t(start[size_t(top - keys[i])]++)] = int32_t(i);
+  return order;
+}
+
 // How a step's ranges are cut: the piece length of wide ranges, of narrow ranges
 // that run in units of their own, and of packed narrow ranges; narrow ranges at
 // least long_narrow tokens run alone.
@@ -57,6 +70,7 @@ int64_t makespan(const std::vector<Unsplit>& base, const Cut& cut, int64_t ctas)
   std::sort(packed.begin(), packed.end(), std::greater<>());
   for (size_t i = 0; i < packed.size(); i += kPackItems) units.push_back(packed[i]);
   std::sort(units.begin(), units.end(), std::greater<>());
+  if (int64_t(units.size()) <= ctas) return units.empty() ? 0 : units.front() + 1;  // one wave
   std::priority_queue<int64_t, std::vector<int64_t>, std::greater<>> load;
   for (int64_t i = 0; i < ctas; ++i) load.push(0);
   int64_t longest = 0;
@@ -142,8 +156,26 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
       if (u.slot_count <= kNarrowSlots) longest = std::max(longest, u.kv_len);
     }
     if (narrow_len > 0 && alone_units <= 2 * ctas) {
+      // Three candidates (this runs for every step, so no wider search): the usual
+      // cut, every range alone at the share, and every range alone in the shortest
+      // pieces that make one unit per CTA at most (found by bisection: the count of
+      // units only falls as the pieces grow).
+      auto units_at = [&](int32_t chunk) {
+        int64_t n = 0;
+        for (const Unsplit& u : base) {
+          const RangeCut rc = cut_range(u, Cut{cut.wide_chunk, chunk, cut.narrow_chunk, 0});
+          n += (u.kv_len + rc.chunk - 1) / rc.chunk;
+        }
+        return n;
+      };
+      int32_t lo = cut.alone_chunk, hi = align_up(std::max(longest, cut.alone_chunk), kWideTileTokens);
+      while (lo < hi) {
+        const int32_t mid = align_up((int64_t(lo) + hi) / 2, kWideTileTokens);
+        if (mid >= hi) break;
+        if (units_at(mid) <= ctas) hi = mid; else lo = mid + kWideTileTokens;
+      }
       int64_t best = makespan(base, cut, ctas);
-      for (int32_t chunk = cut.alone_chunk; chunk < longest + kWideTileTokens; chunk += kWideTileTokens) {
+      for (int32_t chunk : {cut.alone_chunk, hi}) {
         const Cut all_alone{cut.wide_chunk, chunk, cut.narrow_chunk, 0};
         const int64_t time = makespan(base, all_alone, ctas);
         if (time < best) {
@@ -190,34 +222,32 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   // lasts as long as its longest). CTAs claim units in list order, so the long ones
   // start in the first wave and the short ones fill in behind them (a short one
   // first would leave a long one for the tail).
-  auto longest_first = [](const AttentionItem& a, const AttentionItem& b) {
-    return a.kv_end - a.kv_begin > b.kv_end - b.kv_begin;
-  };
-  std::stable_sort(narrow.begin(), narrow.end(), longest_first);
-  std::vector<AttentionUnit> alone_units, packs;
+  std::vector<int32_t> narrow_stages(narrow.size());
+  for (size_t i = 0; i < narrow.size(); ++i) narrow_stages[i] = stages_of(narrow[i], kPackTileTokens);
+  const std::vector<int32_t> by_length = largest_first(narrow_stages);
+  std::vector<AttentionUnit> units;
+  units.reserve(wide.size() + (narrow.size() + kPackItems - 1) / kPackItems);
   for (const AttentionItem& item : wide) {
-    AttentionUnit unit;
+    AttentionUnit& unit = units.emplace_back();
     std::fill(std::begin(unit.items), std::end(unit.items), item);
     unit.stages = stages_of(item, kWideTileTokens);
-    alone_units.push_back(unit);
   }
-  for (size_t i = 0; i < narrow.size(); i += kPackItems) {
-    AttentionUnit unit;
+  for (size_t i = 0; i < by_length.size(); i += kPackItems) {
+    AttentionUnit& unit = units.emplace_back();
     unit.packed = 1;
-    for (size_t j = i; j < std::min(narrow.size(), i + kPackItems); ++j) {
-      unit.items[j - i] = narrow[j];
-      unit.stages = std::max(unit.stages, stages_of(narrow[j], kPackTileTokens));
+    for (size_t j = i; j < std::min(by_length.size(), i + kPackItems); ++j) {
+      unit.items[j - i] = narrow[size_t(by_length[j])];
+      unit.stages = std::max(unit.stages, narrow_stages[size_t(by_length[j])]);
     }
-    packs.push_back(unit);
   }
   // Then all of them longest first. (Interleaving the kinds evenly instead, so that
   // prefix units, which do the most math per byte, share multiprocessors with
   // packs, measured slower: up to 27% at 8192-token prefixes, as the long prefix
   // units then start late and finish last.)
-  work.units = std::move(alone_units);
-  work.units.insert(work.units.end(), packs.begin(), packs.end());
-  std::stable_sort(work.units.begin(), work.units.end(),
-                   [](const AttentionUnit& a, const AttentionUnit& b) { return a.stages > b.stages; });
+  std::vector<int32_t> unit_stages(units.size());
+  for (size_t i = 0; i < units.size(); ++i) unit_stages[i] = units[i].stages;
+  work.units.reserve(units.size());
+  for (int32_t u : largest_first(unit_stages)) work.units.push_back(units[size_t(u)]);
   return work;
 }
 
