@@ -146,28 +146,24 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
           chunk_for(narrow_len, narrow_items, kPackTileTokens), INT64_MAX};
   if (options.split) {
     cut.long_narrow = 2 * int64_t(cut.alone_chunk);
-    // A small step (at most two units per CTA when every narrow range runs alone):
-    // try every narrow range alone, in pieces from the share up to the longest range.
-    int64_t alone_units = 0;
+    // Units made when every narrow range runs alone in pieces of `chunk` tokens.
+    auto units_at = [&](int32_t chunk) {
+      int64_t n = 0;
+      for (const Unsplit& u : base) {
+        const RangeCut rc = cut_range(u, Cut{cut.wide_chunk, chunk, cut.narrow_chunk, 0});
+        n += (u.kv_len + rc.chunk - 1) / rc.chunk;
+      }
+      return n;
+    };
     int32_t longest = 0;
-    for (const Unsplit& u : base) {
-      const RangeCut rc = cut_range(u, Cut{cut.wide_chunk, cut.alone_chunk, cut.narrow_chunk, 0});
-      alone_units += (u.kv_len + rc.chunk - 1) / rc.chunk;
+    for (const Unsplit& u : base)
       if (u.slot_count <= kNarrowSlots) longest = std::max(longest, u.kv_len);
-    }
-    if (narrow_len > 0 && alone_units <= 2 * ctas) {
-      // Three candidates (this runs for every step, so no wider search): the usual
-      // cut, every range alone at the share, and every range alone in the shortest
-      // pieces that make one unit per CTA at most (found by bisection: the count of
-      // units only falls as the pieces grow).
-      auto units_at = [&](int32_t chunk) {
-        int64_t n = 0;
-        for (const Unsplit& u : base) {
-          const RangeCut rc = cut_range(u, Cut{cut.wide_chunk, chunk, cut.narrow_chunk, 0});
-          n += (u.kv_len + rc.chunk - 1) / rc.chunk;
-        }
-        return n;
-      };
+    // A small step: at most two units per CTA with every narrow range alone at the
+    // share. Three candidates (this runs for every step, so no wider search): the
+    // usual cut, every range alone at the share, and every range alone in the
+    // shortest pieces that make one unit per CTA at most (found by bisection: the
+    // count of units only falls as the pieces grow).
+    if (narrow_len > 0 && units_at(cut.alone_chunk) <= 2 * ctas) {
       int32_t lo = cut.alone_chunk, hi = align_up(std::max(longest, cut.alone_chunk), kWideTileTokens);
       while (lo < hi) {
         const int32_t mid = align_up((int64_t(lo) + hi) / 2, kWideTileTokens);
