@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <set>
@@ -81,6 +82,10 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
 
   // What every output sees: its own table up to its visible length, and the prefix.
   std::map<int32_t, std::map<int32_t, int32_t>> expected;  // row_head -> table_start -> tokens
+  std::set<int32_t> prefix_tables;
+  for (const PlannedPrefixGroup& g : plan.prefix_groups) prefix_tables.insert(g.block_table_start);
+  // A prefix item reads a group's table (a joined range reads it as prefix_table).
+  auto is_prefix = [&](const AttentionItem& item) { return prefix_tables.count(item.table_start) > 0; };
   for (const PlannedSequence& s : plan.sequences)
     for (int32_t r = 0; r < s.query_len; ++r)
       for (int32_t h = 0; h < shape.hq; ++h) {
@@ -124,6 +129,13 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   ASSERT_EQ(int32_t(items.size()), work.num_items);
 
   std::map<int32_t, std::vector<Piece>> pieces;  // row_head -> the items' ranges for it
+  std::map<int32_t, int32_t> seq_group, group_members;  // own table -> prefix group; group -> sequences
+  std::map<int32_t, int32_t> group_of_table;             // prefix table -> group
+  for (size_t g = 0; g < plan.prefix_groups.size(); ++g) group_of_table[plan.prefix_groups[g].block_table_start] = int32_t(g);
+  for (const PlannedSequence& s : plan.sequences) {
+    seq_group[s.block_table_start] = s.prefix_group;
+    if (s.prefix_group >= 0) ++group_members[s.prefix_group];
+  }
   std::set<int32_t> partials_seen;
   for (const AttentionItem* item : items) {
     ASSERT_GE(item->slot_count, 1);
@@ -133,7 +145,19 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
       ASSERT_EQ((slot.row_head % shape.hq) / group, item->kv_head) << "slot outside the item's KV head";
       const int32_t partial = slot.partial_base + item->split;
       ASSERT_TRUE(partials_seen.insert(partial).second) << "partial used twice";
-      pieces[slot.row_head].push_back({item->table_start, item->kv_begin, std::min(item->kv_end, slot.visible), partial});
+      const int32_t begin = item->kv_begin, end = std::min(item->kv_end, slot.visible), p = item->prefix_len;
+      if (is_prefix(*item)) ASSERT_GE(group_members[group_of_table[item->table_start]], 2);
+      if (p == 0) {
+        pieces[slot.row_head].push_back({item->table_start, begin, end, partial});
+        continue;
+      }
+      // A joined range: [0, p) of the prefix's table, then the own table from 0 (only
+      // for a prefix with one sequence in the step).
+      ASSERT_EQ(group_members[seq_group[item->table_start]], 1);
+      ASSERT_EQ(p, plan.prefix_groups[size_t(seq_group[item->table_start])].prefix_len);
+      ASSERT_EQ(item->prefix_table, plan.prefix_groups[size_t(seq_group[item->table_start])].block_table_start);
+      pieces[slot.row_head].push_back({item->prefix_table, std::min(begin, p), std::min(end, p), partial});
+      pieces[slot.row_head].push_back({item->table_start, std::max(begin, p) - p, std::max(end, p) - p, partial});
     }
   }
   ASSERT_EQ(int32_t(partials_seen.size()), work.num_partials);
@@ -160,10 +184,12 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   std::map<int32_t, cuda::MergeOutput> merges;
   for (const cuda::MergeOutput& m : work.merges)
     ASSERT_TRUE(merges.emplace(m.row_head, m).second) << "output " << m.row_head << " merged twice";
+  std::map<int32_t, int32_t> parts_of;
   for (const auto& [row_head, mine] : pieces) {
     std::set<int32_t> partials;
     for (const Piece& p : mine) partials.insert(p.partial);
-    const int32_t parts = int32_t(mine.size());
+    const int32_t parts = int32_t(partials.size());
+    parts_of[row_head] = parts;
     ASSERT_EQ(*partials.rbegin() - *partials.begin() + 1, parts) << "output " << row_head << ": not contiguous";
     ASSERT_EQ(merges.count(row_head), parts > 1 ? 1u : 0u) << "output " << row_head;
     if (parts > 1) {
@@ -172,7 +198,7 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
     }
   }
   for (const cuda::QuerySlot& slot : work.slots) {
-    ASSERT_EQ(slot.parts, int32_t(pieces[slot.row_head].size())) << "output " << slot.row_head;
+    ASSERT_EQ(slot.parts, parts_of[slot.row_head]) << "output " << slot.row_head;
     ASSERT_LE(slot.parts, 2 * 32) << "output " << slot.row_head;
   }
 }
@@ -194,6 +220,7 @@ TEST(AttentionWork, RelayDecodeRunsPrefixAndOwnTokensInOneList) {
     EXPECT_EQ(count_units(work, true), shape.hk == 32 ? 32 * 32 / 4 : 2 * 32 * 8 / 4);
     // Every output has its prefix splits and its own tokens to merge.
     for (const cuda::QuerySlot& slot : work.slots) EXPECT_GE(slot.parts, 2);
+    EXPECT_EQ(work.merges.size(), size_t(32 * 32));
   }
 }
 
@@ -217,16 +244,74 @@ int32_t longest_unit(const AttentionWork& work) {
 }
 
 TEST(AttentionWork, RelayAtBatchOneIsCutLikePaged) {
-  // One row: the relay step (prefix + own tokens, two ranges per head) is cut so
-  // that its longest unit is no longer than the paged step's (one range per head):
-  // relay must not be slower than paged at batch 1.
+  // One sequence on a prefix: its prefix and own tokens are one joined range per
+  // head, cut exactly as the paged step's single range (relay must not be slower
+  // than paged at batch 1).
   for (Shape shape : {Shape{32, 32}, Shape{32, 8}})
     for (auto [prefix, own] : {std::pair{512, 128}, std::pair{2048, 512}, std::pair{8192, 128}, std::pair{8192, 512}}) {
       AttentionWork relay, paged;
       check_work(make_plan({{1, own}}, prefix), shape, true, "relay B=1", &relay);
       check_work(make_plan({{1, prefix + own}}, 0), shape, true, "paged B=1", &paged);
-      EXPECT_LE(longest_unit(relay), longest_unit(paged)) << shape.hk << " " << prefix << "/" << own;
-      EXPECT_LE(relay.units.size(), size_t(2 * 264)) << shape.hk << " " << prefix << "/" << own;
+      ASSERT_EQ(relay.units.size(), paged.units.size()) << shape.hk << " " << prefix << "/" << own;
+      for (size_t u = 0; u < relay.units.size(); ++u) {
+        ASSERT_EQ(relay.units[u].stages, paged.units[u].stages);
+        ASSERT_EQ(relay.units[u].items[0].kv_begin, paged.units[u].items[0].kv_begin);
+        ASSERT_EQ(relay.units[u].items[0].kv_end, paged.units[u].items[0].kv_end);
+        ASSERT_EQ(relay.units[u].items[0].prefix_len, prefix);
+      }
+      EXPECT_EQ(relay.merges.size(), paged.merges.size());
+      EXPECT_EQ(longest_unit(relay), longest_unit(paged));
+    }
+}
+
+TEST(AttentionWork, PrefixWithOneSequenceIsJoinedOthersAreShared) {
+  // Groups 0 (three sequences) and 1 (one): group 1's prefix is read through its
+  // sequence's joined range; group 0's once for its three sequences.
+  BatchPlan plan;
+  plan.block_size = 16;
+  for (int32_t prefix : {300, 1000}) {
+    PlannedPrefixGroup g;
+    g.prefix_len = prefix;
+    g.block_table_start = int32_t(plan.block_tables.size());
+    g.num_blocks = (prefix + 15) / 16;
+    plan.block_tables.resize(plan.block_tables.size() + size_t(g.num_blocks), 0);
+    plan.prefix_groups.push_back(g);
+  }
+  const std::vector<std::array<int32_t, 3>> seqs = {{1, 50, 0}, {4, 90, 1}, {1, 7, 0}, {1, 200, 0}, {1, 33, -1}};
+  int32_t row = 0;
+  for (auto [ql, ctx, grp] : seqs) {
+    PlannedSequence s;
+    s.query_start = row;
+    s.query_len = ql;
+    s.context_len = ctx;
+    s.prefix_group = grp;
+    s.position_offset = grp >= 0 ? plan.prefix_groups[size_t(grp)].prefix_len : 0;
+    s.block_table_start = int32_t(plan.block_tables.size());
+    s.num_blocks = (ctx + 15) / 16;
+    plan.block_tables.resize(plan.block_tables.size() + size_t(s.num_blocks), 0);
+    for (int32_t r = 0; r < ql; ++r) {
+      plan.token_ids.push_back(0);
+      plan.positions.push_back(s.position_offset + ctx - ql + r);
+      plan.slot_mapping.push_back(0);
+      if (grp >= 0) plan.prefix_groups[size_t(grp)].query_rows.push_back(row + r);
+    }
+    row += ql;
+    plan.sequences.push_back(s);
+  }
+  for (Shape shape : {Shape{8, 8}, Shape{32, 4}})
+    for (bool split : {true, false}) {
+      AttentionWork work;
+      check_work(plan, shape, split, "two groups", &work);
+      int32_t joined = 0, shared = 0;
+      for (const cuda::AttentionUnit& u : work.units)
+        for (const AttentionItem& item : u.items) {
+          if (item.slot_count == 0) continue;
+          if (item.prefix_len > 0) ++joined;
+          if (item.table_start == plan.prefix_groups[0].block_table_start) ++shared;
+          EXPECT_NE(item.table_start, plan.prefix_groups[1].block_table_start) << "group 1 is joined";
+        }
+      EXPECT_GT(joined, 0);
+      EXPECT_GT(shared, 0);
     }
 }
 

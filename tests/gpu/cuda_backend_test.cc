@@ -290,5 +290,22 @@ TEST(CudaAttention, OneRequestAnd256Requests) {
   check_attention(odd_block, "block size 5");
 }
 
+TEST(CudaAttention, JoinedPrefixesAndMhaDecode) {
+  // A prefix with one sequence in the step is read through that sequence's joined
+  // range (prefix table, then own table; the prefix's last block part-filled).
+  AttentionCase joined_odd{8, 2, 64, 5, {{3, 33}}, {29}, {0}};
+  check_attention(joined_odd, "joined, block size 5");
+  AttentionCase joined_rows{32, 4, 128, 16, {{20, 50}, {1, 10}, {1, 3000}}, {300, 64}, {0, -1, 1}};
+  check_attention(joined_rows, "joined, prefill rows");
+  // MHA decode rows on two prefixes, and rows without one.
+  AttentionCase mha{32, 32, 128, 16, {}, {1500, 37}, {}};
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 96; ++i) {
+    mha.own.push_back({1, int32_t(1 + rng() % 300)});
+    mha.group_of.push_back(i % 7 == 0 ? -1 : int32_t(i % 3 == 0));
+  }
+  check_attention(mha, "relay, MHA decode");
+}
+
 }  // namespace
 }  // namespace relayllm

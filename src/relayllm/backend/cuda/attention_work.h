@@ -22,6 +22,11 @@
 // No unit waits for another. An output with a single partial is written by its
 // item; the partials of the others are counted as they arrive and merged at the
 // end of the launch by the CTAs that have run out of units.
+//
+// A relay prefix with a single sequence attached in the step saves no bytes, so
+// its tokens are joined to that sequence's own tokens as one range read through
+// both block tables: the step is cut exactly as without relay (relay at batch
+// one costs what paged attention costs).
 #pragma once
 
 #include <cstdint>
@@ -31,20 +36,25 @@
 
 namespace relayllm::cuda {
 
+// 32 bytes: two 16-byte loads.
 struct AttentionItem {
   int32_t slot_offset = 0;     // first query slot of the item
-  int32_t slot_count = 0;      // at most the unit's rows per item (0: no item)
+  int16_t slot_count = 0;      // at most the unit's rows per item (0: no item)
+  int16_t split = 0;           // which piece of its slots' range: their partial is partial_base + split
   int32_t kv_head = 0;
   int32_t table_start = 0;     // into BatchPlan::block_tables
-  int32_t kv_begin = 0;        // token range [kv_begin, kv_end) of the table
+  int32_t kv_begin = 0;        // token range [kv_begin, kv_end) of the range
   int32_t kv_end = 0;
-  int32_t split = 0;           // which piece of its slots' range: their partial is partial_base + split
-  int32_t reserved = 0;        // keeps the item 32 bytes (two 16-byte loads)
+  // A joined range: tokens [0, prefix_len) are a relay prefix's, read through the
+  // table at prefix_table; token t >= prefix_len is token t - prefix_len of the
+  // table at table_start. prefix_len 0: the range is the table's alone.
+  int32_t prefix_table = 0;
+  int32_t prefix_len = 0;
 };
 
 struct QuerySlot {
   int32_t row_head;          // row * num_heads + head: the query and the output it feeds
-  int32_t visible;           // tokens [0, visible) of the table are visible to this query
+  int32_t visible;           // tokens [0, visible) of the range are visible to this query
   int32_t parts = 1;         // partials of this output (1: the item writes the output itself)
   int32_t partial_base = 0;  // the partial of this slot's range's first piece
 };

@@ -112,6 +112,49 @@ __device__ __forceinline__ int item_tiles(const AttentionItem& item, int tokens)
   return (item.kv_end - item.kv_begin + tokens - 1) / tokens;
 }
 
+// Issues the cp.async copies of the keys and values of tokens [t0, t0 + TOKENS)
+// (those at or past `end` zero-filled): token t is token t of `table`, or in a
+// mixed stage (MIXED: a joined range's prefix ends inside it) token t of
+// prefix_table below prefix_len and token t - prefix_len of `table` from there on.
+// THREADS threads share the copies, `t` being this thread's index among them.
+template <typename T, int D, int kLd, int TOKENS, int THREADS, bool MIXED>
+__device__ __forceinline__ void issue_kv(const AttentionArgs& args, int kv_head, const int32_t* table,
+                                         const int32_t* prefix_table, int t0, int end, int prefix_len, int t, T* dk,
+                                         T* dv) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  const T* kc = static_cast<const T*>(args.k_cache);
+  const T* vc = static_cast<const T*>(args.v_cache);
+  const int64_t token_stride = int64_t(args.num_kv_heads) * D;
+  auto local = [&](int tok) { return MIXED && tok >= prefix_len ? tok - prefix_len : tok; };
+  // Addresses first, copies after: the block-table lookups of a stage are
+  // independent loads, and issuing them back to back costs one latency, not one
+  // per chunk (this runs once per stage, on the CTA's critical path).
+  constexpr int kKvPer = (TOKENS * kChunks + THREADS - 1) / THREADS;
+  int32_t block_of[kKvPer];  // the pool block of each chunk's token, -1 past the range
+#pragma unroll
+  for (int j = 0; j < kKvPer; ++j) {
+    const int i = t + j * THREADS, tok = t0 + i / kChunks, at = local(tok);
+    // Block sizes are almost always powers of two: a shift instead of a division.
+    const int block = args.block_shift >= 0 ? at >> args.block_shift : at / args.block_size;
+    const int32_t* tab = MIXED && tok < prefix_len ? prefix_table : table;
+    block_of[j] = i < TOKENS * kChunks && tok < end ? tab[block] : -1;
+  }
+#pragma unroll
+  for (int j = 0; j < kKvPer; ++j) {
+    const int i = t + j * THREADS;
+    if (i >= TOKENS * kChunks) continue;
+    const int r = i / kChunks, c = i % kChunks, tok = local(t0 + r);
+    const int at = r * kLd + c * 8;
+    const bool valid = block_of[j] >= 0;
+    const int within = args.block_shift >= 0 ? tok & (args.block_size - 1) : tok % args.block_size;
+    const int64_t off = valid ? (int64_t(block_of[j]) * args.block_size + within) * token_stride +
+                                    int64_t(kv_head) * D + c * 8
+                              : 0;
+    cp_async_16(dk + at, kc + off, valid ? 16 : 0);
+    cp_async_16(dv + at, vc + off, valid ? 16 : 0);
+  }
+}
+
 // Issues the cp.async copies of one item's stage: its query rows first when the
 // item starts (rows past its slots zero-filled), then TOKENS keys and values from
 // token kv_begin + tile * TOKENS on (tokens past kv_end zero-filled). THREADS
@@ -122,12 +165,7 @@ __device__ __forceinline__ void load_stage(const AttentionArgs& args, const Atte
                                            T* sq, T* dk, T* dv) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   const T* q = static_cast<const T*>(args.q);
-  const T* kc = static_cast<const T*>(args.k_cache);
-  const T* vc = static_cast<const T*>(args.v_cache);
-  const int64_t token_stride = int64_t(args.num_kv_heads) * D;
-  // Addresses first, copies after: the block-table and slot lookups of a stage are
-  // independent loads, and issuing them back to back costs one latency, not one per
-  // chunk (this runs once per stage, on the CTA's critical path).
+  // Addresses first, copies after (as in issue_kv), for the slot lookups.
   if (tile == 0) {
     constexpr int kQPer = (QROWS * kChunks + THREADS - 1) / THREADS;
     const T* src[kQPer];
@@ -147,28 +185,14 @@ __device__ __forceinline__ void load_stage(const AttentionArgs& args, const Atte
   }
   const int32_t* table = args.block_tables + it.table_start;
   const int t0 = it.kv_begin + tile * TOKENS;
-  constexpr int kKvPer = (TOKENS * kChunks + THREADS - 1) / THREADS;
-  int32_t block_of[kKvPer];  // the pool block of each chunk's token, -1 past the range
-#pragma unroll
-  for (int j = 0; j < kKvPer; ++j) {
-    const int i = t + j * THREADS, tok = t0 + i / kChunks;
-    // Block sizes are almost always powers of two: a shift instead of a division.
-    const int block = args.block_shift >= 0 ? tok >> args.block_shift : tok / args.block_size;
-    block_of[j] = i < TOKENS * kChunks && tok < it.kv_end ? table[block] : -1;
-  }
-#pragma unroll
-  for (int j = 0; j < kKvPer; ++j) {
-    const int i = t + j * THREADS;
-    if (i >= TOKENS * kChunks) continue;
-    const int r = i / kChunks, c = i % kChunks, tok = t0 + r;
-    const int at = r * kLd + c * 8;
-    const bool valid = block_of[j] >= 0;
-    const int within = args.block_shift >= 0 ? tok & (args.block_size - 1) : tok % args.block_size;
-    const int64_t off = valid ? (int64_t(block_of[j]) * args.block_size + within) * token_stride +
-                                    int64_t(it.kv_head) * D + c * 8
-                              : 0;
-    cp_async_16(dk + at, kc + off, valid ? 16 : 0);
-    cp_async_16(dv + at, vc + off, valid ? 16 : 0);
+  if (t0 < it.prefix_len && t0 + TOKENS > it.prefix_len) {  // a joined range's prefix ends inside
+    issue_kv<T, D, kLd, TOKENS, THREADS, true>(args, it.kv_head, table, args.block_tables + it.prefix_table, t0,
+                                               it.kv_end, it.prefix_len, t, dk, dv);
+  } else {  // tokens of one table: a joined range's own token t is the table's t - prefix_len
+    const bool own = t0 >= it.prefix_len;
+    const int shift = own ? it.prefix_len : 0;
+    issue_kv<T, D, kLd, TOKENS, THREADS, false>(args, it.kv_head, own ? table : args.block_tables + it.prefix_table,
+                                                nullptr, t0 - shift, it.kv_end - shift, 0, t, dk, dv);
   }
 }
 
@@ -441,7 +465,9 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
   // thread's read after a barrier), so it starts kClaimAhead stages before the
   // current unit's last: early enough that short units stream without a gap, late
   // enough that the cursor still balances the CTAs (claims made at the kernel's
-  // start would deal all units out round-robin, long ones included).
+  // start would deal all units out round-robin, long ones included). (Four stages
+  // ahead, with the next unit's slots and first block-table line prefetched into
+  // L1 in the extra issue, measured 1% slower.)
   constexpr int kClaimAhead = 3;
   enum : int { kIdle, kAtomic, kStored, kFetched };
   int claim = kIdle, claimed = 0;
