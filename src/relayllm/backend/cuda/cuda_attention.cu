@@ -72,9 +72,11 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* p) {
                : "r"(smem_addr(p)));
 }
 
-// 16 bytes global -> shared; src_bytes 0 fills zeros (tokens past the range).
+// 16 bytes global -> shared; src_bytes 0 fills zeros (tokens past the range). The
+// L2::128B hint has the whole 128-byte line fetched with its first chunk (the rest
+// of a K or V row follows at once): 1% faster relay, 1-2% faster paged, measured.
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                "r"(src_bytes));
 }
 
