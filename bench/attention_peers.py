@@ -230,7 +230,8 @@ def main():
         "latency of each kernel included).",
         "- relay = our kernel over one work list in one launch: the prefix group's items (wide units, all rows "
         "of the group against each KV tile) and each request's own tokens (narrow items, four to a unit); "
-        "whichever item writes an output's last partial merges them; "
+        "outputs with several partials are merged at the end of the launch by the CTAs out of units "
+        "(at B=1 the prefix is joined to the request's own tokens: one range over both block tables); "
         "paged = the same kernel with the prefix copied into each request's blocks; "
         "sdpa = torch SDPA (flash backend) over each request's contiguous full KV; "
         "torch relay = two `_scaled_dot_product_flash_attention` calls + merge in torch ops.",
