@@ -623,18 +623,22 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
 
   // The merges: a warp at a time takes an output, waits for its partials and
   // merges them (merge_output zeroes its arrival count). The next claim is made
-  // before the merge, so that its latency passes during it.
+  // once the wait is over, before the merge, so that its latency passes during
+  // the merge while a waiting warp holds one output only (claimed before the wait,
+  // a second output would wait behind the first: 1.3% slower on average, up to
+  // 13% at small batches, measured).
   const int outputs = args.counts[1];
   int claimed_merge = 0;
   if (lane == 0) claimed_merge = atomicAdd(args.cursor + 2, 1);
   for (;;) {
     const int index = __shfl_sync(0xffffffffu, claimed_merge, 0);
     if (index >= outputs) break;
-    if (lane == 0) claimed_merge = atomicAdd(args.cursor + 2, 1);
     const MergeOutput m = args.merges[index];
     // Lane 0 acquires the count; the __syncwarp passes what it saw to the others.
-    if (lane == 0)
+    if (lane == 0) {
       while (ld_acquire(args.arrivals + m.row_head) < m.parts) __nanosleep(64);
+      claimed_merge = atomicAdd(args.cursor + 2, 1);
+    }
     __syncwarp();
     merge_output<T, D>(args.partial_o, args.partial_lse, static_cast<T*>(args.out), args.arrivals, m.row_head,
                        m.first, m.parts, lane);
