@@ -131,7 +131,8 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   std::map<int32_t, std::vector<Piece>> pieces;  // row_head -> the items' ranges for it
   std::map<int32_t, int32_t> seq_group, group_members;  // own table -> prefix group; group -> sequences
   std::map<int32_t, int32_t> group_of_table;             // prefix table -> group
-  for (size_t g = 0; g < plan.prefix_groups.size(); ++g) group_of_table[plan.prefix_groups[g].block_table_start] = int32_t(g);
+  for (size_t g = 0; g < plan.prefix_groups.size(); ++g)
+    group_of_table[plan.prefix_groups[g].block_table_start] = int32_t(g);
   for (const PlannedSequence& s : plan.sequences) {
     seq_group[s.block_table_start] = s.prefix_group;
     if (s.prefix_group >= 0) ++group_members[s.prefix_group];
