@@ -1,7 +1,8 @@
 // Paged attention on tensor cores (mma.sync m16n8k16, fp32 accumulation), one
 // persistent launch for own tokens (causal through per-slot visible lengths) and
 // relay prefixes (every slot sees the whole prefix); the partial results of an
-// output are combined by log-sum-exp by whichever warp writes its last partial.
+// output are combined by log-sum-exp at the end of the launch, by the CTAs that
+// have run out of units.
 //
 // A CTA runs work units one after another (attention_work.h): NW warps each own 16
 // query slots; K/V stages are gathered from the paged pool into shared memory with
