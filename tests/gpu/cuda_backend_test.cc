@@ -290,6 +290,26 @@ TEST(CudaAttention, OneRequestAnd256Requests) {
   check_attention(odd_block, "block size 5");
 }
 
+TEST(CudaAttention, PrefixGroupsOfOneToFourRowBlocks) {
+  // Prefix items of 16, 32, 48 and 64 query slots (GQA 8: 2, 4, 6 and 8 decode rows)
+  // and a long single-slot range: one, two or four warps share a stage's tokens, or
+  // (three row blocks) each warp runs a whole stage. Lengths are not multiples of
+  // the stage, so a slice may hold no token of a row.
+  for (int32_t d : {64, 128}) {
+    AttentionCase c{16, 2, d, 16, {}, {1000, 77, 2049, 130}, {}};
+    const int32_t rows_of_group[] = {2, 4, 6, 8};
+    std::mt19937_64 rng(11);
+    for (int32_t grp = 0; grp < 4; ++grp)
+      for (int32_t r = 0; r < rows_of_group[grp]; ++r) {
+        c.own.push_back({1, int32_t(1 + rng() % 90)});
+        c.group_of.push_back(grp);
+      }
+    check_attention(c, "relay, 1-4 row blocks");
+  }
+  AttentionCase alone{8, 8, 128, 16, {{1, 5001}, {1, 3}}, {}, {}};
+  check_attention(alone, "long context alone");
+}
+
 TEST(CudaAttention, JoinedPrefixesAndMhaDecode) {
   // A prefix with one sequence in the step is read through that sequence's joined
   // range (prefix table, then own table; the prefix's last block part-filled).
