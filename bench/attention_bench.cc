@@ -15,7 +15,11 @@
 //
 // Usage: attention_bench [--quick] [--batches 1,32] [--prefixes 2048] [--owns 128]
 //          [--shapes llama2-7b,llama3-8b] [--items-per-sm N] [--min-split N]
+//          [--prefix-from-copy] [--paged-first]
 //        > ours.jsonl
+// Two diagnostics for relay vs paged at one request: --prefix-from-copy has relay
+// read the prefix from request 0's copy (at B=1 both then read the same bytes at
+// the same addresses), --paged-first times paged before relay.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -225,6 +229,8 @@ struct Args {
   std::vector<int> batches{1, 8, 32, 64, 128}, prefixes{512, 2048, 8192}, owns{128, 512};
   std::vector<std::string> shapes{"llama2-7b", "llama3-8b"};
   CudaBackendOptions backend;
+  bool prefix_from_copy = false;
+  bool paged_first = false;
 };
 
 std::vector<int> int_list(const std::string& text) {
@@ -259,6 +265,10 @@ Args parse_args(int argc, char** argv) {
       a.backend.attention_items_per_sm = std::stoi(value());
     } else if (k == "--min-split") {
       a.backend.attention_min_split = std::stoi(value());
+    } else if (k == "--prefix-from-copy") {
+      a.prefix_from_copy = true;
+    } else if (k == "--paged-first") {
+      a.paged_first = true;
     } else {
       fail("attention_bench: unknown argument '{}'", k);
     }
@@ -323,9 +333,9 @@ int run(const Args& args) {
           const int64_t window = window_blocks(batch, prefix, own);
           const int layers = int(std::clamp<int64_t>(blocks / window, 1, kMaxLayers));
           const std::vector<KvLayer> views = layer_views(pool, window, layers);
-          const int32_t prefix_base = 0;
           const int32_t own_base = prefix / kBlock;
           const int32_t copy_base = own_base + batch * ((own + kBlock - 1) / kBlock);
+          const int32_t prefix_base = args.prefix_from_copy ? copy_base : 0;
           // The paged baseline's prefix copies, in every layer's window.
           for (const KvLayer& kv : views)
             for (int b = 0; b < batch; ++b)
@@ -340,8 +350,10 @@ int run(const Args& args) {
           const int reps = batch * (prefix + own) > 200000 ? 20 : 50;
           BatchPlan relay_plan = make_plan(batch, prefix, own, true, prefix_base, own_base, copy_base);
           BatchPlan paged_plan = make_plan(batch, prefix, own, false, prefix_base, own_base, copy_base);
-          Timing relay = time_attention(gpu, relay_plan, q, views, shape, reps);
-          Timing paged = time_attention(gpu, paged_plan, q, views, shape, reps);
+          Timing relay, paged;
+          if (args.paged_first) paged = time_attention(gpu, paged_plan, q, views, shape, reps);
+          relay = time_attention(gpu, relay_plan, q, views, shape, reps);
+          if (!args.paged_first) paged = time_attention(gpu, paged_plan, q, views, shape, reps);
           const double kv_token = 2.0 * s.hk * kHeadDim * 2;  // K and V, bf16
           const double qo = 2.0 * batch * s.hq * kHeadDim * 2;
           const double relay_bytes = kv_token * (prefix + double(batch) * own) + qo;
