@@ -291,10 +291,10 @@ TEST(CudaAttention, OneRequestAnd256Requests) {
 }
 
 TEST(CudaAttention, PrefixGroupsOfOneToFourRowBlocks) {
-  // Prefix items of 16, 32, 48 and 64 query slots (GQA 8: 2, 4, 6 and 8 decode rows)
-  // and a long single-slot range: one, two or four warps share a stage's tokens, or
-  // (three row blocks) each warp runs a whole stage. Lengths are not multiples of
-  // the stage, so a slice may hold no token of a row.
+  // Prefix items of 16, 32, 48 and 64 query slots (GQA 8: 2, 4, 6 and 8 decode rows),
+  // each a unit of its own in which one to four warps hold rows (the others only
+  // load), on prefixes that are not multiples of the stage; and a long single-slot
+  // range, which runs in units of its own too.
   for (int32_t d : {64, 128}) {
     AttentionCase c{16, 2, d, 16, {}, {1000, 77, 2049, 130}, {}};
     const int32_t rows_of_group[] = {2, 4, 6, 8};
