@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "relayllm/backend/batch_plan.h"
+#include "relayllm/backend/op_timer.h"
 #include "relayllm/backend/tensor.h"
 
 namespace relayllm {
@@ -65,6 +66,13 @@ class Backend {
   // Ends a capture that failed midway, recording nothing.
   virtual void capture_cancel() {}
   virtual bool replay(int64_t key) { (void)key; return false; }
+
+  // A timer for the op profile. The default reads the host clock, which is right for
+  // backends whose ops finish before they return.
+  virtual std::unique_ptr<OpTimer> make_op_timer() { return std::make_unique<HostOpTimer>(); }
+  // Bytes per second of a large copy within the backend's memory (read + write),
+  // the floor's bandwidth in the op profile; 0 when the backend has no measure.
+  virtual double measure_copy_bandwidth() { return 0; }
 
   // out[r] = table[ids[r]]
   virtual void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) = 0;

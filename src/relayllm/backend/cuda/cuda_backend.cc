@@ -72,6 +72,40 @@ cudaDataType_t cuda_type(DType dtype) {
   }
 }
 
+// Events on the backend's stream; reused across reads, so a profiled step allocates
+// none once the first has run. The context is held so the stream outlives the timer.
+class CudaOpTimer final : public OpTimer {
+ public:
+  explicit CudaOpTimer(std::shared_ptr<Context> ctx) : ctx_(std::move(ctx)) {}
+  ~CudaOpTimer() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+  void mark() override {
+    if (used_ == events_.size()) {
+      cudaEvent_t e = nullptr;
+      RELAYLLM_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    RELAYLLM_CUDA_CHECK(cudaEventRecord(events_[used_++], ctx_->stream));
+  }
+  std::vector<double> read_ms() override {
+    std::vector<double> ms;
+    if (used_ > 0) RELAYLLM_CUDA_CHECK(cudaEventSynchronize(events_[used_ - 1]));
+    for (size_t i = 1; i < used_; ++i) {
+      float t = 0;
+      RELAYLLM_CUDA_CHECK(cudaEventElapsedTime(&t, events_[i - 1], events_[i]));
+      ms.push_back(double(t));
+    }
+    used_ = 0;
+    return ms;
+  }
+
+ private:
+  std::shared_ptr<Context> ctx_;
+  std::vector<cudaEvent_t> events_;
+  size_t used_ = 0;
+};
+
 struct GemmPlan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -200,6 +234,41 @@ CudaBackend::~CudaBackend() {
 }
 
 void* CudaBackend::stream() const { return impl_->ctx->stream; }
+
+std::unique_ptr<OpTimer> CudaBackend::make_op_timer() { return std::make_unique<CudaOpTimer>(impl_->ctx); }
+
+double CudaBackend::measure_copy_bandwidth() {
+  // 256 MiB each way: large enough that launch costs vanish, small enough to fit
+  // beside a KV pool sized by --gpu-memory-utilization.
+  const size_t bytes = size_t(256) << 20;
+  void *a = nullptr, *b = nullptr;
+  if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {
+    cudaFree(a);
+    cudaGetLastError();  // clears the failed allocation's error
+    return 0;
+  }
+  cudaStream_t stream = impl_->ctx->stream;
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  RELAYLLM_CUDA_CHECK(cudaEventCreate(&e0));
+  RELAYLLM_CUDA_CHECK(cudaEventCreate(&e1));
+  RELAYLLM_CUDA_CHECK(cudaMemsetAsync(a, 0x3c, bytes, stream));
+  std::vector<float> ms;
+  for (int i = 0; i < 11; ++i) {
+    RELAYLLM_CUDA_CHECK(cudaEventRecord(e0, stream));
+    RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
+    RELAYLLM_CUDA_CHECK(cudaEventRecord(e1, stream));
+    RELAYLLM_CUDA_CHECK(cudaEventSynchronize(e1));
+    float t = 0;
+    RELAYLLM_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i > 0) ms.push_back(t);  // the first copy warms up
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+  std::sort(ms.begin(), ms.end());
+  return 2.0 * double(bytes) / (double(ms[ms.size() / 2]) * 1e-3);
+}
 
 void CudaBackend::synchronize() { RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->ctx->stream)); }
 

@@ -42,6 +42,8 @@ class CudaBackend final : public Backend {
   void capture_end(int64_t key) override;
   void capture_cancel() override;
   bool replay(int64_t key) override;
+  std::unique_ptr<OpTimer> make_op_timer() override;
+  double measure_copy_bandwidth() override;
 
   void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
