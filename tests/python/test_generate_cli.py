@@ -172,6 +172,25 @@ def test_embedded_default_runs_without_a_model(binary):
     assert len(out["token_ids"]) == 4 and out["relay_prefix_tokens"] > 0
 
 
+def test_profile_ops_prints_a_table_per_step_kind_and_changes_no_token(binary, model_dir):
+    common = ["--sys-prompt", SYS_PROMPT, "--enable-relay-attention", "--temperature", "0",
+              "--max-tokens", "5", "--ignore-eos", "--prompt", USER_PROMPTS[0], "--prompt", USER_PROMPTS[1]]
+    _, plain = generate(binary, model_dir, common)
+    proc, profiled = generate(binary, model_dir, common + ["--profile-ops"])
+    assert [r["token_ids"] for r in profiled] == [r["token_ids"] for r in plain]
+    err = proc.stderr.decode()
+    assert "prefill and mixed steps, op by op" in err
+    # Both requests decode together after the prefill: 4 decode steps of 2 rows.
+    assert "\n4 decode steps, op by op: " in err, err
+    decode_table = err[err.index("decode steps, op by op"):]
+    rows = {line.split("|")[1].strip(): line for line in decode_table.splitlines() if line.startswith("| ")}
+    for op in ["attention (relay)", "rope", "write_kv", "logits to host", "(idle between ops)"]:
+        assert op in rows, decode_table
+    config = json.loads((model_dir / "config.json").read_text())
+    layers = config["num_hidden_layers"]
+    assert float(rows["attention (relay)"].split("|")[2]) == layers  # calls per step
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent-model-folder"], "does not exist"),
     (["--temperature", "-1"], "temperature"),

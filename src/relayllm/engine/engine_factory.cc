@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "relayllm/backend/cpu/cpu_backend.h"
+#include "relayllm/backend/profiling_backend.h"
 #ifdef RELAYLLM_WITH_CUDA
 #include "relayllm/backend/cuda/cuda_backend.h"
 #endif
@@ -137,6 +138,8 @@ ServingEngine create_engine(const EngineOptions& options) {
   }
   RELAYLLM_CHECK(config.enable_relay_attention || options.relay_prefixes.empty(),
                  "--relay-prefix needs --enable-relay-attention");
+
+  if (options.op_profile) backend = std::make_unique<ProfilingBackend>(std::move(backend), options.op_profile);
 
   ServingEngine serving;
   serving.model_name = loaded.name;

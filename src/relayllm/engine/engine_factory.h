@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "relayllm/backend/op_profile.h"
 #include "relayllm/chat/sys_schema.h"
 #include "relayllm/engine/engine.h"
 #include "relayllm/model/generation_config.h"
@@ -28,6 +29,9 @@ struct EngineOptions {
   EngineConfig engine;
   std::string sys_prompt, sys_prompt_file, sys_schema, sys_schema_file;
   std::vector<std::string> relay_prefixes;  // NAME=FILE
+  // When set, every op's time, bytes and FLOPs are recorded into it and every step
+  // runs op by op (no graphs); see profiling_backend.h.
+  std::shared_ptr<OpProfile> op_profile;
 };
 
 struct ServingEngine {
