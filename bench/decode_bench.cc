@@ -1,8 +1,10 @@
 // End-to-end decode on the CUDA backend: one request (batch 1), greedy, through
 // the engine built by the same factory as the CLI (so --gpu-memory-utilization
 // sizes the KV pool); decode steps as CUDA graph replays, then the same request
-// again op by op (--enforce-eager). Reports the median decode step against the floor
-// (weight bytes + KV bytes) / copy bandwidth, the copy measured in the same run.
+// again op by op (--enforce-eager), and once more op by op with every op timed on the
+// device (the op profile, printed as a table before the JSON line). Reports the median
+// decode step against the floor (weight bytes + KV bytes) / copy bandwidth, the copy
+// measured in the same run.
 //
 // Usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]
 // (MODEL_DIR holds config.json; weights are random: --load-format dummy).
@@ -58,6 +60,9 @@ int run(int argc, char** argv) {
   options.device = "cuda";
   options.dtype = "bfloat16";
   options.gpu_memory_utilization = 0.9;
+  options.op_profile = std::make_shared<OpProfile>();
+  options.op_profile->set_recording(false);  // until the third run
+  options.op_profile->set_copy_bandwidth(bw);
   auto t0 = std::chrono::steady_clock::now();
   ServingEngine serving = create_engine(options);
   Engine& engine = *serving.engine;
@@ -89,6 +94,11 @@ int run(int argc, char** argv) {
   const int64_t graph_steps = engine.stats().graph_steps - graph_steps_before;
   engine.set_enforce_eager(true);
   const double eager_med = decode_median(eager_steps);
+  std::vector<double> profiled_steps;
+  options.op_profile->set_recording(true);
+  const double profiled_med = decode_median(profiled_steps);
+  options.op_profile->set_recording(false);
+  std::printf("%s\n", options.op_profile->table(StepKind::kDecode).c_str());
 
   const ModelConfig& c = engine.model_config();
   const double elem = 2;
@@ -103,10 +113,11 @@ int run(int argc, char** argv) {
               "\"prompt\": %d, \"median_step_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
               "\"weight_gb\": %.3f, \"kv_gb_mean\": %.4f, \"copy_bw_gbs\": %.1f, \"floor_ms\": %.3f, "
               "\"fraction_of_floor\": %.3f, \"graph_steps\": %lld, \"eager_median_step_ms\": %.3f, "
-              "\"eager_fraction_of_floor\": %.3f}\n",
+              "\"eager_fraction_of_floor\": %.3f, \"profiled_median_step_ms\": %.3f}\n",
               load_s, engine.config().num_kv_blocks, engine.config().block_size, decode.size(), prompt_len, med,
               decode[decode.size() / 10], decode[decode.size() * 9 / 10], weight_bytes / 1e9, kv_bytes / 1e9,
-              bw / 1e9, floor_ms, floor_ms / med, (long long)graph_steps, eager_med, floor_ms / eager_med);
+              bw / 1e9, floor_ms, floor_ms / med, (long long)graph_steps, eager_med, floor_ms / eager_med,
+              profiled_med);
   return 0;
 }
 

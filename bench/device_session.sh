@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One session on a GPU machine, from binaries built elsewhere and copied to BIN_DIR
 # (relayllm_gpu_tests, attention_bench, decode_bench, tokenizer folder tok-llama2):
-# the GPU tests, the end-to-end decode number (CUDA graphs and eager), and the
+# the GPU tests, the end-to-end decode number (CUDA graphs and eager, and the op
+# profile of the decode step), and the
 # attention benchmark with its peers. Full logs go to OUT_DIR; a short summary is
 # printed last. STAGES picks a subset (default "tests decode attention"), so a
 # session can be split over commands with a time limit. When the `flashinfer`
@@ -39,6 +40,7 @@ fi
 if has decode; then
   "$bin/decode_bench" bench/configs/llama2-7b "$bin/tok-llama2" 128 32 > "$out/decode.log" 2>&1
   echo "== decode (rc $?)"
+  grep -E '^\||decode steps, op by op' "$out/decode.log"
   tail -1 "$out/decode.log"
 fi
 if has attention; then

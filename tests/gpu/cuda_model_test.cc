@@ -24,6 +24,7 @@
 
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
+#include "relayllm/backend/profiling_backend.h"
 #include "relayllm/common/half.h"
 #include "relayllm/engine/engine.h"
 #include "relayllm/model/llama_model.h"
@@ -376,6 +377,39 @@ TEST_P(GpuGraphs, DecodeGraphsEqualEagerSteps) {
 INSTANTIATE_TEST_SUITE_P(Models, GpuGraphs,
                          ::testing::Combine(::testing::Values("llama2", "llama3", "qwen3", "llama3-8b-2layer"),
                                             ::testing::Bool()));
+
+// The op profile on the device: a profiled engine runs every step op by op (no
+// graphs while recording) and computes what the plain eager engine does; the CUDA
+// timer gives every op a time; a profile that does not record forwards graphs.
+TEST(GpuProfile, ProfiledStepsEqualEagerStepsAndEveryOpIsTimed) {
+  const int32_t vocab = Tokenizer::make_byte_tokenizer().vocab_size();
+  ModelConfig model = gpu_tiny_config("llama3", vocab);
+  ModelWeights weights = make_dummy_weights(model, 31);
+  Workload w = make_workload(13, vocab);
+  auto profile = std::make_shared<OpProfile>();
+  RunResult eager = run_engine(model, weights, std::make_unique<CudaBackend>(), w, true, 40, 512, RunMode{true, false});
+  RunResult profiled = run_engine(model, weights,
+                                  std::make_unique<ProfilingBackend>(std::make_unique<CudaBackend>(), profile), w,
+                                  true, 40, 512);
+  EXPECT_EQ(profiled.graph_steps, 0);
+  compare_greedy(profiled, eager, "profiled vs eager");
+  EXPECT_GT(profile->copy_bandwidth(), 1e11) << "the CUDA backend measures its copy bandwidth";
+  EXPECT_GT(profile->steps(StepKind::kDecode), 20);
+  const auto& ops = profile->ops(StepKind::kDecode);
+  ASSERT_TRUE(ops.count("attention (relay)"));
+  EXPECT_EQ(ops.at("attention (relay)").calls, profile->steps(StepKind::kDecode) * model.num_layers);
+  for (const auto& [label, s] : ops)
+    if (label != OpProfile::kIdle) EXPECT_GT(s.ms, 0.0) << label;
+  std::printf("[gpu-profile]\n%s\n", profile->table(StepKind::kDecode).c_str());
+
+  profile->set_recording(false);
+  const int64_t decode_steps = profile->steps(StepKind::kDecode);
+  RunResult forwarded = run_engine(model, weights,
+                                   std::make_unique<ProfilingBackend>(std::make_unique<CudaBackend>(), profile), w,
+                                   true, 40, 512);
+  EXPECT_GT(forwarded.graph_steps, 0) << "graphs pass through a profile that does not record";
+  EXPECT_EQ(profile->steps(StepKind::kDecode), decode_steps);
+}
 
 }  // namespace
 }  // namespace relayllm
