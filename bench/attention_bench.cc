@@ -354,6 +354,10 @@ int run(const Args& args) {
           if (args.paged_first) paged = time_attention(gpu, paged_plan, q, views, shape, reps);
           relay = time_attention(gpu, relay_plan, q, views, shape, reps);
           if (!args.paged_first) paged = time_attention(gpu, paged_plan, q, views, shape, reps);
+          // The work lists as the backend cuts them: units, the stages the longest CTA
+          // runs, and the partials' bytes beyond the floor's.
+          const cuda::AttentionWorkSummary relay_work = gpu.attention_work_summary(relay_plan, shape);
+          const cuda::AttentionWorkSummary paged_work = gpu.attention_work_summary(paged_plan, shape);
           const double kv_token = 2.0 * s.hk * kHeadDim * 2;  // K and V, bf16
           const double qo = 2.0 * batch * s.hq * kHeadDim * 2;
           const double relay_bytes = kv_token * (prefix + double(batch) * own) + qo;
@@ -364,12 +368,16 @@ int run(const Args& args) {
               "\"paged_bytes\": %.0f, \"relay_frac\": %.4f, \"paged_frac\": %.4f, "
               "\"relay_vs_paged_err\": %.3e, \"items_per_sm\": %d, \"min_split\": %d, "
               "\"relay_single_ms\": %.5f, \"paged_single_ms\": %.5f, "
-              "\"relay_eager_ms\": %.5f, \"paged_eager_ms\": %.5f}\n",
+              "\"relay_eager_ms\": %.5f, \"paged_eager_ms\": %.5f, "
+              "\"relay_units\": %lld, \"relay_makespan_stages\": %lld, \"relay_partial_mb\": %.3f, "
+              "\"paged_units\": %lld, \"paged_makespan_stages\": %lld, \"paged_partial_mb\": %.3f}\n",
               s.name, batch, prefix, own, layers, relay.ms, paged.ms, relay_bytes, paged_bytes,
               relay_bytes / bw / (relay.ms * 1e-3), paged_bytes / bw / (paged.ms * 1e-3),
               rel_err(relay.out, paged.out), args.backend.attention_items_per_sm,
               args.backend.attention_min_split,
-              relay.single_ms, paged.single_ms, relay.eager_ms, paged.eager_ms);
+              relay.single_ms, paged.single_ms, relay.eager_ms, paged.eager_ms, (long long)relay_work.units,
+              (long long)relay_work.makespan_stages, relay_work.partial_bytes / 1e6, (long long)paged_work.units,
+              (long long)paged_work.makespan_stages, paged_work.partial_bytes / 1e6);
           std::fflush(stdout);
         }
   }

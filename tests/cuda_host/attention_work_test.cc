@@ -225,6 +225,40 @@ TEST(AttentionWork, RelayDecodeRunsPrefixAndOwnTokensInOneList) {
   }
 }
 
+TEST(AttentionWork, SummaryCountsUnitsMakespanAndPartials) {
+  // Paged B=32, own 128, MHA: 256 packs of 8 stages; on 64 CTAs four rounds of 9.
+  std::vector<std::pair<int32_t, int32_t>> own(32, {1, 128});
+  AttentionWork paged;
+  check_work(make_plan(own, 0), {32, 32}, true, "paged B=32 own 128", &paged);
+  const cuda::AttentionWorkSummary p = cuda::summarize(paged, 64, 128);
+  EXPECT_EQ(p.units, 256);
+  EXPECT_EQ(p.packed_units, 256);
+  EXPECT_EQ(p.stages, 256 * 8);
+  EXPECT_EQ(p.makespan_stages, 4 * 9);
+  EXPECT_EQ(p.partials, 0);
+  EXPECT_EQ(p.partial_bytes, 0.0);
+  EXPECT_EQ(cuda::summarize(paged, 1000, 128).makespan_stages, 9) << "one wave";
+
+  // Relay: every output merges its own part and its prefix pieces; the partials are
+  // those of the merges, each written once and read once (o and lse in fp32).
+  AttentionWork relay;
+  check_work(make_plan(own, 2048), {32, 32}, true, "relay B=32 prefix 2048", &relay);
+  const cuda::AttentionWorkSummary r = cuda::summarize(relay, 264, 128);
+  int64_t parts = 0;
+  for (const cuda::MergeOutput& m : relay.merges) parts += m.parts;
+  EXPECT_EQ(r.partials, parts);
+  EXPECT_GT(r.partials, int64_t(2 * 32 * 32));
+  EXPECT_DOUBLE_EQ(r.partial_bytes, 2.0 * double(parts) * 129 * 4);
+  EXPECT_EQ(r.units, int64_t(relay.units.size()));
+  int64_t stages = 0, longest = 0;
+  for (const cuda::AttentionUnit& u : relay.units) {
+    stages += u.stages;
+    longest = std::max<int64_t>(longest, u.stages);
+  }
+  EXPECT_EQ(r.stages, stages);
+  EXPECT_GE(r.makespan_stages, std::max<int64_t>(longest + 1, (stages + r.units + 263) / 264));
+}
+
 TEST(AttentionWork, PagedDecodePacksFourItemsAndWritesOutputsDirectly) {
   std::vector<std::pair<int32_t, int32_t>> own(32, {1, 128});
   AttentionWork work;

@@ -268,4 +268,22 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   return work;
 }
 
+AttentionWorkSummary summarize(const AttentionWork& work, int64_t ctas, int32_t head_dim) {
+  AttentionWorkSummary summary;
+  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<>> free_at;
+  for (int64_t i = 0; i < std::max<int64_t>(ctas, 1); ++i) free_at.push(0);
+  for (const AttentionUnit& unit : work.units) {
+    ++summary.units;
+    summary.packed_units += unit.packed;
+    summary.stages += unit.stages;
+    const int64_t done = free_at.top() + unit.stages + 1;
+    free_at.pop();
+    free_at.push(done);
+    summary.makespan_stages = std::max(summary.makespan_stages, done);
+  }
+  for (const MergeOutput& merge : work.merges) summary.partials += merge.parts;
+  summary.partial_bytes = 2.0 * double(summary.partials) * (double(head_dim) + 1) * sizeof(float);
+  return summary;
+}
+
 }  // namespace relayllm::cuda

@@ -111,4 +111,18 @@ struct AttentionWorkOptions {
 
 AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOptions& options);
 
+// What a work list asks of the GPU, for the benchmark's records: its units, the
+// stages a launch of `ctas` CTAs takes when each claims the next unit in list order
+// as it frees up (a unit costing its stages plus one for its start and end), and the
+// partial results written and read back by the merge (fp32 o of head_dim values and
+// one lse each) beyond the bytes of the floor.
+struct AttentionWorkSummary {
+  int64_t units = 0, packed_units = 0;
+  int64_t stages = 0;           // all units' stages together
+  int64_t makespan_stages = 0;  // the longest CTA's, claims in list order
+  int64_t partials = 0;         // written by items whose outputs have several parts
+  double partial_bytes = 0;     // written and read once each
+};
+AttentionWorkSummary summarize(const AttentionWork& work, int64_t ctas, int32_t head_dim);
+
 }  // namespace relayllm::cuda

@@ -142,6 +142,17 @@ struct CudaBackend::Impl {
   std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;
 
   int attention_kinds() const { return num_units > 0 ? 1 : 0; }
+  cuda::AttentionWorkOptions work_options(const AttentionShape& shape, int32_t rows) const {
+    cuda::AttentionWorkOptions options;
+    options.num_heads = shape.num_heads;
+    options.num_kv_heads = shape.num_kv_heads;
+    options.num_sms = num_sms;
+    options.split = split_kv;
+    options.items_per_sm = items_per_sm;
+    options.min_split = min_split;
+    options.num_rows = rows;
+    return options;
+  }
   void drop_graphs() {
     for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
     graphs.clear();
@@ -236,6 +247,13 @@ CudaBackend::~CudaBackend() {
 void* CudaBackend::stream() const { return impl_->ctx->stream; }
 
 std::unique_ptr<OpTimer> CudaBackend::make_op_timer() { return std::make_unique<CudaOpTimer>(impl_->ctx); }
+
+cuda::AttentionWorkSummary CudaBackend::attention_work_summary(const BatchPlan& plan, const AttentionShape& shape) {
+  Impl& m = *impl_;
+  const cuda::AttentionOccupancy occupancy = cuda::prepare_attention(dtype_, shape.head_dim);
+  const cuda::AttentionWork work = cuda::build_attention_work(plan, m.work_options(shape, plan.num_rows()));
+  return cuda::summarize(work, int64_t(occupancy.ctas_per_sm) * m.num_sms, shape.head_dim);
+}
 
 double CudaBackend::measure_copy_bandwidth() {
   // 256 MiB each way: large enough that launch costs vanish, small enough to fit
@@ -345,15 +363,7 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
       m.occupancy_dim = info.attention.head_dim;
       m.occupancy_dtype = dtype_;
     }
-    cuda::AttentionWorkOptions options;
-    options.num_heads = info.attention.num_heads;
-    options.num_kv_heads = info.attention.num_kv_heads;
-    options.num_sms = m.num_sms;
-    options.split = m.split_kv;
-    options.items_per_sm = m.items_per_sm;
-    options.min_split = m.min_split;
-    options.num_rows = rows;
-    work = cuda::build_attention_work(plan, options);
+    work = cuda::build_attention_work(plan, m.work_options(info.attention, rows));
   }
   m.num_units = int32_t(work.units.size());
   m.num_merged = int32_t(work.merges.size());

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/backend/cuda/attention_work.h"
 
 namespace relayllm {
 
@@ -64,6 +65,8 @@ class CudaBackend final : public Backend {
   void synchronize();
   // The backend's stream, as a cudaStream_t.
   void* stream() const;
+  // The work list attention runs for `plan` in this layout, summarised (for benchmarks).
+  cuda::AttentionWorkSummary attention_work_summary(const BatchPlan& plan, const AttentionShape& shape);
 
  private:
   struct Impl;
