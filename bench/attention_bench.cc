@@ -34,6 +34,7 @@
 
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/error.h"
+#include "decode_plans.h"
 
 namespace relayllm {
 namespace {
@@ -44,8 +45,10 @@ namespace {
     if (e_ != cudaSuccess) fail("{} failed: {}", #expr, cudaGetErrorString(e_));   \
   } while (0)
 
-constexpr int kHeadDim = 128;
-constexpr int kBlock = 16;
+using bench::decode_plan;
+using bench::kBlock;
+using bench::kHeadDim;
+using bench::Shape;
 // Layers per timed graph: enough that a small configuration's KV (10 MB at one
 // request) is read from device memory on every call, not from the 50 MB L2; the
 // layers' windows of the pool fit in kLayerBudget bytes (K and V).
@@ -82,57 +85,12 @@ double copy_bandwidth(cudaStream_t stream) {
   return 2.0 * double(bytes) / (median(ms) * 1e-3);
 }
 
-struct Shape {
-  const char* name;
-  int hq, hk;
-};
-
 struct Timing {
   double ms = 0;         // per call, in a graph of one call per layer
   double single_ms = 0;  // one call replayed alone as a graph
   double eager_ms = 0;   // one call launched op by op
   std::vector<float> out;
 };
-
-// One step's plan: B decode rows, each with `own` tokens of its own context
-// (the new token included); with relay, one prefix group of P tokens.
-BatchPlan make_plan(int batch, int prefix, int own, bool relay, int32_t prefix_base, int32_t own_base,
-                    int32_t copy_base) {
-  BatchPlan plan;
-  plan.block_size = kBlock;
-  const int own_blocks = (own + kBlock - 1) / kBlock;
-  const int prefix_blocks = prefix / kBlock;  // prefixes here are multiples of the block
-  for (int b = 0; b < batch; ++b) {
-    PlannedSequence seq;
-    seq.query_start = b;
-    seq.query_len = 1;
-    seq.block_table_start = int32_t(plan.block_tables.size());
-    if (relay) {
-      seq.context_len = own;
-      seq.position_offset = prefix;
-      seq.prefix_group = 0;
-    } else {
-      seq.context_len = prefix + own;
-      for (int j = 0; j < prefix_blocks; ++j) plan.block_tables.push_back(copy_base + b * prefix_blocks + j);
-    }
-    for (int j = 0; j < own_blocks; ++j) plan.block_tables.push_back(own_base + b * own_blocks + j);
-    seq.num_blocks = int32_t(plan.block_tables.size()) - seq.block_table_start;
-    plan.sequences.push_back(seq);
-    plan.token_ids.push_back(0);
-    plan.positions.push_back(prefix + own - 1);
-    plan.slot_mapping.push_back(0);
-  }
-  if (relay) {
-    PlannedPrefixGroup g;
-    g.prefix_len = prefix;
-    g.block_table_start = int32_t(plan.block_tables.size());
-    g.num_blocks = prefix_blocks;
-    for (int j = 0; j < prefix_blocks; ++j) plan.block_tables.push_back(prefix_base + j);
-    for (int b = 0; b < batch; ++b) g.query_rows.push_back(b);
-    plan.prefix_groups.push_back(g);
-  }
-  return plan;
-}
 
 double time_calls(cudaStream_t stream, int reps, const std::function<void()>& call) {
   for (int i = 0; i < 3; ++i) call();
@@ -286,11 +244,7 @@ int run(const Args& args) {
   std::fflush(stdout);
 
   std::vector<Shape> shapes;
-  for (const std::string& name : args.shapes) {
-    if (name == "llama2-7b") shapes.push_back({"llama2-7b", 32, 32});
-    else if (name == "llama3-8b") shapes.push_back({"llama3-8b", 32, 8});
-    else fail("attention_bench: unknown shape '{}'", name);
-  }
+  for (const std::string& name : args.shapes) shapes.push_back(bench::shape_named(name));
   const std::vector<int>& batches = args.batches;
   const std::vector<int>& prefixes = args.prefixes;
   const std::vector<int>& owns = args.owns;
@@ -348,8 +302,8 @@ int run(const Args& args) {
           for (auto& x : qh) x = normal(rng);
           Tensor q = gpu.upload(qh, {batch, s.hq, kHeadDim}, DType::kBF16);
           const int reps = batch * (prefix + own) > 200000 ? 20 : 50;
-          BatchPlan relay_plan = make_plan(batch, prefix, own, true, prefix_base, own_base, copy_base);
-          BatchPlan paged_plan = make_plan(batch, prefix, own, false, prefix_base, own_base, copy_base);
+          BatchPlan relay_plan = decode_plan(batch, prefix, own, true, prefix_base, own_base, copy_base);
+          BatchPlan paged_plan = decode_plan(batch, prefix, own, false, prefix_base, own_base, copy_base);
           Timing relay, paged;
           if (args.paged_first) paged = time_attention(gpu, paged_plan, q, views, shape, reps);
           relay = time_attention(gpu, relay_plan, q, views, shape, reps);
