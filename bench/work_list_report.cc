@@ -35,8 +35,8 @@ int run(int argc, char** argv) {
   const int64_t ctas = int64_t(sms) * ctas_per_sm;
   const double stage_bytes = 2.0 * 64 * bench::kHeadDim * 2;  // 64 tokens of K and V of one head, bf16
   double bw = 0;
-  std::printf("| shape | B | P | own | relay units | makespan | KB/stage/CTA | partial MB | us/stage | "
-              "paged units | makespan | KB/stage/CTA | us/stage |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  std::printf("| shape | B | P | own | relay units | makespan | KiB/stage/CTA | partial MB | us/stage | "
+              "paged units | makespan | KiB/stage/CTA | us/stage |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
               "---:|---:|---:|---:|\n");
   int line_no = 0;
   for (std::string line; std::getline(in, line);) {
