@@ -60,31 +60,6 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Bytes per second of a large device-to-device copy, counting bytes read and written.
-double copy_bandwidth(cudaStream_t stream) {
-  const size_t bytes = size_t(2) << 30;
-  void *a = nullptr, *b = nullptr;
-  BENCH_CUDA(cudaMalloc(&a, bytes));
-  BENCH_CUDA(cudaMalloc(&b, bytes));
-  BENCH_CUDA(cudaMemsetAsync(a, 0x3c, bytes, stream));
-  cudaEvent_t e0, e1;
-  BENCH_CUDA(cudaEventCreate(&e0));
-  BENCH_CUDA(cudaEventCreate(&e1));
-  std::vector<double> ms;
-  for (int i = 0; i < 23; ++i) {
-    BENCH_CUDA(cudaEventRecord(e0, stream));
-    BENCH_CUDA(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
-    BENCH_CUDA(cudaEventRecord(e1, stream));
-    BENCH_CUDA(cudaEventSynchronize(e1));
-    float t = 0;
-    BENCH_CUDA(cudaEventElapsedTime(&t, e0, e1));
-    if (i >= 3) ms.push_back(t);
-  }
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * double(bytes) / (median(ms) * 1e-3);
-}
-
 struct Timing {
   double ms = 0;         // per call, in a graph of one call per layer
   double single_ms = 0;  // one call replayed alone as a graph
@@ -237,7 +212,8 @@ Args parse_args(int argc, char** argv) {
 int run(const Args& args) {
   CudaBackend gpu(args.backend);
   cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
-  const double bw = copy_bandwidth(stream);
+  const double bw = gpu.measure_copy_bandwidth(size_t(2) << 30, 20);
+  RELAYLLM_CHECK(bw > 0, "attention_bench: no room for two 2 GiB copy buffers");
   cudaDeviceProp prop{};
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("{\"kind\": \"copy\", \"device\": \"%s\", \"copy_bw_gbs\": %.1f}\n", prop.name, bw / 1e9);

@@ -8,50 +8,26 @@
 //
 // Usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]
 // (MODEL_DIR holds config.json; weights are random: --load-format dummy).
-#include <cuda_runtime.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/error.h"
 #include "relayllm/engine/engine_factory.h"
 
 namespace relayllm {
 namespace {
 
-double copy_bandwidth() {
-  const size_t bytes = size_t(2) << 30;
-  void *a = nullptr, *b = nullptr;
-  RELAYLLM_CHECK(cudaMalloc(&a, bytes) == cudaSuccess && cudaMalloc(&b, bytes) == cudaSuccess,
-                 "decode_bench: cudaMalloc of 2 x {} bytes failed", bytes);
-  cudaMemset(a, 0x3c, bytes);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<float> ms;
-  for (int i = 0; i < 13; ++i) {
-    cudaEventRecord(e0);
-    cudaMemcpy(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice);
-    cudaEventRecord(e1);
-    cudaEventSynchronize(e1);
-    float t = 0;
-    cudaEventElapsedTime(&t, e0, e1);
-    if (i >= 3) ms.push_back(t);
-  }
-  cudaFree(a);
-  cudaFree(b);
-  std::sort(ms.begin(), ms.end());
-  return 2.0 * double(bytes) / (ms[ms.size() / 2] * 1e-3);
-}
-
 int run(int argc, char** argv) {
   RELAYLLM_CHECK(argc >= 3, "usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]");
   const int steps = argc > 3 ? std::stoi(argv[3]) : 128;
   const int prompt_len = argc > 4 ? std::stoi(argv[4]) : 32;
-  const double bw = copy_bandwidth();
+  // Measured before the engine takes the memory, on a backend of its own.
+  const double bw = CudaBackend().measure_copy_bandwidth(size_t(2) << 30, 10);
+  RELAYLLM_CHECK(bw > 0, "decode_bench: no room for two 2 GiB copy buffers");
 
   EngineOptions options;
   options.model = argv[1];

@@ -255,10 +255,8 @@ cuda::AttentionWorkSummary CudaBackend::attention_work_summary(const BatchPlan& 
   return cuda::summarize(work, int64_t(occupancy.ctas_per_sm) * m.num_sms, shape.head_dim);
 }
 
-double CudaBackend::measure_copy_bandwidth() {
-  // 256 MiB each way: large enough that launch costs vanish, small enough to fit
-  // beside a KV pool sized by --gpu-memory-utilization.
-  const size_t bytes = size_t(256) << 20;
+double CudaBackend::measure_copy_bandwidth(size_t bytes, int copies) {
+  RELAYLLM_CHECK(copies > 0, "copy bandwidth: {} copies", copies);
   void *a = nullptr, *b = nullptr;
   if (cudaMalloc(&a, bytes) != cudaSuccess || cudaMalloc(&b, bytes) != cudaSuccess) {
     cudaFree(a);
@@ -270,15 +268,16 @@ double CudaBackend::measure_copy_bandwidth() {
   RELAYLLM_CUDA_CHECK(cudaEventCreate(&e0));
   RELAYLLM_CUDA_CHECK(cudaEventCreate(&e1));
   RELAYLLM_CUDA_CHECK(cudaMemsetAsync(a, 0x3c, bytes, stream));
+  constexpr int kWarmUp = 3;
   std::vector<float> ms;
-  for (int i = 0; i < 11; ++i) {
+  for (int i = 0; i < kWarmUp + copies; ++i) {
     RELAYLLM_CUDA_CHECK(cudaEventRecord(e0, stream));
     RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
     RELAYLLM_CUDA_CHECK(cudaEventRecord(e1, stream));
     RELAYLLM_CUDA_CHECK(cudaEventSynchronize(e1));
     float t = 0;
     RELAYLLM_CUDA_CHECK(cudaEventElapsedTime(&t, e0, e1));
-    if (i > 0) ms.push_back(t);  // the first copy warms up
+    if (i >= kWarmUp) ms.push_back(t);
   }
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);

@@ -44,7 +44,13 @@ class CudaBackend final : public Backend {
   void capture_cancel() override;
   bool replay(int64_t key) override;
   std::unique_ptr<OpTimer> make_op_timer() override;
-  double measure_copy_bandwidth() override;
+  // 256 MiB each way: large enough that launch costs vanish, small enough to fit
+  // beside a KV pool sized by --gpu-memory-utilization.
+  double measure_copy_bandwidth() override { return measure_copy_bandwidth(size_t(256) << 20, 8); }
+  // Bytes per second of device-to-device copies of `bytes` (bytes read and written
+  // both counted): the median of `copies` timed copies after three that warm up;
+  // 0 when the two buffers do not fit in free memory.
+  double measure_copy_bandwidth(size_t bytes, int copies);
 
   void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
