@@ -29,8 +29,9 @@ struct EngineOptions {
   EngineConfig engine;
   std::string sys_prompt, sys_prompt_file, sys_schema, sys_schema_file;
   std::vector<std::string> relay_prefixes;  // NAME=FILE
-  // When set, every op's time, bytes and FLOPs are recorded into it and every step
-  // runs op by op (no graphs); see profiling_backend.h.
+  // When set, the backend is wrapped so that, while the profile records, every op's
+  // time, bytes and FLOPs go into it and steps run op by op (no graphs); see
+  // profiling_backend.h.
   std::shared_ptr<OpProfile> op_profile;
 };
 
