@@ -45,7 +45,8 @@ inline BatchPlan decode_plan(int batch, int prefix, int own, bool relay, int32_t
       seq.prefix_group = 0;
     } else {
       seq.context_len = prefix + own;
-      for (int j = 0; j < prefix_blocks; ++j) plan.block_tables.push_back(copy_base + b * prefix_blocks + j);
+      for (int j = 0; j < prefix_blocks; ++j)
+        plan.block_tables.push_back(copy_base + b * prefix_blocks + j);
     }
     for (int j = 0; j < own_blocks; ++j) plan.block_tables.push_back(own_base + b * own_blocks + j);
     seq.num_blocks = int32_t(plan.block_tables.size()) - seq.block_table_start;

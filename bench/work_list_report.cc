@@ -26,18 +26,24 @@ int run(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     const std::string k = argv[i];
     RELAYLLM_CHECK(i + 1 < argc, "work_list_report: {} needs a value", k);
-    if (k == "--sms") sms = std::stoi(argv[++i]);
-    else if (k == "--ctas-per-sm") ctas_per_sm = std::stoi(argv[++i]);
-    else fail("work_list_report: unknown argument '{}'", k);
+    if (k == "--sms")
+      sms = std::stoi(argv[++i]);
+    else if (k == "--ctas-per-sm")
+      ctas_per_sm = std::stoi(argv[++i]);
+    else
+      fail("work_list_report: unknown argument '{}'", k);
   }
   std::ifstream in(argv[1]);
   RELAYLLM_CHECK(in.good(), "work_list_report: cannot open {}", argv[1]);
   const int64_t ctas = int64_t(sms) * ctas_per_sm;
-  const double stage_bytes = 2.0 * 64 * bench::kHeadDim * 2;  // 64 tokens of K and V of one head, bf16
+  const double stage_bytes =
+      2.0 * 64 * bench::kHeadDim * 2;  // 64 tokens of K and V of one head, bf16
   double bw = 0;
-  std::printf("| shape | B | P | own | relay units | makespan | KiB/stage/CTA | partial MB | us/stage | "
-              "paged units | makespan | KiB/stage/CTA | us/stage |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-              "---:|---:|---:|---:|\n");
+  std::printf(
+      "| shape | B | P | own | relay units | makespan | KiB/stage/CTA | partial MB | us/stage | "
+      "paged units | makespan | KiB/stage/CTA | us/stage "
+      "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+      "---:|---:|---:|---:|\n");
   int line_no = 0;
   for (std::string line; std::getline(in, line);) {
     ++line_no;
@@ -63,13 +69,17 @@ int run(int argc, char** argv) {
       const double per_stage = s.makespan_stages > 0 ? bytes / double(s.makespan_stages * ctas) : 0;
       cells += fmt::format(" {} | {} | {:.1f} |", s.units, s.makespan_stages, per_stage / 1024);
       if (relay) cells += fmt::format(" {:.2f} |", s.partial_bytes / 1e6);
-      cells += s.makespan_stages > 0 ? fmt::format(" {:.2f} |", ms * 1e3 / double(s.makespan_stages)) : " - |";
+      cells += s.makespan_stages > 0
+                   ? fmt::format(" {:.2f} |", ms * 1e3 / double(s.makespan_stages))
+                   : " - |";
     }
     std::printf("| %s | %d | %d | %d |%s\n", shape.name, batch, prefix, own, cells.c_str());
   }
   if (bw > 0)
-    std::printf("\nA full stage on every CTA at the measured copy bandwidth (%.0f GB/s): %.2f us per stage.\n",
-                bw / 1e9, stage_bytes * double(ctas) / bw * 1e6);
+    std::printf(
+        "\nA full stage on every CTA at the measured copy bandwidth (%.0f GB/s): %.2f us per "
+        "stage.\n",
+        bw / 1e9, stage_bytes * double(ctas) / bw * 1e6);
   return 0;
 }
 

@@ -1,10 +1,11 @@
 // The op profile: the timer's intervals, the table's arithmetic, the bytes and
 // FLOPs counted for attention, and a profiled engine that computes exactly what an
 // unprofiled one does while recording every op of every step.
+#include "relayllm/backend/op_profile.h"
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "relayllm/backend/op_profile.h"
 #include "relayllm/backend/profiling_backend.h"
 #include "tiny_models.h"
 
@@ -45,7 +46,8 @@ TEST(OpProfile, TablePerStepWithFloorsAndFractions) {
       << plain;
   EXPECT_EQ(plain.find("floor"), std::string::npos) << plain;
   // Largest first: 2000 us per step, 72.7% of the step, 4 MB at 2 GB/s, 4 TFLOP/s.
-  EXPECT_NE(plain.find("| linear 8x4 | 1.0 | 2000.0 | 72.7% | 4.00 | 2 | 4.00 |\n| rope |"), std::string::npos)
+  EXPECT_NE(plain.find("| linear 8x4 | 1.0 | 2000.0 | 72.7% | 4.00 | 2 | 4.00 |\n| rope |"),
+            std::string::npos)
       << plain;
 
   profile.set_copy_bandwidth(4e9);  // 4 MB take 1000 us at 4 GB/s: half the op's time
@@ -53,8 +55,9 @@ TEST(OpProfile, TablePerStepWithFloorsAndFractions) {
   EXPECT_NE(with_floor.find("floor 1.250 ms at 4 GB/s copy bandwidth (45.5% of it achieved)"),
             std::string::npos)
       << with_floor;
-  EXPECT_NE(with_floor.find("| linear 8x4 | 1.0 | 2000.0 | 72.7% | 4.00 | 2 | 1000.0 | 50.0% | 4.00 |"),
-            std::string::npos)
+  EXPECT_NE(
+      with_floor.find("| linear 8x4 | 1.0 | 2000.0 | 72.7% | 4.00 | 2 | 1000.0 | 50.0% | 4.00 |"),
+      std::string::npos)
       << with_floor;
   EXPECT_NE(with_floor.find("| (idle between ops) | 1.0 | 250.0 | 9.1% | 0.00 | - | - | - | - |"),
             std::string::npos)
@@ -64,7 +67,8 @@ TEST(OpProfile, TablePerStepWithFloorsAndFractions) {
 
 TEST(OpProfile, AttentionCostCountsEachKvOnceAndCausalPairs) {
   Tensor q{nullptr, DType::kBF16, {5, 4, 8}};  // 5 rows, 4 query heads, head_dim 8
-  KvLayer kv{Tensor{nullptr, DType::kBF16, {10, 4, 2, 8}}, Tensor{nullptr, DType::kBF16, {10, 4, 2, 8}}};
+  KvLayer kv{Tensor{nullptr, DType::kBF16, {10, 4, 2, 8}},
+             Tensor{nullptr, DType::kBF16, {10, 4, 2, 8}}};
   AttentionShape shape{4, 2, 8, 1.0f};
   BatchPlan plan;
   // A decode row with 10 own tokens after a 100-token relay prefix, and a 4-token
@@ -94,7 +98,8 @@ Generated generate(std::shared_ptr<OpProfile> profile) {
   ModelConfig model = testing::tiny_config("llama2", tokenizer.vocab_size());
   std::unique_ptr<Backend> backend = std::make_unique<CpuBackend>(2);
   if (profile) backend = std::make_unique<ProfilingBackend>(std::move(backend), profile);
-  Engine engine(model, make_dummy_weights(model, 3), std::move(tokenizer), std::move(backend), config);
+  Engine engine(model, make_dummy_weights(model, 3), std::move(tokenizer), std::move(backend),
+                config);
   std::vector<int32_t> prefix(13, 0);
   for (size_t i = 0; i < prefix.size(); ++i) prefix[i] = int32_t(40 + 7 * i);
   engine.register_prefix("system", prefix);
@@ -127,7 +132,8 @@ TEST(OpProfile, ProfiledEngineComputesTheSameAndRecordsEveryOp) {
   // 6 tokens each: the prefill gives the first, five decode steps the rest.
   ASSERT_EQ(profile->steps(StepKind::kDecode), 5);
   EXPECT_GE(profile->steps(StepKind::kPrefill), 1);
-  const ModelConfig model = testing::tiny_config("llama2", Tokenizer::make_byte_tokenizer().vocab_size());
+  const ModelConfig model =
+      testing::tiny_config("llama2", Tokenizer::make_byte_tokenizer().vocab_size());
   const auto& ops = profile->ops(StepKind::kDecode);
   const int64_t layers = model.num_layers, steps = 5;
   auto calls = [&](const std::string& label) {
@@ -150,7 +156,8 @@ TEST(OpProfile, ProfiledEngineComputesTheSameAndRecordsEveryOp) {
   // The lm_head reads the whole [vocab, hidden] weight each step.
   const auto& head = ops.at(fmt::format("linear {}x{}", model.vocab_size, model.hidden_size));
   EXPECT_GE(head.bytes, double(steps) * 4.0 * double(model.vocab_size * model.hidden_size));
-  EXPECT_DOUBLE_EQ(head.flops, double(steps) * 3 * 2.0 * double(model.vocab_size * model.hidden_size));
+  EXPECT_DOUBLE_EQ(head.flops,
+                   double(steps) * 3 * 2.0 * double(model.vocab_size * model.hidden_size));
   EXPECT_GT(profile->step_ms(StepKind::kDecode), 0.0);
 
   // Not recording: the engine still runs, the profile stays as it was.

@@ -6,10 +6,12 @@
 
 namespace relayllm {
 
-ProfilingBackend::ProfilingBackend(std::unique_ptr<Backend> inner, std::shared_ptr<OpProfile> profile)
+ProfilingBackend::ProfilingBackend(std::unique_ptr<Backend> inner,
+                                   std::shared_ptr<OpProfile> profile)
     : inner_(std::move(inner)), profile_(std::move(profile)), timer_(inner_->make_op_timer()) {
   RELAYLLM_CHECK(profile_ != nullptr, "op profile: no profile to record into");
-  if (profile_->copy_bandwidth() == 0) profile_->set_copy_bandwidth(inner_->measure_copy_bandwidth());
+  if (profile_->copy_bandwidth() == 0)
+    profile_->set_copy_bandwidth(inner_->measure_copy_bandwidth());
 }
 
 ProfilingBackend::~ProfilingBackend() {
@@ -37,8 +39,8 @@ void ProfilingBackend::collect() {
   // Marks before and after each op: the intervals alternate between an op and the
   // gap to the next one (the device waiting for the host).
   std::vector<double> ms = timer_->read_ms();
-  RELAYLLM_CHECK(ms.size() + 1 == 2 * pending_.size(), "op profile: {} intervals for {} ops", ms.size(),
-                 pending_.size());
+  RELAYLLM_CHECK(ms.size() + 1 == 2 * pending_.size(), "op profile: {} intervals for {} ops",
+                 ms.size(), pending_.size());
   profile_->add_step(kind_);
   double idle = 0;
   for (size_t i = 0; i < pending_.size(); ++i) {
@@ -73,39 +75,47 @@ void ProfilingBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps,
         [&] { inner_->rmsnorm(x, weight, eps, out); });
 }
 
-void ProfilingBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
-                                   Tensor& out) {
+void ProfilingBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight,
+                                   float eps, Tensor& out) {
   timed("add_rmsnorm", double(2 * residual.bytes() + x.bytes() + weight.bytes() + out.bytes()), 0,
         [&] { inner_->add_rmsnorm(residual, x, weight, eps, out); });
 }
 
-void ProfilingBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) {
+void ProfilingBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                              Tensor& out) {
   // Labelled by the weight's shape [out features x in features]: projections of the
   // same shape cost the same, and the shapes tell them apart well enough.
-  const double bytes = double(x.bytes() + weight.bytes() + out.bytes() + (bias ? bias->bytes() : 0));
+  const double bytes =
+      double(x.bytes() + weight.bytes() + out.bytes() + (bias ? bias->bytes() : 0));
   timed(fmt::format("linear {}x{}", weight.rows(), weight.cols()), bytes,
         2.0 * double(x.rows()) * double(weight.rows()) * double(weight.cols()),
         [&] { inner_->linear(x, weight, bias, out); });
 }
 
 void ProfilingBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) {
-  const double table = double(plan.num_rows()) * double(cos_sin.cols()) * double(dtype_size(cos_sin.dtype));
-  timed("rope", 2.0 * double(q.bytes() + k.bytes()) + table, 0, [&] { inner_->rope(q, k, cos_sin, plan); });
+  const double table =
+      double(plan.num_rows()) * double(cos_sin.cols()) * double(dtype_size(cos_sin.dtype));
+  timed("rope", 2.0 * double(q.bytes() + k.bytes()) + table, 0,
+        [&] { inner_->rope(q, k, cos_sin, plan); });
 }
 
 void ProfilingBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
-  timed("silu_mul", double(gate.bytes() + up.bytes() + out.bytes()), 0, [&] { inner_->silu_mul(gate, up, out); });
+  timed("silu_mul", double(gate.bytes() + up.bytes() + out.bytes()), 0,
+        [&] { inner_->silu_mul(gate, up, out); });
 }
 
-void ProfilingBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) {
+void ProfilingBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv,
+                                const BatchPlan& plan) {
   // Reads each stored row of k and v and writes it once into the pool.
   const double row_bytes = k.rows() > 0 ? double(k.bytes() + v.bytes()) / double(k.rows()) : 0;
-  timed("write_kv", 2.0 * row_bytes * double(plan.num_rows()), 0, [&] { inner_->write_kv(k, v, kv, plan); });
+  timed("write_kv", 2.0 * row_bytes * double(plan.num_rows()), 0,
+        [&] { inner_->write_kv(k, v, kv, plan); });
 }
 
 AttentionCost attention_cost(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
                              const BatchPlan& plan) {
-  const double kv_token_bytes = 2.0 * shape.num_kv_heads * shape.head_dim * double(dtype_size(kv.k.dtype));
+  const double kv_token_bytes =
+      2.0 * shape.num_kv_heads * shape.head_dim * double(dtype_size(kv.k.dtype));
   const double row_flops = 4.0 * shape.num_heads * shape.head_dim;  // per (query row, key) pair
   AttentionCost cost;
   cost.bytes = 2.0 * double(q.bytes());  // q read, out written (same shape and dtype)
@@ -116,7 +126,8 @@ AttentionCost attention_cost(const Tensor& q, const KvLayer& kv, const Attention
     const double pairs = q_len * first + q_len * (q_len - 1) / 2 + q_len * seq.position_offset;
     cost.flops += row_flops * pairs;
   }
-  for (const PlannedPrefixGroup& group : plan.prefix_groups) cost.bytes += kv_token_bytes * group.prefix_len;
+  for (const PlannedPrefixGroup& group : plan.prefix_groups)
+    cost.bytes += kv_token_bytes * group.prefix_len;
   return cost;
 }
 
@@ -128,7 +139,8 @@ void ProfilingBackend::attention(const Tensor& q, const KvLayer& kv, const Atten
 }
 
 void ProfilingBackend::gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) {
-  timed("gather_logit_rows", 2.0 * double(out.bytes()), 0, [&] { inner_->gather_logit_rows(x, plan, out); });
+  timed("gather_logit_rows", 2.0 * double(out.bytes()), 0,
+        [&] { inner_->gather_logit_rows(x, plan, out); });
 }
 
 }  // namespace relayllm

@@ -23,7 +23,9 @@ class ProfilingBackend final : public Backend {
 
   std::string name() const override { return inner_->name(); }
   DType compute_dtype() const override { return inner_->compute_dtype(); }
-  Tensor empty(std::vector<int64_t> shape, DType dtype) override { return inner_->empty(std::move(shape), dtype); }
+  Tensor empty(std::vector<int64_t> shape, DType dtype) override {
+    return inner_->empty(std::move(shape), dtype);
+  }
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override {
     return inner_->upload(host, std::move(shape), dtype);
   }
@@ -31,7 +33,9 @@ class ProfilingBackend final : public Backend {
   void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override;
   std::unique_ptr<OpTimer> make_op_timer() override { return inner_->make_op_timer(); }
   double measure_copy_bandwidth() override { return inner_->measure_copy_bandwidth(); }
-  bool supports_graphs() const override { return !profile_->recording() && inner_->supports_graphs(); }
+  bool supports_graphs() const override {
+    return !profile_->recording() && inner_->supports_graphs();
+  }
   void capture_begin() override { inner_->capture_begin(); }
   void capture_end(int64_t key) override { inner_->capture_end(key); }
   void capture_cancel() override { inner_->capture_cancel(); }
@@ -39,13 +43,14 @@ class ProfilingBackend final : public Backend {
 
   void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
-  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
+                   Tensor& out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) override;
   void rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
   void write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) override;
-  void attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape, const BatchPlan& plan,
-                 Tensor& out) override;
+  void attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
+                 const BatchPlan& plan, Tensor& out) override;
   void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) override;
 
   // Adds the ops timed since the last collect to the profile (waits for them).
