@@ -36,8 +36,8 @@ int run(int argc, char** argv) {
   std::ifstream in(argv[1]);
   RELAYLLM_CHECK(in.good(), "work_list_report: cannot open {}", argv[1]);
   const int64_t ctas = int64_t(sms) * ctas_per_sm;
-  const double stage_bytes =
-      2.0 * 64 * bench::kHeadDim * 2;  // 64 tokens of K and V of one head, bf16
+  // A full stage: 64 tokens of K and V of one head, bf16.
+  const double stage_bytes = 2.0 * 64 * bench::kHeadDim * 2;
   double bw = 0;
   std::printf(
       "| shape | B | P | own | relay units | makespan | KiB/stage/CTA | partial MB | us/stage | "
