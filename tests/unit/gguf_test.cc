@@ -13,8 +13,8 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
-#include "relayllm/model/gguf_dequant.h"
-#include "relayllm/model/gguf_file.h"
+#include "relayllm/formats/gguf_dequant.h"
+#include "relayllm/formats/gguf_file.h"
 #include "relayllm/model/model_loader.h"
 #include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/tokenizer/gguf_tokenizer.h"

@@ -17,7 +17,7 @@
 #include "relayllm/model/generation_config.h"
 #include "relayllm/model/model_config.h"
 #include "relayllm/model/model_weights.h"
-#include "relayllm/model/safetensors.h"
+#include "relayllm/formats/safetensors.h"
 #include "safetensors_writer.h"
 
 namespace relayllm {

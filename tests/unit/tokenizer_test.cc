@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "relayllm/common/error.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
 namespace {

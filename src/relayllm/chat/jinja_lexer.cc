@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "relayllm/common/error.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm::jinja {
 
@@ -40,24 +41,6 @@ namespace {
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xc0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xe0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  } else {
-    out += static_cast<char>(0xf0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3f));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
-    out += static_cast<char>(0x80 | (cp & 0x3f));
-  }
-}
 
 class Lexer {
  public:
@@ -282,7 +265,7 @@ class Lexer {
                                                    : std::tolower(static_cast<unsigned char>(h)) - 'a' + 10);
         }
         p += n;
-        append_utf8(value, cp);
+        utf8::append(value, cp);
       };
       switch (e) {
         case 'n': value += '\n'; break;
@@ -305,7 +288,7 @@ class Lexer {
             for (int i = 0; i < 2 && p < src_.size() && src_[p] >= '0' && src_[p] <= '7'; ++i) {
               cp = cp * 8 + static_cast<uint32_t>(src_[p++] - '0');
             }
-            append_utf8(value, cp);
+            utf8::append(value, cp);
           } else {
             value += '\\';
             value += e;

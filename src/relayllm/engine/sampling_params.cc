@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "relayllm/common/error.h"
+#include "relayllm/common/json_fields.h"
 
 namespace relayllm {
 
@@ -20,71 +21,36 @@ void check_logprob_count(const char* field, const std::optional<int32_t>& v) {
   }
 }
 
-float read_float(const nlohmann::json& v, const char* field) {
-  if (!v.is_number()) fail("field '{}' must be a number, got {}", field, v.type_name());
-  double d = v.get<double>();
-  // A finite double beyond float range would silently become inf.
-  if (std::isfinite(d) && std::fabs(d) > double(std::numeric_limits<float>::max())) {
-    fail("field '{}' is out of range, got {}", field, d);
-  }
-  return float(d);
-}
-
-int64_t read_int64(const nlohmann::json& v, const char* field) {
-  if (!v.is_number_integer()) fail("field '{}' must be an integer, got {}", field, v.type_name());
-  if (v.is_number_unsigned()) {
-    uint64_t u = v.get<uint64_t>();
-    if (u > uint64_t(std::numeric_limits<int64_t>::max())) {
-      fail("field '{}' is out of range, got {}", field, u);
-    }
-    return int64_t(u);
-  }
-  return v.get<int64_t>();
-}
-
-int32_t read_int32(const nlohmann::json& v, const char* field) {
-  int64_t x = read_int64(v, field);
-  if (x < std::numeric_limits<int32_t>::min() || x > std::numeric_limits<int32_t>::max()) {
-    fail("field '{}' is out of range, got {}", field, x);
-  }
-  return int32_t(x);
-}
-
-bool read_bool(const nlohmann::json& v, const char* field) {
-  if (!v.is_boolean()) fail("field '{}' must be a boolean, got {}", field, v.type_name());
-  return v.get<bool>();
-}
+using json_fields::to_bool;
+using json_fields::to_float;
+using json_fields::to_int32;
 
 // Seeds are opaque 64-bit values: negative integers (accepted by vLLM) keep their bit pattern.
 uint64_t read_seed(const nlohmann::json& v, const char* field) {
-  if (!v.is_number_integer()) fail("field '{}' must be an integer, got {}", field, v.type_name());
+  if (!v.is_number_integer())
+    fail("field '{}' must be an integer, got {}", field, json_fields::describe_value(v));
   if (v.is_number_unsigned()) return v.get<uint64_t>();
   return uint64_t(v.get<int64_t>());
 }
 
 std::vector<std::string> read_stop(const nlohmann::json& v, const char* field) {
   if (v.is_string()) return {v.get<std::string>()};
-  if (!v.is_array()) {
-    fail("field '{}' must be a string or a list of strings, got {}", field, v.type_name());
-  }
+  if (!v.is_array())
+    fail("field '{}' must be a string or a list of strings, got {}", field,
+         json_fields::describe_value(v));
   std::vector<std::string> out;
   out.reserve(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    if (!v[i].is_string()) {
-      fail("field '{}[{}]' must be a string, got {}", field, i, v[i].type_name());
-    }
-    out.push_back(v[i].get<std::string>());
-  }
+  for (size_t i = 0; i < v.size(); ++i)
+    out.push_back(json_fields::to_string(v[i], fmt::format("{}[{}]", field, i)));
   return out;
 }
 
 std::vector<int32_t> read_int32_list(const nlohmann::json& v, const char* field) {
-  if (!v.is_array()) fail("field '{}' must be a list of integers, got {}", field, v.type_name());
+  if (!v.is_array())
+    fail("field '{}' must be a list of integers, got {}", field, json_fields::describe_value(v));
   std::vector<int32_t> out;
   out.reserve(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    out.push_back(read_int32(v[i], fmt::format("{}[{}]", field, i).c_str()));
-  }
+  for (size_t i = 0; i < v.size(); ++i) out.push_back(to_int32(v[i], fmt::format("{}[{}]", field, i)));
   return out;
 }
 
@@ -140,35 +106,35 @@ SamplingParams sampling_params_from_json(const nlohmann::json& j, const Sampling
     return false;
   };
 
-  field("max_tokens", [&](const auto& v) { p.max_tokens = read_int32(v, "max_tokens"); });
-  field("min_tokens", [&](const auto& v) { p.min_tokens = read_int32(v, "min_tokens"); });
-  field("temperature", [&](const auto& v) { p.temperature = read_float(v, "temperature"); });
-  field("top_p", [&](const auto& v) { p.top_p = read_float(v, "top_p"); });
-  field("top_k", [&](const auto& v) { p.top_k = read_int32(v, "top_k"); });
-  field("min_p", [&](const auto& v) { p.min_p = read_float(v, "min_p"); });
+  field("max_tokens", [&](const auto& v) { p.max_tokens = to_int32(v, "max_tokens"); });
+  field("min_tokens", [&](const auto& v) { p.min_tokens = to_int32(v, "min_tokens"); });
+  field("temperature", [&](const auto& v) { p.temperature = to_float(v, "temperature"); });
+  field("top_p", [&](const auto& v) { p.top_p = to_float(v, "top_p"); });
+  field("top_k", [&](const auto& v) { p.top_k = to_int32(v, "top_k"); });
+  field("min_p", [&](const auto& v) { p.min_p = to_float(v, "min_p"); });
   if (field("seed", [&](const auto& v) { p.seed = read_seed(v, "seed"); })) p.seed.reset();
   field("stop", [&](const auto& v) { p.stop = read_stop(v, "stop"); });
   field("stop_token_ids",
         [&](const auto& v) { p.stop_token_ids = read_int32_list(v, "stop_token_ids"); });
-  field("ignore_eos", [&](const auto& v) { p.ignore_eos = read_bool(v, "ignore_eos"); });
+  field("ignore_eos", [&](const auto& v) { p.ignore_eos = to_bool(v, "ignore_eos"); });
   field("include_stop_str_in_output", [&](const auto& v) {
-    p.include_stop_str_in_output = read_bool(v, "include_stop_str_in_output");
+    p.include_stop_str_in_output = to_bool(v, "include_stop_str_in_output");
   });
-  if (field("logprobs", [&](const auto& v) { p.logprobs = read_int32(v, "logprobs"); })) {
+  if (field("logprobs", [&](const auto& v) { p.logprobs = to_int32(v, "logprobs"); })) {
     p.logprobs.reset();
   }
   if (field("prompt_logprobs",
-            [&](const auto& v) { p.prompt_logprobs = read_int32(v, "prompt_logprobs"); })) {
+            [&](const auto& v) { p.prompt_logprobs = to_int32(v, "prompt_logprobs"); })) {
     p.prompt_logprobs.reset();
   }
   field("repetition_penalty",
-        [&](const auto& v) { p.repetition_penalty = read_float(v, "repetition_penalty"); });
+        [&](const auto& v) { p.repetition_penalty = to_float(v, "repetition_penalty"); });
   field("presence_penalty",
-        [&](const auto& v) { p.presence_penalty = read_float(v, "presence_penalty"); });
+        [&](const auto& v) { p.presence_penalty = to_float(v, "presence_penalty"); });
   field("frequency_penalty",
-        [&](const auto& v) { p.frequency_penalty = read_float(v, "frequency_penalty"); });
+        [&](const auto& v) { p.frequency_penalty = to_float(v, "frequency_penalty"); });
   field("skip_special_tokens",
-        [&](const auto& v) { p.skip_special_tokens = read_bool(v, "skip_special_tokens"); });
+        [&](const auto& v) { p.skip_special_tokens = to_bool(v, "skip_special_tokens"); });
 
   p.validate();
   return p;

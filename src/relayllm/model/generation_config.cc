@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "relayllm/common/error.h"
-#include "relayllm/model/json_fields.h"
+#include "relayllm/common/json_fields.h"
 
 namespace relayllm {
 
@@ -23,9 +23,9 @@ GenerationConfig parse_generation_config_json(const nlohmann::json& json,
   g.do_sample = json_fields::get_bool(json, "do_sample", source);
   g.temperature = json_fields::get_double(json, "temperature", source);
   g.top_p = json_fields::get_double(json, "top_p", source);
-  g.top_k = json_fields::get_int(json, "top_k", source);
+  g.top_k = json_fields::get_integral(json, "top_k", source);
   g.repetition_penalty = json_fields::get_double(json, "repetition_penalty", source);
-  g.max_new_tokens = json_fields::get_int(json, "max_new_tokens", source);
+  g.max_new_tokens = json_fields::get_integral(json, "max_new_tokens", source);
   if (g.temperature && *g.temperature < 0)
     fail("{}: field temperature must be >= 0, got {}", source, *g.temperature);
   if (g.top_p && !(*g.top_p > 0 && *g.top_p <= 1))

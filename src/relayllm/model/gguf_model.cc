@@ -9,7 +9,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/thread_pool.h"
-#include "relayllm/model/gguf_dequant.h"
+#include "relayllm/formats/gguf_dequant.h"
 
 namespace relayllm {
 namespace {

@@ -7,7 +7,7 @@
 
 #include <string>
 
-#include "relayllm/model/gguf_file.h"
+#include "relayllm/formats/gguf_file.h"
 #include "relayllm/model/model_config.h"
 #include "relayllm/model/model_weights.h"
 

@@ -5,16 +5,16 @@
 #include <numbers>
 
 #include "relayllm/common/error.h"
-#include "relayllm/model/json_fields.h"
+#include "relayllm/common/json_fields.h"
 
 namespace relayllm {
 namespace {
 
 using json_fields::get_bool;
 using json_fields::get_double;
-using json_fields::get_int;
+using json_fields::get_integral;
 using json_fields::get_string;
-using json_fields::require_int;
+using json_fields::require_integral;
 
 struct ArchitectureFlags {
   bool qkv_bias = false;
@@ -118,7 +118,7 @@ RopeConfig parse_rope(const nlohmann::json& json, const std::string& source) {
     rope.factor = require_double("factor");
     rope.low_freq_factor = require_double("low_freq_factor");
     rope.high_freq_factor = require_double("high_freq_factor");
-    std::optional<int64_t> original = get_int(p, "original_max_position_embeddings", source);
+    std::optional<int64_t> original = get_integral(p, "original_max_position_embeddings", source);
     if (!original)
       fail("{}: rope type \"llama3\" needs field {}", source,
            name("original_max_position_embeddings"));
@@ -164,7 +164,7 @@ ModelConfig parse_model_config_json(const nlohmann::json& json, const std::strin
   c.qk_norm = flags.qk_norm;
 
   auto positive = [&](const char* key, std::optional<int64_t> fallback = std::nullopt) {
-    std::optional<int64_t> value = get_int(json, key, source);
+    std::optional<int64_t> value = get_integral(json, key, source);
     if (!value) value = fallback;
     if (!value) fail("{}: missing field {}", source, key);
     if (*value <= 0) fail("{}: field {} must be positive, got {}", source, key, *value);
@@ -201,7 +201,7 @@ ModelConfig parse_model_config_json(const nlohmann::json& json, const std::strin
       get_bool(json, "attention_bias", source).value_or(false))
     fail("{}: field attention_bias = true is unsupported for {}", source, c.architecture);
   if (c.architecture == "MistralForCausalLM") {
-    if (auto window = get_int(json, "sliding_window", source)) {
+    if (auto window = get_integral(json, "sliding_window", source)) {
       if (*window <= 0) fail("{}: field sliding_window must be positive, got {}", source, *window);
       c.sliding_window = *window;
     }

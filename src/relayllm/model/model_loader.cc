@@ -9,7 +9,7 @@
 
 #include "relayllm/chat/sys_schema.h"
 #include "relayllm/common/error.h"
-#include "relayllm/model/gguf_file.h"
+#include "relayllm/formats/gguf_file.h"
 #include "relayllm/model/gguf_model.h"
 #include "relayllm/tokenizer/gguf_tokenizer.h"
 

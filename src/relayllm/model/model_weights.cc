@@ -11,7 +11,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/thread_pool.h"
-#include "relayllm/model/safetensors.h"
+#include "relayllm/formats/safetensors.h"
 
 namespace relayllm {
 namespace {

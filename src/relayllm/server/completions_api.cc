@@ -242,7 +242,7 @@ class Job : public std::enable_shared_from_this<Job> {
 };
 
 void check_model(const nlohmann::json& body, const std::string& served) {
-  auto model = read_string(body, "model");
+  auto model = json_fields::get_string(body, "model");
   if (model && *model != served)
     fail_api(404, "the model '{}' does not exist; this server serves '{}'", *model, served);
 }
@@ -275,7 +275,7 @@ SamplingParams read_sampling(const nlohmann::json& body, const SamplingParams& d
 }
 
 int32_t read_n(const nlohmann::json& body, int32_t max_n) {
-  int64_t n = read_int(body, "n").value_or(1);
+  int64_t n = json_fields::get_int(body, "n").value_or(1);
   if (n < 1) fail_api(400, "field 'n' must be >= 1, got {}", n);
   if (n > max_n) fail_api(400, "field 'n' must be <= {}, got {}", max_n, n);
   return int32_t(n);
@@ -285,7 +285,7 @@ bool read_include_usage(const nlohmann::json& body) {
   auto it = body.find("stream_options");
   if (it == body.end() || it->is_null()) return false;
   if (!it->is_object()) fail_api(400, "field 'stream_options' must be an object, got {}", it->type_name());
-  return read_bool(*it, "include_usage").value_or(false);
+  return json_fields::get_bool(*it, "include_usage").value_or(false);
 }
 
 uint64_t fnv1a(const std::vector<int32_t>& ids) {
@@ -309,7 +309,7 @@ void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) fail_api(400, "field 'prompt' is required");
   const nlohmann::json& prompt = *it;
-  bool add_special = read_bool(body, "add_special_tokens").value_or(true);
+  bool add_special = json_fields::get_bool(body, "add_special_tokens").value_or(true);
   auto text_prompt = [&](const std::string& text) {
     if (text.empty()) fail_api(400, "field 'prompt' must not be an empty string");
     std::vector<int32_t> ids = engine.tokenizer().encode(text, add_special);
@@ -341,10 +341,10 @@ void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange
   }
 
   const int32_t n = read_n(body, options_.max_n);
-  job->stream = read_bool(body, "stream").value_or(false);
+  job->stream = json_fields::get_bool(body, "stream").value_or(false);
   job->include_usage = job->stream && read_include_usage(body);
-  job->echo = read_bool(body, "echo").value_or(false);
-  auto relay_prefix = read_string(body, "relay_prefix");
+  job->echo = json_fields::get_bool(body, "echo").value_or(false);
+  auto relay_prefix = json_fields::get_string(body, "relay_prefix");
   SamplingParams params = read_sampling(body, ready.defaults);
   bool explicit_max = body.contains("max_tokens") && !body["max_tokens"].is_null();
   job->want_logprobs = params.logprobs.has_value();
@@ -381,7 +381,7 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
   AsyncEngine& engine = *ready.engine;
   if (!body.contains("messages")) fail_api(400, "field 'messages' is required");
   nlohmann::json messages = normalize_messages(body["messages"]);
-  bool add_generation_prompt = read_bool(body, "add_generation_prompt").value_or(true);
+  bool add_generation_prompt = json_fields::get_bool(body, "add_generation_prompt").value_or(true);
   nlohmann::json kwargs = body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()
                               ? body["chat_template_kwargs"]
                               : nlohmann::json::object();
@@ -393,16 +393,16 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
   if (ids.empty()) fail_api(400, "the rendered conversation is empty");
 
   const int32_t n = read_n(body, options_.max_n);
-  job->stream = read_bool(body, "stream").value_or(false);
+  job->stream = json_fields::get_bool(body, "stream").value_or(false);
   job->include_usage = job->stream && read_include_usage(body);
-  bool logprobs = read_bool(body, "logprobs").value_or(false);
-  auto top = read_int(body, "top_logprobs");
+  bool logprobs = json_fields::get_bool(body, "logprobs").value_or(false);
+  auto top = json_fields::get_int(body, "top_logprobs");
   if (top && (*top < 0 || *top > kMaxLogprobs))
     fail_api(400, "field 'top_logprobs' must be in [0, {}], got {}", kMaxLogprobs, *top);
   if (top && *top > 0 && !logprobs) fail_api(400, "field 'top_logprobs' needs 'logprobs': true");
-  auto max_completion = read_int(body, "max_completion_tokens");
-  auto max_tokens = read_int(body, "max_tokens");
-  auto relay_prefix = read_string(body, "relay_prefix");
+  auto max_completion = json_fields::get_int(body, "max_completion_tokens");
+  auto max_tokens = json_fields::get_int(body, "max_tokens");
+  auto relay_prefix = json_fields::get_string(body, "relay_prefix");
 
   nlohmann::json sampling = body;
   for (const char* key : {"logprobs", "top_logprobs", "max_tokens", "max_completion_tokens"})

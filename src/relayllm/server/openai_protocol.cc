@@ -20,39 +20,11 @@ nlohmann::json bytes_of(const std::string& text) {
   return out;
 }
 
-const nlohmann::json* present(const nlohmann::json& body, const char* field) {
-  auto it = body.find(field);
-  if (it == body.end() || it->is_null()) return nullptr;
-  return &*it;
-}
-
 }  // namespace
 
 nlohmann::json error_body(int status, const std::string& message) {
   return {{"error", {{"message", message}, {"type", api_error_type(status)}, {"param", nullptr},
                      {"code", status}}}};
-}
-
-std::optional<bool> read_bool(const nlohmann::json& body, const char* field) {
-  const nlohmann::json* v = present(body, field);
-  if (!v) return std::nullopt;
-  if (!v->is_boolean()) fail_api(400, "field '{}' must be a boolean, got {}", field, v->type_name());
-  return v->get<bool>();
-}
-
-std::optional<int64_t> read_int(const nlohmann::json& body, const char* field) {
-  const nlohmann::json* v = present(body, field);
-  if (!v) return std::nullopt;
-  if (!v->is_number_integer())
-    fail_api(400, "field '{}' must be an integer, got {}", field, v->type_name());
-  return v->get<int64_t>();
-}
-
-std::optional<std::string> read_string(const nlohmann::json& body, const char* field) {
-  const nlohmann::json* v = present(body, field);
-  if (!v) return std::nullopt;
-  if (!v->is_string()) fail_api(400, "field '{}' must be a string, got {}", field, v->type_name());
-  return v->get<std::string>();
 }
 
 std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::string& field,

@@ -1,6 +1,6 @@
-// Pieces of the OpenAI API's JSON shapes (as vLLM serves them): typed reads of
-// request fields that answer 400 with the field's name, error bodies, and the
-// logprobs layouts of completions and chat completions.
+// Pieces of the OpenAI API's JSON shapes (as vLLM serves them): token-id lists,
+// error bodies, and the logprobs layouts of completions and chat completions. Typed
+// request fields are read with common/json_fields.h (its Error answers 400).
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "relayllm/common/json_fields.h"
 #include "relayllm/engine/sampler.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
@@ -17,11 +18,6 @@ namespace relayllm {
 // {"error": {"message", "type", "code"}} with the HTTP status as code.
 nlohmann::json error_body(int status, const std::string& message);
 
-// Typed optional fields of a request object; null counts as absent. Wrong
-// types throw ApiError 400: "field 'n' must be an integer, got string".
-std::optional<bool> read_bool(const nlohmann::json& body, const char* field);
-std::optional<int64_t> read_int(const nlohmann::json& body, const char* field);
-std::optional<std::string> read_string(const nlohmann::json& body, const char* field);
 // A list of integer token ids, each checked against the vocabulary.
 std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::string& field,
                                     int32_t vocab_size);

@@ -174,15 +174,15 @@ void OpenAiServer::handle_tokenize(const nlohmann::json& body, const Exchange& e
   const Tokenizer& tokenizer = ready.engine->tokenizer();
   std::vector<int32_t> ids;
   if (body.contains("messages")) {
-    bool add_generation_prompt = read_bool(body, "add_generation_prompt").value_or(true);
+    bool add_generation_prompt = json_fields::get_bool(body, "add_generation_prompt").value_or(true);
     nlohmann::json kwargs = body.value("chat_template_kwargs", nlohmann::json::object());
     std::string text =
         render_chat(ready, normalize_messages(body["messages"]), add_generation_prompt, kwargs);
-    ids = tokenizer.encode(text, read_bool(body, "add_special_tokens").value_or(false));
+    ids = tokenizer.encode(text, json_fields::get_bool(body, "add_special_tokens").value_or(false));
   } else {
-    auto prompt = read_string(body, "prompt");
+    auto prompt = json_fields::get_string(body, "prompt");
     if (!prompt) fail_api(400, "field 'prompt' (a string) or 'messages' is required");
-    ids = tokenizer.encode(*prompt, read_bool(body, "add_special_tokens").value_or(true));
+    ids = tokenizer.encode(*prompt, json_fields::get_bool(body, "add_special_tokens").value_or(true));
   }
   send_json(exchange, 200,
             {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", ready.engine->max_model_len()}});
@@ -222,7 +222,7 @@ void OpenAiServer::register_prefix(const nlohmann::json& body, const Exchange& e
   AsyncEngine* engine = ready.engine.get();
   if (!engine->relay_enabled())
     fail_api(400, "relay prefixes need the server to run with --enable-relay-attention");
-  auto name = read_string(body, "name");
+  auto name = json_fields::get_string(body, "name");
   if (!name || !valid_prefix_name(*name))
     fail_api(400, "field 'name' must be 1-128 characters of letters, digits, '-', '_' or '.'");
   std::vector<int32_t> tokens;
@@ -231,9 +231,9 @@ void OpenAiServer::register_prefix(const nlohmann::json& body, const Exchange& e
       fail_api(400, "give 'text' or 'token_ids', not both");
     tokens = read_token_ids(body["token_ids"], "token_ids", engine->vocab_size());
   } else {
-    auto text = read_string(body, "text");
+    auto text = json_fields::get_string(body, "text");
     if (!text) fail_api(400, "field 'text' (a string) or 'token_ids' is required");
-    tokens = engine->tokenizer().encode(*text, read_bool(body, "add_special_tokens").value_or(true));
+    tokens = engine->tokenizer().encode(*text, json_fields::get_bool(body, "add_special_tokens").value_or(true));
   }
   if (tokens.empty()) fail_api(400, "relay prefix '{}' is empty", *name);
   const int32_t limit = options_.max_relay_prefixes;

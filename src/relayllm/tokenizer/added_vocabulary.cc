@@ -1,10 +1,14 @@
 #include "relayllm/tokenizer/added_vocabulary.h"
 
-#include "relayllm/tokenizer/json_fields.h"
+#include "relayllm/common/json_fields.h"
 #include "relayllm/tokenizer/normalizer.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
+
+using json_fields::child;
+using json_fields::field;
+using json_fields::field_or;
 namespace {
 
 bool is_word_char(uint32_t cp) {

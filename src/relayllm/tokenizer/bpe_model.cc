@@ -2,10 +2,14 @@
 
 #include <queue>
 
-#include "relayllm/tokenizer/json_fields.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/json_fields.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
+
+using json_fields::child;
+using json_fields::field;
+using json_fields::field_or;
 namespace {
 
 // Words longer than this are not cached: they are rare and would bloat the cache.

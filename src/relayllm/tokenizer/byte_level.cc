@@ -2,7 +2,7 @@
 
 #include <array>
 
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm::byte_level {
 namespace {

@@ -1,11 +1,15 @@
 #include "relayllm/tokenizer/decoder.h"
 
 #include "relayllm/tokenizer/byte_level.h"
-#include "relayllm/tokenizer/json_fields.h"
+#include "relayllm/common/json_fields.h"
 #include "relayllm/tokenizer/regex.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
+
+using json_fields::child;
+using json_fields::field;
+using json_fields::field_or;
 namespace {
 
 class SequenceDecoder final : public Decoder {
@@ -171,7 +175,7 @@ uint32_t single_char(const std::string& s, const std::string& where, const char*
 
 std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where) {
   if (config.is_null()) return nullptr;
-  std::string type = type_of(config, where);
+  std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
     std::vector<std::unique_ptr<Decoder>> parts;

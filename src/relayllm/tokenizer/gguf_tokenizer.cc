@@ -4,7 +4,7 @@
 #include <unordered_map>
 
 #include "relayllm/common/error.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
 namespace {

@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "relayllm/model/gguf_file.h"
+#include "relayllm/formats/gguf_file.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
 namespace relayllm {

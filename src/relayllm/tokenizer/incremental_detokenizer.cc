@@ -1,5 +1,5 @@
 #include "relayllm/tokenizer/tokenizer.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
 namespace {

@@ -2,12 +2,16 @@
 
 #include <vector>
 
-#include "relayllm/tokenizer/json_fields.h"
+#include "relayllm/common/json_fields.h"
 #include "relayllm/tokenizer/regex.h"
 #include "relayllm/tokenizer/unicode_nfc.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
+
+using json_fields::child;
+using json_fields::field;
+using json_fields::field_or;
 namespace {
 
 class SequenceNormalizer final : public Normalizer {
@@ -80,7 +84,7 @@ class StripNormalizer final : public Normalizer {
 std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config,
                                             const std::string& where) {
   if (config.is_null()) return nullptr;
-  std::string type = type_of(config, where);
+  std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
     std::vector<std::unique_ptr<Normalizer>> parts;

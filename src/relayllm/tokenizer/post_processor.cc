@@ -1,15 +1,19 @@
 #include "relayllm/tokenizer/post_processor.h"
 
-#include "relayllm/tokenizer/json_fields.h"
+#include "relayllm/common/json_fields.h"
 
 namespace relayllm {
+
+using json_fields::child;
+using json_fields::field;
+using json_fields::field_or;
 
 PostProcessor::PostProcessor(const nlohmann::json& config, const std::string& where) {
   if (!config.is_null()) add(config, where);
 }
 
 void PostProcessor::add(const nlohmann::json& config, const std::string& where) {
-  std::string type = type_of(config, where);
+  std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
     const auto& list = child(config, "processors");

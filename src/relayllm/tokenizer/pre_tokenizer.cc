@@ -3,10 +3,14 @@
 #include <optional>
 
 #include "relayllm/tokenizer/byte_level.h"
-#include "relayllm/tokenizer/json_fields.h"
+#include "relayllm/common/json_fields.h"
 #include "relayllm/tokenizer/regex.h"
 
 namespace relayllm {
+
+using json_fields::child;
+using json_fields::field;
+using json_fields::field_or;
 namespace {
 
 // What happens to the matched delimiters when a piece is split (names as in tokenizer.json).
@@ -180,7 +184,7 @@ class MetaspacePreTokenizer final : public PreTokenizer {
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config,
                                                  const std::string& where) {
   if (config.is_null()) return nullptr;
-  std::string type = type_of(config, where);
+  std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
     std::vector<std::unique_ptr<PreTokenizer>> parts;

@@ -7,13 +7,17 @@
 #include "relayllm/tokenizer/bpe_model.h"
 #include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/tokenizer/decoder.h"
-#include "relayllm/tokenizer/json_fields.h"
+#include "relayllm/common/json_fields.h"
 #include "relayllm/tokenizer/normalizer.h"
 #include "relayllm/tokenizer/post_processor.h"
 #include "relayllm/tokenizer/pre_tokenizer.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
+
+using json_fields::child;
+using json_fields::field;
+using json_fields::field_or;
 
 struct Tokenizer::Impl {
   std::unique_ptr<Normalizer> normalizer;

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "relayllm/tokenizer/unicode_tables.h"
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm {
 namespace {

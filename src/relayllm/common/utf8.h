@@ -1,4 +1,4 @@
-// UTF-8 helpers shared by the tokenizer parts.
+// UTF-8 helpers: validation, decoding and the one encoder (tokenizer and chat templates).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "relayllm/model/safetensors.h"
+#include "relayllm/formats/safetensors.h"
 
 #include <fcntl.h>
 #include <fmt/ranges.h>
@@ -14,7 +14,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
-#include "relayllm/model/json_fields.h"
+#include "relayllm/common/json_fields.h"
 
 namespace relayllm {
 namespace {

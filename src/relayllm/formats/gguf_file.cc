@@ -1,4 +1,4 @@
-#include "relayllm/model/gguf_file.h"
+#include "relayllm/formats/gguf_file.h"
 
 #include <fmt/ranges.h>
 

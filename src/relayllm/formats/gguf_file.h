@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "relayllm/model/safetensors.h"
+#include "relayllm/formats/safetensors.h"
 
 namespace relayllm {
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <span>
 
-#include "relayllm/model/gguf_file.h"
+#include "relayllm/formats/gguf_file.h"
 
 namespace relayllm {
 

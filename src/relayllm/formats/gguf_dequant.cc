@@ -1,4 +1,4 @@
-#include "relayllm/model/gguf_dequant.h"
+#include "relayllm/formats/gguf_dequant.h"
 
 #include <cstring>
 

@@ -1,4 +1,4 @@
-#include "relayllm/tokenizer/utf8.h"
+#include "relayllm/common/utf8.h"
 
 namespace relayllm::utf8 {
 namespace {
