@@ -16,7 +16,7 @@
 
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/error.h"
-#include "relayllm/engine/engine_factory.h"
+#include "relayllm/serving/engine_builder.h"
 
 namespace relayllm {
 namespace {

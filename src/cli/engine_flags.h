@@ -4,8 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
-#include "relayllm/engine/engine_factory.h"
 #include "relayllm/engine/sampling_params.h"
+#include "relayllm/serving/engine_builder.h"
 
 namespace relayllm {
 

@@ -15,7 +15,7 @@ int32_t resolve_max_model_len(const EngineConfig& config, const ModelConfig& mod
   int32_t limit = int32_t(model.max_position_embeddings);
   if (config.max_model_len <= 0) return limit;
   if (config.max_model_len > limit)
-    spdlog::warn("--max-model-len {} exceeds the model's max_position_embeddings {}",
+    spdlog::warn("max model len {} exceeds the model's max_position_embeddings {}",
                  config.max_model_len, limit);
   return config.max_model_len;
 }
@@ -62,7 +62,7 @@ void Engine::set_enforce_eager(bool eager) {
 
 const RelayPrefix& Engine::register_prefix(const std::string& name, std::vector<int32_t> tokens) {
   RELAYLLM_CHECK(config_.enable_relay_attention,
-                 "relay prefix '{}' given but relay attention is off (--enable-relay-attention)", name);
+                 "relay prefix '{}' given but relay attention is off in this engine", name);
   RELAYLLM_CHECK(int32_t(tokens.size()) < config_.max_model_len,
                  "relay prefix '{}' has {} tokens, max model len is {}", name, tokens.size(),
                  config_.max_model_len);
@@ -144,8 +144,7 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   RelayPrefix* prefix = nullptr;
   if (!prefix_name.empty()) {
     RELAYLLM_CHECK(config_.enable_relay_attention,
-                   "relay_prefix '{}' given but relay attention is off (--enable-relay-attention)",
-                   prefix_name);
+                   "relay_prefix '{}' given but relay attention is off in this engine", prefix_name);
     prefix = registry_.find(prefix_name);  // skips prefixes being removed
     RELAYLLM_CHECK(prefix != nullptr && prefix->ready, "relay_prefix '{}' is not registered",
                    prefix_name);

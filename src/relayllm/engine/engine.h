@@ -27,8 +27,8 @@ struct EngineConfig {
   int32_t num_kv_blocks = 0;        // 0: derive from kv_cache_bytes
   size_t kv_cache_bytes = size_t(1) << 30;
   // Device backends: the bytes the KV pool may take, asked once the weights are on
-  // the device (the engine factory sets it from --gpu-memory-utilization). When
-  // set, it replaces kv_cache_bytes; --num-kv-blocks still wins over both.
+  // the device (the serving layer derives it from the memory utilization). When
+  // set, it replaces kv_cache_bytes; num_kv_blocks still wins over both.
   std::function<size_t(const LlamaModel&)> kv_cache_budget;
   int32_t max_model_len = 0;        // 0: the model's max_position_embeddings
   SchedulerConfig scheduler;

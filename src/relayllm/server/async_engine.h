@@ -18,8 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "relayllm/engine/engine_factory.h"
 #include "relayllm/server/metrics.h"
+#include "relayllm/serving/engine_builder.h"
 
 namespace relayllm {
 

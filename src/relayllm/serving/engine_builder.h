@@ -1,5 +1,7 @@
-// Turns the user's engine options (the flags shared by `generate` and `serve`)
-// into a ready Engine: model loaded, backend chosen, relay prefixes computed.
+// The composition root: turns the user's engine options (the flags shared by
+// `generate` and `serve`) into a ready Engine: backend chosen (backend_factory.h),
+// model loaded or the default found (default_model.h), KV budget set, system prompt
+// and schema resolved, relay prefixes computed.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +18,7 @@
 namespace relayllm {
 
 struct EngineOptions {
-  std::string model;  // empty: the embedded default
+  std::string model;      // empty: the embedded default
   std::string tokenizer;  // folder with tokenizer.json; empty: the model folder
   std::string load_format = "auto";
   uint64_t seed = 0;

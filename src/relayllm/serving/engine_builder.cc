@@ -1,0 +1,122 @@
+#include "relayllm/serving/engine_builder.h"
+
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "relayllm/backend/profiling_backend.h"
+#include "relayllm/common/error.h"
+#include "relayllm/model/model_loader.h"
+#include "relayllm/serving/backend_factory.h"
+#include "relayllm/serving/default_model.h"
+
+namespace relayllm {
+namespace {
+
+std::string read_text_file(const std::string& path, const char* option) {
+  std::ifstream in(path, std::ios::binary);
+  RELAYLLM_CHECK(in.good(), "{} {}: cannot open the file", option, path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+std::string pick_text(const std::string& inline_text, const std::string& file, const char* option,
+                      const char* file_option) {
+  RELAYLLM_CHECK(inline_text.empty() || file.empty(), "give {} or {}, not both", option, file_option);
+  return file.empty() ? inline_text : read_text_file(file, file_option);
+}
+
+}  // namespace
+
+std::vector<int32_t> ServingEngine::encode_prompt(const std::string& text) const {
+  const Tokenizer& tokenizer = engine->tokenizer();
+  return sys_schema ? sys_schema->prompt_ids(tokenizer, text) : tokenizer.encode(text, true);
+}
+
+SamplingParams default_sampling_params(const std::optional<GenerationConfig>& generation) {
+  SamplingParams params;
+  if (!generation) return params;
+  if (generation->temperature) params.temperature = float(*generation->temperature);
+  if (generation->top_p) params.top_p = float(*generation->top_p);
+  if (generation->top_k) params.top_k = int32_t(*generation->top_k);
+  if (generation->repetition_penalty) params.repetition_penalty = float(*generation->repetition_penalty);
+  return params;
+}
+
+ServingEngine create_engine(const EngineOptions& options) {
+  std::unique_ptr<Backend> backend =
+      make_backend(BackendOptions{options.device, options.dtype, options.num_threads});
+  std::string default_sys_schema, default_sys_prompt;
+  std::optional<LoadedModel> model;
+  if (options.model.empty()) {
+    DefaultModel fallback = make_embedded_default_model(options.seed);
+    model.emplace(std::move(fallback.loaded));
+    default_sys_schema = std::move(fallback.sys_schema);
+    default_sys_prompt = std::move(fallback.sys_prompt);
+  } else {
+    model.emplace(load_model(options.model, parse_load_format(options.load_format), options.seed,
+                             options.tokenizer));
+  }
+  LoadedModel& loaded = *model;
+  EngineConfig config = options.engine;
+  config.seed = options.seed;
+  if (config.num_kv_blocks == 0)
+    config.kv_cache_budget =
+        device_kv_budget(*backend, options.gpu_memory_utilization, config.scheduler);
+  if (loaded.config.sliding_window && (config.max_model_len <= 0 ||
+                                       config.max_model_len > *loaded.config.sliding_window)) {
+    // Attention here is over the full context; capping the length keeps it exact.
+    spdlog::warn("the model uses a sliding window of {} tokens: capping max model len to it",
+                 *loaded.config.sliding_window);
+    config.max_model_len = int32_t(*loaded.config.sliding_window);
+  }
+
+  std::string sys_prompt =
+      pick_text(options.sys_prompt, options.sys_prompt_file, "--sys-prompt", "--sys-prompt-file");
+  std::string schema_text =
+      pick_text(options.sys_schema, options.sys_schema_file, "--sys-schema", "--sys-schema-file");
+  bool schema_from_chat_template = false;
+  if (schema_text.empty() && !default_sys_schema.empty()) {
+    schema_from_chat_template = true;
+    // The default chat model: prompts become chat turns under a default system prompt.
+    schema_text = default_sys_schema;
+    if (sys_prompt.empty()) sys_prompt = default_sys_prompt;
+  }
+  if (!sys_prompt.empty() || !schema_text.empty()) {
+    if (schema_text.empty()) schema_text = kDefaultSysSchema;
+  }
+  RELAYLLM_CHECK(config.enable_relay_attention || options.relay_prefixes.empty(),
+                 "--relay-prefix needs --enable-relay-attention");
+
+  if (options.op_profile) backend = std::make_unique<ProfilingBackend>(std::move(backend), options.op_profile);
+
+  ServingEngine serving;
+  serving.model_name = loaded.name;
+  serving.random_weights = loaded.random_weights;
+  serving.generation = loaded.generation;
+  serving.engine = std::make_unique<Engine>(loaded.config, loaded.weights, loaded.tokenizer,
+                                            std::move(backend), config);
+  if (!schema_text.empty())
+    serving.sys_schema.emplace(schema_text, sys_prompt, schema_from_chat_template);
+
+  Engine& engine = *serving.engine;
+  if (config.enable_relay_attention) {
+    if (serving.sys_schema) {
+      std::vector<int32_t> ids = serving.sys_schema->prefix_ids(engine.tokenizer());
+      if (!ids.empty()) engine.register_prefix("system", std::move(ids));
+    }
+    for (const std::string& spec : options.relay_prefixes) {
+      size_t eq = spec.find('=');
+      RELAYLLM_CHECK(eq != std::string::npos && eq > 0 && eq + 1 < spec.size(),
+                     "--relay-prefix '{}': expected NAME=FILE", spec);
+      std::string name = spec.substr(0, eq);
+      std::string text = read_text_file(spec.substr(eq + 1), "--relay-prefix");
+      engine.register_prefix(name, engine.tokenizer().encode(text, true));
+    }
+  }
+  return serving;
+}
+
+}  // namespace relayllm
