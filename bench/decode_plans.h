@@ -10,6 +10,7 @@
 #include <string>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/common/error.h"
 
 namespace relayllm::bench {
@@ -30,41 +31,25 @@ inline Shape shape_named(const std::string& name) {
 
 inline BatchPlan decode_plan(int batch, int prefix, int own, bool relay, int32_t prefix_base = 0,
                              int32_t own_base = 0, int32_t copy_base = 0) {
-  BatchPlan plan;
-  plan.block_size = kBlock;
+  BatchPlanBuilder builder(kBlock);
   const int own_blocks = (own + kBlock - 1) / kBlock;
   const int prefix_blocks = prefix / kBlock;
-  for (int b = 0; b < batch; ++b) {
-    PlannedSequence seq;
-    seq.query_start = b;
-    seq.query_len = 1;
-    seq.block_table_start = int32_t(plan.block_tables.size());
-    if (relay) {
-      seq.context_len = own;
-      seq.position_offset = prefix;
-      seq.prefix_group = 0;
-    } else {
-      seq.context_len = prefix + own;
-      for (int j = 0; j < prefix_blocks; ++j)
-        plan.block_tables.push_back(copy_base + b * prefix_blocks + j);
-    }
-    for (int j = 0; j < own_blocks; ++j) plan.block_tables.push_back(own_base + b * own_blocks + j);
-    seq.num_blocks = int32_t(plan.block_tables.size()) - seq.block_table_start;
-    plan.sequences.push_back(seq);
-    plan.token_ids.push_back(0);
-    plan.positions.push_back(prefix + own - 1);
-    plan.slot_mapping.push_back(0);
-  }
+  int32_t group = -1;
   if (relay) {
-    PlannedPrefixGroup g;
-    g.prefix_len = prefix;
-    g.block_table_start = int32_t(plan.block_tables.size());
-    g.num_blocks = prefix_blocks;
-    for (int j = 0; j < prefix_blocks; ++j) plan.block_tables.push_back(prefix_base + j);
-    for (int b = 0; b < batch; ++b) g.query_rows.push_back(b);
-    plan.prefix_groups.push_back(g);
+    std::vector<int32_t> prefix_table;
+    for (int j = 0; j < prefix_blocks; ++j) prefix_table.push_back(prefix_base + j);
+    group = builder.prefix_group(0, prefix, prefix_table);
   }
-  return plan;
+  const int32_t token = 0;
+  for (int b = 0; b < batch; ++b) {
+    std::vector<int32_t> table;  // without relay, the row's copy of the prefix comes first
+    if (!relay)
+      for (int j = 0; j < prefix_blocks; ++j) table.push_back(copy_base + b * prefix_blocks + j);
+    for (int j = 0; j < own_blocks; ++j) table.push_back(own_base + b * own_blocks + j);
+    const int context = relay ? own : prefix + own;
+    builder.add_sequence({std::span(&token, 1), context - 1, table, group, relay ? prefix : 0});
+  }
+  return builder.take();
 }
 
 }  // namespace relayllm::bench

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/model/llama_model.h"
 
 namespace relayllm::testing {
@@ -46,32 +47,13 @@ inline std::vector<std::vector<float>> run_paged(LlamaModel& model,
 
   auto plan_for = [&](const std::vector<int32_t>& table, int32_t first, int32_t count,
                       int32_t offset, bool with_prefix, bool logits) {
-    BatchPlan plan;
-    plan.block_size = kBlockSize;
-    plan.block_tables = table;
-    PlannedSequence seq;
-    seq.query_len = count;
-    seq.context_len = first + count;
-    seq.position_offset = offset;
-    seq.num_blocks = (first + count + kBlockSize - 1) / kBlockSize;
-    for (int32_t j = first; j < first + count; ++j) {
-      plan.token_ids.push_back(tokens[offset + j]);
-      plan.positions.push_back(offset + j);
-      plan.slot_mapping.push_back(int64_t(table[j / kBlockSize]) * kBlockSize + j % kBlockSize);
-      if (logits) plan.logit_rows.push_back(j - first);
-    }
-    if (with_prefix) {
-      PlannedPrefixGroup group;
-      group.prefix_len = prefix_len;
-      group.block_table_start = int32_t(plan.block_tables.size());
-      group.num_blocks = prefix_blocks;
-      plan.block_tables.insert(plan.block_tables.end(), prefix_table.begin(), prefix_table.end());
-      for (int32_t r = 0; r < count; ++r) group.query_rows.push_back(r);
-      plan.prefix_groups.push_back(group);
-      seq.prefix_group = 0;
-    }
-    plan.sequences.push_back(seq);
-    return plan;
+    BatchPlanBuilder builder(kBlockSize);
+    SequenceRows rows{std::span(tokens).subspan(size_t(offset + first), size_t(count)), first, table,
+                      -1, offset};
+    if (with_prefix) rows.prefix_group = builder.prefix_group(0, prefix_len, prefix_table);
+    const int32_t first_row = builder.add_sequence(rows);
+    if (logits) builder.add_logit_rows(first_row, count);
+    return builder.take();
   };
 
   std::vector<float> logits;

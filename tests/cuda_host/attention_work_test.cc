@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "relayllm/backend/batch_plan.h"
+#include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/backend/cuda/attention_work.h"
 
 namespace relayllm {
@@ -29,37 +30,14 @@ struct Shape {
 // Sequences of (query_len, context_len), all in one relay group of `prefix` tokens
 // when prefix > 0. Block ids are irrelevant to the work list; tables are ranges.
 BatchPlan make_plan(const std::vector<std::pair<int32_t, int32_t>>& own, int32_t prefix) {
-  BatchPlan plan;
-  plan.block_size = 16;
-  auto blocks = [](int32_t n) { return (n + 15) / 16; };
-  if (prefix > 0) {
-    PlannedPrefixGroup g;
-    g.prefix_len = prefix;
-    g.num_blocks = blocks(prefix);
-    plan.block_tables.resize(size_t(g.num_blocks), 0);
-    plan.prefix_groups.push_back(g);
-  }
-  int32_t row = 0;
+  BatchPlanBuilder builder(16);
+  auto zeros = [](int32_t tokens) { return std::vector<int32_t>(size_t((tokens + 15) / 16), 0); };
+  const int32_t group = prefix > 0 ? builder.prefix_group(0, prefix, zeros(prefix)) : -1;
   for (auto [ql, ctx] : own) {
-    PlannedSequence s;
-    s.query_start = row;
-    s.query_len = ql;
-    s.context_len = ctx;
-    s.prefix_group = prefix > 0 ? 0 : -1;
-    s.position_offset = prefix;
-    s.block_table_start = int32_t(plan.block_tables.size());
-    s.num_blocks = blocks(ctx);
-    plan.block_tables.resize(plan.block_tables.size() + size_t(s.num_blocks), 0);
-    for (int32_t r = 0; r < ql; ++r) {
-      plan.token_ids.push_back(0);
-      plan.positions.push_back(prefix + ctx - ql + r);
-      plan.slot_mapping.push_back(0);
-      if (prefix > 0) plan.prefix_groups[0].query_rows.push_back(row + r);
-    }
-    row += ql;
-    plan.sequences.push_back(s);
+    const std::vector<int32_t> tokens(size_t(ql), 0);
+    builder.add_sequence({tokens, ctx - ql, zeros(ctx), group, prefix});
   }
-  return plan;
+  return builder.take();
 }
 
 struct Piece {
@@ -302,37 +280,15 @@ TEST(AttentionWork, RelayAtBatchOneIsCutLikePaged) {
 TEST(AttentionWork, PrefixWithOneSequenceIsJoinedOthersAreShared) {
   // Groups 0 (three sequences) and 1 (one): group 1's prefix is read through its
   // sequence's joined range; group 0's once for its three sequences.
-  BatchPlan plan;
-  plan.block_size = 16;
-  for (int32_t prefix : {300, 1000}) {
-    PlannedPrefixGroup g;
-    g.prefix_len = prefix;
-    g.block_table_start = int32_t(plan.block_tables.size());
-    g.num_blocks = (prefix + 15) / 16;
-    plan.block_tables.resize(plan.block_tables.size() + size_t(g.num_blocks), 0);
-    plan.prefix_groups.push_back(g);
-  }
+  BatchPlanBuilder builder(16);
+  auto zeros = [](int32_t tokens) { return std::vector<int32_t>(size_t((tokens + 15) / 16), 0); };
+  for (int32_t key : {0, 1}) builder.prefix_group(key, key == 0 ? 300 : 1000, zeros(key == 0 ? 300 : 1000));
   const std::vector<std::array<int32_t, 3>> seqs = {{1, 50, 0}, {4, 90, 1}, {1, 7, 0}, {1, 200, 0}, {1, 33, -1}};
-  int32_t row = 0;
   for (auto [ql, ctx, grp] : seqs) {
-    PlannedSequence s;
-    s.query_start = row;
-    s.query_len = ql;
-    s.context_len = ctx;
-    s.prefix_group = grp;
-    s.position_offset = grp >= 0 ? plan.prefix_groups[size_t(grp)].prefix_len : 0;
-    s.block_table_start = int32_t(plan.block_tables.size());
-    s.num_blocks = (ctx + 15) / 16;
-    plan.block_tables.resize(plan.block_tables.size() + size_t(s.num_blocks), 0);
-    for (int32_t r = 0; r < ql; ++r) {
-      plan.token_ids.push_back(0);
-      plan.positions.push_back(s.position_offset + ctx - ql + r);
-      plan.slot_mapping.push_back(0);
-      if (grp >= 0) plan.prefix_groups[size_t(grp)].query_rows.push_back(row + r);
-    }
-    row += ql;
-    plan.sequences.push_back(s);
+    const std::vector<int32_t> tokens(size_t(ql), 0);
+    builder.add_sequence({tokens, ctx - ql, zeros(ctx), grp});
   }
+  const BatchPlan plan = builder.take();
   for (Shape shape : {Shape{8, 8}, Shape{32, 4}})
     for (bool split : {true, false}) {
       AttentionWork work;

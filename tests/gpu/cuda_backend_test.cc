@@ -10,6 +10,7 @@
 #include <numeric>
 #include <random>
 
+#include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/half.h"
@@ -170,8 +171,6 @@ struct AttentionCase {
 };
 
 BatchPlan make_plan(const AttentionCase& c, std::mt19937_64& rng, int32_t* num_blocks) {
-  BatchPlan plan;
-  plan.block_size = c.block_size;
   int32_t total_blocks = 0;
   auto blocks_for = [&](int32_t n) { return (n + c.block_size - 1) / c.block_size; };
   for (auto [ql, ctx] : c.own) total_blocks += blocks_for(ctx);
@@ -181,36 +180,22 @@ BatchPlan make_plan(const AttentionCase& c, std::mt19937_64& rng, int32_t* num_b
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), rng);
   size_t next = 0;
-  for (int32_t p : c.prefix_lens) {
-    PlannedPrefixGroup g;
-    g.prefix_len = p;
-    g.block_table_start = int32_t(plan.block_tables.size());
-    g.num_blocks = blocks_for(p);
-    for (int32_t b = 0; b < g.num_blocks; ++b) plan.block_tables.push_back(perm[next++]);
-    plan.prefix_groups.push_back(g);
-  }
-  int32_t row = 0;
+  auto take_blocks = [&](int32_t tokens) {
+    std::vector<int32_t> table(perm.begin() + long(next), perm.begin() + long(next) + blocks_for(tokens));
+    next += table.size();
+    return table;
+  };
+  BatchPlanBuilder builder(c.block_size);
+  for (size_t g = 0; g < c.prefix_lens.size(); ++g)
+    builder.prefix_group(int64_t(g), c.prefix_lens[g], take_blocks(c.prefix_lens[g]));
   for (size_t s = 0; s < c.own.size(); ++s) {
-    PlannedSequence seq;
-    seq.query_start = row;
-    seq.query_len = c.own[s].first;
-    seq.context_len = c.own[s].second;
-    seq.prefix_group = c.group_of.empty() ? -1 : c.group_of[s];
-    seq.position_offset = seq.prefix_group >= 0 ? c.prefix_lens[seq.prefix_group] : 0;
-    seq.block_table_start = int32_t(plan.block_tables.size());
-    seq.num_blocks = blocks_for(seq.context_len);
-    for (int32_t b = 0; b < seq.num_blocks; ++b) plan.block_tables.push_back(perm[next++]);
-    for (int32_t r = 0; r < seq.query_len; ++r) {
-      plan.token_ids.push_back(0);
-      plan.positions.push_back(seq.position_offset + seq.context_len - seq.query_len + r);
-      plan.slot_mapping.push_back(0);
-      if (seq.prefix_group >= 0) plan.prefix_groups[seq.prefix_group].query_rows.push_back(row + r);
-    }
-    row += seq.query_len;
-    plan.sequences.push_back(seq);
+    const auto [query_len, context_len] = c.own[s];
+    const std::vector<int32_t> tokens(size_t(query_len), 0);
+    builder.add_sequence({tokens, context_len - query_len, take_blocks(context_len),
+                          c.group_of.empty() ? -1 : c.group_of[s]});
   }
   *num_blocks = total_blocks;
-  return plan;
+  return builder.take();
 }
 
 void check_attention(const AttentionCase& c, const char* label) {

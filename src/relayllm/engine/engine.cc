@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/common/error.h"
 #include "relayllm/engine/stop_checker.h"
 
@@ -90,23 +91,11 @@ void Engine::compute_prefix_kv(RelayPrefix& prefix) {
   const int32_t total = int32_t(prefix.tokens.size());
   const int32_t chunk = config_.scheduler.max_num_batched_tokens;
   for (int32_t start = 0; start < total; start += chunk) {
-    int32_t n = std::min(chunk, total - start);
-    BatchPlan plan;
-    plan.block_size = pool_.block_size();
-    plan.block_tables = prefix.blocks;
-    PlannedSequence ps;
-    ps.query_start = 0;
-    ps.query_len = n;
-    ps.context_len = start + n;
-    ps.num_blocks = int32_t(prefix.blocks.size());
-    plan.sequences.push_back(ps);
-    for (int32_t j = start; j < start + n; ++j) {
-      plan.token_ids.push_back(prefix.tokens[j]);
-      plan.positions.push_back(j);
-      plan.slot_mapping.push_back(int64_t(prefix.blocks[j / plan.block_size]) * plan.block_size +
-                                  j % plan.block_size);
-    }
-    model_.forward(plan, kv_cache_, logits_);
+    const int32_t n = std::min(chunk, total - start);
+    BatchPlanBuilder builder(pool_.block_size());
+    builder.add_sequence({std::span<const int32_t>(prefix.tokens).subspan(size_t(start), size_t(n)),
+                          start, prefix.blocks});
+    model_.forward(builder.take(), kv_cache_, logits_);
   }
 }
 
@@ -221,54 +210,29 @@ const Sequence* Engine::find(int64_t id) const {
 
 BatchPlan Engine::build_plan(const std::vector<ScheduledSequence>& batch,
                              std::vector<int32_t>& first_logit_index) {
-  BatchPlan plan;
-  plan.block_size = pool_.block_size();
-  std::map<int32_t, int32_t> group_of_prefix;
+  BatchPlanBuilder builder(pool_.block_size());
   first_logit_index.assign(batch.size(), -1);
+  std::vector<int32_t> tokens;
+  int32_t num_logit_rows = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const Sequence& seq = *batch[i].seq;
-    const int32_t n = batch[i].num_tokens, bs = plan.block_size;
-    PlannedSequence ps;
-    ps.query_start = plan.num_rows();
-    ps.query_len = n;
-    ps.context_len = seq.num_computed + n;
-    ps.position_offset = seq.prefix_len;
-    ps.block_table_start = int32_t(plan.block_tables.size());
-    ps.num_blocks = (ps.context_len + bs - 1) / bs;
-    plan.block_tables.insert(plan.block_tables.end(), seq.blocks.begin(),
-                             seq.blocks.begin() + ps.num_blocks);
-    for (int32_t j = seq.num_computed; j < seq.num_computed + n; ++j) {
-      plan.token_ids.push_back(seq.token_at(seq.prefix_len + j));
-      plan.positions.push_back(seq.prefix_len + j);
-      plan.slot_mapping.push_back(int64_t(seq.blocks[j / bs]) * bs + j % bs);
-    }
-    if (seq.prefix) {
-      auto [it, inserted] = group_of_prefix.try_emplace(seq.prefix->id,
-                                                        int32_t(plan.prefix_groups.size()));
-      if (inserted) {
-        PlannedPrefixGroup group;
-        group.prefix_len = seq.prefix_len;
-        group.block_table_start = int32_t(plan.block_tables.size());
-        group.num_blocks = int32_t(seq.prefix->blocks.size());
-        plan.block_tables.insert(plan.block_tables.end(), seq.prefix->blocks.begin(),
-                                 seq.prefix->blocks.end());
-        plan.prefix_groups.push_back(std::move(group));
-      }
-      ps.prefix_group = it->second;
-      for (int32_t r = 0; r < n; ++r) plan.prefix_groups[it->second].query_rows.push_back(ps.query_start + r);
-    }
+    const int32_t n = batch[i].num_tokens;
+    tokens.clear();
+    for (int32_t j = seq.num_computed; j < seq.num_computed + n; ++j)
+      tokens.push_back(seq.token_at(seq.prefix_len + j));
+    SequenceRows rows{tokens, seq.num_computed, seq.blocks, -1, seq.prefix_len};
+    if (seq.prefix)
+      rows.prefix_group = builder.prefix_group(seq.prefix->id, seq.prefix_len, seq.prefix->blocks);
+    const int32_t first_row = builder.add_sequence(rows);
     // Logit rows: every prompt row while prompt logprobs are collected, else only
     // the last row when it completes the sequence's known tokens.
-    bool completes = seq.num_computed + n == seq.own_len();
-    first_logit_index[i] = int32_t(plan.logit_rows.size());
-    if (seq.wants_prompt_logprobs() && seq.is_prefilling()) {
-      for (int32_t r = 0; r < n; ++r) plan.logit_rows.push_back(ps.query_start + r);
-    } else if (completes) {
-      plan.logit_rows.push_back(ps.query_start + n - 1);
-    }
-    plan.sequences.push_back(ps);
+    const bool completes = seq.num_computed + n == seq.own_len();
+    first_logit_index[i] = num_logit_rows;
+    const int32_t count = seq.wants_prompt_logprobs() && seq.is_prefilling() ? n : completes ? 1 : 0;
+    builder.add_logit_rows(first_row + n - count, count);
+    num_logit_rows += count;
   }
-  return plan;
+  return builder.take();
 }
 
 std::vector<RequestOutput> Engine::step() {
