@@ -37,6 +37,7 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
       backend_(std::move(backend)),
       model_(config, weights, *backend_,
              std::max<int64_t>(resolve_max_model_len(config_, config), config.max_position_embeddings)),
+      runner_(model_),
       pool_(resolve_num_blocks(config_, model_), config_.block_size),
       scheduler_(config_.scheduler, pool_) {
   config_.max_model_len = resolve_max_model_len(config_, config);
@@ -57,7 +58,7 @@ Engine::~Engine() = default;
 
 void Engine::set_enforce_eager(bool eager) {
   config_.enforce_eager = eager;
-  model_.set_graph_policy({!eager && config_.cuda_graph_max_batch > 0,
+  runner_.set_graph_policy({!eager && config_.cuda_graph_max_batch > 0,
                            std::min(config_.cuda_graph_max_batch, config_.scheduler.max_num_seqs)});
 }
 
@@ -95,7 +96,7 @@ void Engine::compute_prefix_kv(RelayPrefix& prefix) {
     BatchPlanBuilder builder(pool_.block_size());
     builder.add_sequence({std::span<const int32_t>(prefix.tokens).subspan(size_t(start), size_t(n)),
                           start, prefix.blocks});
-    model_.forward(builder.take(), kv_cache_, logits_);
+    runner_.forward(builder.take(), kv_cache_, logits_);
   }
 }
 
@@ -255,9 +256,9 @@ std::vector<RequestOutput> Engine::step() {
   }
   std::vector<int32_t> first_logit;
   BatchPlan plan = build_plan(batch, first_logit);
-  model_.forward(plan, kv_cache_, logits_);
+  runner_.forward(plan, kv_cache_, logits_);
   ++stats_.steps;
-  stats_.graph_steps = model_.graph_steps();
+  stats_.graph_steps = runner_.graph_steps();
 
   const int64_t vocab = model_.config().vocab_size;
   for (size_t i = 0; i < batch.size(); ++i) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/engine/model_runner.h"
 #include "relayllm/engine/scheduler.h"
 #include "relayllm/engine/sequence.h"
 #include "relayllm/kv/block_pool.h"
@@ -115,6 +116,7 @@ class Engine {
   Tokenizer tokenizer_;
   std::unique_ptr<Backend> backend_;
   LlamaModel model_;
+  ModelRunner runner_;
   std::vector<KvLayer> kv_cache_;
   BlockPool pool_;
   RelayPrefixRegistry registry_;

@@ -72,13 +72,6 @@ size_t LlamaModel::kv_bytes_per_block(int32_t block_size) const {
          dtype_size(backend_.compute_dtype());
 }
 
-int32_t LlamaModel::graph_bucket(int32_t rows) {
-  if (rows <= 1) return 1;
-  if (rows <= 2) return 2;
-  if (rows <= 4) return 4;
-  return (rows + 7) / 8 * 8;
-}
-
 LlamaModel::Activations LlamaModel::make_activations(int64_t t, int64_t logit_rows) {
   const int64_t h = config_.hidden_size, d = config_.head_dim;
   const int64_t hq = config_.num_heads, hk = config_.num_kv_heads, inter = config_.intermediate_size;
@@ -124,52 +117,15 @@ void LlamaModel::validate(const BatchPlan& plan) const {
                    max_pos);
 }
 
-bool LlamaModel::graph_eligible(const BatchPlan& plan) const {
-  if (!graph_policy_.enabled || !backend_.supports_graphs()) return false;
-  if (plan.num_rows() == 0 || plan.num_rows() > graph_policy_.max_batch) return false;
-  if (plan.logit_rows.size() != size_t(plan.num_rows())) return false;
-  for (const PlannedSequence& seq : plan.sequences)
-    if (seq.query_len != 1) return false;
-  return true;
-}
-
 void LlamaModel::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,
                          std::vector<float>& logits) {
   validate(plan);
-  Backend& be = backend_;
   const int64_t n = int64_t(plan.logit_rows.size());
-  if (!graph_eligible(plan)) {
-    be.begin_step(plan, StepInfo{attention_shape_, 0});
-    Activations a = make_activations(plan.num_rows(), n);
-    run(plan, kv_cache, a);
-    logits.assign(size_t(n * config_.vocab_size), 0.0f);
-    if (n > 0) be.download(a.logits, logits);
-    return;
-  }
-
-  const int32_t bucket = graph_bucket(plan.num_rows());
-  be.begin_step(plan, StepInfo{attention_shape_, bucket});
-  if (!graph_activations_) {
-    const int64_t largest = graph_bucket(graph_policy_.max_batch);
-    graph_activations_ = std::make_unique<Activations>(make_activations(largest, largest));
-  }
-  Activations a = first_rows(*graph_activations_, bucket);
-  if (!be.replay(bucket)) {
-    be.capture_begin();
-    try {
-      run(plan, kv_cache, a);
-    } catch (...) {
-      be.capture_cancel();
-      throw;
-    }
-    be.capture_end(bucket);
-    RELAYLLM_CHECK(be.replay(bucket), "{} backend: graph of bucket {} was not recorded", be.name(), bucket);
-  }
-  ++graph_steps_;
+  backend_.begin_step(plan, StepInfo{attention_shape_, 0});
+  Activations a = make_activations(plan.num_rows(), n);
+  run(plan, kv_cache, a);
   logits.assign(size_t(n * config_.vocab_size), 0.0f);
-  Tensor real = a.logits;
-  real.shape[0] = n;  // padding rows' logits stay on the device
-  be.download(real, logits);
+  if (n > 0) backend_.download(a.logits, logits);
 }
 
 void LlamaModel::run(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, Activations& a) {

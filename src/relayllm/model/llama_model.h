@@ -12,14 +12,6 @@
 
 namespace relayllm {
 
-// When decode steps run as captured graphs (backends that support them): steps
-// whose rows are all single decode tokens, up to max_batch rows, run as the graph
-// of the smallest bucket (1, 2, 4, 8, then multiples of 8) that holds them.
-struct GraphPolicy {
-  bool enabled = false;
-  int32_t max_batch = 0;
-};
-
 class LlamaModel {
  public:
   // Uploads the weights to the backend; host weights may be dropped afterwards.
@@ -34,27 +26,25 @@ class LlamaModel {
   std::vector<KvLayer> allocate_kv_cache(int32_t num_blocks, int32_t block_size);
   size_t kv_bytes_per_block(int32_t block_size) const;
 
-  // Runs every layer over the plan's rows, writing their K/V into kv_cache, and
-  // returns the logits of plan.logit_rows as [rows, vocab] fp32 on the host.
+  // One eager step: runs every layer over the plan's rows, writing their K/V into
+  // kv_cache, and returns the logits of plan.logit_rows as [rows, vocab] fp32 on the
+  // host. (The engine's ModelRunner also replays decode steps as graphs.)
   void forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, std::vector<float>& logits);
 
-  void set_graph_policy(const GraphPolicy& policy) { graph_policy_ = policy; }
-  // The bucket a decode step of `rows` rows runs in (rows <= max_batch).
-  static int32_t graph_bucket(int32_t rows);
-  // Decode steps that ran as graph replays (captures included), for tests and logs.
-  int64_t graph_steps() const { return graph_steps_; }
-
- private:
+  // The pieces a step runner composes.
   // Every intermediate of one step; a graph's are views of one set sized for the largest bucket.
   struct Activations {
     Tensor residual, normed, q, k, v, attn, proj, gate, up, act, selected, logits;
   };
   Activations make_activations(int64_t rows, int64_t logit_rows);
   static Activations first_rows(const Activations& all, int64_t rows);
-  // Issues every op of the step into `a` (logits end in a.logits).
+  // Issues every op of the step into `a` (logits end in a.logits); begin_step comes first.
   void run(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, Activations& a);
-  bool graph_eligible(const BatchPlan& plan) const;
+  // Checks the step's token ids and positions (replayed graphs skip the ops' own checks).
   void validate(const BatchPlan& plan) const;
+  const AttentionShape& attention_shape() const { return attention_shape_; }
+
+ private:
 
   struct Layer {
     Tensor input_norm, q_proj, k_proj, v_proj, o_proj, q_bias, k_bias, v_bias, q_norm, k_norm;
@@ -71,9 +61,6 @@ class LlamaModel {
   Tensor lm_head_;  // shares embed_tokens_ storage when tied
   Tensor rope_cos_sin_;
   AttentionShape attention_shape_;
-  GraphPolicy graph_policy_;
-  std::unique_ptr<Activations> graph_activations_;
-  int64_t graph_steps_ = 0;
 };
 
 }  // namespace relayllm

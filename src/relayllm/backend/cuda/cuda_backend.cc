@@ -157,6 +157,12 @@ struct CudaBackend::Impl {
     for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
     graphs.clear();
   }
+  // The three parts of begin_step (defined next to it); the last two return whether
+  // device addresses moved.
+  cuda::AttentionWork plan_attention(const BatchPlan& plan, const AttentionShape& shape, DType dtype,
+                                     int32_t padded_rows);
+  bool stage(const BatchPlan& plan, const cuda::AttentionWork& work, int32_t padded_rows);
+  bool grow_buffers(const cuda::AttentionWork& work, const AttentionShape& shape, int32_t padded_rows);
 
   ~Impl() {
     if (ctx) cudaStreamSynchronize(ctx->stream);
@@ -344,44 +350,42 @@ void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
   RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
-void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
-  Impl& m = *impl_;
-  RELAYLLM_CHECK(!m.capturing, "cuda backend: begin_step while capturing a graph");
-  RELAYLLM_CHECK(plan.positions.size() == plan.token_ids.size() && plan.slot_mapping.size() == plan.token_ids.size(),
-                 "cuda backend: plan has {} token ids, {} positions, {} slots", plan.token_ids.size(),
-                 plan.positions.size(), plan.slot_mapping.size());
-  const int32_t rows = std::max(plan.num_rows(), info.padded_rows);
-  const size_t pad = size_t(rows - plan.num_rows());
-  m.rows = rows;
-
-  cuda::AttentionWork work;
-  m.work_shape = info.attention;
-  if (info.attention.num_heads > 0) {
-    if (m.occupancy_dim != info.attention.head_dim || m.occupancy_dtype != dtype_) {
-      m.occupancy = cuda::prepare_attention(dtype_, info.attention.head_dim);
-      m.occupancy_dim = info.attention.head_dim;
-      m.occupancy_dtype = dtype_;
-    }
-    work = cuda::build_attention_work(plan, m.work_options(info.attention, rows));
+// A step is prepared in three parts: planning (the attention work list for this
+// plan and layout), staging (every per-step array written to the pinned staging and
+// uploaded to its fixed device region) and growing the buffers the kernels write
+// (partials, arrival counts). Growing a buffer or moving the staging moves device
+// addresses, which invalidates captured graphs.
+cuda::AttentionWork CudaBackend::Impl::plan_attention(const BatchPlan& plan, const AttentionShape& shape,
+                                                     DType dtype, int32_t padded_rows) {
+  work_shape = shape;
+  if (shape.num_heads <= 0) return {};
+  if (occupancy_dim != shape.head_dim || occupancy_dtype != dtype) {
+    occupancy = cuda::prepare_attention(dtype, shape.head_dim);
+    occupancy_dim = shape.head_dim;
+    occupancy_dtype = dtype;
   }
-  m.num_units = int32_t(work.units.size());
-  m.num_merged = int32_t(work.merges.size());
+  return cuda::build_attention_work(plan, work_options(shape, padded_rows));
+}
 
+bool CudaBackend::Impl::stage(const BatchPlan& plan, const cuda::AttentionWork& work, int32_t padded_rows) {
+  const size_t pad = size_t(padded_rows - plan.num_rows());
+  num_units = int32_t(work.units.size());
+  num_merged = int32_t(work.merges.size());
   const size_t logit_count = plan.logit_rows.size() + pad;
   std::vector<size_t> bytes(kNumRegions, 0);
-  bytes[kTokenIds] = size_t(rows) * sizeof(int32_t);
-  bytes[kPositions] = size_t(rows) * sizeof(int32_t);
-  bytes[kSlotMapping] = size_t(rows) * sizeof(int64_t);
+  bytes[kTokenIds] = size_t(padded_rows) * sizeof(int32_t);
+  bytes[kPositions] = size_t(padded_rows) * sizeof(int32_t);
+  bytes[kSlotMapping] = size_t(padded_rows) * sizeof(int64_t);
   bytes[kLogitRows] = logit_count * sizeof(int32_t);
   bytes[kBlockTables] = plan.block_tables.size() * sizeof(int32_t);
   bytes[kCounts] = 2 * sizeof(int32_t);
   bytes[kSlots] = work.slots.size() * sizeof(cuda::QuerySlot);
   bytes[kUnits] = work.units.size() * sizeof(cuda::AttentionUnit);
   bytes[kMerges] = work.merges.size() * sizeof(cuda::MergeOutput);
-  bool moved = m.staging->layout(bytes, m.ctx->stream);
+  const bool moved = staging->layout(bytes, ctx->stream);
 
   // Padding rows: token 0 at position 0, KV not stored (slot -1), logits of row 0.
-  cuda::StepStaging& st = *m.staging;
+  cuda::StepStaging& st = *staging;
   put(st, kTokenIds, plan.token_ids);
   put(st, kPositions, plan.positions);
   put(st, kSlotMapping, plan.slot_mapping);
@@ -391,32 +395,51 @@ void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   std::fill_n(static_cast<int64_t*>(st.host(kSlotMapping)) + plan.num_rows(), pad, int64_t(-1));
   std::fill_n(static_cast<int32_t*>(st.host(kLogitRows)) + plan.logit_rows.size(), pad, 0);
   put(st, kBlockTables, plan.block_tables);
-  const int32_t counts[2] = {m.num_units, m.num_merged};
+  const int32_t counts[2] = {num_units, num_merged};
   std::memcpy(st.host(kCounts), counts, sizeof(counts));
   put(st, kSlots, work.slots);
   put(st, kUnits, work.units);
   put(st, kMerges, work.merges);
+  return moved;
+}
 
-  if (work.num_partials > m.partial_capacity) {
-    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(m.ctx->stream));
-    m.partial_capacity = std::max<int64_t>(2 * int64_t(work.num_partials), 1024);
-    const size_t d = size_t(std::max(info.attention.head_dim, 128));
-    m.part_o = device_alloc(m.ctx, size_t(m.partial_capacity) * d * sizeof(float));
-    m.part_lse = device_alloc(m.ctx, size_t(m.partial_capacity) * sizeof(float));
+bool CudaBackend::Impl::grow_buffers(const cuda::AttentionWork& work, const AttentionShape& shape,
+                                     int32_t padded_rows) {
+  bool moved = false;
+  if (work.num_partials > partial_capacity) {
+    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    partial_capacity = std::max<int64_t>(2 * int64_t(work.num_partials), 1024);
+    const size_t d = size_t(std::max(shape.head_dim, 128));
+    part_o = device_alloc(ctx, size_t(partial_capacity) * d * sizeof(float));
+    part_lse = device_alloc(ctx, size_t(partial_capacity) * sizeof(float));
     moved = true;
   }
   // One arrival count per output, zero between launches (the kernel leaves them so).
-  const int64_t outputs = int64_t(rows) * std::max(info.attention.num_heads, 1);
-  if (outputs > m.arrival_capacity) {
-    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(m.ctx->stream));
-    m.arrival_capacity = std::max<int64_t>(2 * outputs, 4096);
-    m.arrivals = device_alloc(m.ctx, size_t(m.arrival_capacity) * sizeof(int32_t));
-    RELAYLLM_CUDA_CHECK(cudaMemsetAsync(m.arrivals.get(), 0, size_t(m.arrival_capacity) * sizeof(int32_t),
-                                        m.ctx->stream));
+  const int64_t outputs = int64_t(padded_rows) * std::max(shape.num_heads, 1);
+  if (outputs > arrival_capacity) {
+    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    arrival_capacity = std::max<int64_t>(2 * outputs, 4096);
+    arrivals = device_alloc(ctx, size_t(arrival_capacity) * sizeof(int32_t));
+    RELAYLLM_CUDA_CHECK(cudaMemsetAsync(arrivals.get(), 0, size_t(arrival_capacity) * sizeof(int32_t),
+                                        ctx->stream));
     moved = true;
   }
-  if (moved) m.drop_graphs();  // they read the old addresses
-  st.upload(m.ctx->stream);
+  return moved;
+}
+
+void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
+  Impl& m = *impl_;
+  RELAYLLM_CHECK(!m.capturing, "cuda backend: begin_step while capturing a graph");
+  RELAYLLM_CHECK(plan.positions.size() == plan.token_ids.size() && plan.slot_mapping.size() == plan.token_ids.size(),
+                 "cuda backend: plan has {} token ids, {} positions, {} slots", plan.token_ids.size(),
+                 plan.positions.size(), plan.slot_mapping.size());
+  const int32_t rows = std::max(plan.num_rows(), info.padded_rows);
+  m.rows = rows;
+  const cuda::AttentionWork work = m.plan_attention(plan, info.attention, dtype_, rows);
+  const bool staging_moved = m.stage(plan, work, rows);
+  const bool buffers_moved = m.grow_buffers(work, info.attention, rows);
+  if (staging_moved || buffers_moved) m.drop_graphs();  // they read the old addresses
+  m.staging->upload(m.ctx->stream);
 }
 
 bool CudaBackend::supports_graphs() const { return true; }
