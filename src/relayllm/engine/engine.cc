@@ -39,6 +39,12 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
              std::max<int64_t>(resolve_max_model_len(config_, config), config.max_position_embeddings)),
       runner_(model_),
       pool_(resolve_num_blocks(config_, model_), config_.block_size),
+      prefixes_(
+          pool_,
+          [this](const std::string& name, std::span<const int32_t> tokens) {
+            check_prefix_tokens(name, tokens);
+          },
+          [this](const RelayPrefix& prefix) { compute_prefix_kv(prefix); }),
       scheduler_(config_.scheduler, pool_) {
   config_.max_model_len = resolve_max_model_len(config_, config);
   config_.num_kv_blocks = pool_.num_blocks();
@@ -65,6 +71,10 @@ void Engine::set_enforce_eager(bool eager) {
 const RelayPrefix& Engine::register_prefix(const std::string& name, std::vector<int32_t> tokens) {
   RELAYLLM_CHECK(config_.enable_relay_attention,
                  "relay prefix '{}' given but relay attention is off in this engine", name);
+  return prefixes_.add(name, std::move(tokens));
+}
+
+void Engine::check_prefix_tokens(const std::string& name, std::span<const int32_t> tokens) const {
   RELAYLLM_CHECK(int32_t(tokens.size()) < config_.max_model_len,
                  "relay prefix '{}' has {} tokens, max model len is {}", name, tokens.size(),
                  config_.max_model_len);
@@ -72,21 +82,9 @@ const RelayPrefix& Engine::register_prefix(const std::string& name, std::vector<
     RELAYLLM_CHECK(id >= 0 && id < model_.config().vocab_size,
                    "relay prefix '{}': token id {} is outside the vocabulary (size {})", name, id,
                    model_.config().vocab_size);
-  int32_t bs = pool_.block_size();
-  int32_t needed = (int32_t(tokens.size()) + bs - 1) / bs;
-  RELAYLLM_CHECK(pool_.num_free() >= needed,
-                 "relay prefix '{}' needs {} KV blocks but only {} are free", name, needed,
-                 pool_.num_free());
-  RelayPrefix& prefix = registry_.add(name, std::move(tokens));
-  for (int32_t i = 0; i < needed; ++i) prefix.blocks.push_back(*pool_.allocate());
-  compute_prefix_kv(prefix);
-  prefix.ready = true;
-  spdlog::info("relay prefix '{}': {} tokens in {} blocks", prefix.name, prefix.tokens.size(),
-               prefix.blocks.size());
-  return prefix;
 }
 
-void Engine::compute_prefix_kv(RelayPrefix& prefix) {
+void Engine::compute_prefix_kv(const RelayPrefix& prefix) {
   // The prefix is prefilled like a request without a prefix, in budget-sized chunks;
   // its logits are not needed.
   const int32_t total = int32_t(prefix.tokens.size());
@@ -100,24 +98,13 @@ void Engine::compute_prefix_kv(RelayPrefix& prefix) {
   }
 }
 
-void Engine::remove_prefix(const std::string& name) {
-  RelayPrefix* prefix = registry_.find(name);
-  RELAYLLM_CHECK(prefix != nullptr, "no relay prefix named '{}'", name);
-  prefix->removing = true;
-  if (prefix->users == 0) {
-    for (int32_t b : prefix->blocks) pool_.release(b);
-    registry_.erase(prefix->id);
-  }
-}
+void Engine::remove_prefix(const std::string& name) { prefixes_.remove(name); }
 
 void Engine::release_prefix_use(Sequence& seq) {
   if (!seq.prefix) return;
   RelayPrefix* prefix = seq.prefix;
   seq.prefix = nullptr;  // the sequence keeps prefix_len for its own positions
-  if (--prefix->users == 0 && prefix->removing) {
-    for (int32_t b : prefix->blocks) pool_.release(b);
-    registry_.erase(prefix->id);
-  }
+  prefixes_.release(*prefix);
 }
 
 int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParams& params,
@@ -135,7 +122,7 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   if (!prefix_name.empty()) {
     RELAYLLM_CHECK(config_.enable_relay_attention,
                    "relay_prefix '{}' given but relay attention is off in this engine", prefix_name);
-    prefix = registry_.find(prefix_name);  // skips prefixes being removed
+    prefix = prefixes_.find(prefix_name);  // skips prefixes being removed
     RELAYLLM_CHECK(prefix != nullptr && prefix->ready, "relay_prefix '{}' is not registered",
                    prefix_name);
     // Prompt logprobs need every prompt position computed by the request itself.
@@ -153,7 +140,7 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
                    "the prompt continues it: end it with a newline, or send token ids)",
                    prompt_ids.size(), prefix_name, t.size(), same);
   } else if (config_.enable_relay_attention && !params.prompt_logprobs) {
-    prefix = registry_.longest_match(prompt_ids);
+    prefix = prefixes_.longest_match(prompt_ids);
   }
   const int32_t prefix_len = prefix ? int32_t(prefix->tokens.size()) : 0;
   const int32_t bs = pool_.block_size();
@@ -171,7 +158,7 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   if (prefix) {
     seq->prefix = prefix;
     seq->prefix_len = prefix_len;
-    ++prefix->users;
+    prefixes_.attach(*prefix);
     ++stats_.relay_attached_requests;
     stats_.relay_shared_tokens += prefix_len;
   }

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,7 @@
 #include "relayllm/engine/scheduler.h"
 #include "relayllm/engine/sequence.h"
 #include "relayllm/kv/block_pool.h"
-#include "relayllm/kv/relay_prefix_registry.h"
+#include "relayllm/kv/relay_prefix_manager.h"
 #include "relayllm/model/llama_model.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
@@ -72,7 +73,10 @@ class Engine {
   const RelayPrefix& register_prefix(const std::string& name, std::vector<int32_t> tokens);
   // Stops new requests from attaching; frees the prefix once no request uses it.
   void remove_prefix(const std::string& name);
-  std::vector<const RelayPrefix*> prefixes() const { return registry_.all(); }
+  std::vector<const RelayPrefix*> prefixes() const { return prefixes_.all(); }
+  // The owner of relay prefixes (quota, automatic prefixes, users), for the server.
+  RelayPrefixManager& relay_prefixes() { return prefixes_; }
+  const RelayPrefixManager& relay_prefixes() const { return prefixes_; }
 
   // Validates and queues a request; returns its id. Throws Error on bad input
   // (empty prompt, id outside the vocabulary, too long, bad sampling values).
@@ -103,7 +107,8 @@ class Engine {
   std::vector<int32_t> eos_token_ids() const { return eos_ids_; }
 
  private:
-  void compute_prefix_kv(RelayPrefix& prefix);
+  void check_prefix_tokens(const std::string& name, std::span<const int32_t> tokens) const;
+  void compute_prefix_kv(const RelayPrefix& prefix);
   BatchPlan build_plan(const std::vector<ScheduledSequence>& batch,
                        std::vector<int32_t>& first_logit_index);
   void process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
@@ -119,7 +124,7 @@ class Engine {
   ModelRunner runner_;
   std::vector<KvLayer> kv_cache_;
   BlockPool pool_;
-  RelayPrefixRegistry registry_;
+  RelayPrefixManager prefixes_;
   Scheduler scheduler_;
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
   std::vector<int32_t> eos_ids_;

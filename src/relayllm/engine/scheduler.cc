@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "relayllm/common/error.h"
-#include "relayllm/kv/relay_prefix_registry.h"
+#include "relayllm/kv/relay_prefix_manager.h"
 
 namespace relayllm {
 

@@ -87,11 +87,6 @@ EngineSnapshot AsyncEngine::snapshot() const {
   return s;
 }
 
-bool AsyncEngine::is_auto_prefix(const std::string& name) const {
-  std::lock_guard lock(snapshot_mutex_);
-  return auto_names_.count(name) != 0;
-}
-
 void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
   auto refuse = [&](int status, std::string message) {
     RequestUpdate update;
@@ -102,8 +97,9 @@ void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
     --in_flight_;
     request.sink(std::move(update));
   };
-  if (!request.auto_prefix_name.empty())
-    touch_auto_prefix(request.auto_prefix_name, request.auto_prefix_len, request.prompt_ids);
+  if (request.auto_prefix_len > 0)
+    engine_.relay_prefixes().use_automatic(
+        std::span<const int32_t>(request.prompt_ids).first(size_t(request.auto_prefix_len)));
   int64_t id = 0;
   try {
     id = engine_.add_request(std::move(request.prompt_ids), request.params,
@@ -119,40 +115,6 @@ void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
   RequestUpdate admitted;
   admitted.admitted = true;
   live.sink(std::move(admitted));
-}
-
-void AsyncEngine::touch_auto_prefix(const std::string& name, int32_t len,
-                                    const std::vector<int32_t>& prompt) {
-  for (const RelayPrefix* p : engine_.prefixes())
-    if (p->name == name) {
-      if (auto it = auto_prefix_use_.find(name); it != auto_prefix_use_.end()) it->second = ++tick_;
-      return;  // live (or still draining while being removed)
-    }
-  auto_prefix_use_.erase(name);
-  if (int32_t(auto_prefix_use_.size()) >= options_.max_auto_prefixes) {
-    // Evict the least recently used automatic prefix nobody is attached to.
-    std::string victim;
-    uint64_t oldest = UINT64_MAX;
-    for (const RelayPrefix* p : engine_.prefixes()) {
-      auto it = auto_prefix_use_.find(p->name);
-      if (it != auto_prefix_use_.end() && p->users == 0 && it->second < oldest) {
-        oldest = it->second;
-        victim = p->name;
-      }
-    }
-    if (victim.empty()) return;
-    engine_.remove_prefix(victim);
-    auto_prefix_use_.erase(victim);
-  }
-  // Never let a prefix take more than half of the free pool from requests.
-  int32_t needed = (len + block_size_ - 1) / block_size_;
-  if (needed > engine_.block_pool().num_free() / 2) return;
-  try {
-    engine_.register_prefix(name, std::vector<int32_t>(prompt.begin(), prompt.begin() + len));
-    auto_prefix_use_[name] = ++tick_;
-  } catch (const Error& e) {
-    spdlog::warn("chat system prefix {} not registered: {}", name, e.what());
-  }
 }
 
 void AsyncEngine::deliver(const RequestOutput& out) {
@@ -260,7 +222,6 @@ void AsyncEngine::publish_snapshot() {
   s.num_relay_prefixes = int64_t(engine_.prefixes().size());
   std::lock_guard lock(snapshot_mutex_);
   snapshot_ = s;
-  auto_names_ = auto_prefix_use_;
 }
 
 }  // namespace relayllm

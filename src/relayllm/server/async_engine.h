@@ -47,17 +47,16 @@ struct EngineRequest {
   // The request attaches to this registered prefix, which its prompt must start
   // with token-exactly (400 otherwise); empty: the longest matching one.
   std::string required_prefix;
-  // A chat system part to register as a relay prefix when not yet live.
-  std::string auto_prefix_name;
-  int32_t auto_prefix_len = 0;  // its tokens are prompt_ids[0, len)
+  // Chat: the rendered system part is prompt_ids[0, len), a candidate automatic
+  // relay prefix (the engine's RelayPrefixManager decides).
+  int32_t auto_prefix_len = 0;
   UpdateSink sink;
 };
 
 struct AsyncEngineOptions {
   // Most requests admitted and not finished (running + waiting); more get 429.
   int64_t max_in_flight = 1024;
-  // Most chat-system prefixes registered automatically; the least recently used
-  // one without users makes room for a new one.
+  // Most chat-system prefixes registered automatically (RelayPrefixLimits::max_auto).
   int32_t max_auto_prefixes = 8;
 };
 
@@ -82,7 +81,6 @@ class AsyncEngine {
   bool relay_enabled() const { return relay_enabled_; }
 
   EngineSnapshot snapshot() const;
-  bool is_auto_prefix(const std::string& name) const;
 
  private:
   struct Live {
@@ -95,7 +93,6 @@ class AsyncEngine {
   void add(EngineRequest& request, uint64_t handle);
   void deliver(const RequestOutput& out);
   void finish_live(int64_t engine_id, Live& live, const Sequence& seq, RequestUpdate& update);
-  void touch_auto_prefix(const std::string& name, int32_t len, const std::vector<int32_t>& prompt);
   void publish_snapshot();
 
   ServingEngine serving_;
@@ -116,12 +113,9 @@ class AsyncEngine {
   // Engine thread only.
   std::unordered_map<int64_t, Live> live_;          // by engine id
   std::unordered_map<uint64_t, int64_t> by_handle_;  // handle -> engine id
-  std::map<std::string, uint64_t> auto_prefix_use_;  // name -> last use tick
-  uint64_t tick_ = 0;
 
   mutable std::mutex snapshot_mutex_;
   EngineSnapshot snapshot_;
-  std::map<std::string, uint64_t> auto_names_;  // copy of auto_prefix_use_ keys, under snapshot_mutex_
 
   std::thread thread_;
 };

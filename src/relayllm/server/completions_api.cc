@@ -288,16 +288,6 @@ bool read_include_usage(const nlohmann::json& body) {
   return json_fields::get_bool(*it, "include_usage").value_or(false);
 }
 
-uint64_t fnv1a(const std::vector<int32_t>& ids) {
-  uint64_t h = 1469598103934665603ull;
-  for (int32_t id : ids)
-    for (int b = 0; b < 4; ++b) {
-      h ^= (uint32_t(id) >> (8 * b)) & 0xff;
-      h *= 1099511628211ull;
-    }
-  return h;
-}
-
 }  // namespace
 
 void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange& exchange,
@@ -423,7 +413,6 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
   // With relay on, the rendered system part becomes a shared prefix when it is
   // both a text prefix and a token prefix of the whole prompt (so attaching to
   // it never changes the tokens the request sees).
-  std::string auto_name;
   int32_t auto_len = 0;
   if (engine.relay_enabled() && !relay_prefix && !params.prompt_logprobs &&
       messages[0]["role"] == "system" && messages.size() > 1) {
@@ -432,11 +421,9 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
           render_chat(ready, nlohmann::json::array({messages[0]}), false, kwargs);
       if (!system_text.empty() && text.compare(0, system_text.size(), system_text) == 0) {
         std::vector<int32_t> sys_ids = engine.tokenizer().encode(system_text, false);
-        if (int32_t(sys_ids.size()) >= options_.min_auto_prefix_blocks * engine.block_size() &&
-            sys_ids.size() < ids.size() && std::equal(sys_ids.begin(), sys_ids.end(), ids.begin())) {
-          auto_name = fmt::format("chat-system-{:016x}", fnv1a(sys_ids));
+        // Whether it is long enough to be worth a prefix is the prefix manager's call.
+        if (sys_ids.size() < ids.size() && std::equal(sys_ids.begin(), sys_ids.end(), ids.begin()))
           auto_len = int32_t(sys_ids.size());
-        }
       }
     } catch (const std::exception& e) {
       spdlog::debug("chat system part not usable as a relay prefix: {}", e.what());
@@ -451,7 +438,6 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
     r.params = params;
     if (params.seed) r.params.seed = *params.seed + uint64_t(k);
     if (relay_prefix) r.required_prefix = *relay_prefix;
-    r.auto_prefix_name = auto_name;
     r.auto_prefix_len = auto_len;
     requests.push_back(std::move(r));
     job->choices.emplace_back();

@@ -60,6 +60,7 @@ void OpenAiServer::set_engine(ServingEngine serving, const SamplingParams& defau
     ready->chat_template_error = e.what();
     spdlog::warn("chat template unusable, /v1/chat/completions will answer 400: {}", e.what());
   }
+  serving.engine->relay_prefixes().set_limits(options_.prefix_limits());
   ready->engine = std::make_unique<AsyncEngine>(std::move(serving), options_.engine, metrics_);
   ready_ = std::move(ready);
   is_ready_.store(true, std::memory_order_release);
@@ -197,11 +198,11 @@ void OpenAiServer::handle_detokenize(const nlohmann::json& body, const Exchange&
 
 namespace {
 
-nlohmann::json prefix_json(const RelayPrefix& p, bool is_auto, int32_t block_size) {
+nlohmann::json prefix_json(const RelayPrefix& p, int32_t block_size) {
   return {{"name", p.name},          {"object", "relay_prefix"},
           {"num_tokens", p.tokens.size()}, {"num_blocks", p.blocks.size()},
           {"users", p.users},        {"removing", p.removing},
-          {"auto", is_auto},         {"block_size", block_size}};
+          {"auto", p.automatic},     {"block_size", block_size}};
 }
 
 }  // namespace
@@ -211,7 +212,7 @@ void OpenAiServer::list_prefixes(const Exchange& exchange, Ready& ready) {
   engine->call([exchange, engine](Engine& e) {
     nlohmann::json data = nlohmann::json::array();
     for (const RelayPrefix* p : e.prefixes())
-      data.push_back(prefix_json(*p, engine->is_auto_prefix(p->name), engine->block_size()));
+      data.push_back(prefix_json(*p, engine->block_size()));
     nlohmann::json body = {{"object", "list"}, {"data", std::move(data)}};
     exchange->post([exchange, body = std::move(body)] { send_json(exchange, 200, body); });
   });
@@ -236,27 +237,22 @@ void OpenAiServer::register_prefix(const nlohmann::json& body, const Exchange& e
     tokens = engine->tokenizer().encode(*text, json_fields::get_bool(body, "add_special_tokens").value_or(true));
   }
   if (tokens.empty()) fail_api(400, "relay prefix '{}' is empty", *name);
-  const int32_t limit = options_.max_relay_prefixes;
-  engine->call([exchange, engine, limit, name = *name, tokens = std::move(tokens)](Engine& e) mutable {
+  engine->call([exchange, engine, name = *name, tokens = std::move(tokens)](Engine& e) mutable {
     int status = 200;
     nlohmann::json reply;
-    int32_t named = 0;
-    bool exists = false;
-    for (const RelayPrefix* p : e.prefixes()) {
-      if (p->name == name) exists = true;
-      if (!engine->is_auto_prefix(p->name)) ++named;
-    }
-    if (exists) {
+    const PrefixRefusal refusal = e.relay_prefixes().check_named(name);
+    if (refusal == PrefixRefusal::kExists) {
       status = 409;
       reply = error_body(409, fmt::format("a relay prefix named '{}' exists already", name));
-    } else if (named >= limit) {
+    } else if (refusal == PrefixRefusal::kQuotaFull) {
       status = 429;
       reply = error_body(429, fmt::format("at most {} relay prefixes may be registered "
-                                          "(--max-relay-prefixes); remove one first", limit));
+                                          "(--max-relay-prefixes); remove one first",
+                                          e.relay_prefixes().limits().max_named));
     } else {
       try {
         const RelayPrefix& p = e.register_prefix(name, std::move(tokens));
-        reply = prefix_json(p, false, engine->block_size());
+        reply = prefix_json(p, engine->block_size());
       } catch (const Error& err) {
         status = 400;
         reply = error_body(400, err.what());

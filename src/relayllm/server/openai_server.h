@@ -27,6 +27,10 @@ struct OpenAiServerOptions {
   int32_t max_n = 128;              // most choices per request
   // Chat system parts shorter than this many KV blocks are not worth a prefix.
   int32_t min_auto_prefix_blocks = 2;
+  // The limits the relay prefix manager enforces (from the fields above).
+  RelayPrefixLimits prefix_limits() const {
+    return {max_relay_prefixes, engine.max_auto_prefixes, min_auto_prefix_blocks};
+  }
 };
 
 class OpenAiServer {
