@@ -95,6 +95,7 @@ SamplingParams SamplingFlags::resolve(const SamplingParams& model_defaults) cons
   if (!passed("--top-p")) out.top_p = model_defaults.top_p;
   if (!passed("--top-k")) out.top_k = model_defaults.top_k;
   if (!passed("--repetition-penalty")) out.repetition_penalty = model_defaults.repetition_penalty;
+  out.validate();
   return out;
 }
 

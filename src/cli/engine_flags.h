@@ -12,7 +12,8 @@ namespace relayllm {
 void add_engine_flags(CLI::App& app, EngineOptions& options);
 
 // Sampling flags give the defaults of every request; only flags the user passed
-// override the model's generation_config.json.
+// override the model's generation_config.json. resolve() checks the result (Error
+// naming the first bad value), so a bad flag stops the command at startup.
 struct SamplingFlags {
   SamplingParams values;
   CLI::App* app = nullptr;

@@ -9,6 +9,7 @@
 
 #include "engine_flags.h"
 #include "relayllm/common/error.h"
+#include "relayllm/serving/request_parser.h"
 #include "request_json.h"
 
 namespace relayllm {
@@ -77,17 +78,18 @@ int run_generate(GenerateArgs& args) {
   ServingEngine serving = create_engine(args.engine);
   Engine& engine = *serving.engine;
   SamplingParams defaults = args.sampling.resolve(default_sampling_params(serving.generation));
-  defaults.validate();
 
   std::vector<nlohmann::json> results(inputs.size());
   std::vector<int64_t> ids(inputs.size(), -1);
   int failures = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     try {
-      SamplingParams params = sampling_params_from_json(inputs[i].fields, defaults);
       std::vector<int32_t> prompt =
           inputs[i].token_ids ? *inputs[i].token_ids : serving.encode_prompt(inputs[i].text);
-      ids[i] = engine.add_request(std::move(prompt), params);
+      GenerationRequest request =
+          parse_generation_request(std::move(prompt), inputs[i].fields, defaults);
+      ids[i] = engine.add_request(std::move(request.prompt_ids), request.params,
+                                  request.relay_prefix);
     } catch (const Error& e) {
       results[i] = {{"index", i}, {"error", e.what()}};
       spdlog::error("prompt {}: {}", i, e.what());
@@ -145,7 +147,8 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   add_sampling_flags(*cmd, args->sampling);
   cmd->add_option("--prompt", args->prompts, "Prompt text (repeatable)");
   cmd->add_option("--prompts-file", args->prompts_file,
-                  "JSONL: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} plus sampling fields");
+                  "JSONL: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} plus sampling fields "
+                  "and relay_prefix");
   cmd->add_flag("--profile-ops", args->profile_ops,
                "Time every op (device time on cuda) and print, on stderr at the end, a table per "
                "step kind: time, bytes, bandwidth and its fraction of the copy bandwidth, FLOP/s; "

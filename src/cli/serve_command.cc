@@ -74,7 +74,6 @@ int run_serve(ServeArgs& args) {
     try {
       ServingEngine serving = create_engine(args.engine);
       SamplingParams defaults = args.sampling.resolve(default_sampling_params(serving.generation));
-      defaults.validate();
       api.set_engine(std::move(serving), defaults);
       loaded = true;
     } catch (const std::exception& e) {

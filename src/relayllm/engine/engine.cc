@@ -7,7 +7,6 @@
 
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/common/error.h"
-#include "relayllm/engine/stop_checker.h"
 
 namespace relayllm {
 namespace {
@@ -50,10 +49,11 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
   config_.num_kv_blocks = pool_.num_blocks();
   kv_cache_ = model_.allocate_kv_cache(pool_.num_blocks(), pool_.block_size());
   set_enforce_eager(config_.enforce_eager);
-  eos_ids_ = config.eos_token_ids;
+  std::vector<int32_t> eos_ids = config.eos_token_ids;
   if (auto eos = tokenizer_.eos_token_id();
-      eos && std::find(eos_ids_.begin(), eos_ids_.end(), *eos) == eos_ids_.end())
-    eos_ids_.push_back(*eos);
+      eos && std::find(eos_ids.begin(), eos_ids.end(), *eos) == eos_ids.end())
+    eos_ids.push_back(*eos);
+  output_ = std::make_unique<OutputProcessor>(tokenizer_, std::move(eos_ids), config_.max_model_len);
   spdlog::info("engine: backend {}, {} KV blocks of {} tokens ({:.1f} MiB), max model len {}",
                backend_->name(), pool_.num_blocks(), pool_.block_size(),
                double(model_.kv_bytes_per_block(pool_.block_size())) * pool_.num_blocks() / (1 << 20),
@@ -162,8 +162,7 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
     ++stats_.relay_attached_requests;
     stats_.relay_shared_tokens += prefix_len;
   }
-  seq->detokenizer = std::make_unique<IncrementalDetokenizer>(tokenizer_, seq->prompt_ids,
-                                                               params.skip_special_tokens);
+  output_->start(*seq);
   Sequence* raw = seq.get();
   sequences_[id] = std::move(seq);
   scheduler_.add(raw);
@@ -295,52 +294,18 @@ void Engine::process_logits(Sequence& seq, int32_t num_tokens, const float* rows
   in.params = &seq.params;
   in.prompt_ids = seq.prompt_ids;
   in.output_ids = seq.output_ids;
-  in.eos_token_ids = eos_ids_;
+  in.eos_token_ids = output_->eos_token_ids();
   SampleOutput sampled = sample_token(in, seq.rng, scratch_);
   if (sampled.logprobs) seq.logprobs.push_back(*sampled.logprobs);
   append_token(seq, sampled.token, out);
 }
 
 void Engine::append_token(Sequence& seq, int32_t token, RequestOutput& out) {
-  const SamplingParams& p = seq.params;
-  seq.output_ids.push_back(token);
   out.new_token_ids.push_back(token);
   ++stats_.generation_tokens;
   if (!seq.first_token_time) seq.first_token_time = Clock::now();
-  const int32_t generated = int32_t(seq.output_ids.size());
-
-  size_t old_size = seq.text.size();
-  std::string piece = seq.detokenizer->push(token);
-  bool eos = std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end();
-  bool stop_token = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) !=
-                    p.stop_token_ids.end();
-  std::optional<std::string> reason;
-  if (generated >= p.min_tokens) {
-    if ((eos && !p.ignore_eos) || stop_token) reason = "stop";
-  }
-  if (!reason) {
-    seq.text += piece;
-    if (generated >= p.min_tokens && !p.stop.empty()) {
-      if (auto match = seq.stop_checker.apply(seq.text, seq.text.size() - old_size)) {
-        seq.stop_reason = std::string(match->stop);
-        reason = "stop";
-      }
-    }
-  }
-  if (!reason && (generated >= p.max_tokens || seq.total_len() >= config_.max_model_len))
-    reason = "length";
-  if (reason) {
-    if (*reason == "length") seq.text += seq.detokenizer->flush();
-    finish(seq, *reason);
-  }
-  // Stream out what can no longer change: all of it once finished, otherwise
-  // minus a tail that could still grow into a stop string.
-  size_t stable = seq.text.size();
-  if (!seq.finished()) stable -= seq.stop_checker.hold_back(seq.text);
-  if (stable > seq.text_emitted) {
-    out.new_text = seq.text.substr(seq.text_emitted, stable - seq.text_emitted);
-    seq.text_emitted = stable;
-  }
+  if (std::optional<std::string> reason = output_->append(seq, token)) finish(seq, *reason);
+  out.new_text = output_->take_stable_text(seq);
 }
 
 }  // namespace relayllm

@@ -15,6 +15,7 @@
 
 #include "relayllm/backend/backend.h"
 #include "relayllm/engine/model_runner.h"
+#include "relayllm/engine/output_processor.h"
 #include "relayllm/engine/scheduler.h"
 #include "relayllm/engine/sequence.h"
 #include "relayllm/kv/block_pool.h"
@@ -104,7 +105,7 @@ class Engine {
   const EngineStats& stats() const { return stats_; }
   size_t num_waiting() const { return scheduler_.num_waiting(); }
   size_t num_running() const { return scheduler_.num_running(); }
-  std::vector<int32_t> eos_token_ids() const { return eos_ids_; }
+  std::vector<int32_t> eos_token_ids() const { return output_->eos_token_ids(); }
 
  private:
   void check_prefix_tokens(const std::string& name, std::span<const int32_t> tokens) const;
@@ -126,8 +127,8 @@ class Engine {
   BlockPool pool_;
   RelayPrefixManager prefixes_;
   Scheduler scheduler_;
+  std::unique_ptr<OutputProcessor> output_;
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
-  std::vector<int32_t> eos_ids_;
   int64_t next_id_ = 0;
   EngineStats stats_;
   std::vector<float> logits_;

@@ -1,5 +1,6 @@
 #include "relayllm/engine/sampling_params.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -54,6 +55,24 @@ std::vector<int32_t> read_int32_list(const nlohmann::json& v, const char* field)
   return out;
 }
 
+// Chat completions name two fields their own way: `logprobs` is a switch and
+// `top_logprobs` the count; `max_completion_tokens` replaces `max_tokens` (still taken).
+void read_chat_fields(const nlohmann::json& j, SamplingParams& p) {
+  const bool logprobs = json_fields::get_bool(j, "logprobs").value_or(false);
+  std::optional<int64_t> top = json_fields::get_int(j, "top_logprobs");
+  if (top && (*top < 0 || *top > kMaxLogprobs))
+    fail("field 'top_logprobs' must be in [0, {}], got {}", kMaxLogprobs, *top);
+  if (top && *top > 0 && !logprobs) fail("field 'top_logprobs' needs 'logprobs': true");
+  std::optional<int64_t> max = json_fields::get_int(j, "max_completion_tokens");
+  std::optional<int64_t> max_tokens = json_fields::get_int(j, "max_tokens");
+  if (!max) max = max_tokens;
+  if (max) {
+    if (*max < 1) fail("field 'max_tokens' must be >= 1, got {}", *max);
+    p.max_tokens = int32_t(std::min<int64_t>(*max, std::numeric_limits<int32_t>::max()));
+  }
+  if (logprobs) p.logprobs = int32_t(top.value_or(0));
+}
+
 }  // namespace
 
 void SamplingParams::validate() const {
@@ -93,7 +112,8 @@ void SamplingParams::validate() const {
   }
 }
 
-SamplingParams sampling_params_from_json(const nlohmann::json& j, const SamplingParams& defaults) {
+SamplingParams sampling_params_from_json(const nlohmann::json& j, const SamplingParams& defaults,
+                                         SamplingDialect dialect) {
   if (!j.is_object()) fail("sampling params must be a JSON object, got {}", j.type_name());
   SamplingParams p = defaults;
 
@@ -106,7 +126,8 @@ SamplingParams sampling_params_from_json(const nlohmann::json& j, const Sampling
     return false;
   };
 
-  field("max_tokens", [&](const auto& v) { p.max_tokens = to_int32(v, "max_tokens"); });
+  const bool chat = dialect == SamplingDialect::kChat;
+  if (!chat) field("max_tokens", [&](const auto& v) { p.max_tokens = to_int32(v, "max_tokens"); });
   field("min_tokens", [&](const auto& v) { p.min_tokens = to_int32(v, "min_tokens"); });
   field("temperature", [&](const auto& v) { p.temperature = to_float(v, "temperature"); });
   field("top_p", [&](const auto& v) { p.top_p = to_float(v, "top_p"); });
@@ -120,7 +141,9 @@ SamplingParams sampling_params_from_json(const nlohmann::json& j, const Sampling
   field("include_stop_str_in_output", [&](const auto& v) {
     p.include_stop_str_in_output = to_bool(v, "include_stop_str_in_output");
   });
-  if (field("logprobs", [&](const auto& v) { p.logprobs = to_int32(v, "logprobs"); })) {
+  if (chat) {
+    read_chat_fields(j, p);
+  } else if (field("logprobs", [&](const auto& v) { p.logprobs = to_int32(v, "logprobs"); })) {
     p.logprobs.reset();
   }
   if (field("prompt_logprobs",

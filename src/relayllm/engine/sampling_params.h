@@ -42,11 +42,17 @@ struct SamplingParams {
   static constexpr float kGreedyTemperature = 1e-5f;
 };
 
-// Reads the vLLM-named fields of a JSON object over `defaults`, then validates the result.
+// The field names of a request body: completions (vLLM's SamplingParams names) or chat
+// completions (logprobs a switch with top_logprobs the count, max_completion_tokens).
+enum class SamplingDialect { kCompletions, kChat };
+
+// Reads the vLLM-named fields of a JSON object over `defaults`, then validates the result:
+// the one place requests' sampling parameters are read and validated.
 // Unknown keys are ignored (the caller owns the rest of a request body); a null value keeps the
 // default, except that null clears the optional fields (seed, logprobs, prompt_logprobs).
 // `stop` may be a string or a list of strings. Wrong types throw Error naming the field:
 // "field 'top_p' must be a number, got string".
-SamplingParams sampling_params_from_json(const nlohmann::json& j, const SamplingParams& defaults);
+SamplingParams sampling_params_from_json(const nlohmann::json& j, const SamplingParams& defaults,
+                                         SamplingDialect dialect = SamplingDialect::kCompletions);
 
 }  // namespace relayllm

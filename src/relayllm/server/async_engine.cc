@@ -97,13 +97,13 @@ void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
     --in_flight_;
     request.sink(std::move(update));
   };
-  if (request.auto_prefix_len > 0)
+  GenerationRequest& r = request.request;
+  if (r.auto_prefix_len > 0)
     engine_.relay_prefixes().use_automatic(
-        std::span<const int32_t>(request.prompt_ids).first(size_t(request.auto_prefix_len)));
+        std::span<const int32_t>(r.prompt_ids).first(size_t(r.auto_prefix_len)));
   int64_t id = 0;
   try {
-    id = engine_.add_request(std::move(request.prompt_ids), request.params,
-                             request.required_prefix);
+    id = engine_.add_request(std::move(r.prompt_ids), r.params, r.relay_prefix);
   } catch (const Error& e) {
     refuse(400, e.what());
     return;

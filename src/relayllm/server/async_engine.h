@@ -20,6 +20,7 @@
 
 #include "relayllm/server/metrics.h"
 #include "relayllm/serving/engine_builder.h"
+#include "relayllm/serving/request_parser.h"
 
 namespace relayllm {
 
@@ -42,14 +43,7 @@ struct RequestUpdate {
 using UpdateSink = std::function<void(RequestUpdate)>;
 
 struct EngineRequest {
-  std::vector<int32_t> prompt_ids;
-  SamplingParams params;
-  // The request attaches to this registered prefix, which its prompt must start
-  // with token-exactly (400 otherwise); empty: the longest matching one.
-  std::string required_prefix;
-  // Chat: the rendered system part is prompt_ids[0, len), a candidate automatic
-  // relay prefix (the engine's RelayPrefixManager decides).
-  int32_t auto_prefix_len = 0;
+  GenerationRequest request;
   UpdateSink sink;
 };
 

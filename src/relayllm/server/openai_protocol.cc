@@ -27,25 +27,6 @@ nlohmann::json error_body(int status, const std::string& message) {
                      {"code", status}}}};
 }
 
-std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::string& field,
-                                    int32_t vocab_size) {
-  if (!value.is_array())
-    fail_api(400, "field '{}' must be a list of token ids, got {}", field, value.type_name());
-  std::vector<int32_t> ids;
-  ids.reserve(value.size());
-  for (size_t i = 0; i < value.size(); ++i) {
-    const auto& v = value[i];
-    if (!v.is_number_integer())
-      fail_api(400, "field '{}[{}]' must be an integer token id, got {}", field, i, v.type_name());
-    int64_t id = v.get<int64_t>();
-    if (id < 0 || id >= vocab_size)
-      fail_api(400, "field '{}[{}]': token id {} is outside the vocabulary (size {})", field, i, id,
-               vocab_size);
-    ids.push_back(int32_t(id));
-  }
-  return ids;
-}
-
 std::string token_text(const Tokenizer& tokenizer, int32_t id) {
   int32_t ids[1] = {id};
   return tokenizer.decode(ids, false);

@@ -1,6 +1,6 @@
-// Pieces of the OpenAI API's JSON shapes (as vLLM serves them): token-id lists,
-// error bodies, and the logprobs layouts of completions and chat completions. Typed
-// request fields are read with common/json_fields.h (its Error answers 400).
+// Pieces of the OpenAI API's JSON shapes (as vLLM serves them): error bodies and the
+// logprobs layouts of completions and chat completions. Requests are read by
+// serving/request_parser.h, typed fields with common/json_fields.h (Error answers 400).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "relayllm/common/json_fields.h"
 #include "relayllm/engine/sampler.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
@@ -17,10 +16,6 @@ namespace relayllm {
 
 // {"error": {"message", "type", "code"}} with the HTTP status as code.
 nlohmann::json error_body(int status, const std::string& message);
-
-// A list of integer token ids, each checked against the vocabulary.
-std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::string& field,
-                                    int32_t vocab_size);
 
 // The text of one token as the API shows it (its own decode, special tokens kept).
 std::string token_text(const Tokenizer& tokenizer, int32_t id);

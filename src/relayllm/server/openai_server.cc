@@ -6,6 +6,7 @@
 #include <random>
 
 #include "relayllm/common/error.h"
+#include "relayllm/common/json_fields.h"
 #include "relayllm/server/api_error.h"
 #include "relayllm/server/auth.h"
 #include "relayllm/server/openai_protocol.h"
@@ -177,8 +178,8 @@ void OpenAiServer::handle_tokenize(const nlohmann::json& body, const Exchange& e
   if (body.contains("messages")) {
     bool add_generation_prompt = json_fields::get_bool(body, "add_generation_prompt").value_or(true);
     nlohmann::json kwargs = body.value("chat_template_kwargs", nlohmann::json::object());
-    std::string text =
-        render_chat(ready, normalize_messages(body["messages"]), add_generation_prompt, kwargs);
+    std::string text = render_chat(request_context(ready), normalize_messages(body["messages"]),
+                                   add_generation_prompt, kwargs);
     ids = tokenizer.encode(text, json_fields::get_bool(body, "add_special_tokens").value_or(false));
   } else {
     auto prompt = json_fields::get_string(body, "prompt");
@@ -284,64 +285,16 @@ void OpenAiServer::remove_prefix(const std::string& name, const Exchange& exchan
   });
 }
 
-nlohmann::json OpenAiServer::normalize_messages(const nlohmann::json& messages) const {
-  if (!messages.is_array()) fail_api(400, "field 'messages' must be a list, got {}", messages.type_name());
-  if (messages.empty()) fail_api(400, "field 'messages' must not be empty");
-  nlohmann::json out = nlohmann::json::array();
-  for (size_t i = 0; i < messages.size(); ++i) {
-    const auto& m = messages[i];
-    if (!m.is_object()) fail_api(400, "messages[{}] must be an object, got {}", i, m.type_name());
-    auto role_it = m.find("role");
-    if (role_it == m.end() || !role_it->is_string())
-      fail_api(400, "messages[{}].role must be a string", i);
-    std::string role = role_it->get<std::string>();
-    if (role != "system" && role != "user" && role != "assistant" && role != "tool" &&
-        role != "developer")
-      fail_api(400, "messages[{}].role '{}' is not one of system, user, assistant, tool, developer", i,
-               role);
-    nlohmann::json normalized = m;
-    auto content_it = m.find("content");
-    if (content_it == m.end() || content_it->is_null()) {
-      normalized["content"] = "";
-    } else if (content_it->is_array()) {
-      // Text parts are joined with newlines, as vLLM does for templates that expect strings.
-      std::string text;
-      for (size_t k = 0; k < content_it->size(); ++k) {
-        const auto& part = (*content_it)[k];
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string())
-          fail_api(400, "messages[{}].content[{}] must be a {{\"type\": \"text\", \"text\": ...}} part",
-                   i, k);
-        if (k) text += "\n";
-        text += part["text"].get<std::string>();
-      }
-      normalized["content"] = text;
-    } else if (!content_it->is_string()) {
-      fail_api(400, "messages[{}].content must be a string or a list of text parts, got {}", i,
-               content_it->type_name());
-    }
-    out.push_back(std::move(normalized));
-  }
-  return out;
-}
-
-std::string OpenAiServer::render_chat(const Ready& ready, const nlohmann::json& messages,
-                                      bool add_generation_prompt, const nlohmann::json& kwargs) const {
-  if (!ready.chat_template)
-    fail_api(400, "this model has no usable chat template ({}); start the server with "
-                  "--chat-template FILE", ready.chat_template_error);
-  if (!kwargs.is_object())
-    fail_api(400, "field 'chat_template_kwargs' must be an object, got {}", kwargs.type_name());
-  ChatTemplateOptions options;
-  options.add_generation_prompt = add_generation_prompt;
-  options.bos_token = ready.engine->tokenizer().bos_token();
-  options.eos_token = ready.engine->tokenizer().eos_token();
-  options.extra = kwargs;
-  try {
-    return ready.chat_template->render(messages, options);
-  } catch (const Error& e) {
-    fail_api(400, "chat template: {}", e.what());
-  }
+RequestContext OpenAiServer::request_context(const Ready& ready) const {
+  RequestContext context;
+  context.tokenizer = &ready.engine->tokenizer();
+  context.defaults = ready.defaults;
+  context.vocab_size = ready.engine->vocab_size();
+  context.max_n = options_.max_n;
+  context.relay_enabled = ready.engine->relay_enabled();
+  context.chat_template = ready.chat_template ? &*ready.chat_template : nullptr;
+  context.chat_template_error = ready.chat_template_error;
+  return context;
 }
 
 }  // namespace relayllm

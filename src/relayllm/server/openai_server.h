@@ -15,6 +15,7 @@
 #include "relayllm/server/async_engine.h"
 #include "relayllm/server/http_server.h"
 #include "relayllm/server/metrics.h"
+#include "relayllm/serving/request_parser.h"
 
 namespace relayllm {
 
@@ -61,11 +62,11 @@ class OpenAiServer {
   void list_prefixes(const Exchange& exchange, Ready& ready);
   void register_prefix(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
   void remove_prefix(const std::string& name, const Exchange& exchange, Ready& ready);
+  // Submits a parsed completion or chat request and answers it as it runs.
+  void start_job(const ParsedRequest& parsed, const Exchange& exchange, Ready& ready);
 
-  // Chat messages as the template sees them (text parts joined), rendered.
-  nlohmann::json normalize_messages(const nlohmann::json& messages) const;
-  std::string render_chat(const Ready& ready, const nlohmann::json& messages,
-                          bool add_generation_prompt, const nlohmann::json& kwargs) const;
+  // What the request parser needs to know of the loaded engine.
+  RequestContext request_context(const Ready& ready) const;
   std::string next_id(const char* prefix);
 
   OpenAiServerOptions options_;
