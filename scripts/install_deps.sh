@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what relayllm needs on a fresh Debian/Ubuntu machine: Debian packages (only
 # the missing ones) and a project-local Python venv (.venv) holding the default model.
-# With --test, also the test oracles and runner of requirements-test.txt.
+# With --test, also clang-format and the test oracles and runner of requirements-test.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tests=0
@@ -10,6 +10,8 @@ with_tests=0
 packages=(build-essential cmake pkg-config python3-venv
           nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libpcre2-dev libxxhash-dev
           libgtest-dev libboost-dev curl)
+# The tests also check the sources' formatting (scripts/check_format.sh).
+((with_tests)) && packages+=(clang-format)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
