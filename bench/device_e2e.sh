@@ -25,31 +25,34 @@ if [[ -z "${RELAYLLM_CUBLASLT:-}" ]]; then
   export RELAYLLM_CUBLASLT
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee "$work/device.txt"
-gpu=(--device cuda --load-format dummy)
-llama2=bench/configs/llama2-7b
-llama2_16k=bench/configs/llama2-7b-16k
+# MODEL / MODEL_16K / DEVICE may point elsewhere (a tiny config on the CPU checks the script itself).
+gpu=(--device "${DEVICE:-cuda}" --load-format dummy)
+llama2=${MODEL:-bench/configs/llama2-7b}
+llama2_16k=${MODEL_16K:-bench/configs/llama2-7b-16k}
 
 if has tests; then
-  "$bin/relayllm_gpu_tests" >"$work/gpu_tests.log" 2>&1
+  timeout 300 "$bin/relayllm_gpu_tests" >"$work/gpu_tests.log" 2>&1
   echo "== gpu tests (rc $?)"
   grep -E '^\[  FAILED|^\[  PASSED|^\[==========\]' "$work/gpu_tests.log" | tail -12
 fi
 if has decode; then
-  "$bin/decode_bench" "$llama2" "$tok" 128 32 >"$work/decode.log" 2>&1
+  timeout 200 "$bin/decode_bench" "$llama2" "$tok" 128 32 >"$work/decode.log" 2>&1
   echo "== decode (rc $?)"
   grep -E '^\||decode steps, op by op' "$work/decode.log" | head -40
   tail -2 "$work/decode.log"
 fi
 if has offline; then
   echo "== offline, Llama-2-7B shape, system prompt 2048 tokens"
-  REQUESTS=${REQUESTS:-500} PREFIXES=2048 bench/paper_e2e.sh "$bin/relayllm" "$tok" "$work" \
-    --model "$llama2" "${gpu[@]}"
+  REQUESTS=${REQUESTS:-500} PREFIXES=2048 GENERATE_TIMEOUT=${GENERATE_TIMEOUT:-240} bench/paper_e2e.sh \
+    "$bin/relayllm" "$tok" "$work" --model "$llama2" "${gpu[@]}"
+  cp "$work/offline.jsonl" "$out/offline.jsonl" 2>/dev/null
 fi
 if has sweep; then
   echo "== sweep of the system prompt's length (16k-context config of the same shape)"
-  REQUESTS=${REQUESTS:-500} PREFIXES="64 512 2048 8192" MODES="${SWEEP_MODES:-relay prefix-caching}" \
+  REQUESTS=${REQUESTS:-500} PREFIXES="${SWEEP_PREFIXES:-64 512 2048 8192}" \
+    MODES="${SWEEP_MODES:-relay prefix-caching}" GENERATE_TIMEOUT=${GENERATE_TIMEOUT:-240} \
     bench/paper_e2e.sh "$bin/relayllm" "$tok" "$work/sweep" --model "$llama2_16k" "${gpu[@]}"
-  cat "$work/sweep/offline.jsonl" >>"$work/offline_sweep.jsonl"
+  cp "$work/sweep/offline.jsonl" "$out/offline_sweep.jsonl" 2>/dev/null
 fi
 if has online; then
   echo "== online: Poisson rate sweep per mode"
@@ -73,14 +76,14 @@ if has online; then
       sleep 1
     done
     # Warm-up: graphs are captured and kernels loaded on first use, outside the measurement.
-    python3 bench/serve_bench.py --base-url "http://127.0.0.1:$port" --sys-ids-file "$work/sys_ids.json" \
-      --request-rates inf --num-prompts 32 --seed 99 --label warmup >"$work/warmup_$mode.log" 2>&1
+    timeout 120 python3 bench/serve_bench.py --base-url "http://127.0.0.1:$port" \
+      --sys-ids-file "$work/sys_ids.json" --request-rates inf --num-prompts 32 --seed 99 --label warmup >"$work/warmup_$mode.log" 2>&1
     IFS=, read -ra rate_list <<<"$rates"
     for rate in "${rate_list[@]}"; do
       # About 15 s of arrivals per rate, at least 40 requests.
       n=$(python3 -c "print(max(40, int(15 * $rate)))")
-      python3 bench/serve_bench.py --base-url "http://127.0.0.1:$port" --sys-ids-file "$work/sys_ids.json" \
-        --request-rates "$rate" --num-prompts "$n" --label "$mode" --result-json "$out/online.jsonl" \
+      timeout 150 python3 bench/serve_bench.py --base-url "http://127.0.0.1:$port" \
+        --sys-ids-file "$work/sys_ids.json" --request-rates "$rate" --num-prompts "$n" --label "$mode" --result-json "$out/online.jsonl" \
         2>>"$work/serve_bench_$mode.err" | tail -n +3 | tee -a "$work/online_table.md"
     done
     kill -INT "$pid" 2>/dev/null
@@ -92,12 +95,10 @@ if has online; then
 fi
 if has hf; then
   echo "== HF transformers generate (anchor)"
-  PYTHONUNBUFFERED=1 python3 bench/hf_generate_anchor.py "$llama2" "$bin/relayllm" "$tok" \
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/hf_generate_anchor.py "$llama2" "$bin/relayllm" "$tok" \
     ${HF_REQUESTS:-32} >"$work/hf.log" 2>&1
   tail -3 "$work/hf.log"
 fi
-[[ -f "$work/offline.jsonl" ]] && cp "$work/offline.jsonl" "$out/offline.jsonl"
-[[ -f "$work/offline_sweep.jsonl" ]] && cp "$work/offline_sweep.jsonl" "$out/offline_sweep.jsonl"
 tar -czf "$out/e2e_logs.tar.gz" -C "$out" work && rm -rf "$work"
 echo "== tables"
 [[ -f "$out/online.jsonl" ]] && cat "$out/online.jsonl" | python3 -c "

@@ -7,6 +7,7 @@
 # MODES it prints requests/s and output tokens/s, appends a JSON line to OUT_DIR/offline.jsonl, and
 # counts the requests whose tokens equal the first mode's (16-bit near-ties may flip a greedy token).
 #
+# GENERATE_TIMEOUT (seconds) bounds each generate run.
 # Usage: [REQUESTS=500] [PREFIXES="2048"] [MODES="none prefix-caching relay"] [SEED=0] \
 #        bench/paper_e2e.sh RELAYLLM_BIN TOKENIZER_DIR OUT_DIR [generate flags: --model, --device, ...]
 # Example (GPU): bench/paper_e2e.sh build/relayllm TOKDIR out --model bench/configs/llama2-7b \
@@ -18,6 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 requests=${REQUESTS:-500} prefixes=${PREFIXES:-2048} modes=${MODES:-none prefix-caching relay}
 seed=${SEED:-0}
 mkdir -p "$out"
+failed=0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -37,11 +39,13 @@ for prefix in $prefixes; do
       *) echo "paper_e2e.sh: unknown mode '$mode' (none, prefix-caching, relay)" >&2; exit 2 ;;
     esac
     log="$out/offline_${prefix}_${mode}.log"
-    "$bin" generate --tokenizer "$tok" --prompts-file "$work/prompts.jsonl" --seed "$seed" \
-      "${flags[@]}" "$@" >"$work/$mode.jsonl" 2>"$log" || {
-      echo "paper_e2e.sh: generate failed for prefix $prefix mode $mode; see $log" >&2
+    ${GENERATE_TIMEOUT:+timeout "$GENERATE_TIMEOUT"} "$bin" generate --tokenizer "$tok" \
+      --prompts-file "$work/prompts.jsonl" --seed "$seed" "${flags[@]}" "$@" \
+      >"$work/$mode.jsonl" 2>"$log" || {
+      echo "paper_e2e.sh: generate failed (or timed out) for prefix $prefix mode $mode; see $log" >&2
       tail -5 "$log" >&2
-      exit 1
+      failed=1
+      continue
     }
     [ -n "$first" ] || first=$mode
     python3 - "$work" "$mode" "$first" "$prefix" "$log" "$out/offline.jsonl" <<'PY'
@@ -65,3 +69,4 @@ PY
   done
 done
 echo "workload: $(cat "$work/workload.txt")"
+exit "$failed"
