@@ -5,7 +5,9 @@ relay tokens of the request; the model id is a name; request and throughput log 
 flags say why in one line."""
 import importlib.util
 import json
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -315,3 +317,33 @@ def test_request_and_throughput_log_lines(server):
     assert all(w in stats[-1] for w in ["Avg generation throughput", "Running:", "Waiting:",
                                         "KV cache usage", "Prefix cache hit rate", "Relay:"])
     assert any("Relay: 0.0%" not in line for line in stats)
+
+
+def test_load_generator_offline_with_a_tokenizer_folder_named_like_the_model(tmp_path, model_dir):
+    """What GuideLLM does with the model id (load its tokenizer by that name, offline, from a
+    local folder), at concurrency 2 with a shared prefix. GuideLLM itself is not installed:
+    it pulls torch and a transformers newer than the pinned oracle (see the README)."""
+    workdir = tmp_path / "client"
+    workdir.mkdir()
+    # Only the tokenizer files, in a folder named like the served model, beside the client.
+    tok_dir = workdir / MODEL_DIR_NAME
+    tok_dir.mkdir()
+    for f in ["tokenizer.json", "tokenizer_config.json", "config.json"]:
+        (tok_dir / f).write_bytes((model_dir / f).read_bytes())
+    args = [str(model_dir), "--num-threads", "2", "--max-model-len", "256", "--block-size", "16",
+            "--enable-relay-attention", "--enable-prefix-caching", "--chat-template", CHAT_TEMPLATE]
+    with run_server(tmp_path, args, plain=True) as s:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "HF_HOME": str(tmp_path / "hf_home")}
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).parent / "loadgen_offline.py"),
+             s.base, "--requests", "6", "--concurrency", "2", "--prefix-tokens", "64",
+             "--prompt-tokens", "96", "--output-tokens", "8"],
+            cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert summary["model"] == MODEL_DIR_NAME and summary["requests"] == 6
+        assert summary["prompt_tokens"] == summary["expected_prompt_tokens"]
+        assert summary["output_tokens"] == [8] * 6
+        # The shared 64-token prefix is served from the cache for all but the first requests.
+        assert sum(1 for c in summary["cached_tokens"] if c >= 48) >= 4, summary
