@@ -347,3 +347,23 @@ def test_load_generator_offline_with_a_tokenizer_folder_named_like_the_model(tmp
         assert summary["output_tokens"] == [8] * 6
         # The shared 64-token prefix is served from the cache for all but the first requests.
         assert sum(1 for c in summary["cached_tokens"] if c >= 48) >= 4, summary
+
+
+@pytest.mark.parametrize("flag, temperature", [("auto", "0.25"), ("vllm", "1"), ("other", "0.75")])
+def test_generation_config_flag_picks_the_sampling_defaults(tmp_path, model_dir, flag, temperature):
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in model_dir.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    (model / "generation_config.json").write_text(json.dumps({"temperature": 0.25}))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "generation_config.json").write_text(json.dumps({"temperature": 0.75}))
+    value = str(other) if flag == "other" else flag
+    with run_server(tmp_path, [str(model), "--num-threads", "2", "--max-model-len", "256",
+                               "--chat-template", CHAT_TEMPLATE, "--enable-log-requests",
+                               "--generation-config", value], plain=True) as s:
+        r = httpx.post(s.url("/v1/completions"), json={"prompt": "hi", "max_tokens": 1}, timeout=60)
+        assert r.status_code == 200, r.text
+        line = [x for x in s.log().splitlines() if "Received request" in x][-1]
+        assert f"temperature={temperature}," in line, line

@@ -23,11 +23,11 @@ std::string model_id_from_path(const std::filesystem::path& path, const std::str
     std::error_code ec;
     base = std::filesystem::weakly_canonical(path, ec).filename().string();
   }
-  std::string ext = p.extension().string();
-  for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
-  if (ext == ".gguf") {
-    base = p.stem().string();
-    base = std::regex_replace(base, quant_suffix(), "");
+  std::string lower = base;
+  for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
+  // By hand, not extension(): a file named only ".gguf" has no extension to std::filesystem.
+  if (lower.size() >= 5 && lower.compare(lower.size() - 5, 5, ".gguf") == 0) {
+    base = std::regex_replace(base.substr(0, base.size() - 5), quant_suffix(), "");
     if (base.empty()) base = gguf_name;
   }
   return base.empty() ? path.string() : base;
