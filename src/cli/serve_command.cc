@@ -63,8 +63,8 @@ std::string read_chat_template(const std::string& value) {
 // Maps the vLLM-spelled flags onto the server's options; throws Error for a refused one.
 void apply_vllm_flags(ServeArgs& args) {
   VllmFlags& v = args.vllm;
-  check_vllm_flags(v);
   if (!v.log_level.empty()) spdlog::set_level(spdlog::level::from_str(v.log_level));
+  check_vllm_flags(v);
   if (!v.positional_model.empty()) {
     RELAYLLM_CHECK(args.engine.model.empty() || args.engine.model == v.positional_model,
                    "the model is given twice: '{}' and --model '{}'", v.positional_model,

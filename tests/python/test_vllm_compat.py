@@ -372,6 +372,6 @@ def test_generation_config_flag_picks_the_sampling_defaults(tmp_path, model_dir,
 def test_serve_log_level(tmp_path, model_dir):
     with run_server(tmp_path, [str(model_dir), "--num-threads", "2", "--max-model-len", "256",
                                "--chat-template", CHAT_TEMPLATE, "--log-level", "warning",
-                               "--enable-log-requests"], plain=True) as s:
+                               "--enable-log-requests", "--trust-remote-code"], plain=True) as s:
         httpx.post(s.url("/v1/completions"), json={"prompt": "hi", "max_tokens": 1}, timeout=60)
         assert "[info]" not in s.log(), s.log()
