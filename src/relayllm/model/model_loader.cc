@@ -11,6 +11,7 @@
 #include "relayllm/common/error.h"
 #include "relayllm/model/gguf_file.h"
 #include "relayllm/model/gguf_model.h"
+#include "relayllm/model/model_id.h"
 #include "relayllm/tokenizer/gguf_tokenizer.h"
 
 namespace relayllm {
@@ -52,7 +53,8 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
                path.string(), file.version(), config.architecture, config.num_layers,
                config.hidden_size, config.vocab_size, random ? " with random weights" : "",
                seconds);
-  LoadedModel loaded{path.string(), std::move(config), std::move(weights), std::move(tokenizer),
+  LoadedModel loaded{model_id_from_path(path, file.get_string("general.name").value_or("")),
+                     std::move(config), std::move(weights), std::move(tokenizer),
                      std::nullopt, random, "", ""};
   return loaded;
 }
@@ -123,7 +125,7 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
   spdlog::info("loaded {} ({}, {} layers, hidden {}, vocab {}){} in {:.2f} s", dir.string(),
                config.architecture, config.num_layers, config.hidden_size, config.vocab_size,
                random ? " with random weights" : "", seconds);
-  return LoadedModel{dir.string(), std::move(config), std::move(weights), std::move(tokenizer),
+  return LoadedModel{model_id_from_path(dir), std::move(config), std::move(weights), std::move(tokenizer),
                      std::move(generation), random, "", ""};
 }
 

@@ -25,6 +25,7 @@ struct ChoiceState {
   bool finished = false;
   std::string finish_reason;
   std::optional<std::string> stop_reason;
+  int32_t num_cached_tokens = 0;  // of the prompt, from the prefix cache or a relay prefix
   bool first_chunk_sent = false;
   size_t text_offset = 0;  // streamed completions' logprobs offsets
 };
@@ -43,6 +44,7 @@ class Job : public std::enable_shared_from_this<Job> {
   bool chat = false;
   bool stream = false;
   bool include_usage = false;
+  bool continuous_usage = false;  // usage in every chunk (stream_options.continuous_usage_stats)
   bool echo = false;
   bool want_logprobs = false;
   int32_t top_logprobs = 0;
@@ -104,6 +106,7 @@ class Job : public std::enable_shared_from_this<Job> {
       c.finish_reason = u.finish_reason;
       c.stop_reason = u.stop_reason;
       c.prompt_logprobs = std::move(u.prompt_logprobs);
+      c.num_cached_tokens = u.num_cached_tokens;
       ++num_finished_;
     }
     if (stream) {
@@ -130,6 +133,7 @@ class Job : public std::enable_shared_from_this<Job> {
       chunk["choices"] = nlohmann::json::array(
           {{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}},
             {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+      if (continuous_usage) chunk["usage"] = usage();
       exchange->write(sse(chunk));
     }
   }
@@ -166,6 +170,7 @@ class Job : public std::enable_shared_from_this<Job> {
     choice["stop_reason"] = u.finished ? or_null(c.stop_reason) : nlohmann::json(nullptr);
     nlohmann::json chunk = chunk_base();
     chunk["choices"] = nlohmann::json::array({std::move(choice)});
+    if (continuous_usage) chunk["usage"] = usage();
     exchange->write(sse(chunk));
   }
 
@@ -181,12 +186,23 @@ class Job : public std::enable_shared_from_this<Job> {
     exchange->end_stream();
   }
 
+  // Tokens so far; cached_tokens counts each prompt once (its first choice's count,
+  // known when that choice finished), as prompt_tokens does.
   nlohmann::json usage() const {
-    int64_t prompt = 0, completion = 0;
+    int64_t prompt = 0, completion = 0, cached = 0;
     for (const auto& p : prompts) prompt += int64_t(p.ids.size());
-    for (const auto& c : choices) completion += int64_t(c.tokens.size());
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion},
-            {"total_tokens", prompt + completion}};
+    std::vector<bool> counted(prompts.size(), false);
+    for (const auto& c : choices) {
+      completion += int64_t(c.tokens.size());
+      if (c.finished && !counted[c.prompt_index]) {
+        counted[c.prompt_index] = true;
+        cached += c.num_cached_tokens;
+      }
+    }
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
 
   nlohmann::json whole_response() const {
@@ -241,12 +257,6 @@ class Job : public std::enable_shared_from_this<Job> {
   bool aborted_ = false;
 };
 
-void check_model(const nlohmann::json& body, const std::string& served) {
-  auto model = read_string(body, "model");
-  if (model && *model != served)
-    fail_api(404, "the model '{}' does not exist; this server serves '{}'", *model, served);
-}
-
 // Caps or checks max_tokens against the context left after the prompt.
 void fit_max_tokens(SamplingParams& params, size_t prompt_len, int32_t max_model_len,
                     bool explicit_max, bool default_to_rest) {
@@ -281,11 +291,21 @@ int32_t read_n(const nlohmann::json& body, int32_t max_n) {
   return int32_t(n);
 }
 
-bool read_include_usage(const nlohmann::json& body) {
+struct StreamOptions {
+  bool include_usage = false;
+  bool continuous_usage = false;
+};
+
+StreamOptions read_stream_options(const nlohmann::json& body, bool stream) {
+  StreamOptions out;
   auto it = body.find("stream_options");
-  if (it == body.end() || it->is_null()) return false;
+  if (!stream || it == body.end() || it->is_null()) return out;
   if (!it->is_object()) fail_api(400, "field 'stream_options' must be an object, got {}", it->type_name());
-  return read_bool(*it, "include_usage").value_or(false);
+  out.include_usage = read_bool(*it, "include_usage").value_or(false);
+  // As vLLM: per-chunk usage only together with the final usage chunk.
+  out.continuous_usage =
+      out.include_usage && read_bool(*it, "continuous_usage_stats").value_or(false);
+  return out;
 }
 
 uint64_t fnv1a(const std::vector<int32_t>& ids) {
@@ -302,7 +322,7 @@ uint64_t fnv1a(const std::vector<int32_t>& ids) {
 
 void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange& exchange,
                                       Ready& ready) {
-  check_model(body, ready.model_name);
+  check_model(body, ready);
   AsyncEngine& engine = *ready.engine;
   const int32_t vocab = engine.vocab_size();
   auto job = std::make_shared<Job>();
@@ -342,10 +362,13 @@ void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange
 
   const int32_t n = read_n(body, options_.max_n);
   job->stream = read_bool(body, "stream").value_or(false);
-  job->include_usage = job->stream && read_include_usage(body);
+  StreamOptions stream_options = read_stream_options(body, job->stream);
+  job->include_usage = stream_options.include_usage;
+  job->continuous_usage = stream_options.continuous_usage;
   job->echo = read_bool(body, "echo").value_or(false);
   auto relay_prefix = read_string(body, "relay_prefix");
   SamplingParams params = read_sampling(body, ready.defaults);
+  check_logprobs(params);
   bool explicit_max = body.contains("max_tokens") && !body["max_tokens"].is_null();
   job->want_logprobs = params.logprobs.has_value();
   job->top_logprobs = params.logprobs.value_or(0);
@@ -369,6 +392,9 @@ void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange
     }
   }
   job->id = next_id("cmpl");
+  for (size_t p = 0; p < job->prompts.size(); ++p)
+    log_request(job->prompts.size() == 1 ? job->id : fmt::format("{}-{}", job->id, p),
+                job->prompts[p].text, job->prompts[p].ids, params);
   job->model = ready.model_name;
   job->created = int64_t(std::time(nullptr));
   job->exchange = exchange;
@@ -377,7 +403,7 @@ void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange
 }
 
 void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& exchange, Ready& ready) {
-  check_model(body, ready.model_name);
+  check_model(body, ready);
   AsyncEngine& engine = *ready.engine;
   if (!body.contains("messages")) fail_api(400, "field 'messages' is required");
   nlohmann::json messages = normalize_messages(body["messages"]);
@@ -394,7 +420,9 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
 
   const int32_t n = read_n(body, options_.max_n);
   job->stream = read_bool(body, "stream").value_or(false);
-  job->include_usage = job->stream && read_include_usage(body);
+  StreamOptions stream_options = read_stream_options(body, job->stream);
+  job->include_usage = stream_options.include_usage;
+  job->continuous_usage = stream_options.continuous_usage;
   bool logprobs = read_bool(body, "logprobs").value_or(false);
   auto top = read_int(body, "top_logprobs");
   if (top && (*top < 0 || *top > kMaxLogprobs))
@@ -415,6 +443,7 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
   }
   if (logprobs) params.logprobs = int32_t(top.value_or(0));
   params.validate();
+  check_logprobs(params);
   fit_max_tokens(params, ids.size(), engine.max_model_len(), max.has_value(), true);
   job->want_logprobs = logprobs;
   job->top_logprobs = int32_t(top.value_or(0));
@@ -457,6 +486,7 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
     job->choices.emplace_back();
   }
   job->id = next_id("chatcmpl");
+  log_request(job->id, text, ids, params);
   job->model = ready.model_name;
   job->created = int64_t(std::time(nullptr));
   job->exchange = exchange;
