@@ -80,8 +80,8 @@ if has online; then
       --sys-ids-file "$work/sys_ids.json" --request-rates inf --num-prompts 32 --seed 99 --label warmup >"$work/warmup_$mode.log" 2>&1
     IFS=, read -ra rate_list <<<"$rates"
     for rate in "${rate_list[@]}"; do
-      # About 15 s of arrivals per rate, at least 40 requests.
-      n=$(python3 -c "print(max(40, int(15 * $rate)))")
+      # About RATE_WINDOW_S (15) seconds of arrivals per rate, at least 30 requests.
+      n=$(python3 -c "print(max(30, int(${RATE_WINDOW_S:-15} * $rate)))")
       timeout 150 python3 bench/serve_bench.py --base-url "http://127.0.0.1:$port" \
         --sys-ids-file "$work/sys_ids.json" --request-rates "$rate" --num-prompts "$n" --label "$mode" --result-json "$out/online.jsonl" \
         2>>"$work/serve_bench_$mode.err" | tail -n +3 | tee -a "$work/online_table.md"
