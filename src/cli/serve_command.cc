@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -14,6 +15,8 @@
 
 #include "engine_flags.h"
 #include "relayllm/common/error.h"
+#include "relayllm/model/generation_config.h"
+#include "vllm_flags.h"
 #include "relayllm/server/http_server.h"
 #include "relayllm/server/openai_server.h"
 
@@ -26,7 +29,10 @@ struct ServeArgs {
   HttpServerOptions http;
   OpenAiServerOptions api;
   std::string chat_template_file;
+  std::vector<std::string> served_model_names;
+  double log_stats_interval_s = 10;
   int64_t max_queue = 1024;
+  VllmFlags vllm;
 };
 
 // Many concurrent streams need many sockets: lift the soft descriptor limit to the hard one.
@@ -38,18 +44,69 @@ void raise_fd_limit() {
   }
 }
 
-std::string read_file(const std::string& path, const char* option) {
-  std::ifstream in(path, std::ios::binary);
-  RELAYLLM_CHECK(in.good(), "{} {}: cannot open the file", option, path);
+// vLLM's --chat-template: a file, or the template itself when the value cannot be
+// opened and has a character only a template has.
+std::string read_chat_template(const std::string& value) {
+  std::ifstream in(value, std::ios::binary);
+  if (!in.good()) {
+    RELAYLLM_CHECK(value.find_first_of("{}\n") != std::string::npos,
+                   "--chat-template {}: cannot open the file (and the value has none of '{{', "
+                   "'}}' or a newline, so it is no inline template either)",
+                   value);
+    return value;
+  }
   std::stringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
 }
 
+// Maps the vLLM-spelled flags onto the server's options; throws Error for a refused one.
+void apply_vllm_flags(ServeArgs& args) {
+  VllmFlags& v = args.vllm;
+  if (!v.log_level.empty()) spdlog::set_level(spdlog::level::from_str(v.log_level));
+  check_vllm_flags(v);
+  if (!v.positional_model.empty()) {
+    RELAYLLM_CHECK(args.engine.model.empty() || args.engine.model == v.positional_model,
+                   "the model is given twice: '{}' and --model '{}'", v.positional_model,
+                   args.engine.model);
+    args.engine.model = v.positional_model;
+  }
+  if (!args.served_model_names.empty()) {
+    args.api.served_model_name = args.served_model_names.front();
+    args.api.served_model_aliases.assign(args.served_model_names.begin() + 1,
+                                         args.served_model_names.end());
+  }
+  args.api.log_requests = v.enable_log_requests;
+  args.api.max_log_len = v.max_log_len;
+  args.api.log_stats_interval_s = v.disable_log_stats ? 0 : args.log_stats_interval_s;
+  args.api.max_logprobs = v.max_logprobs;
+  args.api.cors.allowed_origins = parse_json_list_flag(v.allowed_origins, "--allowed-origins");
+  args.api.cors.allowed_methods = parse_json_list_flag(v.allowed_methods, "--allowed-methods");
+  args.api.cors.allowed_headers = parse_json_list_flag(v.allowed_headers, "--allowed-headers");
+  args.api.cors.allow_credentials = v.allow_credentials;
+  args.api.cache_info.cache_dtype = v.kv_cache_dtype;
+  args.api.cache_info.gpu_memory_utilization = args.engine.gpu_memory_utilization;
+  const std::string& g = v.generation_config;
+  if (g != "auto" && g != "vllm")
+    RELAYLLM_CHECK(std::filesystem::is_regular_file(std::filesystem::path(g) / "generation_config.json"),
+                   "--generation-config {}: expected auto, vllm, or a folder holding "
+                   "generation_config.json",
+                   g);
+}
+
+// The sampling defaults --generation-config asks for.
+std::optional<GenerationConfig> generation_defaults(const std::string& flag,
+                                                    const std::optional<GenerationConfig>& model) {
+  if (flag == "auto") return model;
+  if (flag == "vllm") return std::nullopt;
+  return load_generation_config(flag);
+}
+
 int run_serve(ServeArgs& args) {
   raise_fd_limit();
+  apply_vllm_flags(args);
   if (!args.chat_template_file.empty())
-    args.api.chat_template = read_file(args.chat_template_file, "--chat-template");
+    args.api.chat_template = read_chat_template(args.chat_template_file);
   args.api.engine.max_in_flight = int64_t(args.engine.engine.scheduler.max_num_seqs) + args.max_queue;
 
   // Signals are taken by sigwait on this thread only; every thread started below inherits the mask.
@@ -73,7 +130,8 @@ int run_serve(ServeArgs& args) {
   std::thread loader([&] {
     try {
       ServingEngine serving = create_engine(args.engine);
-      SamplingParams defaults = args.sampling.resolve(default_sampling_params(serving.generation));
+      SamplingParams defaults = args.sampling.resolve(default_sampling_params(
+          generation_defaults(args.vllm.generation_config, serving.generation)));
       api.set_engine(std::move(serving), defaults);
       loaded = true;
     } catch (const std::exception& e) {
@@ -118,13 +176,19 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--host", args->http.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", args->http.port, "Port to listen on (0: any free port)")
       ->capture_default_str();
-  cmd->add_option("--served-model-name", args->api.served_model_name,
-                  "Model name the API reports and requests must use (default: the model's)");
+  cmd->add_option("--served-model-name", args->served_model_names,
+                  "Model name(s) requests may use; the first is the one responses and metrics "
+                  "report (default: the model's folder or file name)");
   cmd->add_option("--api-key", args->api.api_key,
                   "Require 'Authorization: Bearer KEY' on /v1/*, /tokenize and /detokenize")
       ->envname("RELAYLLM_API_KEY");
   cmd->add_option("--chat-template", args->chat_template_file,
-                  "Jinja chat template file, used instead of the tokenizer's chat_template");
+                  "Jinja chat template, a file or the template text itself, used instead of the "
+                  "tokenizer's chat_template");
+  cmd->add_option("--log-stats-interval", args->log_stats_interval_s,
+                  "Seconds between throughput log lines (while there is work)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  add_vllm_flags(*cmd, args->vllm);
   cmd->add_option("--max-queue", args->max_queue,
                   "Requests that may wait beyond --max-num-seqs running ones; more get 429")
       ->capture_default_str()->check(CLI::NonNegativeNumber);

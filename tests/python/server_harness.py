@@ -69,7 +69,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def run_server(tmp_path, extra_args=(), env=None, wait_ready=True):
+def run_server(tmp_path, extra_args=(), env=None, wait_ready=True, plain=False):
+    """plain: only `serve`, extra_args and the port (a launch line written as for vLLM)."""
     if not BIN or not os.access(BIN, os.X_OK):
         raise RuntimeError("RELAYLLM_BIN must point at the built relayllm binary")
     template = Path(tmp_path) / "chat_template.jinja"
@@ -78,6 +79,8 @@ def run_server(tmp_path, extra_args=(), env=None, wait_ready=True):
     log_path = Path(tmp_path) / f"server_{port}.log"
     cmd = [BIN, "serve", "--port", str(port), "--num-threads", "2", "--chat-template", str(template),
            "--num-kv-blocks", "512", "--max-model-len", "512", *extra_args]
+    if plain:
+        cmd = [BIN, "serve", *extra_args, "--port", str(port)]
     full_env = dict(os.environ)
     full_env.pop("RELAYLLM_API_KEY", None)
     full_env.update(env or {})

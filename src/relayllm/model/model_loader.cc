@@ -8,6 +8,7 @@
 #include "relayllm/common/error.h"
 #include "relayllm/formats/gguf_file.h"
 #include "relayllm/model/gguf_model.h"
+#include "relayllm/model/model_id.h"
 #include "relayllm/tokenizer/gguf_tokenizer.h"
 
 namespace relayllm {
@@ -49,8 +50,9 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
                path.string(), file.version(), config.architecture, config.num_layers,
                config.hidden_size, config.vocab_size, random ? " with random weights" : "",
                seconds);
-  return LoadedModel{path.string(), std::move(config), std::move(weights), std::move(tokenizer),
-                     std::nullopt, random};
+  return LoadedModel{model_id_from_path(path, file.get_string("general.name").value_or("")),
+                     std::move(config), std::move(weights), std::move(tokenizer), std::nullopt,
+                     random};
 }
 
 }  // namespace
@@ -81,8 +83,8 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
   spdlog::info("loaded {} ({}, {} layers, hidden {}, vocab {}){} in {:.2f} s", dir.string(),
                config.architecture, config.num_layers, config.hidden_size, config.vocab_size,
                random ? " with random weights" : "", seconds);
-  return LoadedModel{dir.string(), std::move(config), std::move(weights), std::move(tokenizer),
-                     std::move(generation), random};
+  return LoadedModel{model_id_from_path(dir), std::move(config), std::move(weights),
+                     std::move(tokenizer), std::move(generation), random};
 }
 
 }  // namespace relayllm

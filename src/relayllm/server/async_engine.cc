@@ -26,6 +26,7 @@ AsyncEngine::AsyncEngine(ServingEngine serving, AsyncEngineOptions options, Serv
       vocab_size_(int32_t(engine_.model_config().vocab_size)),
       block_size_(engine_.block_pool().block_size()),
       relay_enabled_(engine_.config().enable_relay_attention) {
+  step_tokens_seen_ = engine_.stats().prompt_tokens + engine_.stats().generation_tokens;
   publish_snapshot();
   thread_ = std::thread([this] { loop(); });
 }
@@ -144,12 +145,24 @@ void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq
   update.stop_reason = seq.stop_reason;
   update.num_prompt_tokens = int32_t(seq.prompt_ids.size());
   update.prompt_logprobs = seq.prompt_logprobs;
+  update.num_cached_tokens = seq.prefix_len + seq.num_prefix_cache_hit_tokens;
   Clock::time_point end = seq.finish_time.value_or(Clock::now());
-  double ttft = seq.first_token_time ? seconds_between(seq.arrival_time, *seq.first_token_time) : -1;
-  double tpot = seq.first_token_time && seq.output_ids.size() > 1
-                    ? seconds_between(*seq.first_token_time, end) / double(seq.output_ids.size() - 1)
-                    : -1;
-  metrics_.observe_finished(update.finish_reason, ttft, tpot, seconds_between(seq.arrival_time, end));
+  FinishedRequestTimes times;
+  times.e2e = seconds_between(seq.arrival_time, end);
+  if (seq.first_token_time) {
+    times.ttft = seconds_between(seq.arrival_time, *seq.first_token_time);
+    times.decode = seconds_between(*seq.first_token_time, end);
+    if (seq.output_ids.size() > 1) times.tpot = times.decode / double(seq.output_ids.size() - 1);
+  }
+  if (seq.first_scheduled_time) {
+    times.queue = seconds_between(seq.arrival_time, *seq.first_scheduled_time);
+    times.inference = seconds_between(*seq.first_scheduled_time, end);
+    if (seq.first_token_time)
+      times.prefill = seconds_between(*seq.first_scheduled_time, *seq.first_token_time);
+  }
+  times.prompt_tokens = int64_t(seq.prompt_ids.size());
+  times.generation_tokens = int64_t(seq.output_ids.size());
+  metrics_.observe_finished(update.finish_reason, times);
   UpdateSink sink = std::move(live.sink);
   by_handle_.erase(live.handle);
   live_.erase(engine_id);
@@ -179,6 +192,10 @@ void AsyncEngine::loop() {
     if (engine_.has_unfinished()) {
       try {
         for (const RequestOutput& out : engine_.step()) deliver(out);
+        const EngineStats& stats = engine_.stats();
+        int64_t seen = stats.prompt_tokens + stats.generation_tokens;
+        if (seen > step_tokens_seen_) metrics_.observe_iteration(seen - step_tokens_seen_);
+        step_tokens_seen_ = seen;
       } catch (const std::exception& e) {
         // A failed step leaves requests in an unknown state: end them all rather than loop.
         spdlog::error("engine step failed: {}; aborting {} requests", e.what(), live_.size());

@@ -35,6 +35,8 @@ struct RequestUpdate {
   std::string finish_reason;              // "stop" | "length" | "abort" | "error"
   std::optional<std::string> stop_reason;  // the stop string that matched
   int32_t num_prompt_tokens = 0;           // set on the final update
+  // Of those, tokens served from the prefix cache or a relay prefix (set on the final update).
+  int32_t num_cached_tokens = 0;
   std::vector<PromptLogprob> prompt_logprobs;  // set on the final update, when asked for
   std::optional<int> error_status;  // the engine refused the request (finish_reason "error")
   std::string error_message;
@@ -107,6 +109,7 @@ class AsyncEngine {
   // Engine thread only.
   std::unordered_map<int64_t, Live> live_;          // by engine id
   std::unordered_map<uint64_t, int64_t> by_handle_;  // handle -> engine id
+  int64_t step_tokens_seen_ = 0;  // prompt + generation tokens up to the last step
 
   mutable std::mutex snapshot_mutex_;
   EngineSnapshot snapshot_;

@@ -22,6 +22,7 @@ struct ChoiceState {
   bool finished = false;
   std::string finish_reason;
   std::optional<std::string> stop_reason;
+  int32_t num_cached_tokens = 0;  // of the prompt, from the prefix cache or a relay prefix
   bool first_chunk_sent = false;
   size_t text_offset = 0;  // streamed completions' logprobs offsets
 };
@@ -96,6 +97,7 @@ class Job : public std::enable_shared_from_this<Job> {
       c.finish_reason = u.finish_reason;
       c.stop_reason = u.stop_reason;
       c.prompt_logprobs = std::move(u.prompt_logprobs);
+      c.num_cached_tokens = u.num_cached_tokens;
       ++num_finished_;
     }
     if (output.stream) {
@@ -122,6 +124,7 @@ class Job : public std::enable_shared_from_this<Job> {
       chunk["choices"] = nlohmann::json::array(
           {{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}},
             {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+      if (output.continuous_usage) chunk["usage"] = usage();
       exchange->write(sse(chunk));
     }
   }
@@ -158,6 +161,7 @@ class Job : public std::enable_shared_from_this<Job> {
     choice["stop_reason"] = u.finished ? or_null(c.stop_reason) : nlohmann::json(nullptr);
     nlohmann::json chunk = chunk_base();
     chunk["choices"] = nlohmann::json::array({std::move(choice)});
+    if (output.continuous_usage) chunk["usage"] = usage();
     exchange->write(sse(chunk));
   }
 
@@ -173,12 +177,23 @@ class Job : public std::enable_shared_from_this<Job> {
     exchange->end_stream();
   }
 
+  // Tokens so far; cached_tokens counts each prompt once (its first choice's count,
+  // known when that choice finished), as prompt_tokens does.
   nlohmann::json usage() const {
-    int64_t prompt = 0, completion = 0;
+    int64_t prompt = 0, completion = 0, cached = 0;
     for (const auto& p : prompts) prompt += int64_t(p.ids.size());
-    for (const auto& c : choices) completion += int64_t(c.tokens.size());
-    return {{"prompt_tokens", prompt}, {"completion_tokens", completion},
-            {"total_tokens", prompt + completion}};
+    std::vector<bool> counted(prompts.size(), false);
+    for (const auto& c : choices) {
+      completion += int64_t(c.tokens.size());
+      if (c.finished && !counted[c.prompt_index]) {
+        counted[c.prompt_index] = true;
+        cached += c.num_cached_tokens;
+      }
+    }
+    return {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
 
   nlohmann::json whole_response() const {
@@ -233,22 +248,16 @@ class Job : public std::enable_shared_from_this<Job> {
   bool aborted_ = false;
 };
 
-void check_model(const nlohmann::json& body, const std::string& served) {
-  auto model = json_fields::get_string(body, "model");
-  if (model && *model != served)
-    fail_api(404, "the model '{}' does not exist; this server serves '{}'", *model, served);
-}
-
 }  // namespace
 
 void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange& exchange,
                                       Ready& ready) {
-  check_model(body, ready.model_name);
+  check_model(body, ready);
   start_job(parse_completion_request(body, request_context(ready)), exchange, ready);
 }
 
 void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& exchange, Ready& ready) {
-  check_model(body, ready.model_name);
+  check_model(body, ready);
   start_job(parse_chat_request(body, request_context(ready)), exchange, ready);
 }
 
@@ -258,14 +267,19 @@ void OpenAiServer::start_job(const ParsedRequest& parsed, const Exchange& exchan
   job->chat = parsed.chat;
   job->output = parsed.output;
   job->prompts = parsed.prompts;
+  check_logprobs(parsed.params);
+  std::vector<GenerationRequest> generation = parsed.engine_requests(engine.max_model_len());
   std::vector<EngineRequest> requests;
-  for (GenerationRequest& r : parsed.engine_requests(engine.max_model_len())) {
+  for (GenerationRequest& r : generation) {
     requests.push_back({std::move(r), nullptr});
     ChoiceState c;
     c.prompt_index = (requests.size() - 1) / size_t(parsed.n);
     job->choices.push_back(std::move(c));
   }
   job->id = next_id(parsed.chat ? "chatcmpl" : "cmpl");
+  for (size_t p = 0; p < job->prompts.size(); ++p)
+    log_request(job->prompts.size() == 1 ? job->id : fmt::format("{}-{}", job->id, p),
+                job->prompts[p].text, job->prompts[p].ids, requests[p * size_t(parsed.n)].request.params);
   job->model = ready.model_name;
   job->created = int64_t(std::time(nullptr));
   job->exchange = exchange;

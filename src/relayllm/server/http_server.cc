@@ -242,10 +242,15 @@ void HttpExchange::respond(int status, const std::string& content_type, std::str
   started_ = done_ = true;
   if (session_->closed()) return;
   std::string head = status_line(status) +
-                     fmt::format("Content-Type: {}\r\nContent-Length: {}\r\n\r\n", content_type,
-                                 body.size());
+                     fmt::format("Content-Type: {}\r\nContent-Length: {}\r\n{}\r\n", content_type,
+                                 body.size(), extra_headers_);
   session_->queue_write(head + body);
   session_->finish_response(false);
+}
+
+void HttpExchange::add_header(const std::string& name, const std::string& value) {
+  if (started_) return;
+  extra_headers_ += name + ": " + value + "\r\n";
 }
 
 void HttpExchange::start_stream(int status, const std::string& content_type) {
@@ -254,8 +259,8 @@ void HttpExchange::start_stream(int status, const std::string& content_type) {
   if (session_->closed()) return;
   session_->queue_write(status_line(status) +
                         fmt::format("Content-Type: {}\r\nCache-Control: no-cache\r\n"
-                                    "Transfer-Encoding: chunked\r\n\r\n",
-                                    content_type));
+                                    "Transfer-Encoding: chunked\r\n{}\r\n",
+                                    content_type, extra_headers_));
 }
 
 void HttpExchange::write(std::string data) {

@@ -39,6 +39,8 @@ class HttpExchange : public std::enable_shared_from_this<HttpExchange> {
   ~HttpExchange();
 
   void respond(int status, const std::string& content_type, std::string body);
+  // An extra header line for the response (CORS); only before it starts.
+  void add_header(const std::string& name, const std::string& value);
   void start_stream(int status, const std::string& content_type);
   void write(std::string data);
   void end_stream();
@@ -57,6 +59,7 @@ class HttpExchange : public std::enable_shared_from_this<HttpExchange> {
 
   std::shared_ptr<HttpSession> session_;
   std::function<void()> on_disconnect_;
+  std::string extra_headers_;  // "Name: value\r\n" lines
   bool started_ = false;
   bool done_ = false;
 };

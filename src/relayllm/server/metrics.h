@@ -1,6 +1,9 @@
-// Prometheus metrics of the server, named as vLLM names them but under a
-// `relayllm:` prefix. Engine counters come from a snapshot the engine thread
-// publishes; latency histograms and finish counts are recorded as requests end.
+// Prometheus metrics of the server. Every family vLLM also has is served twice,
+// as `relayllm:NAME` and as `vllm:NAME` with the same value from one snapshot, so
+// vLLM's dashboards, routers and gateway scorers read them unchanged; relay's own
+// families exist only under `relayllm:`. Engine counters come from a snapshot the
+// engine thread publishes; histograms and finish counts are recorded as requests
+// and engine steps end.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +31,29 @@ struct EngineSnapshot {
   int64_t num_in_flight = 0;  // admitted requests not yet finished
 };
 
+// The KV cache's configuration, served as the labels of `cache_config_info` (value 1).
+struct CacheConfigInfo {
+  int64_t block_size = 0;
+  int64_t num_gpu_blocks = 0;  // blocks of the pool, whichever the device
+  bool enable_prefix_caching = false;
+  bool enable_relay_attention = false;
+  std::string cache_dtype = "auto";
+  double gpu_memory_utilization = 0;
+};
+
+// Seconds of one finished request's phases; negative: the phase did not happen.
+struct FinishedRequestTimes {
+  double ttft = -1;       // arrival -> first token
+  double tpot = -1;       // mean time per output token after the first
+  double e2e = -1;        // arrival -> finish
+  double queue = -1;      // arrival -> first scheduled
+  double prefill = -1;    // first scheduled -> first token
+  double decode = -1;     // first token -> finish
+  double inference = -1;  // first scheduled -> finish
+  int64_t prompt_tokens = 0;
+  int64_t generation_tokens = 0;
+};
+
 class Histogram {
  public:
   explicit Histogram(std::vector<double> upper_bounds);
@@ -46,14 +72,16 @@ class ServerMetrics {
  public:
   ServerMetrics();
 
-  // Seconds; pass a negative value for a latency that does not apply
-  // (no token produced, or only one token for time-per-output-token).
-  void observe_finished(const std::string& finish_reason, double ttft, double tpot, double e2e);
-  std::string render(const EngineSnapshot& snapshot, const std::string& model_name) const;
+  void observe_finished(const std::string& finish_reason, const FinishedRequestTimes& times);
+  // Tokens (prompt + generated) one engine step processed.
+  void observe_iteration(int64_t tokens);
+  std::string render(const EngineSnapshot& snapshot, const std::string& model_name,
+                     const CacheConfigInfo* cache) const;
 
  private:
   mutable std::mutex mutex_;
-  Histogram ttft_, tpot_, e2e_;
+  Histogram ttft_, tpot_, e2e_, queue_, prefill_, decode_, inference_;
+  Histogram prompt_tokens_, generation_tokens_, iteration_tokens_;
   std::map<std::string, int64_t> finished_;
 };
 

@@ -2,14 +2,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <ctime>
 #include <random>
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/json_fields.h"
+#include "relayllm/common/version.h"
 #include "relayllm/server/api_error.h"
 #include "relayllm/server/auth.h"
 #include "relayllm/server/openai_protocol.h"
+#include "relayllm/server/openapi.h"
 #include "relayllm/server/server_state.h"
 
 namespace relayllm {
@@ -50,6 +53,15 @@ void OpenAiServer::set_engine(ServingEngine serving, const SamplingParams& defau
   auto ready = std::make_unique<Ready>();
   ready->model_name =
       options_.served_model_name.empty() ? serving.model_name : options_.served_model_name;
+  ready->model_names.push_back(ready->model_name);
+  for (const std::string& alias : options_.served_model_aliases)
+    if (alias != ready->model_name) ready->model_names.push_back(alias);
+  ready->cache_info = options_.cache_info;
+  const Engine& engine = *serving.engine;
+  ready->cache_info.block_size = engine.block_pool().block_size();
+  ready->cache_info.num_gpu_blocks = engine.block_pool().num_blocks();
+  ready->cache_info.enable_prefix_caching = engine.config().scheduler.enable_prefix_caching;
+  ready->cache_info.enable_relay_attention = engine.config().enable_relay_attention;
   ready->defaults = defaults;
   ready->created = int64_t(std::time(nullptr));
   std::string source = options_.chat_template;
@@ -63,6 +75,11 @@ void OpenAiServer::set_engine(ServingEngine serving, const SamplingParams& defau
   }
   serving.engine->relay_prefixes().set_limits(options_.prefix_limits());
   ready->engine = std::make_unique<AsyncEngine>(std::move(serving), options_.engine, metrics_);
+  if (options_.log_stats_interval_s > 0) {
+    AsyncEngine* async = ready->engine.get();
+    ready->stats_logger = std::make_unique<StatsLogger>([async] { return async->snapshot(); },
+                                                        options_.log_stats_interval_s);
+  }
   ready_ = std::move(ready);
   is_ready_.store(true, std::memory_order_release);
 }
@@ -79,17 +96,13 @@ std::string OpenAiServer::next_id(const char* prefix) {
 
 void OpenAiServer::handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
   try {
-    if (request.path == "/health") {
-      if (is_ready_.load(std::memory_order_acquire))
-        exchange->respond(200, "text/plain", "");
-      else  // polled while loading: not worth a log line each time
-        send_json(exchange, 503, error_body(503, "the model is still loading"));
+    CorsDecision cors = apply_cors(options_.cors, request);
+    for (const auto& [name, value] : cors.headers) exchange->add_header(name, value);
+    if (cors.preflight) {
+      exchange->respond(cors.status, "text/plain; charset=utf-8", cors.body);
       return;
     }
-    if (request.path == "/metrics") {
-      handle_metrics(exchange);
-      return;
-    }
+    if (handle_service_route(request, exchange)) return;
     if (needs_auth(request.path) && !authorized(options_.api_key, request.header("authorization"))) {
       send_error(exchange, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
       return;
@@ -106,6 +119,38 @@ void OpenAiServer::handle(const HttpRequest& request, std::shared_ptr<HttpExchan
   } catch (const std::exception& e) {
     send_error(exchange, 500, fmt::format("internal error: {}", e.what()));
   }
+}
+
+bool OpenAiServer::handle_service_route(const HttpRequest& request, const Exchange& exchange) {
+  const std::string& path = request.path;
+  if (path == "/health" || path == "/ping") {
+    if (path == "/ping" && request.method != "GET" && request.method != "POST")
+      fail_api(405, "method {} is not allowed on /ping (use GET or POST)", request.method);
+    if (is_ready_.load(std::memory_order_acquire))
+      exchange->respond(200, path == "/ping" ? kJson : "text/plain", path == "/ping" ? "{}\n" : "");
+    else  // polled while loading: not worth a log line each time
+      send_json(exchange, 503, error_body(503, "the model is still loading"));
+    return true;
+  }
+  auto get_only = [&] {
+    if (request.method != "GET")
+      fail_api(405, "method {} is not allowed on {} (use GET)", request.method, path);
+  };
+  if (path == "/metrics") {
+    handle_metrics(exchange);
+  } else if (path == "/version") {
+    get_only();
+    send_json(exchange, 200, {{"version", kVersion}});
+  } else if (path == "/openapi.json") {
+    get_only();
+    send_json(exchange, 200, openapi_document(kVersion));
+  } else if (path == "/docs") {
+    get_only();
+    exchange->respond(200, "text/html; charset=utf-8", docs_page());
+  } else {
+    return false;
+  }
+  return true;
 }
 
 void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, Ready& ready) {
@@ -131,6 +176,13 @@ void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, R
   } else if (path == "/v1/chat/completions") {
     allow("POST");
     handle_chat(body(), exchange, ready);
+  } else if (path == "/v1/embeddings") {
+    allow("POST");
+    fail_api(400, "the served model '{}' is not an embedding model: relayllm serves generative "
+                  "models only (no pooling); /v1/embeddings is not available",
+             ready.model_name);
+  } else if (path == "/v1/responses" || path.rfind("/v1/responses/", 0) == 0) {
+    fail_api(501, "the Responses API (/v1/responses) is not implemented; use /v1/chat/completions");
   } else if (path == "/v1/models") {
     allow("GET");
     handle_models(exchange, ready);
@@ -156,19 +208,58 @@ void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, R
 }
 
 void OpenAiServer::handle_models(const Exchange& exchange, Ready& ready) {
-  nlohmann::json model = {{"id", ready.model_name},         {"object", "model"},
-                          {"created", ready.created},       {"owned_by", "relayllm"},
-                          {"root", ready.model_name},       {"parent", nullptr},
-                          {"max_model_len", ready.engine->max_model_len()}};
-  send_json(exchange, 200, {{"object", "list"}, {"data", nlohmann::json::array({model})}});
+  nlohmann::json data = nlohmann::json::array();
+  for (const std::string& name : ready.model_names)
+    data.push_back({{"id", name},
+                    {"object", "model"},
+                    {"created", ready.created},
+                    {"owned_by", "relayllm"},
+                    {"root", ready.model_name},
+                    {"parent", nullptr},
+                    {"max_model_len", ready.engine->max_model_len()}});
+  send_json(exchange, 200, {{"object", "list"}, {"data", std::move(data)}});
+}
+
+void OpenAiServer::check_model(const nlohmann::json& body, const Ready& ready) const {
+  auto model = json_fields::get_string(body, "model");
+  if (model && std::find(ready.model_names.begin(), ready.model_names.end(), *model) ==
+                   ready.model_names.end())
+    fail_api(404, "the model '{}' does not exist; this server serves '{}'", *model,
+             ready.model_name);
+}
+
+void OpenAiServer::check_logprobs(const SamplingParams& params) const {
+  const int32_t limit = options_.max_logprobs;
+  if (params.logprobs && *params.logprobs > limit)
+    fail_api(400, "{} logprobs were requested but the server allows at most {} (--max-logprobs)",
+             *params.logprobs, limit);
+  if (params.prompt_logprobs && *params.prompt_logprobs > limit)
+    fail_api(400, "{} prompt_logprobs were requested but the server allows at most {} "
+                  "(--max-logprobs)", *params.prompt_logprobs, limit);
+}
+
+void OpenAiServer::log_request(const std::string& id, const std::string& prompt,
+                               const std::vector<int32_t>& ids, const SamplingParams& p) const {
+  if (!options_.log_requests) return;
+  const size_t limit = options_.max_log_len < 0 ? SIZE_MAX : size_t(options_.max_log_len);
+  std::string shown = prompt.substr(0, std::min(limit, prompt.size()));
+  std::string id_list;
+  for (size_t i = 0; i < std::min(limit, ids.size()); ++i) id_list += (i ? "," : "") + std::to_string(ids[i]);
+  std::string quoted =
+      nlohmann::json(shown).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  spdlog::info("Received request {}: prompt: {}{}, {} prompt tokens: [{}{}], max_tokens={}, "
+               "temperature={}, top_p={}, top_k={}, seed={}",
+               id, quoted, shown.size() < prompt.size() ? "..." : "", ids.size(), id_list,
+               ids.size() > limit ? ",..." : "", p.max_tokens, p.temperature, p.top_p, p.top_k,
+               p.seed ? std::to_string(*p.seed) : "none");
 }
 
 void OpenAiServer::handle_metrics(const Exchange& exchange) {
   std::string text;
   if (is_ready_.load(std::memory_order_acquire))
-    text = metrics_.render(ready_->engine->snapshot(), ready_->model_name);
+    text = metrics_.render(ready_->engine->snapshot(), ready_->model_name, &ready_->cache_info);
   else
-    text = metrics_.render(EngineSnapshot{}, options_.served_model_name);
+    text = metrics_.render(EngineSnapshot{}, options_.served_model_name, nullptr);
   exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
 }
 

@@ -10,9 +10,11 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "relayllm/chat/chat_template.h"
 #include "relayllm/server/async_engine.h"
+#include "relayllm/server/cors.h"
 #include "relayllm/server/http_server.h"
 #include "relayllm/server/metrics.h"
 #include "relayllm/serving/request_parser.h"
@@ -21,6 +23,15 @@ namespace relayllm {
 
 struct OpenAiServerOptions {
   std::string served_model_name;  // empty: the model's own name
+  // More names requests may use for the model (vLLM's several --served-model-name);
+  // responses and metrics report served_model_name.
+  std::vector<std::string> served_model_aliases;
+  CorsOptions cors;
+  bool log_requests = false;      // one log line per request as it arrives
+  int64_t max_log_len = -1;       // prompt characters/ids in that line; -1: all
+  double log_stats_interval_s = 10;  // the periodic throughput line; 0: none
+  int32_t max_logprobs = 20;      // most logprobs / prompt_logprobs a request may ask for
+  CacheConfigInfo cache_info;     // cache_dtype and gpu_memory_utilization; the rest from the engine
   std::string api_key;            // empty: no auth
   std::string chat_template;      // template text; empty: the tokenizer's, else the default
   AsyncEngineOptions engine;
@@ -59,6 +70,12 @@ class OpenAiServer {
   void handle_detokenize(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
   void handle_models(const Exchange& exchange, Ready& ready);
   void handle_metrics(const Exchange& exchange);
+  // Routes answered without auth and while the model loads; false: not one of them.
+  bool handle_service_route(const HttpRequest& request, const Exchange& exchange);
+  void check_model(const nlohmann::json& body, const Ready& ready) const;
+  void check_logprobs(const SamplingParams& params) const;
+  void log_request(const std::string& id, const std::string& prompt,
+                   const std::vector<int32_t>& ids, const SamplingParams& params) const;
   void list_prefixes(const Exchange& exchange, Ready& ready);
   void register_prefix(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
   void remove_prefix(const std::string& name, const Exchange& exchange, Ready& ready);

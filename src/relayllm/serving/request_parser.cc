@@ -17,18 +17,22 @@ int32_t read_n(const nlohmann::json& body, int32_t max_n) {
   return int32_t(n);
 }
 
-bool read_include_usage(const nlohmann::json& body) {
+// stream_options of a streamed request: include_usage, and continuous_usage_stats
+// (per-chunk usage, only together with the final usage chunk, as vLLM).
+void read_stream_options(const nlohmann::json& body, OutputOptions& output) {
   auto it = body.find("stream_options");
-  if (it == body.end() || it->is_null()) return false;
+  if (!output.stream || it == body.end() || it->is_null()) return;
   if (!it->is_object()) fail("field 'stream_options' must be an object, got {}", it->type_name());
-  return json_fields::get_bool(*it, "include_usage").value_or(false);
+  output.include_usage = json_fields::get_bool(*it, "include_usage").value_or(false);
+  output.continuous_usage =
+      output.include_usage && json_fields::get_bool(*it, "continuous_usage_stats").value_or(false);
 }
 
 // The fields every request shares: n, streaming, the relay prefix.
 void read_common(const nlohmann::json& body, const RequestContext& context, ParsedRequest& r) {
   r.n = read_n(body, context.max_n);
   r.output.stream = json_fields::get_bool(body, "stream").value_or(false);
-  r.output.include_usage = r.output.stream && read_include_usage(body);
+  read_stream_options(body, r.output);
   r.relay_prefix = json_fields::get_string(body, "relay_prefix").value_or("");
   if (!r.relay_prefix.empty() && !context.relay_enabled)
     fail("relay_prefix '{}' given but relay attention is off (--enable-relay-attention)",

@@ -38,6 +38,9 @@ struct PromptInput {
 struct OutputOptions {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // Usage in every chunk (stream_options.continuous_usage_stats; as vLLM, only together
+  // with include_usage).
+  bool continuous_usage = false;
   bool echo = false;           // completions: the prompt before the completion
   bool logprobs = false;
   int32_t top_logprobs = 0;
