@@ -269,6 +269,9 @@ def test_health_stays_fast_while_a_huge_prompt_is_tokenized(tmp_path):
             time.sleep(0.05)
         worker.join()
         assert done["status"] == 200
-        if done["seconds"] < 1.0:
+        if done["seconds"] < 2.0:
             pytest.skip(f"tokenizing took only {done['seconds']:.2f} s: nothing to measure")
-        assert worst < 0.5, f"/health took {worst:.2f} s while tokenizing ({done['seconds']:.1f} s)"
+        # Were tokenizing on the I/O thread, /health would wait for all of it; on a busy machine
+        # a health check still takes a moment, so the bound is relative.
+        bound = min(2.0, done["seconds"] / 4)
+        assert worst < bound, f"/health took {worst:.2f} s while tokenizing ({done['seconds']:.1f} s)"
