@@ -188,6 +188,9 @@ def test_prefixes_may_pin_at_most_half_the_pool(relay):
     assert "--max-relay-prefix-kv-fraction" in refused.json()["error"]["message"]
     pinned = sum(p["num_blocks"] for p in registered)
     assert pinned <= 32
+    assert relay.metric("relayllm:max_relay_prefix_kv_blocks") == 32
+    # The startup "system" prefix counts too.
+    assert pinned <= relay.metric("relayllm:num_relay_prefix_kv_blocks") <= 32
     # Requests still run, with real output, beside the pinned prefixes.
     r = httpx.post(relay.url("/v1/completions"), timeout=120,
                    json={"prompt": "Hello there", "max_tokens": 8, "ignore_eos": True})

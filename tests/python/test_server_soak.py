@@ -148,6 +148,7 @@ def test_soak(tmp_path):
         # The baseline holds the startup prefix ("system", from the default schema).
         baseline_free = server.metric("relayllm:num_free_kv_blocks")
         baseline_prefixes = server.metric("relayllm:num_relay_prefixes")
+        baseline_free_pinned = server.metric("relayllm:num_relay_prefix_kv_blocks")
         assert baseline_free >= 250
         tally = Tally()
         live_prefixes = set()
@@ -185,6 +186,7 @@ def test_soak(tmp_path):
         # Every KV block back: requests (finished or aborted) and removed prefixes hold none.
         wait_idle(server, baseline_prefixes)
         assert server.metric("relayllm:num_free_kv_blocks") == baseline_free
+        assert server.metric("relayllm:num_relay_prefix_kv_blocks") == baseline_free_pinned
 
         # RSS flat after warm-up: the second half grows by less than 48 MiB over the first.
         warm = max(rss[: len(rss) // 2])
