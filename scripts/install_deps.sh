@@ -40,10 +40,12 @@ if ((with_tests)) && ! cmp -s requirements-test.txt .venv/.installed-requirement
 fi
 # GuideLLM (the load generator of one end-to-end test) lives in its own venv: its
 # dependencies (a newer transformers) must not replace the oracles above. The pinned list is
-# the whole closure, hence --no-deps (no resolver run, no torch).
+# the whole closure, hence --no-deps (no resolver run, no torch); --no-compile: byte-compiling
+# every module of transformers costs a minute of CPU, the test imports few of them.
 if ((with_tests)) && ! cmp -s requirements-guidellm.txt .venv-guidellm/.installed-requirements 2>/dev/null; then
   echo "installing GuideLLM into .venv-guidellm" >&2
   [ -x .venv-guidellm/bin/python ] || python3 -m venv .venv-guidellm
-  .venv-guidellm/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-guidellm.txt >&2
+  .venv-guidellm/bin/pip install -q --disable-pip-version-check --no-deps --no-compile \
+    -r requirements-guidellm.txt >&2
   cp requirements-guidellm.txt .venv-guidellm/.installed-requirements
 fi
