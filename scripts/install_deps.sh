@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what relayllm needs on a fresh Debian/Ubuntu machine: Debian packages (only
 # the missing ones) and a project-local Python venv (.venv) holding the default model.
-# With --test, also clang-format and the test oracles and runner of requirements-test.txt.
+# With --test, also clang-format, the test oracles and runner of requirements-test.txt, and
+# GuideLLM in its own venv (.venv-guidellm, from requirements-guidellm.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_tests=0
@@ -38,4 +39,15 @@ fi
 if ((with_tests)) && ! cmp -s requirements-test.txt .venv/.installed-requirements 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements-test.txt >&2
   cp requirements-test.txt .venv/.installed-requirements
+fi
+# GuideLLM (the load generator of one end-to-end test) lives in its own venv: its
+# dependencies (a newer transformers) must not replace the oracles above. The pinned list is
+# the whole closure, hence --no-deps (no resolver run, no torch); --no-compile: byte-compiling
+# every module of transformers costs a minute of CPU, the test imports few of them.
+if ((with_tests)) && ! cmp -s requirements-guidellm.txt .venv-guidellm/.installed-requirements 2>/dev/null; then
+  echo "installing GuideLLM into .venv-guidellm" >&2
+  [ -x .venv-guidellm/bin/python ] || python3 -m venv .venv-guidellm
+  .venv-guidellm/bin/pip install -q --disable-pip-version-check --no-deps --no-compile \
+    -r requirements-guidellm.txt >&2
+  cp requirements-guidellm.txt .venv-guidellm/.installed-requirements
 fi

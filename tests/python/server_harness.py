@@ -77,8 +77,11 @@ def run_server(tmp_path, extra_args=(), env=None, wait_ready=True, plain=False):
     template.write_text(CHAT_TEMPLATE)
     port = free_port()
     log_path = Path(tmp_path) / f"server_{port}.log"
+    # Defaults a test may override by passing the flag itself.
+    defaults = [flag_value for flag, value in (("--num-kv-blocks", "512"), ("--max-model-len", "512"))
+                if flag not in extra_args for flag_value in (flag, value)]
     cmd = [BIN, "serve", "--port", str(port), "--num-threads", "2", "--chat-template", str(template),
-           "--num-kv-blocks", "512", "--max-model-len", "512", *extra_args]
+           *defaults, *extra_args]
     if plain:
         cmd = [BIN, "serve", *extra_args, "--port", str(port)]
     full_env = dict(os.environ)
@@ -103,7 +106,7 @@ def run_server(tmp_path, extra_args=(), env=None, wait_ready=True, plain=False):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=45)  # SIGTERM drains requests in flight (--shutdown-timeout 30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -321,8 +321,8 @@ def test_request_and_throughput_log_lines(server):
 
 def test_load_generator_offline_with_a_tokenizer_folder_named_like_the_model(tmp_path, model_dir):
     """What GuideLLM does with the model id (load its tokenizer by that name, offline, from a
-    local folder), at concurrency 2 with a shared prefix. GuideLLM itself is not installed:
-    it pulls torch (with its CUDA wheels) and a transformers newer than the pinned oracle."""
+    local folder), at concurrency 2 with a shared prefix, checking token counts against the
+    tokenizer; GuideLLM itself runs in test_guidellm_e2e.py."""
     workdir = tmp_path / "client"
     workdir.mkdir()
     # Only the tokenizer files, in a folder named like the served model, beside the client.

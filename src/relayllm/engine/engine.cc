@@ -48,6 +48,7 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
   config_.max_model_len = resolve_max_model_len(config_, config);
   config_.num_kv_blocks = pool_.num_blocks();
   kv_cache_ = model_.allocate_kv_cache(pool_.num_blocks(), pool_.block_size());
+  prefixes_.set_max_pinned_fraction(config_.max_prefix_kv_fraction);
   set_enforce_eager(config_.enforce_eager);
   std::vector<int32_t> eos_ids = config.eos_token_ids;
   if (auto eos = tokenizer_.eos_token_id();
@@ -148,6 +149,14 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   RELAYLLM_CHECK(own_blocks <= pool_.num_blocks(),
                  "the prompt needs {} KV blocks but the pool has {} in all", own_blocks,
                  pool_.num_blocks());
+  // Blocks pinned by relay prefixes stay pinned until removed: a prompt that cannot fit
+  // beside them would only wait forever.
+  const int32_t unpinned = pool_.num_blocks() - num_prefix_blocks();
+  if (own_blocks > unpinned)
+    throw KvCapacityError(fmt::format(
+        "the prompt needs {} KV blocks but only {} of the pool's {} are not pinned by relay "
+        "prefixes; retry later or remove a prefix",
+        own_blocks, unpinned, pool_.num_blocks()));
   int64_t id = next_id_++;
   // Requests without a seed of their own draw from a stream derived from the engine seed.
   uint64_t engine_seed = config_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
@@ -226,14 +235,23 @@ std::vector<RequestOutput> Engine::step() {
   std::vector<RequestOutput> outputs;
   std::vector<ScheduledSequence> batch = scheduler_.schedule();
   if (batch.empty()) {
-    // Work is queued but nothing fits: the head request can never run. Fail it
-    // rather than spin.
+    // Work is queued but nothing fits: the head request can never run (relay prefixes
+    // pin the rest of the pool). Fail it rather than spin; one without any output is an
+    // error, never an empty "length" completion.
     if (!scheduler_.empty()) {
       for (auto& [id, seq] : sequences_)
         if (seq->status == SequenceStatus::kWaiting) {
-          spdlog::warn("request {} cannot get KV blocks (pool of {}), finishing it", id,
-                       pool_.num_blocks());
-          finish(*seq, "length");
+          spdlog::warn("request {} cannot get KV blocks (pool of {}, {} pinned by relay "
+                       "prefixes), finishing it", id, pool_.num_blocks(), num_prefix_blocks());
+          if (seq->output_ids.empty()) {
+            seq->error_message = fmt::format(
+                "the request needs more KV blocks than are free beside the {} pinned by relay "
+                "prefixes (pool of {}); retry later",
+                num_prefix_blocks(), pool_.num_blocks());
+            finish(*seq, "error");
+          } else {
+            finish(*seq, "length");
+          }
           outputs.push_back({id, {}, {}, true, seq.get()});
           break;
         }

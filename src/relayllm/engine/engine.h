@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/common/error.h"
 #include "relayllm/engine/model_runner.h"
 #include "relayllm/engine/output_processor.h"
 #include "relayllm/engine/scheduler.h"
@@ -36,6 +37,9 @@ struct EngineConfig {
   int32_t max_model_len = 0;        // 0: the model's max_position_embeddings
   SchedulerConfig scheduler;
   bool enable_relay_attention = false;
+  // Relay prefixes together may pin at most this share of the KV pool, so requests
+  // always keep the rest.
+  double max_prefix_kv_fraction = 0.5;
   // Decode steps of up to this many requests run as captured graphs on backends
   // that support them (cuda); enforce_eager turns that off.
   bool enforce_eager = false;
@@ -70,7 +74,8 @@ class Engine {
   ~Engine();
 
   // Registers a relay prefix and computes its KV now (positions 0..S-1).
-  // Requires enable_relay_attention. Throws Error when the pool cannot hold it.
+  // Requires enable_relay_attention. Throws KvCapacityError when the pool cannot
+  // hold it or it would take prefixes past max_prefix_kv_fraction of the pool.
   const RelayPrefix& register_prefix(const std::string& name, std::vector<int32_t> tokens);
   // Stops new requests from attaching; frees the prefix once no request uses it.
   void remove_prefix(const std::string& name);
@@ -78,9 +83,13 @@ class Engine {
   // The owner of relay prefixes (quota, automatic prefixes, users), for the server.
   RelayPrefixManager& relay_prefixes() { return prefixes_; }
   const RelayPrefixManager& relay_prefixes() const { return prefixes_; }
+  // KV blocks held by relay prefixes (also those being removed), and the most they may hold.
+  int32_t num_prefix_blocks() const { return prefixes_.num_pinned_blocks(); }
+  int32_t max_prefix_blocks() const { return prefixes_.max_pinned_blocks(); }
 
   // Validates and queues a request; returns its id. Throws Error on bad input
-  // (empty prompt, id outside the vocabulary, too long, bad sampling values).
+  // (empty prompt, id outside the vocabulary, too long, bad sampling values), and
+  // KvCapacityError when the blocks not pinned by relay prefixes cannot hold the prompt.
   // With relay on, the request attaches to the longest matching relay prefix, or,
   // when `prefix_name` is given, to that prefix only: then it is an Error when the
   // prefix is not registered (or being removed) or the prompt does not start

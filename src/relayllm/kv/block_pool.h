@@ -13,7 +13,16 @@
 #include <unordered_map>
 #include <vector>
 
+#include "relayllm/common/error.h"
+
 namespace relayllm {
+
+// The KV pool cannot take this request or prefix now (blocks pinned by relay prefixes,
+// or the prefix limit reached): a server answers it with a "try later" status, not 400.
+class KvCapacityError : public Error {
+ public:
+  using Error::Error;
+};
 
 // Hash of a full block given its parent's hash: equal values mean equal token
 // history from position 0 (up to 64-bit collisions).

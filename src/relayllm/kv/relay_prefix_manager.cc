@@ -17,9 +17,15 @@ const RelayPrefix& RelayPrefixManager::add(const std::string& name, std::vector<
   check_tokens_(name, tokens);
   const int32_t bs = pool_.block_size();
   const int32_t needed = (int32_t(tokens.size()) + bs - 1) / bs;
-  RELAYLLM_CHECK(pool_.num_free() >= needed,
-                 "relay prefix '{}' needs {} KV blocks but only {} are free", name, needed,
-                 pool_.num_free());
+  if (num_pinned_blocks() + needed > max_pinned_blocks())
+    throw KvCapacityError(fmt::format(
+        "relay prefix '{}' needs {} KV blocks, but relay prefixes already pin {} of the {} they "
+        "may pin ({:g} of the pool's {}, --max-relay-prefix-kv-fraction); remove one first",
+        name, needed, num_pinned_blocks(), max_pinned_blocks(), max_pinned_fraction_,
+        pool_.num_blocks()));
+  if (pool_.num_free() < needed)
+    throw KvCapacityError(fmt::format("relay prefix '{}' needs {} KV blocks but only {} are free",
+                                      name, needed, pool_.num_free()));
   RELAYLLM_CHECK(!tokens.empty(), "relay prefix '{}' is empty", name);
   RELAYLLM_CHECK(find(name) == nullptr, "a relay prefix named '{}' already exists", name);
   auto owned = std::make_unique<RelayPrefix>();
@@ -41,6 +47,16 @@ const RelayPrefix& RelayPrefixManager::add(const std::string& name, std::vector<
   spdlog::info("relay prefix '{}': {} tokens in {} blocks", prefix.name, prefix.tokens.size(),
                prefix.blocks.size());
   return prefix;
+}
+
+int32_t RelayPrefixManager::num_pinned_blocks() const {
+  int32_t n = 0;
+  for (const auto& [id, p] : prefixes_) n += int32_t(p->blocks.size());
+  return n;
+}
+
+int32_t RelayPrefixManager::max_pinned_blocks() const {
+  return int32_t(std::clamp(max_pinned_fraction_, 0.0, 1.0) * pool_.num_blocks());
 }
 
 PrefixRefusal RelayPrefixManager::check_named(const std::string& name) const {

@@ -52,9 +52,15 @@ class RelayPrefixManager {
 
   void set_limits(const RelayPrefixLimits& limits) { limits_ = limits; }
   const RelayPrefixLimits& limits() const { return limits_; }
+  // Prefixes together may pin at most this share of the pool (the rest stays for requests).
+  void set_max_pinned_fraction(double fraction) { max_pinned_fraction_ = fraction; }
+  // KV blocks held by prefixes (also those being removed), and the most they may hold.
+  int32_t num_pinned_blocks() const;
+  int32_t max_pinned_blocks() const;
 
-  // Takes blocks, computes the KV now and returns the ready prefix. Names are
-  // unique; Error when the name exists, the tokens are empty or the pool cannot hold it.
+  // Takes blocks, computes the KV now and returns the ready prefix. Names are unique;
+  // Error when the name exists or the tokens are empty, KvCapacityError when the pool
+  // cannot hold it or it would take prefixes past their share of the pool.
   const RelayPrefix& add(const std::string& name, std::vector<int32_t> tokens,
                          bool automatic = false);
   // Whether a named prefix may be added now (exists already, quota of named ones full).
@@ -93,6 +99,7 @@ class RelayPrefixManager {
   CheckTokens check_tokens_;
   ComputeKv compute_kv_;
   RelayPrefixLimits limits_;
+  double max_pinned_fraction_ = 1.0;
   int32_t next_id_ = 0;
   uint64_t tick_ = 0;
   std::map<int32_t, std::unique_ptr<RelayPrefix>> prefixes_;

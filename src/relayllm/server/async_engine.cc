@@ -41,6 +41,7 @@ AsyncEngine::~AsyncEngine() {
 }
 
 std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
+  if (refusing_.load()) fail_api(503, "the server is shutting down");
   const int64_t n = int64_t(requests.size());
   int64_t current = in_flight_.load();
   do {
@@ -54,6 +55,7 @@ std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
     for (EngineRequest& request : requests) {
       uint64_t handle = next_handle_++;
       handles.push_back(handle);
+      open_.insert(handle);
       inbox_.push_back([this, handle, r = std::move(request)]() mutable { add(r, handle); });
     }
   }
@@ -61,7 +63,18 @@ std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
   return handles;
 }
 
+void AsyncEngine::close_handle(uint64_t handle) {
+  bool was_open;
+  {
+    std::lock_guard lock(mutex_);
+    was_open = open_.erase(handle) != 0;
+  }
+  if (was_open) --in_flight_;
+}
+
 void AsyncEngine::abort(uint64_t handle) {
+  close_handle(handle);
+  // Commands run in order, so the request's own add ran before this.
   call([this, handle](Engine& engine) {
     auto it = by_handle_.find(handle);
     if (it == by_handle_.end()) return;  // finished already
@@ -70,6 +83,19 @@ void AsyncEngine::abort(uint64_t handle) {
     auto live = live_.find(id);
     RequestUpdate update;
     finish_live(id, live->second, *engine.find(id), update);
+  });
+}
+
+void AsyncEngine::abort_all() {
+  refusing_ = true;
+  call([this](Engine& engine) {
+    std::vector<int64_t> ids;
+    for (auto& [id, live] : live_) ids.push_back(id);
+    for (int64_t id : ids) {
+      engine.abort(id);
+      RequestUpdate update;
+      finish_live(id, live_.at(id), *engine.find(id), update);
+    }
   });
 }
 
@@ -95,9 +121,13 @@ void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
     update.finish_reason = "error";
     update.error_status = status;
     update.error_message = std::move(message);
-    --in_flight_;
+    close_handle(handle);
     request.sink(std::move(update));
   };
+  if (refusing_.load()) {
+    refuse(503, "the server is shutting down");
+    return;
+  }
   GenerationRequest& r = request.request;
   if (r.auto_prefix_len > 0)
     engine_.relay_prefixes().use_automatic(
@@ -105,6 +135,9 @@ void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
   int64_t id = 0;
   try {
     id = engine_.add_request(std::move(r.prompt_ids), r.params, r.relay_prefix);
+  } catch (const KvCapacityError& e) {
+    refuse(503, e.what());
+    return;
   } catch (const Error& e) {
     refuse(400, e.what());
     return;
@@ -142,6 +175,10 @@ void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq
                               RequestUpdate& update) {
   update.finished = true;
   update.finish_reason = seq.finish_reason.empty() ? "abort" : seq.finish_reason;
+  if (update.finish_reason == "error") {
+    update.error_status = 503;
+    update.error_message = seq.error_message;
+  }
   update.stop_reason = seq.stop_reason;
   update.num_prompt_tokens = int32_t(seq.prompt_ids.size());
   update.prompt_logprobs = seq.prompt_logprobs;
@@ -164,10 +201,11 @@ void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq
   times.generation_tokens = int64_t(seq.output_ids.size());
   metrics_.observe_finished(update.finish_reason, times);
   UpdateSink sink = std::move(live.sink);
-  by_handle_.erase(live.handle);
-  live_.erase(engine_id);
+  const uint64_t handle = live.handle;
+  by_handle_.erase(handle);
+  live_.erase(engine_id);  // `live` and `seq` are gone from here on
   engine_.release(engine_id);
-  --in_flight_;
+  close_handle(handle);
   // A client that reads /metrics right after its response must see the request gone.
   publish_snapshot();
   sink(std::move(update));
@@ -237,6 +275,8 @@ void AsyncEngine::publish_snapshot() {
   s.prompt_tokens = stats.prompt_tokens;
   s.generation_tokens = stats.generation_tokens;
   s.num_relay_prefixes = int64_t(engine_.prefixes().size());
+  s.num_relay_prefix_blocks = engine_.num_prefix_blocks();
+  s.max_relay_prefix_blocks = engine_.max_prefix_blocks();
   std::lock_guard lock(snapshot_mutex_);
   snapshot_ = s;
 }

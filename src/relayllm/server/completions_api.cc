@@ -47,7 +47,16 @@ class Job : public std::enable_shared_from_this<Job> {
   std::shared_ptr<HttpExchange> exchange;
   AsyncEngine* engine = nullptr;
 
+  // Callable from any thread: the job's state lives on the connection's strand.
   void start(std::vector<EngineRequest> requests) {
+    exchange->post([self = shared_from_this(), requests = std::move(requests)]() mutable {
+      self->start_here(std::move(requests));
+    });
+  }
+
+ private:
+  void start_here(std::vector<EngineRequest> requests) {
+    if (exchange->closed()) return;  // the client left while the request was prepared
     std::weak_ptr<Job> weak = shared_from_this();
     for (size_t i = 0; i < requests.size(); ++i) {
       requests[i].sink = [self = shared_from_this(), i](RequestUpdate update) {
@@ -55,13 +64,18 @@ class Job : public std::enable_shared_from_this<Job> {
         ex->post([self, i, u = std::move(update)]() mutable { self->on_update(i, std::move(u)); });
       };
     }
-    handles_ = engine->submit(std::move(requests));
+    try {
+      handles_ = engine->submit(std::move(requests));
+    } catch (const ApiError& e) {
+      done_ = true;
+      send_error(exchange, e.status(), e.what());
+      return;
+    }
     exchange->on_disconnect([weak] {
       if (auto self = weak.lock()) self->abort_all();
     });
   }
 
- private:
   void abort_all() {
     if (aborted_) return;
     aborted_ = true;
@@ -248,6 +262,21 @@ class Job : public std::enable_shared_from_this<Job> {
   bool aborted_ = false;
 };
 
+// Tokens and logprob entries one choice may return.
+int64_t response_entries(const SamplingParams& params, size_t prompt_len) {
+  int64_t out = int64_t(params.max_tokens) * (1 + params.logprobs.value_or(0));
+  if (params.prompt_logprobs) out += int64_t(prompt_len) * (1 + *params.prompt_logprobs);
+  return out;
+}
+
+void check_response_size(int64_t entries, int64_t limit) {
+  if (entries > limit)
+    fail_api(400, "the response could hold {} tokens and logprob entries (n x max_tokens x "
+                  "(1 + logprobs), plus prompt logprobs, over all prompts); this server allows "
+                  "{} (--max-response-entries): lower n, max_tokens or logprobs",
+             entries, limit);
+}
+
 }  // namespace
 
 void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange& exchange,
@@ -269,6 +298,10 @@ void OpenAiServer::start_job(const ParsedRequest& parsed, const Exchange& exchan
   job->prompts = parsed.prompts;
   check_logprobs(parsed.params);
   std::vector<GenerationRequest> generation = parsed.engine_requests(engine.max_model_len());
+  int64_t entries = 0;
+  for (const GenerationRequest& r : generation)
+    entries += response_entries(r.params, r.prompt_ids.size());
+  check_response_size(entries, options_.max_response_entries);
   std::vector<EngineRequest> requests;
   for (GenerationRequest& r : generation) {
     requests.push_back({std::move(r), nullptr});

@@ -92,6 +92,9 @@ std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::stri
     const auto& v = value[i];
     if (!v.is_number_integer())
       fail("field '{}[{}]' must be an integer token id, got {}", field, i, v.type_name());
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+      fail("field '{}[{}]': token id {} is outside the vocabulary (size {})", field, i,
+           v.get<uint64_t>(), vocab_size);
     int64_t id = v.get<int64_t>();
     if (id < 0 || id >= vocab_size)
       fail("field '{}[{}]': token id {} is outside the vocabulary (size {})", field, i, id,
@@ -230,7 +233,8 @@ nlohmann::json normalize_messages(const nlohmann::json& messages) {
       std::string text;
       for (size_t k = 0; k < content_it->size(); ++k) {
         const auto& part = (*content_it)[k];
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
+            !part.contains("text") ||
             !part["text"].is_string())
           fail("messages[{}].content[{}] must be a {{\"type\": \"text\", \"text\": ...}} part", i,
                k);
