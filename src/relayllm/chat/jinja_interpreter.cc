@@ -42,9 +42,8 @@ constexpr int64_t kMaxSteps = 1'000'000;            // statements run plus loop 
 constexpr size_t kMaxValueBytes = size_t(64) << 20;  // a repeated string or list, and the output
 
 // Python's ints do not overflow; ours are int64, so an overflow is an error, never UB.
-int64_t checked(bool overflow, int64_t result, const char* symbol) {
+void check_overflow(bool overflow, const char* symbol) {
   if (overflow) value_error("integer overflow in {}", symbol);
-  return result;
 }
 
 [[noreturn]] void undefined_error(const Value& v) {
@@ -64,7 +63,8 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
       symbol = "+";
       if (both_int) {
         int64_t r;
-        return Value(checked(__builtin_add_overflow(as_i(a), as_i(b), &r), r, symbol));
+        check_overflow(__builtin_add_overflow(as_i(a), as_i(b), &r), symbol);
+        return Value(r);
       }
       if (a_num && b_num) return Value(a.to_double() + b.to_double());
       if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
@@ -79,7 +79,8 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
       symbol = "-";
       if (both_int) {
         int64_t r;
-        return Value(checked(__builtin_sub_overflow(as_i(a), as_i(b), &r), r, symbol));
+        check_overflow(__builtin_sub_overflow(as_i(a), as_i(b), &r), symbol);
+        return Value(r);
       }
       if (a_num && b_num) return Value(a.to_double() - b.to_double());
       break;
@@ -87,7 +88,8 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
       symbol = "*";
       if (both_int) {
         int64_t r;
-        return Value(checked(__builtin_mul_overflow(as_i(a), as_i(b), &r), r, symbol));
+        check_overflow(__builtin_mul_overflow(as_i(a), as_i(b), &r), symbol);
+        return Value(r);
       }
       if (a_num && b_num) return Value(a.to_double() * b.to_double());
       const Value* seq = a.is_string() || a.is_list() ? &a : b.is_string() || b.is_list() ? &b : nullptr;
@@ -155,9 +157,9 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
         // By squaring: 63 steps at most, and any overflow is reported.
         int64_t result = 1, base = as_i(a), exponent = as_i(b);
         while (exponent > 0) {
-          if (exponent & 1) result = checked(__builtin_mul_overflow(result, base, &result), result, symbol);
+          if (exponent & 1) check_overflow(__builtin_mul_overflow(result, base, &result), symbol);
           exponent >>= 1;
-          if (exponent > 0) base = checked(__builtin_mul_overflow(base, base, &base), base, symbol);
+          if (exponent > 0) check_overflow(__builtin_mul_overflow(base, base, &base), symbol);
         }
         return Value(result);
       }
