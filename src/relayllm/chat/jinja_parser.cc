@@ -530,7 +530,11 @@ class Parser {
       case TK::kFloat: {
         next();
         auto e = make(Expr::Kind::kLiteral, offset);
-        e->literal = Value(std::stod(t.text));
+        try {
+          e->literal = Value(std::stod(t.text));
+        } catch (const std::exception&) {  // 1e999: beyond a double
+          error_at(offset, fmt::format("float literal {} is out of range", t.text));
+        }
         return e;
       }
       case TK::kOperator:
