@@ -72,7 +72,7 @@ TEST(HostileChatTemplate, NestingIsBoundedForEveryConstruct) {
 TEST(HostileChatTemplate, LongChainsAreBounded) {
   EXPECT_EQ(render("{{ 1" + repeat(" + 1", 400) + " }}"), "401");
   for (const char* link : {" + 1", " ~ 'a'", " and 1", ".x", "[0]", " | string", "()"})
-    expect_refused("{{ 1" + repeat(link, 100000) + " }}", "a tag of more than 1000 tokens");
+    expect_refused("{{ 1" + repeat(link, 5000) + " }}", "a tag of more than 1000 tokens");
   expect_refused("{% set x = 1" + repeat(" * 1", 5000) + " %}", "a tag of more than 1000 tokens");
 }
 
