@@ -52,6 +52,10 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
                "Reuse KV of full blocks with the same token history (automatic prefix caching)");
   app.add_flag("--enable-relay-attention", e.enable_relay_attention,
                "Compute shared prefixes once and attend to them once per step for all requests");
+  app.add_option("--max-relay-prefix-kv-fraction", e.max_prefix_kv_fraction,
+                 "Most of the KV pool relay prefixes may pin together; registrations beyond it "
+                 "are refused, so requests always keep the rest")
+      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
   app.add_option("--sys-prompt", o.sys_prompt,
                  "System prompt: shared prefix of every text prompt (a relay prefix with relay on)");
   app.add_option("--sys-prompt-file", o.sys_prompt_file, "Read --sys-prompt from a file");

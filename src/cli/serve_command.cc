@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -27,6 +29,7 @@ struct ServeArgs {
   OpenAiServerOptions api;
   std::string chat_template_file;
   int64_t max_queue = 1024;
+  double shutdown_timeout_s = 30;
 };
 
 // Many concurrent streams need many sockets: lift the soft descriptor limit to the hard one.
@@ -46,8 +49,46 @@ std::string read_file(const std::string& path, const char* option) {
   return buffer.str();
 }
 
+// Graceful shutdown: stop accepting (health 503), let requests in flight finish for up
+// to `timeout_s`, then end the rest with finish_reason "abort" and give their final
+// events a moment to reach the clients. A second SIGTERM/SIGINT skips the wait.
+void drain(HttpServer& http, OpenAiServer& api, const sigset_t& signals, int sig, double timeout_s) {
+  using Clock = std::chrono::steady_clock;
+  api.begin_drain();
+  http.stop_accepting();
+  spdlog::info("{}: shutting down; {} requests in flight get up to {:g} s to finish "
+               "(send the signal again to end them now)",
+               strsignal(sig), http.num_active_requests(), timeout_s);
+  auto wait_until_idle = [&](Clock::time_point deadline) {
+    while (http.num_active_requests() > 0 && Clock::now() < deadline) {
+      timespec tick{0, 50 * 1000 * 1000};
+      int got = sigtimedwait(&signals, nullptr, &tick);
+      if (got == SIGTERM || got == SIGINT) return false;
+    }
+    return true;
+  };
+  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(std::max(0.0, timeout_s)));
+  wait_until_idle(deadline);
+  if (int64_t left = http.num_active_requests(); left > 0) {
+    spdlog::info("ending {} requests still in flight with finish_reason \"abort\"", left);
+    api.abort_in_flight();
+    // Their last chunks are written by the I/O threads; bounded for clients that stopped reading.
+    wait_until_idle(Clock::now() + std::chrono::seconds(5));
+  }
+  spdlog::info("shutdown complete");
+}
+
 int run_serve(ServeArgs& args) {
   raise_fd_limit();
+  // Each connection takes a descriptor; keep room for model files, logs and the engine.
+  rlimit fds{};
+  if (getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur != RLIM_INFINITY && fds.rlim_cur > 128 &&
+      args.http.max_connections > int64_t(fds.rlim_cur) - 128) {
+    spdlog::info("--max-connections {} lowered to {} (the descriptor limit is {})",
+                 args.http.max_connections, int64_t(fds.rlim_cur) - 128, int64_t(fds.rlim_cur));
+    args.http.max_connections = int64_t(fds.rlim_cur) - 128;
+  }
   if (!args.chat_template_file.empty())
     args.api.chat_template = read_file(args.chat_template_file, "--chat-template");
   args.api.engine.max_in_flight = int64_t(args.engine.engine.scheduler.max_num_seqs) + args.max_queue;
@@ -57,7 +98,8 @@ int run_serve(ServeArgs& args) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGUSR1);  // the loader finished
+  sigaddset(&signals, SIGHUP);   // no configuration to reload: logged and ignored
+  sigaddset(&signals, SIGUSR1);  // the loader finished (or someone sent it: ignored)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   OpenAiServer api(args.api);
@@ -69,7 +111,7 @@ int run_serve(ServeArgs& args) {
                args.http.host, http.port());
 
   std::string load_error;
-  std::atomic<bool> loaded{false};
+  std::atomic<bool> loaded{false}, load_done{false};
   std::thread loader([&] {
     try {
       ServingEngine serving = create_engine(args.engine);
@@ -80,6 +122,7 @@ int run_serve(ServeArgs& args) {
     } catch (const std::exception& e) {
       load_error = e.what();
     }
+    load_done = true;
     kill(getpid(), SIGUSR1);
   });
 
@@ -88,6 +131,10 @@ int run_serve(ServeArgs& args) {
     int sig = 0;
     sigwait(&signals, &sig);
     if (sig == SIGUSR1) {
+      if (!load_done || !loader.joinable()) {
+        spdlog::info("SIGUSR1 ignored (it has no meaning for relayllm serve)");
+        continue;
+      }
       loader.join();
       if (!loaded) {
         spdlog::error("cannot load the model: {}", load_error);
@@ -97,11 +144,16 @@ int run_serve(ServeArgs& args) {
       spdlog::info("ready: serving on http://{}:{}", args.http.host, http.port());
       continue;
     }
-    spdlog::info("signal {}: shutting down", sig);
-    if (loader.joinable()) {
-      // The model is still loading and cannot be interrupted; nothing else needs cleanup.
-      std::_Exit(128 + sig);
+    if (sig == SIGHUP) {
+      spdlog::info("SIGHUP ignored (relayllm serve has no configuration to reload)");
+      continue;
     }
+    if (loader.joinable()) {
+      // The model is still loading and cannot be interrupted; nothing is in flight.
+      spdlog::info("{}: shutting down while loading", strsignal(sig));
+      std::_Exit(0);
+    }
+    if (exit_code == 0) drain(http, api, signals, sig, args.shutdown_timeout_s);
     break;
   }
   http.stop();
@@ -131,13 +183,41 @@ void add_serve_command(CLI::App& app, int& exit_code) {
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-body-bytes", args->http.max_body_bytes,
                   "Largest request body; larger ones get 413")->capture_default_str();
+  cmd->add_option("--max-json-depth", args->api.max_json_depth,
+                  "Deepest nesting of arrays/objects in a request body; deeper ones get 400")
+      ->capture_default_str()->check(CLI::Range(2, 100000));
   cmd->add_option("--max-relay-prefixes", args->api.max_relay_prefixes,
                   "Most relay prefixes registered through POST /v1/relay_prefixes")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-auto-relay-prefixes", args->api.engine.max_auto_prefixes,
                   "Most chat system prompts kept as automatic relay prefixes (LRU)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--http-threads", args->http.num_threads, "Threads for HTTP, JSON and tokenizing")
+  cmd->add_option("--shutdown-timeout", args->shutdown_timeout_s,
+                  "On SIGTERM/SIGINT: seconds requests in flight may take to finish before they "
+                  "end with finish_reason \"abort\"")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-connections", args->http.max_connections,
+                  "Most open connections; more are answered 503 and closed (0: no limit)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--idle-timeout", args->http.idle_timeout_s,
+                  "Seconds a keep-alive connection may wait for its next request")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--header-timeout", args->http.header_timeout_s,
+                  "Seconds from a request's first byte to the end of its headers")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--body-timeout", args->http.body_timeout_s,
+                  "Seconds from the end of a request's headers to the end of its body")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_flag("--metrics-require-api-key", args->api.metrics_require_api_key,
+                "With --api-key, /metrics needs the key too (default: public, as in vLLM)");
+  cmd->add_option("--max-response-entries", args->api.max_response_entries,
+                  "Most tokens plus logprob entries one request may ask for "
+                  "(prompts x n x max_tokens x (1 + logprobs), plus prompt logprobs)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--api-threads", args->api.num_workers,
+                  "Threads that parse request bodies, render chat templates and tokenize")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--http-threads", args->http.num_threads, "Threads for HTTP I/O (connections, /health, /metrics)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   cmd->callback([args, &exit_code] { exit_code = run_serve(*args); });
 }

@@ -76,8 +76,11 @@ def run_server(tmp_path, extra_args=(), env=None, wait_ready=True):
     template.write_text(CHAT_TEMPLATE)
     port = free_port()
     log_path = Path(tmp_path) / f"server_{port}.log"
+    # Defaults a test may override by passing the flag itself.
+    defaults = [flag_value for flag, value in (("--num-kv-blocks", "512"), ("--max-model-len", "512"))
+                if flag not in extra_args for flag_value in (flag, value)]
     cmd = [BIN, "serve", "--port", str(port), "--num-threads", "2", "--chat-template", str(template),
-           "--num-kv-blocks", "512", "--max-model-len", "512", *extra_args]
+           *defaults, *extra_args]
     full_env = dict(os.environ)
     full_env.pop("RELAYLLM_API_KEY", None)
     full_env.update(env or {})
@@ -100,7 +103,7 @@ def run_server(tmp_path, extra_args=(), env=None, wait_ready=True):
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=45)  # SIGTERM drains requests in flight (--shutdown-timeout 30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -4,6 +4,9 @@
 #include "relayllm/chat/jinja_parser.h"
 #include "relayllm/common/error.h"
 
+#include <utility>
+#include <vector>
+
 namespace relayllm {
 
 namespace jinja {
@@ -45,6 +48,16 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
 }
 
 std::string ChatTemplate::render(const nlohmann::json& messages, const ChatTemplateOptions& options) const {
+  // The conversion to ordered_json copies recursively: bound the depth first, without recursion.
+  std::vector<std::pair<const nlohmann::json*, int>> pending = {{&messages, 1}};
+  while (!pending.empty()) {
+    auto [value, depth] = pending.back();
+    pending.pop_back();
+    if (depth > jinja::Value::kMaxJsonDepth)
+      fail("chat template: messages nested deeper than {} levels", jinja::Value::kMaxJsonDepth);
+    if (value->is_structured())
+      for (const auto& child : *value) pending.push_back({&child, depth + 1});
+  }
   return render(nlohmann::ordered_json(messages), options);
 }
 

@@ -32,7 +32,8 @@ const Value* CallArgs::get(size_t index, std::string_view name) const {
   return nullptr;
 }
 
-Value Value::from_json(const nlohmann::ordered_json& j) {
+Value Value::from_json(const nlohmann::ordered_json& j, int depth) {
+  if (depth > kMaxJsonDepth) value_error("JSON value nested deeper than {} levels", kMaxJsonDepth);
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null:
       return none();
@@ -49,13 +50,13 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
     case nlohmann::ordered_json::value_t::array: {
       auto list = std::make_shared<ValueList>();
       list->reserve(j.size());
-      for (const auto& item : j) list->push_back(from_json(item));
+      for (const auto& item : j) list->push_back(from_json(item, depth + 1));
       return Value(std::move(list));
     }
     case nlohmann::ordered_json::value_t::object: {
       auto dict = std::make_shared<ValueDict>();
       dict->items.reserve(j.size());
-      for (const auto& [k, v] : j.items()) dict->items.emplace_back(k, from_json(v));
+      for (const auto& [k, v] : j.items()) dict->items.emplace_back(k, from_json(v, depth + 1));
       return Value(std::move(dict));
     }
     default:

@@ -77,7 +77,10 @@ class Value {
   Value(std::shared_ptr<ValueDict> dict) : data_(std::move(dict)) {}
   Value(std::shared_ptr<const Callable> fn) : data_(std::move(fn)) {}
 
-  static Value from_json(const nlohmann::ordered_json& j);
+  // Recursive; values nested deeper than kMaxJsonDepth are refused (the caller's
+  // JSON is bounded anyway when it comes from a request, see server/json_body.h).
+  static constexpr int kMaxJsonDepth = 512;
+  static Value from_json(const nlohmann::ordered_json& j, int depth = 0);
   // A list that prints as a Python tuple: (a, b).
   static Value tuple(ValueList items) {
     Value v(std::move(items));

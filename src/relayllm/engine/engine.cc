@@ -72,9 +72,15 @@ const RelayPrefix& Engine::register_prefix(const std::string& name, std::vector<
                    model_.config().vocab_size);
   int32_t bs = pool_.block_size();
   int32_t needed = (int32_t(tokens.size()) + bs - 1) / bs;
-  RELAYLLM_CHECK(pool_.num_free() >= needed,
-                 "relay prefix '{}' needs {} KV blocks but only {} are free", name, needed,
-                 pool_.num_free());
+  if (num_prefix_blocks() + needed > max_prefix_blocks())
+    throw KvCapacityError(fmt::format(
+        "relay prefix '{}' needs {} KV blocks, but relay prefixes already pin {} of the {} they "
+        "may pin ({:g} of the pool's {}, --max-relay-prefix-kv-fraction); remove one first",
+        name, needed, num_prefix_blocks(), max_prefix_blocks(), config_.max_prefix_kv_fraction,
+        pool_.num_blocks()));
+  if (pool_.num_free() < needed)
+    throw KvCapacityError(fmt::format("relay prefix '{}' needs {} KV blocks but only {} are free",
+                                      name, needed, pool_.num_free()));
   RelayPrefix& prefix = registry_.add(name, std::move(tokens));
   for (int32_t i = 0; i < needed; ++i) prefix.blocks.push_back(*pool_.allocate());
   compute_prefix_kv(prefix);
@@ -108,6 +114,16 @@ void Engine::compute_prefix_kv(RelayPrefix& prefix) {
     }
     model_.forward(plan, kv_cache_, logits_);
   }
+}
+
+int32_t Engine::num_prefix_blocks() const {
+  int32_t n = 0;
+  for (const RelayPrefix* p : registry_.all()) n += int32_t(p->blocks.size());
+  return n;
+}
+
+int32_t Engine::max_prefix_blocks() const {
+  return int32_t(std::clamp(config_.max_prefix_kv_fraction, 0.0, 1.0) * pool_.num_blocks());
 }
 
 void Engine::remove_prefix(const std::string& name) {
@@ -172,6 +188,14 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   RELAYLLM_CHECK(own_blocks <= pool_.num_blocks(),
                  "the prompt needs {} KV blocks but the pool has {} in all", own_blocks,
                  pool_.num_blocks());
+  // Blocks pinned by relay prefixes stay pinned until removed: a prompt that cannot fit
+  // beside them would only wait forever.
+  const int32_t unpinned = pool_.num_blocks() - num_prefix_blocks();
+  if (own_blocks > unpinned)
+    throw KvCapacityError(fmt::format(
+        "the prompt needs {} KV blocks but only {} of the pool's {} are not pinned by relay "
+        "prefixes; retry later or remove a prefix",
+        own_blocks, unpinned, pool_.num_blocks()));
   int64_t id = next_id_++;
   // Requests without a seed of their own draw from a stream derived from the engine seed.
   uint64_t engine_seed = config_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
@@ -276,14 +300,23 @@ std::vector<RequestOutput> Engine::step() {
   std::vector<RequestOutput> outputs;
   std::vector<ScheduledSequence> batch = scheduler_.schedule();
   if (batch.empty()) {
-    // Work is queued but nothing fits: the head request can never run. Fail it
-    // rather than spin.
+    // Work is queued but nothing fits: the head request can never run (relay prefixes
+    // pin the rest of the pool). Fail it rather than spin; one without any output is an
+    // error, never an empty "length" completion.
     if (!scheduler_.empty()) {
       for (auto& [id, seq] : sequences_)
         if (seq->status == SequenceStatus::kWaiting) {
-          spdlog::warn("request {} cannot get KV blocks (pool of {}), finishing it", id,
-                       pool_.num_blocks());
-          finish(*seq, "length");
+          spdlog::warn("request {} cannot get KV blocks (pool of {}, {} pinned by relay "
+                       "prefixes), finishing it", id, pool_.num_blocks(), num_prefix_blocks());
+          if (seq->output_ids.empty()) {
+            seq->error_message = fmt::format(
+                "the request needs more KV blocks than are free beside the {} pinned by relay "
+                "prefixes (pool of {}); retry later",
+                num_prefix_blocks(), pool_.num_blocks());
+            finish(*seq, "error");
+          } else {
+            finish(*seq, "length");
+          }
           outputs.push_back({id, {}, {}, true, seq.get()});
           break;
         }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/common/error.h"
 #include "relayllm/engine/scheduler.h"
 #include "relayllm/engine/sequence.h"
 #include "relayllm/kv/block_pool.h"
@@ -21,6 +22,13 @@
 #include "relayllm/tokenizer/tokenizer.h"
 
 namespace relayllm {
+
+// The KV pool cannot take this request or prefix now (blocks pinned by relay prefixes,
+// or the prefix limit reached): a server answers it with a "try later" status, not 400.
+class KvCapacityError : public Error {
+ public:
+  using Error::Error;
+};
 
 struct EngineConfig {
   int32_t block_size = 16;
@@ -33,6 +41,9 @@ struct EngineConfig {
   int32_t max_model_len = 0;        // 0: the model's max_position_embeddings
   SchedulerConfig scheduler;
   bool enable_relay_attention = false;
+  // Relay prefixes together may pin at most this share of the KV pool, so requests
+  // always keep the rest (--max-relay-prefix-kv-fraction).
+  double max_prefix_kv_fraction = 0.5;
   // Decode steps of up to this many requests run as captured graphs on backends
   // that support them (cuda); enforce_eager turns that off.
   bool enforce_eager = false;
@@ -67,14 +78,19 @@ class Engine {
   ~Engine();
 
   // Registers a relay prefix and computes its KV now (positions 0..S-1).
-  // Requires enable_relay_attention. Throws Error when the pool cannot hold it.
+  // Requires enable_relay_attention. Throws KvCapacityError when the pool cannot
+  // hold it or it would take prefixes past max_prefix_kv_fraction of the pool.
   const RelayPrefix& register_prefix(const std::string& name, std::vector<int32_t> tokens);
   // Stops new requests from attaching; frees the prefix once no request uses it.
   void remove_prefix(const std::string& name);
   std::vector<const RelayPrefix*> prefixes() const { return registry_.all(); }
+  // KV blocks held by relay prefixes (also those being removed), and the most they may hold.
+  int32_t num_prefix_blocks() const;
+  int32_t max_prefix_blocks() const;
 
   // Validates and queues a request; returns its id. Throws Error on bad input
-  // (empty prompt, id outside the vocabulary, too long, bad sampling values).
+  // (empty prompt, id outside the vocabulary, too long, bad sampling values), and
+  // KvCapacityError when the blocks not pinned by relay prefixes cannot hold the prompt.
   // With relay on, the request attaches to the longest matching relay prefix, or,
   // when `prefix_name` is given, to that prefix only: then it is an Error when the
   // prefix is not registered (or being removed) or the prompt does not start

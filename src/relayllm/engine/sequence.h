@@ -51,7 +51,8 @@ struct Sequence {
   StopChecker stop_checker;
   std::string text;          // generated text, stop strings applied
   size_t text_emitted = 0;   // bytes of text already streamed out
-  std::string finish_reason;  // "stop", "length", "abort"
+  std::string finish_reason;  // "stop", "length", "abort", "error"
+  std::string error_message;  // why, when finish_reason is "error"
   std::optional<std::string> stop_reason;  // matched stop string
   int32_t num_preemptions = 0;
 

@@ -40,6 +40,7 @@ AsyncEngine::~AsyncEngine() {
 }
 
 std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
+  if (refusing_.load()) fail_api(503, "the server is shutting down");
   const int64_t n = int64_t(requests.size());
   int64_t current = in_flight_.load();
   do {
@@ -53,6 +54,7 @@ std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
     for (EngineRequest& request : requests) {
       uint64_t handle = next_handle_++;
       handles.push_back(handle);
+      open_.insert(handle);
       inbox_.push_back([this, handle, r = std::move(request)]() mutable { add(r, handle); });
     }
   }
@@ -60,7 +62,18 @@ std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
   return handles;
 }
 
+void AsyncEngine::close_handle(uint64_t handle) {
+  bool was_open;
+  {
+    std::lock_guard lock(mutex_);
+    was_open = open_.erase(handle) != 0;
+  }
+  if (was_open) --in_flight_;
+}
+
 void AsyncEngine::abort(uint64_t handle) {
+  close_handle(handle);
+  // Commands run in order, so the request's own add ran before this.
   call([this, handle](Engine& engine) {
     auto it = by_handle_.find(handle);
     if (it == by_handle_.end()) return;  // finished already
@@ -69,6 +82,19 @@ void AsyncEngine::abort(uint64_t handle) {
     auto live = live_.find(id);
     RequestUpdate update;
     finish_live(id, live->second, *engine.find(id), update);
+  });
+}
+
+void AsyncEngine::abort_all() {
+  refusing_ = true;
+  call([this](Engine& engine) {
+    std::vector<int64_t> ids;
+    for (auto& [id, live] : live_) ids.push_back(id);
+    for (int64_t id : ids) {
+      engine.abort(id);
+      RequestUpdate update;
+      finish_live(id, live_.at(id), *engine.find(id), update);
+    }
   });
 }
 
@@ -99,15 +125,22 @@ void AsyncEngine::add(EngineRequest& request, uint64_t handle) {
     update.finish_reason = "error";
     update.error_status = status;
     update.error_message = std::move(message);
-    --in_flight_;
+    close_handle(handle);
     request.sink(std::move(update));
   };
+  if (refusing_.load()) {
+    refuse(503, "the server is shutting down");
+    return;
+  }
   if (!request.auto_prefix_name.empty())
     touch_auto_prefix(request.auto_prefix_name, request.auto_prefix_len, request.prompt_ids);
   int64_t id = 0;
   try {
     id = engine_.add_request(std::move(request.prompt_ids), request.params,
                              request.required_prefix);
+  } catch (const KvCapacityError& e) {
+    refuse(503, e.what());
+    return;
   } catch (const Error& e) {
     refuse(400, e.what());
     return;
@@ -179,6 +212,10 @@ void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq
                               RequestUpdate& update) {
   update.finished = true;
   update.finish_reason = seq.finish_reason.empty() ? "abort" : seq.finish_reason;
+  if (update.finish_reason == "error") {
+    update.error_status = 503;
+    update.error_message = seq.error_message;
+  }
   update.stop_reason = seq.stop_reason;
   update.num_prompt_tokens = int32_t(seq.prompt_ids.size());
   update.prompt_logprobs = seq.prompt_logprobs;
@@ -189,10 +226,11 @@ void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq
                     : -1;
   metrics_.observe_finished(update.finish_reason, ttft, tpot, seconds_between(seq.arrival_time, end));
   UpdateSink sink = std::move(live.sink);
-  by_handle_.erase(live.handle);
-  live_.erase(engine_id);
+  const uint64_t handle = live.handle;
+  by_handle_.erase(handle);
+  live_.erase(engine_id);  // `live` and `seq` are gone from here on
   engine_.release(engine_id);
-  --in_flight_;
+  close_handle(handle);
   // A client that reads /metrics right after its response must see the request gone.
   publish_snapshot();
   sink(std::move(update));

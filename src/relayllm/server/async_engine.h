@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "relayllm/engine/engine_factory.h"
@@ -68,8 +69,14 @@ class AsyncEngine {
 
   // Admits all of `requests` or none: throws ApiError 429 when they would
   // exceed max_in_flight. Returns one handle per request, for abort().
+  // Throws ApiError 503 once abort_all() was called.
   std::vector<uint64_t> submit(std::vector<EngineRequest> requests);
+  // Frees the request's place in max_in_flight at once (a client that left must not
+  // hold it until the engine's next turn); the engine drops the request before it
+  // schedules again. A no-op for finished requests.
   void abort(uint64_t handle);
+  // Shutdown: refuses new requests and ends every request in flight with "abort".
+  void abort_all();
   // Runs `fn` on the engine thread between steps (prefix management, reads).
   void call(std::function<void(Engine&)> fn);
 
@@ -95,6 +102,8 @@ class AsyncEngine {
   void add(EngineRequest& request, uint64_t handle);
   void deliver(const RequestOutput& out);
   void finish_live(int64_t engine_id, Live& live, const Sequence& seq, RequestUpdate& update);
+  // Takes the handle out of the open set; the one caller that does so frees its slot.
+  void close_handle(uint64_t handle);
   void touch_auto_prefix(const std::string& name, int32_t len, const std::vector<int32_t>& prompt);
   void publish_snapshot();
 
@@ -110,6 +119,8 @@ class AsyncEngine {
   std::condition_variable cv_;
   std::deque<std::function<void()>> inbox_;
   bool stop_ = false;
+  std::unordered_set<uint64_t> open_;  // handles submitted and not finished, under mutex_
+  std::atomic<bool> refusing_{false};
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> next_handle_{1};
 

@@ -1,6 +1,7 @@
 #include "relayllm/server/auth.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 
 namespace relayllm {
@@ -19,11 +20,17 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
 
 bool authorized(const std::string& api_key, std::string_view authorization) {
   if (api_key.empty()) return true;
-  constexpr std::string_view kBearer = "Bearer ";
-  if (authorization.size() < kBearer.size()) return false;
-  std::string_view scheme = authorization.substr(0, kBearer.size());
-  bool scheme_ok = scheme == kBearer || scheme == "bearer ";
-  bool key_ok = constant_time_equal(authorization.substr(kBearer.size()), api_key);
+  // RFC 6750 / 9110: the scheme name is case-insensitive, then one or more spaces.
+  constexpr std::string_view kBearer = "bearer";
+  if (authorization.size() <= kBearer.size()) return false;
+  bool scheme_ok = true;
+  for (size_t i = 0; i < kBearer.size(); ++i)
+    scheme_ok &= char(std::tolower(static_cast<unsigned char>(authorization[i]))) == kBearer[i];
+  std::string_view rest = authorization.substr(kBearer.size());
+  size_t spaces = 0;
+  while (spaces < rest.size() && rest[spaces] == ' ') ++spaces;
+  scheme_ok &= spaces > 0;
+  bool key_ok = constant_time_equal(rest.substr(spaces), api_key);
   return scheme_ok && key_ok;
 }
 

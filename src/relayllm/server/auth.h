@@ -10,7 +10,8 @@ namespace relayllm {
 // not reveal how many leading characters of a guessed key were right.
 bool constant_time_equal(std::string_view a, std::string_view b);
 
-// True when `authorization` (the header's value) is "Bearer <api_key>".
+// True when `authorization` (the header's value) is "Bearer <api_key>", the scheme
+// in any letter case.
 // An empty api_key means the server has no key: everything is allowed.
 bool authorized(const std::string& api_key, std::string_view authorization);
 

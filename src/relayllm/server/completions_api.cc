@@ -54,7 +54,16 @@ class Job : public std::enable_shared_from_this<Job> {
   std::shared_ptr<HttpExchange> exchange;
   AsyncEngine* engine = nullptr;
 
+  // Callable from any thread: the job's state lives on the connection's strand.
   void start(std::vector<EngineRequest> requests) {
+    exchange->post([self = shared_from_this(), requests = std::move(requests)]() mutable {
+      self->start_here(std::move(requests));
+    });
+  }
+
+ private:
+  void start_here(std::vector<EngineRequest> requests) {
+    if (exchange->closed()) return;  // the client left while the request was prepared
     std::weak_ptr<Job> weak = shared_from_this();
     for (size_t i = 0; i < requests.size(); ++i) {
       requests[i].sink = [self = shared_from_this(), i](RequestUpdate update) {
@@ -62,13 +71,18 @@ class Job : public std::enable_shared_from_this<Job> {
         ex->post([self, i, u = std::move(update)]() mutable { self->on_update(i, std::move(u)); });
       };
     }
-    handles_ = engine->submit(std::move(requests));
+    try {
+      handles_ = engine->submit(std::move(requests));
+    } catch (const ApiError& e) {
+      done_ = true;
+      send_error(exchange, e.status(), e.what());
+      return;
+    }
     exchange->on_disconnect([weak] {
       if (auto self = weak.lock()) self->abort_all();
     });
   }
 
- private:
   void abort_all() {
     if (aborted_) return;
     aborted_ = true;
@@ -288,6 +302,21 @@ bool read_include_usage(const nlohmann::json& body) {
   return read_bool(*it, "include_usage").value_or(false);
 }
 
+// Tokens and logprob entries one choice may return.
+int64_t response_entries(const SamplingParams& params, size_t prompt_len) {
+  int64_t out = int64_t(params.max_tokens) * (1 + params.logprobs.value_or(0));
+  if (params.prompt_logprobs) out += int64_t(prompt_len) * (1 + *params.prompt_logprobs);
+  return out;
+}
+
+void check_response_size(int64_t entries, int64_t limit) {
+  if (entries > limit)
+    fail_api(400, "the response could hold {} tokens and logprob entries (n x max_tokens x "
+                  "(1 + logprobs), plus prompt logprobs, over all prompts); this server allows "
+                  "{} (--max-response-entries): lower n, max_tokens or logprobs",
+             entries, limit);
+}
+
 uint64_t fnv1a(const std::vector<int32_t>& ids) {
   uint64_t h = 1469598103934665603ull;
   for (int32_t id : ids)
@@ -353,9 +382,12 @@ void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange
   if (job->echo && params.logprobs && !params.prompt_logprobs) params.prompt_logprobs = params.logprobs;
 
   std::vector<EngineRequest> requests;
+  int64_t entries = 0;
   for (size_t p = 0; p < job->prompts.size(); ++p) {
     SamplingParams pp = params;
     fit_max_tokens(pp, job->prompts[p].ids.size(), engine.max_model_len(), explicit_max, false);
+    entries += n * response_entries(pp, job->prompts[p].ids.size());
+    check_response_size(entries, options_.max_response_entries);
     for (int32_t k = 0; k < n; ++k) {
       EngineRequest r;
       r.prompt_ids = job->prompts[p].ids;
@@ -416,6 +448,7 @@ void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& excha
   if (logprobs) params.logprobs = int32_t(top.value_or(0));
   params.validate();
   fit_max_tokens(params, ids.size(), engine.max_model_len(), max.has_value(), true);
+  check_response_size(n * response_entries(params, ids.size()), options_.max_response_entries);
   job->want_logprobs = logprobs;
   job->top_logprobs = int32_t(top.value_or(0));
   job->want_prompt_logprobs = params.prompt_logprobs.has_value();

@@ -45,6 +45,8 @@ std::optional<int64_t> read_int(const nlohmann::json& body, const char* field) {
   if (!v) return std::nullopt;
   if (!v->is_number_integer())
     fail_api(400, "field '{}' must be an integer, got {}", field, v->type_name());
+  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX))
+    fail_api(400, "field '{}' is out of range, got {}", field, v->get<uint64_t>());
   return v->get<int64_t>();
 }
 
@@ -65,6 +67,9 @@ std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::stri
     const auto& v = value[i];
     if (!v.is_number_integer())
       fail_api(400, "field '{}[{}]' must be an integer token id, got {}", field, i, v.type_name());
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX))
+      fail_api(400, "field '{}[{}]': token id {} is outside the vocabulary (size {})", field, i,
+               v.get<uint64_t>(), vocab_size);
     int64_t id = v.get<int64_t>();
     if (id < 0 || id >= vocab_size)
       fail_api(400, "field '{}[{}]': token id {} is outside the vocabulary (size {})", field, i, id,

@@ -2,12 +2,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
 #include <ctime>
 #include <random>
 
 #include "relayllm/common/error.h"
 #include "relayllm/server/api_error.h"
 #include "relayllm/server/auth.h"
+#include "relayllm/server/json_body.h"
 #include "relayllm/server/openai_protocol.h"
 #include "relayllm/server/server_state.h"
 
@@ -39,7 +43,13 @@ void send_error(const std::shared_ptr<HttpExchange>& exchange, int status, const
   send_json(exchange, status, error_body(status, message));
 }
 
-OpenAiServer::OpenAiServer(OpenAiServerOptions options) : options_(std::move(options)) {
+struct OpenAiServer::Workers {
+  boost::asio::thread_pool pool;
+  explicit Workers(int n) : pool(size_t(std::max(1, n))) {}
+};
+
+OpenAiServer::OpenAiServer(OpenAiServerOptions options)
+    : options_(std::move(options)), workers_(std::make_unique<Workers>(options_.num_workers)) {
   id_salt_ = (uint64_t(std::random_device{}()) << 32) ^ std::random_device{}();
 }
 
@@ -65,8 +75,17 @@ void OpenAiServer::set_engine(ServingEngine serving, const SamplingParams& defau
   is_ready_.store(true, std::memory_order_release);
 }
 
+void OpenAiServer::begin_drain() { draining_ = true; }
+
+void OpenAiServer::abort_in_flight() {
+  draining_ = true;
+  if (is_ready_.load(std::memory_order_acquire)) ready_->engine->abort_all();
+}
+
 void OpenAiServer::shutdown() {
   is_ready_.store(false, std::memory_order_release);
+  // Work already queued finishes first: it uses ready_.
+  if (workers_) workers_->pool.join();
   ready_.reset();
 }
 
@@ -75,47 +94,63 @@ std::string OpenAiServer::next_id(const char* prefix) {
   return fmt::format("{}-{:016x}", prefix, (n * 0x9e3779b97f4a7c15ull) ^ id_salt_);
 }
 
-void OpenAiServer::handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+void OpenAiServer::answer_errors(const Exchange& exchange, const std::function<void()>& fn) {
   try {
+    fn();
+  } catch (const ApiError& e) {
+    send_error(exchange, e.status(), e.what());
+  } catch (const Error& e) {
+    send_error(exchange, 400, e.what());
+  } catch (const nlohmann::json::exception& e) {
+    // A value of a type the handler did not check for: still the request's fault.
+    send_error(exchange, 400, fmt::format("invalid request: {}", e.what()));
+  } catch (const std::exception& e) {
+    send_error(exchange, 500, fmt::format("internal error: {}", e.what()));
+  }
+}
+
+void OpenAiServer::handle(const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+  // Cheap answers here, on the I/O thread; everything that parses a body or
+  // tokenizes goes to the workers.
+  answer_errors(exchange, [&] {
     if (request.path == "/health") {
-      if (is_ready_.load(std::memory_order_acquire))
+      if (draining_.load())  // a load balancer stops sending here
+        send_json(exchange, 503, error_body(503, "the server is shutting down"));
+      else if (is_ready_.load(std::memory_order_acquire))
         exchange->respond(200, "text/plain", "");
       else  // polled while loading: not worth a log line each time
         send_json(exchange, 503, error_body(503, "the model is still loading"));
       return;
     }
-    if (request.path == "/metrics") {
+    const bool is_metrics = request.path == "/metrics";
+    if ((needs_auth(request.path) || (is_metrics && options_.metrics_require_api_key)) &&
+        !authorized(options_.api_key, request.header("authorization"))) {
+      send_error(exchange, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
+      return;
+    }
+    if (is_metrics) {
       handle_metrics(exchange);
       return;
     }
-    if (needs_auth(request.path) && !authorized(options_.api_key, request.header("authorization"))) {
-      send_error(exchange, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
+    if (draining_.load()) {
+      send_error(exchange, 503, "the server is shutting down");
       return;
     }
     if (!is_ready_.load(std::memory_order_acquire)) {
       send_error(exchange, 503, "the model is still loading; retry when /health answers 200");
       return;
     }
-    route(request, exchange, *ready_);
-  } catch (const ApiError& e) {
-    send_error(exchange, e.status(), e.what());
-  } catch (const Error& e) {
-    send_error(exchange, 400, e.what());
-  } catch (const std::exception& e) {
-    send_error(exchange, 500, fmt::format("internal error: {}", e.what()));
-  }
+    boost::asio::post(workers_->pool, [this, request, exchange] {
+      answer_errors(exchange, [&] { route(request, exchange, *ready_); });
+    });
+  });
 }
 
 void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, Ready& ready) {
   const std::string& path = request.path;
   const std::string& method = request.method;
   auto body = [&]() {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(request.body);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail_api(400, "malformed JSON body: {}", e.what());
-    }
+    nlohmann::json j = parse_json_body(request.body, options_.max_json_depth);
     if (!j.is_object()) fail_api(400, "the request body must be a JSON object, got {}", j.type_name());
     return j;
   };
@@ -257,6 +292,9 @@ void OpenAiServer::register_prefix(const nlohmann::json& body, const Exchange& e
       try {
         const RelayPrefix& p = e.register_prefix(name, std::move(tokens));
         reply = prefix_json(p, false, engine->block_size());
+      } catch (const KvCapacityError& err) {
+        status = 429;
+        reply = error_body(429, err.what());
       } catch (const Error& err) {
         status = 400;
         reply = error_body(400, err.what());
@@ -312,7 +350,7 @@ nlohmann::json OpenAiServer::normalize_messages(const nlohmann::json& messages) 
       std::string text;
       for (size_t k = 0; k < content_it->size(); ++k) {
         const auto& part = (*content_it)[k];
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+        if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
             !part["text"].is_string())
           fail_api(400, "messages[{}].content[{}] must be a {{\"type\": \"text\", \"text\": ...}} part",
                    i, k);

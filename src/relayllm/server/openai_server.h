@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -21,12 +22,22 @@ namespace relayllm {
 struct OpenAiServerOptions {
   std::string served_model_name;  // empty: the model's own name
   std::string api_key;            // empty: no auth
+  // With an api_key, /metrics needs it too; off by default, as in vLLM, where /metrics
+  // is public so that scrapers need no key.
+  bool metrics_require_api_key = false;
   std::string chat_template;      // template text; empty: the tokenizer's, else the default
   AsyncEngineOptions engine;
   int32_t max_relay_prefixes = 64;  // named prefixes registered through the API
   int32_t max_n = 128;              // most choices per request
   // Chat system parts shorter than this many KV blocks are not worth a prefix.
   int32_t min_auto_prefix_blocks = 2;
+  int32_t max_json_depth = 128;  // request bodies nested deeper get 400 (--max-json-depth)
+  // Threads that parse bodies, render templates and tokenize, so that a huge prompt
+  // never holds an I/O thread (/health stays fast).
+  int32_t num_workers = 2;
+  // Largest response a request may ask for, in tokens and logprob entries:
+  // prompts x n x max_tokens x (1 + logprobs), plus the prompt logprobs asked for.
+  int64_t max_response_entries = int64_t(1) << 24;
 };
 
 class OpenAiServer {
@@ -39,13 +50,23 @@ class OpenAiServer {
 
   // Starts the engine thread and begins answering API calls.
   void set_engine(ServingEngine serving, const SamplingParams& defaults);
+  // Graceful shutdown, first step: /health answers 503 and new API requests 503;
+  // requests in flight go on.
+  void begin_drain();
+  // Second step: requests still in flight end now with finish_reason "abort" (streams
+  // get their final chunk and [DONE]); the engine keeps running to deliver that.
+  void abort_in_flight();
   // Stops the engine (requests in flight end with "abort"). Call after the
   // HTTP server stopped running handlers.
   void shutdown();
 
  private:
   struct Ready;
+  struct Workers;
   using Exchange = std::shared_ptr<HttpExchange>;
+
+  // Runs fn, answering its ApiError/Error/JSON errors as 4xx and others as 500.
+  static void answer_errors(const Exchange& exchange, const std::function<void()>& fn);
 
   void route(const HttpRequest& request, const Exchange& exchange, Ready& ready);
   void handle_completions(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
@@ -67,7 +88,9 @@ class OpenAiServer {
   OpenAiServerOptions options_;
   ServerMetrics metrics_;
   std::unique_ptr<Ready> ready_;
+  std::unique_ptr<Workers> workers_;
   std::atomic<bool> is_ready_{false};
+  std::atomic<bool> draining_{false};
   std::atomic<uint64_t> id_counter_{0};
   uint64_t id_salt_ = 0;
 };
