@@ -10,7 +10,8 @@
 
 #include "fuzz_input.h"
 #include "relayllm/chat/chat_template.h"
-#include "relayllm/common/bounded_json.h"
+#include "relayllm/server/api_error.h"
+#include "relayllm/server/json_body.h"
 
 namespace {
 
@@ -57,8 +58,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)chat.render(messages, options_with(ordered_json::object()));
       return;
     }
-    // Parsed as the server parses bodies: depth-bounded.
-    nlohmann::json parsed = relayllm::parse_bounded_json(text, "fuzz body", 64);
+    // Parsed as the server parses request bodies.
+    nlohmann::json parsed;
+    try {
+      parsed = relayllm::parse_json_body(text, relayllm::kDefaultMaxJsonDepth);
+    } catch (const relayllm::ApiError&) {
+      return;
+    }
     ordered_json doc = ordered_json(parsed);
     ordered_json messages = doc, extra = ordered_json::object();
     if (doc.is_object()) {

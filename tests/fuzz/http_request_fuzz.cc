@@ -7,8 +7,8 @@
 
 #include "fuzz_input.h"
 #include "relayllm/chat/chat_template.h"
-#include "relayllm/common/bounded_json.h"
 #include "relayllm/server/api_error.h"
+#include "relayllm/server/json_body.h"
 #include "relayllm/server/openai_protocol.h"
 
 namespace http = boost::beast::http;
@@ -70,7 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)message.keep_alive();
   for (const auto& field : message) (void)field.value();
   try {
-    nlohmann::json body = relayllm::parse_bounded_json(message.body(), "request body", 64);
+    nlohmann::json body = relayllm::parse_json_body(message.body(), relayllm::kDefaultMaxJsonDepth);
     if (body.is_object()) read_fields(body);
   } catch (const relayllm::Error&) {
   } catch (const relayllm::ApiError&) {
