@@ -96,8 +96,8 @@ TEST(HostileChatTemplate, WorkAndMemoryAreBounded) {
   expect_refused("{{ 'ab' * 100000000000 }}", "exceeds");
   expect_refused("{{ [1, 2] * 100000000000 }}", "exceeds");
   expect_refused("{% set s = 'x' * 60000000 %}{{ s }}{{ s }}", "the output exceeds");
-  expect_refused("{% for i in range(1100) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
-                 "more than 1000000 steps");
+  expect_refused("{% for i in range(600) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+                 "more than 500000 steps");
   EXPECT_EQ(render("{% for i in range(300) %}{% for j in range(300) %}{% endfor %}{% endfor %}ok"),
             "ok");
 }

@@ -38,7 +38,7 @@ enum class Flow { kNormal, kBreak, kContinue };
 constexpr int kMaxCallDepth = 200;
 // A template from a model file may be hostile: bound the work and memory of one render.
 // Real templates render a conversation in thousands of steps and kilobytes.
-constexpr int64_t kMaxSteps = 1'000'000;            // statements run plus loop iterations
+constexpr int64_t kMaxSteps = 500'000;              // statements run plus loop iterations
 constexpr size_t kMaxValueBytes = size_t(64) << 20;  // a repeated string or list, and the output
 
 // Python's ints do not overflow; ours are int64, so an overflow is an error, never UB.
