@@ -3,6 +3,7 @@
 // relayllm::Error, anything else escaping (or a sanitizer report) is a bug.
 #pragma once
 
+#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -14,6 +15,13 @@
 #include "relayllm/common/error.h"
 
 namespace relayllm::fuzz {
+
+// The loaders log progress lines; at thousands of runs a second they would drown the
+// fuzzer's own output.
+inline const bool kQuietLogs = [] {
+  spdlog::set_level(spdlog::level::off);
+  return true;
+}();
 
 // An anonymous in-memory file holding the input, reachable by path as /proc/self/fd/N.
 class MemoryFile {
