@@ -188,6 +188,9 @@ def test_prefixes_may_pin_at_most_half_the_pool(relay):
     assert "--max-relay-prefix-kv-fraction" in refused.json()["error"]["message"]
     pinned = sum(p["num_blocks"] for p in registered)
     assert pinned <= 32
+    assert relay.metric("relayllm:max_relay_prefix_kv_blocks") == 32
+    # The startup "system" prefix counts too.
+    assert pinned <= relay.metric("relayllm:num_relay_prefix_kv_blocks") <= 32
     # Requests still run, with real output, beside the pinned prefixes.
     r = httpx.post(relay.url("/v1/completions"), timeout=120,
                    json={"prompt": "Hello there", "max_tokens": 8, "ignore_eos": True})
@@ -269,6 +272,9 @@ def test_health_stays_fast_while_a_huge_prompt_is_tokenized(tmp_path):
             time.sleep(0.05)
         worker.join()
         assert done["status"] == 200
-        if done["seconds"] < 1.0:
+        if done["seconds"] < 2.0:
             pytest.skip(f"tokenizing took only {done['seconds']:.2f} s: nothing to measure")
-        assert worst < 0.5, f"/health took {worst:.2f} s while tokenizing ({done['seconds']:.1f} s)"
+        # Were tokenizing on the I/O thread, /health would wait for all of it; on a busy machine
+        # a health check still takes a moment, so the bound is relative.
+        bound = min(2.0, done["seconds"] / 4)
+        assert worst < bound, f"/health took {worst:.2f} s while tokenizing ({done['seconds']:.1f} s)"

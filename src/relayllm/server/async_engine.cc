@@ -296,6 +296,8 @@ void AsyncEngine::publish_snapshot() {
   s.prompt_tokens = stats.prompt_tokens;
   s.generation_tokens = stats.generation_tokens;
   s.num_relay_prefixes = int64_t(engine_.prefixes().size());
+  s.num_relay_prefix_blocks = engine_.num_prefix_blocks();
+  s.max_relay_prefix_blocks = engine_.max_prefix_blocks();
   std::lock_guard lock(snapshot_mutex_);
   snapshot_ = s;
   auto_names_ = auto_prefix_use_;

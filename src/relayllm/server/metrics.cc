@@ -83,6 +83,11 @@ std::string ServerMetrics::render(const EngineSnapshot& s, const std::string& mo
          double(s.num_free_blocks));
   metric(out, "gauge", "relayllm:num_relay_prefixes", "Registered relay prefixes.", labels,
          double(s.num_relay_prefixes));
+  metric(out, "gauge", "relayllm:num_relay_prefix_kv_blocks", "KV blocks pinned by relay prefixes.",
+         labels, double(s.num_relay_prefix_blocks));
+  metric(out, "gauge", "relayllm:max_relay_prefix_kv_blocks",
+         "Most KV blocks relay prefixes may pin (--max-relay-prefix-kv-fraction).", labels,
+         double(s.max_relay_prefix_blocks));
   metric(out, "counter", "relayllm:prefix_cache_queries_total",
          "Prompt tokens looked up in the prefix cache.", labels, double(s.prefix_cache_queries));
   metric(out, "counter", "relayllm:prefix_cache_hits_total",

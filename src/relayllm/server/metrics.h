@@ -25,6 +25,8 @@ struct EngineSnapshot {
   int64_t generation_tokens = 0;
   int64_t num_preemptions = 0;
   int64_t num_relay_prefixes = 0;
+  int64_t num_relay_prefix_blocks = 0;      // KV blocks pinned by relay prefixes
+  int64_t max_relay_prefix_blocks = 0;      // the most they may pin
   int64_t num_in_flight = 0;  // admitted requests not yet finished
 };
 
