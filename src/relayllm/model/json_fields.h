@@ -5,28 +5,19 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "relayllm/common/bounded_json.h"
 #include "relayllm/common/error.h"
 
 namespace relayllm::json_fields {
 
 inline nlohmann::json read_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open file", path.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  try {
-    return nlohmann::json::parse(buffer.str());
-  } catch (const nlohmann::json::parse_error& error) {
-    fail("{}: invalid JSON: {}", path.string(), error.what());
-  }
+  return read_bounded_json_file(path.string());
 }
 
 // Absent and null both mean "not given", as in HF configs.
@@ -40,6 +31,8 @@ inline std::optional<int64_t> get_int(const nlohmann::json& object, const std::s
                                       const std::string& source) {
   const nlohmann::json* value = find(object, key);
   if (!value) return std::nullopt;
+  if (value->is_number_unsigned() && value->get<uint64_t>() > uint64_t(INT64_MAX))
+    fail("{}: field {} = {} is out of range", source, key, value->dump());
   if (value->is_number_integer()) return value->get<int64_t>();
   // Some exporters write integral values as floats (e.g. 8192.0).
   if (value->is_number_float()) {
@@ -85,7 +78,8 @@ inline std::optional<std::string> get_string(const nlohmann::json& object, const
 
 inline int32_t to_token_id(const nlohmann::json& value, const std::string& key,
                            const std::string& source) {
-  if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
+  if (!value.is_number_integer() || (!value.is_number_unsigned() && value.get<int64_t>() < 0) ||
+      (value.is_number_unsigned() && value.get<uint64_t>() > uint64_t(INT32_MAX)) ||
       value.get<int64_t>() > std::numeric_limits<int32_t>::max())
     fail("{}: field {} must hold non-negative token ids, got {}", source, key, value.dump());
   return int32_t(value.get<int64_t>());
