@@ -4,12 +4,12 @@
 # directory (build-san, CPU only) holds the sanitized binaries and the fuzzers. Any
 # sanitizer report fails the stage, including one from a server process that a Python test
 # started and stopped.
-#   RELAYLLM_FUZZ_SECONDS  seconds per fuzz target (default 60)
+#   RELAYLLM_FUZZ_SECONDS  seconds per fuzz target (default 30)
 #   RELAYLLM_SAN_BUILD     build directory (default build-san)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${RELAYLLM_SAN_BUILD:-build-san}
-fuzz_seconds=${RELAYLLM_FUZZ_SECONDS:-60}
+fuzz_seconds=${RELAYLLM_FUZZ_SECONDS:-30}
 jobs=$(nproc)
 
 start=$(date +%s)
