@@ -10,7 +10,7 @@ with_tests=0
 
 packages=(build-essential cmake pkg-config python3-venv
           nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libpcre2-dev libxxhash-dev
-          libgtest-dev libboost-dev curl)
+          libgtest-dev libboost-dev curl clang libclang-rt-dev)
 # The tests also check the sources' formatting (scripts/check_format.sh).
 ((with_tests)) && packages+=(clang-format)
 missing=()

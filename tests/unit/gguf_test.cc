@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <optional>
 #include <fstream>
 #include <random>
 #include <string>
@@ -45,11 +47,13 @@ struct Tensor {
   std::vector<uint64_t> dims;  // GGUF order
   uint32_t type;
   std::vector<uint8_t> bytes;
+  std::optional<uint64_t> offset;  // the data offset to declare, when not the one written
 };
 
 class GgufWriter {
  public:
   void u32(const std::string& k, uint32_t v) { key(k, 4).put(v); }
+  void u64(const std::string& k, uint64_t v) { key(k, 10).put(v); }
   void f32(const std::string& k, float v) { key(k, 6).put(v); }
   void boolean(const std::string& k, bool v) { key(k, 7).put<uint8_t>(v); }
   void str(const std::string& k, const std::string& v) { key(k, 8).str(v); }
@@ -96,7 +100,7 @@ class GgufWriter {
       out.put<uint32_t>(uint32_t(t.dims.size()));
       for (uint64_t d : t.dims) out.put(d);
       out.put(t.type);
-      out.put(offset);
+      out.put(t.offset.value_or(offset));
       offsets.push_back(offset);
       offset = (offset + t.bytes.size() + alignment - 1) / alignment * alignment;
     }
@@ -568,6 +572,82 @@ TEST(GgufBadFiles, EachGivesOneClearError) {
   GgufWriter arch = m.writer;
   arch.str("general.architecture", "gpt-neox");
   expect_load_error(arch.build(), "general.architecture = \"gpt-neox\" is unsupported");
+}
+
+// ---------------------------------------------------------------- hostile files
+// Each field a hostile file can set to an absurd value is refused with one line naming it,
+// before anything is allocated.
+
+TEST(GgufHostileFiles, OutOfRangeFieldsAreNamed) {
+  TinyModel m = tiny_model(true);
+  const std::vector<std::pair<std::function<void(GgufWriter&)>, std::string>> cases = {
+      {[](GgufWriter& w) { w.u64("llama.context_length", uint64_t(1) << 62); },
+       "llama.context_length = 4611686018427387904 is out of range"},
+      {[](GgufWriter& w) { w.u32("llama.context_length", (1u << 24) + 1); },
+       "llama.context_length = 16777217 is out of range"},
+      {[](GgufWriter& w) { w.u32("llama.block_count", 100000); },
+       "llama.block_count = 100000 is out of range"},
+      {[](GgufWriter& w) { w.f32("llama.attention.layer_norm_rms_epsilon", INFINITY); },
+       "llama.attention.layer_norm_rms_epsilon = inf"},
+      {[](GgufWriter& w) { w.f32("llama.attention.layer_norm_rms_epsilon", NAN); },
+       "llama.attention.layer_norm_rms_epsilon"},
+      {[](GgufWriter& w) { w.f32("llama.rope.freq_base", INFINITY); },
+       "llama.rope.freq_base = inf"},
+      {[](GgufWriter& w) { w.u64("llama.embedding_length", uint64_t(1) << 40); },
+       "llama.embedding_length"},
+      {[](GgufWriter& w) { w.u64("tokenizer.ggml.bos_token_id", (uint64_t(1) << 32) + 1); },
+       "tokenizer.ggml.bos_token_id = 4294967297"},
+      {[](GgufWriter& w) { w.u64("tokenizer.ggml.eos_token_id", uint64_t(1) << 33); },
+       "tokenizer.ggml.eos_token_id = 8589934592"},
+  };
+  for (const auto& [edit, expected] : cases) {
+    SCOPED_TRACE(expected);
+    GgufWriter w = m.writer;
+    edit(w);
+    expect_load_error(w.build(), expected);
+  }
+}
+
+TEST(GgufHostileFiles, HugeLayerCountNamesTheMemoryNeeded) {
+  TinyModel m = tiny_model(true);
+  GgufWriter w = m.writer;
+  w.u32("llama.block_count", 4000);
+  w.u32("llama.embedding_length", 8192);
+  w.u32("llama.feed_forward_length", 28672);
+  w.u32("llama.attention.head_count", 64);
+  w.u32("llama.attention.head_count_kv", 8);
+  w.u32("llama.rope.dimension_count", 128);
+  // The tensors present belong to a different model: the memory check comes first.
+  TempDir dir;
+  fs::path path = dir.write("huge.gguf", w.build());
+  std::string message = error_of([&] { load_model(path, LoadFormat::kAuto, 0); });
+  EXPECT_NE(message.find("of memory"), std::string::npos) << message;
+  EXPECT_NE(message.find("4000 layers"), std::string::npos) << message;
+}
+
+TEST(GgufHostileFiles, OverlappingTensorDataIsRefused) {
+  TinyModel m = tiny_model(true);
+  GgufWriter w = m.writer;
+  w.tensors[1].offset = 0;  // output_norm.weight declared on top of token_embd.weight
+  expect_load_error(w.build(), "overlap");
+  GgufWriter w2 = m.writer;
+  w2.tensors.back().offset = 64;  // inside an earlier tensor, still aligned
+  expect_load_error(w2.build(), "overlap");
+}
+
+TEST(GgufHostileFiles, LayerCountSmallerThanTheTensors) {
+  TinyModel m = tiny_model(true);
+  GgufWriter w = m.writer;
+  w.u32("llama.block_count", kLayers - 1);
+  expect_load_error(w.build(), "tensor blk.1.");
+  expect_load_error(w.build(), "llama.block_count = 1");
+}
+
+TEST(GgufHostileFiles, TensorShapeProductOverflowIsRefused) {
+  TinyModel m = tiny_model(true);
+  GgufWriter w = m.writer;
+  w.tensors[1].dims = {uint64_t(1) << 40, uint64_t(1) << 40, uint64_t(1) << 40, 1u << 20};
+  expect_load_error(w.build(), "more elements than any file can hold");
 }
 
 }  // namespace

@@ -425,7 +425,7 @@ TEST(Safetensors, BadFiles) {
     out.write(reinterpret_cast<const char*>(&length), 8);
     out << "{\"a\":";
   }
-  expect_error([&] { SafetensorsFile f(path); }, {"model.safetensors", "invalid header JSON"});
+  expect_error([&] { SafetensorsFile f(path); }, {"model.safetensors header", "invalid JSON"});
 
   // A known but non-float dtype parses; converting it fails naming the tensor.
   test::write_safetensors(path, {TensorBlob{"ids", "I64", {2}, std::vector<uint8_t>(16)}});

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "relayllm/common/bounded_json.h"
 #include "relayllm/common/error.h"
 
 namespace relayllm {
@@ -34,12 +35,7 @@ ChatTemplateConfig load_chat_template_config(const std::filesystem::path& model_
   ChatTemplateConfig config;
   std::filesystem::path file = model_dir / "tokenizer_config.json";
   if (std::filesystem::exists(file)) {
-    nlohmann::json json;
-    try {
-      json = nlohmann::json::parse(read_file(file));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: invalid JSON: {}", file.string(), e.what());
-    }
+    nlohmann::json json = parse_bounded_json(read_file(file), file.string());
     config.bos_token = token_text(json, "bos_token", file);
     config.eos_token = token_text(json, "eos_token", file);
     auto it = json.find("chat_template");

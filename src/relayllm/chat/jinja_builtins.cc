@@ -231,7 +231,8 @@ Value get_attribute_path(const Value& v, const std::string& path) {
     if (current.is_dict()) {
       const Value* found = current.as_dict().find(part);
       current = found ? *found : Value::undefined(part);
-    } else if (current.is_list() && !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit)) {
+    } else if (current.is_list() && !part.empty() && part.size() < 18 &&
+               std::all_of(part.begin(), part.end(), ::isdigit)) {
       current = python_index(current, Value(static_cast<int64_t>(std::stoll(part))));
     } else {
       current = Value::undefined(part);
@@ -310,6 +311,9 @@ std::string indent_text(const std::string& s, const Value* width, bool first, bo
   return out;
 }
 
+// A double that converts to int64 without undefined behaviour (finite, |d| < 2^63).
+bool fits_int64(double d) { return std::isfinite(d) && d > -9.2e18 && d < 9.2e18; }
+
 Value to_int(const Value& v, const Value& fallback) {
   switch (v.kind()) {
     case Value::Kind::kInt:
@@ -317,7 +321,7 @@ Value to_int(const Value& v, const Value& fallback) {
     case Value::Kind::kBool:
       return Value(static_cast<int64_t>(v.as_bool()));
     case Value::Kind::kFloat:
-      return std::isfinite(v.as_float()) ? Value(static_cast<int64_t>(v.as_float())) : fallback;
+      return fits_int64(v.as_float()) ? Value(static_cast<int64_t>(v.as_float())) : fallback;
     case Value::Kind::kString: {
       std::string s = python_strip(v.as_string(), nullptr, true, true);
       try {
@@ -325,7 +329,7 @@ Value to_int(const Value& v, const Value& fallback) {
         int64_t i = std::stoll(s, &used);
         if (used == s.size()) return Value(i);
         double d = std::stod(s, &used);
-        if (used == s.size() && std::isfinite(d)) return Value(static_cast<int64_t>(d));
+        if (used == s.size() && fits_int64(d)) return Value(static_cast<int64_t>(d));
       } catch (const std::exception&) {
       }
       return fallback;

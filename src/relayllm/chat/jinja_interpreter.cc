@@ -36,6 +36,15 @@ struct Scope {
 enum class Flow { kNormal, kBreak, kContinue };
 
 constexpr int kMaxCallDepth = 200;
+// A template from a model file may be hostile: bound the work and memory of one render.
+// Real templates render a conversation in thousands of steps and kilobytes.
+constexpr int64_t kMaxSteps = 500'000;              // statements run plus loop iterations
+constexpr size_t kMaxValueBytes = size_t(64) << 20;  // a repeated string or list, and the output
+
+// Python's ints do not overflow; ours are int64, so an overflow is an error, never UB.
+void check_overflow(bool overflow, const char* symbol) {
+  if (overflow) value_error("integer overflow in {}", symbol);
+}
 
 [[noreturn]] void undefined_error(const Value& v) {
   value_error("{}", v.undefined_name());
@@ -52,7 +61,11 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
   switch (op) {
     case BinaryOp::kAdd:
       symbol = "+";
-      if (both_int) return Value(as_i(a) + as_i(b));
+      if (both_int) {
+        int64_t r;
+        check_overflow(__builtin_add_overflow(as_i(a), as_i(b), &r), symbol);
+        return Value(r);
+      }
       if (a_num && b_num) return Value(a.to_double() + b.to_double());
       if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
       if (a.is_string()) value_error("can only concatenate str (not \"{}\") to str", b.type_name());
@@ -64,17 +77,29 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
       break;
     case BinaryOp::kSub:
       symbol = "-";
-      if (both_int) return Value(as_i(a) - as_i(b));
+      if (both_int) {
+        int64_t r;
+        check_overflow(__builtin_sub_overflow(as_i(a), as_i(b), &r), symbol);
+        return Value(r);
+      }
       if (a_num && b_num) return Value(a.to_double() - b.to_double());
       break;
     case BinaryOp::kMul: {
       symbol = "*";
-      if (both_int) return Value(as_i(a) * as_i(b));
+      if (both_int) {
+        int64_t r;
+        check_overflow(__builtin_mul_overflow(as_i(a), as_i(b), &r), symbol);
+        return Value(r);
+      }
       if (a_num && b_num) return Value(a.to_double() * b.to_double());
       const Value* seq = a.is_string() || a.is_list() ? &a : b.is_string() || b.is_list() ? &b : nullptr;
       const Value* count = seq == &a ? &b : &a;
       if (seq != nullptr && (count->is_int() || count->is_bool())) {
         int64_t n = std::max<int64_t>(0, as_i(*count));
+        const size_t unit = seq->is_string() ? seq->as_string().size()
+                                             : seq->as_list().size() * sizeof(Value);
+        if (unit != 0 && uint64_t(n) > kMaxValueBytes / unit)
+          value_error("repeating a {} {} times exceeds {} bytes", seq->type_name(), n, kMaxValueBytes);
         if (seq->is_string()) {
           std::string out;
           for (int64_t i = 0; i < n; ++i) out += seq->as_string();
@@ -98,6 +123,7 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
       if (both_int) {
         int64_t x = as_i(a), y = as_i(b);
         if (y == 0) value_error("integer division or modulo by zero");
+        if (x == INT64_MIN && y == -1) value_error("integer overflow in {}", symbol);
         int64_t q = x / y;
         if ((x % y != 0) && ((x < 0) != (y < 0))) --q;
         return Value(q);
@@ -112,6 +138,7 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
       if (both_int) {
         int64_t x = as_i(a), y = as_i(b);
         if (y == 0) value_error("integer division or modulo by zero");
+        if (y == -1) return Value(int64_t{0});  // x % -1, without INT64_MIN % -1 overflowing
         int64_t r = x % y;
         if (r != 0 && ((r < 0) != (y < 0))) r += y;
         return Value(r);
@@ -127,8 +154,13 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
     case BinaryOp::kPow:
       symbol = "**";
       if (both_int && as_i(b) >= 0) {
-        int64_t result = 1, base = as_i(a);
-        for (int64_t i = 0; i < as_i(b); ++i) result *= base;
+        // By squaring: 63 steps at most, and any overflow is reported.
+        int64_t result = 1, base = as_i(a), exponent = as_i(b);
+        while (exponent > 0) {
+          if (exponent & 1) check_overflow(__builtin_mul_overflow(result, base, &result), symbol);
+          exponent >>= 1;
+          if (exponent > 0) check_overflow(__builtin_mul_overflow(base, base, &base), symbol);
+        }
         return Value(result);
       }
       if (a_num && b_num) return Value(std::pow(a.to_double(), b.to_double()));
@@ -207,10 +239,21 @@ class Renderer {
     for (size_t i = 0; i < targets.size(); ++i) scope.set(targets[i], items[i]);
   }
 
+  void count_step(size_t offset) {
+    if (++steps_ > kMaxSteps)
+      error_at(offset, fmt::format("the template runs more than {} steps", kMaxSteps));
+  }
+  void check_output(const std::string& out, size_t offset) const {
+    if (out.size() > kMaxValueBytes)
+      error_at(offset, fmt::format("the output exceeds {} bytes", kMaxValueBytes));
+  }
+
   Flow exec(const Stmt& s, Scope& scope, std::string& out) {
+    count_step(s.offset);
     switch (s.kind) {
       case Stmt::Kind::kText:
         out += s.text;
+        check_output(out, s.offset);
         return Flow::kNormal;
       case Stmt::Kind::kOutput: {
         Value v = eval(*s.expr, scope);
@@ -219,6 +262,7 @@ class Renderer {
         } else {
           out += v.str();
         }
+        check_output(out, s.offset);
         return Flow::kNormal;
       }
       case Stmt::Kind::kIf:
@@ -296,6 +340,7 @@ class Renderer {
     }
     const int64_t n = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < n; ++i) {
+      count_step(s.offset);
       Scope inner{&scope, {}};
       bind_targets(inner, s.targets, items[static_cast<size_t>(i)], s.offset);
       auto loop = std::make_shared<ValueDict>();
@@ -443,7 +488,10 @@ class Renderer {
         Value v = eval(*e.args[0], scope);
         if (v.is_undefined()) undefined_error(v);
         if (e.kind == Expr::Kind::kPos && (v.is_number() || v.is_bool())) return v.is_bool() ? Value(int64_t{v.as_bool()}) : v;
-        if (v.is_int()) return Value(-v.as_int());
+        if (v.is_int()) {
+          if (v.as_int() == INT64_MIN) value_error("integer overflow in unary -");
+          return Value(-v.as_int());
+        }
         if (v.is_float()) return Value(-v.as_float());
         if (v.is_bool()) return Value(-static_cast<int64_t>(v.as_bool()));
         value_error("bad operand type for unary {}: '{}'", e.kind == Expr::Kind::kNeg ? "-" : "+", v.type_name());
@@ -524,6 +572,7 @@ class Renderer {
 
   const SourcePositions& positions_;
   int depth_ = 0;
+  int64_t steps_ = 0;  // count_step()
 };
 
 }  // namespace

@@ -10,6 +10,14 @@ namespace {
 
 using TK = Token::Kind;
 
+// Templates come from model files, which may be hostile. Parsing and evaluation recurse once
+// per level of the syntax tree, so its depth is bounded two ways: statements and parenthesised
+// expressions nest at most kMaxNesting deep, and one tag ({{ ... }} or {% ... %}) holds at
+// most kMaxTagTokens tokens (a chain like 1+1+1+... deepens the tree without recursing in
+// the parser). Real templates stay far below both.
+constexpr int kMaxNesting = 64;
+constexpr size_t kMaxTagTokens = 1000;
+
 std::string describe_token(const Token& t) {
   switch (t.kind) {
     case TK::kText:
@@ -43,6 +51,7 @@ class Parser {
       : positions_(source), tokens_(std::move(tokens)) {}
 
   Body parse() {
+    check_tag_sizes();
     std::string end;
     Body body = parse_body({}, end, 0);
     return body;
@@ -63,6 +72,35 @@ class Parser {
   bool at_name(std::string_view name, size_t ahead = 0) const {
     return peek(ahead).kind == TK::kName && peek(ahead).text == name;
   }
+
+  void check_tag_sizes() const {
+    size_t in_tag = 0, opened_at = 0;
+    for (const Token& t : tokens_) {
+      if (t.kind == TK::kVarBegin || t.kind == TK::kBlockBegin) {
+        in_tag = 1;
+        opened_at = t.offset;
+      } else if (t.kind == TK::kVarEnd || t.kind == TK::kBlockEnd) {
+        in_tag = 0;
+      } else if (in_tag && ++in_tag > kMaxTagTokens) {
+        error_at(opened_at, fmt::format("a tag of more than {} tokens", kMaxTagTokens));
+      }
+    }
+  }
+
+  // Counts one level of recursion for as long as it lives.
+  class Nested {
+   public:
+    Nested(Parser& parser, size_t offset) : parser_(parser) {
+      if (++parser_.depth_ > kMaxNesting)
+        parser_.error_at(offset, fmt::format("nesting deeper than {} levels", kMaxNesting));
+    }
+    ~Nested() { --parser_.depth_; }
+    Nested(const Nested&) = delete;
+    Nested& operator=(const Nested&) = delete;
+
+   private:
+    Parser& parser_;
+  };
 
   [[noreturn]] void error_at(size_t offset, const std::string& what) const {
     fail("chat template syntax error at {}: {}", positions_.describe(offset), what);
@@ -100,6 +138,7 @@ class Parser {
   // Parses statements until a `{% name %}` with name in `ends`; that name is stored in
   // `end` and the parser is left just after it.
   Body parse_body(std::initializer_list<const char*> ends, std::string& end, size_t opened_at) {
+    Nested nested(*this, opened_at);
     Body body;
     while (true) {
       const Token& t = peek();
@@ -300,6 +339,7 @@ class Parser {
   }
 
   ExprPtr parse_expression(bool with_condexpr) {
+    Nested nested(*this, peek().offset);
     return with_condexpr ? parse_condexpr() : parse_or();
   }
 
@@ -312,6 +352,7 @@ class Parser {
       cond->args.push_back(parse_or());
       if (at_name("else")) {
         next();
+        Nested nested(*this, offset);
         cond->args.push_back(parse_condexpr());
       } else {
         cond->args.push_back(nullptr);
@@ -351,6 +392,7 @@ class Parser {
     if (at_name("not")) {
       size_t offset = next().offset;
       auto e = make(Expr::Kind::kNot, offset);
+      Nested nested(*this, offset);
       e->args.push_back(parse_not());
       return e;
     }
@@ -439,6 +481,7 @@ class Parser {
     if (at_op("-") || at_op("+")) {
       const Token& t = next();
       node = make(t.text == "-" ? Expr::Kind::kNeg : Expr::Kind::kPos, t.offset);
+      Nested nested(*this, t.offset);
       node->args.push_back(parse_unary(false));
     } else {
       node = parse_primary();
@@ -487,7 +530,11 @@ class Parser {
       case TK::kFloat: {
         next();
         auto e = make(Expr::Kind::kLiteral, offset);
-        e->literal = Value(std::stod(t.text));
+        try {
+          e->literal = Value(std::stod(t.text));
+        } catch (const std::exception&) {  // 1e999: beyond a double
+          error_at(offset, fmt::format("float literal {} is out of range", t.text));
+        }
         return e;
       }
       case TK::kOperator:
@@ -681,6 +728,7 @@ class Parser {
   SourcePositions positions_;
   std::vector<Token> tokens_;
   size_t pos_ = 0;
+  int depth_ = 0;  // levels of recursion open (Nested)
 };
 
 }  // namespace

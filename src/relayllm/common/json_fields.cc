@@ -1,22 +1,14 @@
 #include "relayllm/common/json_fields.h"
 
+#include "relayllm/common/bounded_json.h"
+
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 namespace relayllm::json_fields {
 
 nlohmann::json read_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open file", path.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  try {
-    return nlohmann::json::parse(buffer.str());
-  } catch (const nlohmann::json::parse_error& error) {
-    fail("{}: invalid JSON: {}", path.string(), error.what());
-  }
+  return read_bounded_json_file(path.string());
 }
 
 const nlohmann::json* find(const nlohmann::json& object, std::string_view key) {

@@ -9,10 +9,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "relayllm/common/error.h"
@@ -66,15 +68,49 @@ std::optional<std::vector<int32_t>> get_token_ids(const nlohmann::json& object,
 int64_t require_integral(const nlohmann::json& object, std::string_view key,
                          std::string_view source = {});
 
+// An integer of type T, refused (never truncated) when it does not fit: nlohmann's get<int32_t>
+// would silently wrap an id above 2^31 to a different token.
+template <typename T>
+T checked_integer(const nlohmann::json& value, const std::string& what, const std::string& where) {
+  if (!value.is_number_integer())
+    fail("{}: {} must be an integer, got {}", where, what, describe_value(value));
+  const bool fits = value.is_number_unsigned()
+                        ? value.get<uint64_t>() <= uint64_t(std::numeric_limits<T>::max())
+                        : value.get<int64_t>() >= int64_t(std::numeric_limits<T>::min()) &&
+                              (std::is_unsigned_v<T> ||
+                               value.get<int64_t>() <= int64_t(std::numeric_limits<T>::max()));
+  if (!fits) fail("{}: {} = {} does not fit in {} bits", where, what, value.dump(), 8 * sizeof(T));
+  return value.get<T>();
+}
+
+template <typename T>
+struct IsIntegerVector : std::false_type {};
+template <typename T>
+struct IsIntegerVector<std::vector<T>> : std::bool_constant<std::is_integral_v<T>> {};
+
 // Required typed members for nested structures (tokenizer.json): "where: missing field
-// \"key\"" or "where: field \"key\" has the wrong type (value)".
+// \"key\"" or "where: field \"key\" has the wrong type (value)"; integers (and lists of
+// them) are range-checked against T.
 template <typename T>
 T field(const nlohmann::json& object, const char* key, const std::string& where) {
   if (!object.is_object() || !object.contains(key)) fail("{}: missing field \"{}\"", where, key);
-  try {
-    return object.at(key).get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field \"{}\" has the wrong type ({})", where, key, describe_value(object.at(key)));
+  const nlohmann::json& value = object.at(key);
+  const std::string what = fmt::format("field \"{}\"", key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    return checked_integer<T>(value, what, where);
+  } else if constexpr (IsIntegerVector<T>::value) {
+    if (!value.is_array())
+      fail("{}: {} must be a list of integers, got {}", where, what, describe_value(value));
+    T out;
+    for (const nlohmann::json& item : value)
+      out.push_back(checked_integer<typename T::value_type>(item, what, where));
+    return out;
+  } else {
+    try {
+      return value.get<T>();
+    } catch (const nlohmann::json::exception&) {
+      fail("{}: field \"{}\" has the wrong type ({})", where, key, describe_value(value));
+    }
   }
 }
 

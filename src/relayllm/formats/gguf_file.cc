@@ -2,6 +2,7 @@
 
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 
@@ -123,6 +124,23 @@ bool is_float(GgufValueType t) {
 double as_number(const GgufValue& v) {
   if (is_float(v.type)) return v.f;
   return is_signed(v.type) ? double(v.i) : double(v.u);
+}
+
+// Two tensors reading the same bytes make a file whose weights alias: no writer produces one,
+// and accepting it would load a different model than the one the tensor table describes.
+void check_no_overlap(const std::vector<GgufTensorInfo>& tensors, const std::string& source) {
+  std::vector<const GgufTensorInfo*> order;
+  for (const GgufTensorInfo& t : tensors)
+    if (!t.bytes.empty()) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](const GgufTensorInfo* a, const GgufTensorInfo* b) {
+    return a->bytes.data() < b->bytes.data();
+  });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const GgufTensorInfo &prev = *order[i - 1], &next = *order[i];
+    if (next.bytes.data() < prev.bytes.data() + prev.bytes.size())
+      fail("{}: the data of tensors {} and {} overlap (offsets {} and {}, {} bytes)", source,
+           prev.name, next.name, prev.offset, next.offset, prev.bytes.size());
+  }
 }
 
 }  // namespace
@@ -258,6 +276,12 @@ GgufFile::GgufFile(const std::filesystem::path& path) : file_(path) {
         fail("{}: tensor {} has a bad dimension {}", src, t.name, dim);
       t.dims.push_back(int64_t(dim));
     }
+    // numel() multiplies in int64: its product must not overflow (4 dims of 2^40 would).
+    uint64_t numel = 1;
+    for (int64_t d : t.dims)
+      if (__builtin_mul_overflow(numel, uint64_t(d), &numel) || numel > (uint64_t(1) << 48))
+        fail("{}: tensor {} has shape [{}], more elements than any file can hold", src, t.name,
+             fmt::join(t.dims, ", "));
     uint32_t type = in.scalar<uint32_t>("the type of tensor " + t.name);
     t.type = GgmlType(type);
     const char* type_name = ggml_type_name(t.type);
@@ -287,6 +311,7 @@ GgufFile::GgufFile(const std::filesystem::path& path) : file_(path) {
            t.name, begin, begin + bytes, file_.size());
     t.bytes = std::span<const std::byte>(file_.data() + begin, size_t(bytes));
   }
+  check_no_overlap(tensors_, src);
 }
 
 const GgufValue* GgufFile::find(const std::string& key) const {

@@ -6,12 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "relayllm/common/bounded_json.h"
 #include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
 #include "relayllm/common/json_fields.h"
@@ -47,6 +49,22 @@ uint64_t read_le64(const std::byte* p) {
   uint64_t value = 0;
   for (int i = 7; i >= 0; --i) value = (value << 8) | uint64_t(p[i]);
   return value;
+}
+
+// Tensors must not share bytes (the format's own reader refuses that too): aliased weights
+// mean the header does not describe the data.
+void check_no_overlap(const std::vector<TensorView>& tensors, const std::string& where) {
+  std::vector<const TensorView*> order;
+  for (const TensorView& t : tensors)
+    if (!t.bytes.empty()) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(), [](const TensorView* a, const TensorView* b) {
+    return a->bytes.data() < b->bytes.data();
+  });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const TensorView &prev = *order[i - 1], &next = *order[i];
+    if (next.bytes.data() < prev.bytes.data() + prev.bytes.size())
+      fail("{}: the data_offsets of tensors {} and {} overlap", where, prev.name, next.name);
+  }
 }
 
 }  // namespace
@@ -96,13 +114,9 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
   const size_t data_size = file_size - 8 - size_t(header_size);
   const std::byte* data_begin = header_begin + header_size;
 
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(reinterpret_cast<const char*>(header_begin),
-                                   reinterpret_cast<const char*>(header_begin + header_size));
-  } catch (const nlohmann::json::parse_error& error) {
-    fail("{}: invalid header JSON: {}", where, error.what());
-  }
+  nlohmann::json header = parse_bounded_json(
+      std::string_view(reinterpret_cast<const char*>(header_begin), size_t(header_size)),
+      where + " header");
   if (!header.is_object()) fail("{}: header is not a JSON object", where);
 
   for (const auto& [name, entry] : header.items()) {
@@ -152,6 +166,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : file_(path
     index_.emplace(name, tensors_.size());
     tensors_.push_back(std::move(view));
   }
+  check_no_overlap(tensors_, where);
 }
 
 const TensorView* SafetensorsFile::find(std::string_view name) const {

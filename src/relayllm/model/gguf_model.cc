@@ -10,6 +10,7 @@
 #include "relayllm/common/error.h"
 #include "relayllm/common/thread_pool.h"
 #include "relayllm/formats/gguf_dequant.h"
+#include "relayllm/model/model_limits.h"
 
 namespace relayllm {
 namespace {
@@ -141,13 +142,18 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     fail("{}: tensor rope_freqs.weight (per-frequency rope factors, as in Llama 3.1) is "
          "unsupported",
          src);
-  if (auto window = file.get_uint(key("attention.sliding_window")); window && *window > 0)
+  if (auto window = file.get_uint(key("attention.sliding_window")); window && *window > 0) {
+    if (*window > uint64_t(kMaxPositions))
+      fail("{}: metadata key {} = {} is out of range", src, key("attention.sliding_window"),
+           *window);
     c.sliding_window = int64_t(*window);
+  }
 
   if (auto v = file.get_uint(key("vocab_size"))) {
     c.vocab_size = positive(file, key("vocab_size"), *v);
   } else if (const auto* tokens = file.get_array("tokenizer.ggml.tokens", GgufValueType::kString)) {
     c.vocab_size = int64_t(tokens->size());
+    if (c.vocab_size == 0) fail("{}: metadata key tokenizer.ggml.tokens is empty", src);
   } else if (const GgufTensorInfo* embd = file.find_tensor("token_embd.weight");
              embd && embd->dims.size() == 2) {
     c.vocab_size = embd->dims[1];
@@ -156,13 +162,37 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   }
   c.tie_word_embeddings = file.find_tensor("output.weight") == nullptr;
   c.torch_dtype = "float32";  // weights are dequantized to fp32 at load
-  if (auto bos = file.get_uint("tokenizer.ggml.bos_token_id")) c.bos_token_id = int32_t(*bos);
+  // Token ids are refused, not truncated, when they are not ids of this vocabulary.
+  auto token_id = [&](const char* k) -> std::optional<int32_t> {
+    std::optional<uint64_t> id = file.get_uint(k);
+    if (id && *id >= uint64_t(c.vocab_size))
+      fail("{}: metadata key {} = {} is not a token id (vocab size {})", src, k, *id,
+           c.vocab_size);
+    return id ? std::optional<int32_t>(int32_t(*id)) : std::nullopt;
+  };
+  ConfigFieldNames names;
+  names.vocab_size = key("vocab_size");
+  names.hidden_size = key("embedding_length");
+  names.intermediate_size = key("feed_forward_length");
+  names.num_layers = key("block_count");
+  names.num_heads = key("attention.head_count");
+  names.num_kv_heads = key("attention.head_count_kv");
+  names.head_dim = key("attention.key_length");
+  names.max_position_embeddings = key("context_length");
+  names.rms_norm_eps = key("attention.layer_norm_rms_epsilon");
+  names.rope_theta = key("rope.freq_base");
+  names.rope_factor = key("rope.scaling.factor");
+  names.sliding_window = key("attention.sliding_window");
+  validate_model_config(c, src, names);
+  c.bos_token_id = token_id("tokenizer.ggml.bos_token_id");
   for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                         "tokenizer.ggml.eom_token_id"})
-    if (auto id = file.get_uint(k))
-      if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), int32_t(*id)) ==
-          c.eos_token_ids.end())
-        c.eos_token_ids.push_back(int32_t(*id));
+    if (auto id = token_id(k))
+      if (std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), *id) == c.eos_token_ids.end())
+        c.eos_token_ids.push_back(*id);
+  std::vector<std::string> tensor_names;
+  for (const GgufTensorInfo& t : file.tensors()) tensor_names.push_back(t.name);
+  check_layer_tensors(tensor_names, "blk.", c.num_layers, src, names.num_layers);
   return c;
 }
 

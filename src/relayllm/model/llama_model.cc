@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "relayllm/common/error.h"
+#include "relayllm/model/model_limits.h"
 
 namespace relayllm {
 
@@ -41,7 +42,11 @@ LlamaModel::LlamaModel(const ModelConfig& config, const ModelWeights& weights, B
   int64_t d = config.head_dim, half = d / 2;
   RELAYLLM_CHECK(int64_t(inv_freq.size()) == half, "rope: {} inverse frequencies for head_dim {}",
                  inv_freq.size(), d);
-  std::vector<float> table(size_t(max_positions * d));
+  // The loaders bound both (validate_model_config); a caller passing more is a bug, and the
+  // product must never wrap into a short table that rope would read past.
+  RELAYLLM_CHECK(max_positions > 0 && max_positions <= kMaxPositions && d > 0 && d <= kMaxHidden,
+                 "rope table of {} positions x head_dim {} is out of range", max_positions, d);
+  std::vector<float> table(size_t(max_positions) * size_t(d));
   for (int64_t p = 0; p < max_positions; ++p)
     for (int64_t i = 0; i < half; ++i) {
       double angle = double(p) * inv_freq[i];

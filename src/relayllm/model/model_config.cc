@@ -6,6 +6,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/json_fields.h"
+#include "relayllm/model/model_limits.h"
 
 namespace relayllm {
 namespace {
@@ -84,8 +85,8 @@ RopeConfig parse_rope(const nlohmann::json& json, const std::string& source) {
 
   std::optional<double> theta = get_double(p, "rope_theta", source);
   rope.theta = theta ? *theta : top_theta ? *top_theta : 10000.0;
-  if (!(rope.theta > 1))
-    fail("{}: field {} must be > 1, got {}", source, theta ? name("rope_theta") : "rope_theta",
+  if (!(rope.theta > 1) || !std::isfinite(rope.theta))
+    fail("{}: field {} must be finite and > 1, got {}", source, theta ? name("rope_theta") : "rope_theta",
          rope.theta);
 
   std::string type = "default";
@@ -111,8 +112,8 @@ RopeConfig parse_rope(const nlohmann::json& json, const std::string& source) {
   } else if (type == "linear" || type == "dynamic") {
     rope.type = type == "linear" ? RopeType::kLinear : RopeType::kDynamic;
     rope.factor = require_double("factor");
-    if (!(rope.factor >= 1))
-      fail("{}: field {} must be >= 1, got {}", source, name("factor"), rope.factor);
+    if (!(rope.factor >= 1) || !std::isfinite(rope.factor))
+      fail("{}: field {} must be finite and >= 1, got {}", source, name("factor"), rope.factor);
   } else if (type == "llama3") {
     rope.type = RopeType::kLlama3;
     rope.factor = require_double("factor");
@@ -123,7 +124,9 @@ RopeConfig parse_rope(const nlohmann::json& json, const std::string& source) {
       fail("{}: rope type \"llama3\" needs field {}", source,
            name("original_max_position_embeddings"));
     rope.original_max_position_embeddings = *original;
-    if (!(rope.factor > 0) || !(rope.high_freq_factor > rope.low_freq_factor) ||
+    if (!(rope.factor > 0) || !std::isfinite(rope.factor) || !(rope.low_freq_factor > 0) ||
+        !std::isfinite(rope.high_freq_factor) ||
+        !(rope.high_freq_factor > rope.low_freq_factor) ||
         rope.original_max_position_embeddings <= 0)
       fail(
           "{}: invalid llama3 rope parameters in field {} (factor {}, low_freq_factor {}, "
@@ -186,8 +189,8 @@ ModelConfig parse_model_config_json(const nlohmann::json& json, const std::strin
     fail("{}: field head_dim must be even for rope, got {}", source, c.head_dim);
 
   c.rms_norm_eps = get_double(json, "rms_norm_eps", source).value_or(1e-6);
-  if (!(c.rms_norm_eps > 0))
-    fail("{}: field rms_norm_eps must be positive, got {}", source, c.rms_norm_eps);
+  if (!(c.rms_norm_eps > 0) || !std::isfinite(c.rms_norm_eps))
+    fail("{}: field rms_norm_eps must be finite and positive, got {}", source, c.rms_norm_eps);
   c.tie_word_embeddings = get_bool(json, "tie_word_embeddings", source).value_or(false);
   c.rope = parse_rope(json, source);
 
@@ -221,6 +224,7 @@ ModelConfig parse_model_config_json(const nlohmann::json& json, const std::strin
   }
   c.eos_token_ids =
       json_fields::get_token_ids(json, "eos_token_id", source).value_or(std::vector<int32_t>{});
+  validate_model_config(c, source);
   return c;
 }
 

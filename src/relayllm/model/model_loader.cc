@@ -9,6 +9,7 @@
 #include "relayllm/formats/gguf_file.h"
 #include "relayllm/model/gguf_model.h"
 #include "relayllm/model/model_id.h"
+#include "relayllm/model/model_limits.h"
 #include "relayllm/tokenizer/gguf_tokenizer.h"
 
 namespace relayllm {
@@ -38,6 +39,7 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
   auto start = std::chrono::steady_clock::now();
   GgufFile file(path);
   ModelConfig config = gguf_model_config(file);
+  check_model_fits(config, path.string());
   Tokenizer tokenizer = tokenizer_dir.empty() ? load_gguf_tokenizer(file) : load_tokenizer(tokenizer_dir);
   RELAYLLM_CHECK(tokenizer.vocab_size() <= config.vocab_size,
                  "{}: the tokenizer has {} tokens but the model's vocab_size is {}", path.string(),
@@ -65,6 +67,7 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
   auto start = std::chrono::steady_clock::now();
   RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
   ModelConfig config = parse_model_config(dir / "config.json");
+  check_model_fits(config, (dir / "config.json").string());
   std::optional<GenerationConfig> generation = load_generation_config(dir);
   if (generation && generation->eos_token_ids)
     for (int32_t id : *generation->eos_token_ids)

@@ -12,6 +12,7 @@
 #include "relayllm/common/error.h"
 #include "relayllm/common/thread_pool.h"
 #include "relayllm/formats/safetensors.h"
+#include "relayllm/model/model_limits.h"
 
 namespace relayllm {
 namespace {
@@ -94,6 +95,8 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
                           ThreadPool* pool) {
   const auto start = std::chrono::steady_clock::now();
   SafetensorsCheckpoint checkpoint(model_dir);
+  check_layer_tensors(checkpoint.tensor_names(), "model.layers.", config.num_layers,
+                      checkpoint.source().filename().string(), "config.json num_hidden_layers");
   ModelWeights weights;
   std::vector<WeightSlot> slots = weight_slots(weights, config);
 

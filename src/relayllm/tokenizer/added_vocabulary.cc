@@ -1,6 +1,7 @@
 #include "relayllm/tokenizer/added_vocabulary.h"
 
 #include "relayllm/common/json_fields.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 #include "relayllm/tokenizer/normalizer.h"
 #include "relayllm/common/utf8.h"
 
@@ -77,6 +78,8 @@ AddedVocabulary::AddedVocabulary(const nlohmann::json& added_tokens, const Norma
     std::string here = fmt::format("{}[{}]", where, i);
     AddedToken token;
     token.id = field<int32_t>(t, "id", here);
+    if (token.id < 0 || token.id > kMaxTokenId)
+      fail("{}: field \"id\" = {} is out of range (0..{})", here, token.id, kMaxTokenId);
     token.content = field<std::string>(t, "content", here);
     token.special = field_or<bool>(t, "special", false, here);
     token.single_word = field_or<bool>(t, "single_word", false, here);

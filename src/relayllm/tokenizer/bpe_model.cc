@@ -3,10 +3,12 @@
 #include <queue>
 
 #include "relayllm/common/json_fields.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 #include "relayllm/common/utf8.h"
 
 namespace relayllm {
 
+using json_fields::checked_integer;
 using json_fields::child;
 using json_fields::field;
 using json_fields::field_or;
@@ -15,6 +17,8 @@ namespace {
 // Words longer than this are not cached: they are rare and would bloat the cache.
 constexpr size_t kMaxCachedWordBytes = 256;
 constexpr size_t kMaxCachedWords = 200000;
+// Ids may leave a few holes (removed tokens), not millions of them.
+constexpr size_t kMaxIdGap = size_t(1) << 16;
 
 }  // namespace
 
@@ -22,7 +26,7 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
   std::string type = field_or<std::string>(model, "type", "BPE", where);
   if (type != "BPE") fail("{}: unsupported model type \"{}\" (supported: BPE)", where, type);
   if (model.contains("dropout") && !model["dropout"].is_null() &&
-      model["dropout"].get<double>() != 0.0) {
+      (!model["dropout"].is_number() || model["dropout"].get<double>() != 0.0)) {
     fail("{}: BPE dropout is not supported (dropout = {})", where, model["dropout"].dump());
   }
   const auto& vocab = child(model, "vocab");
@@ -30,13 +34,19 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
   int32_t max_id = -1;
   vocab_.reserve(vocab.size());
   for (const auto& [token, id_json] : vocab.items()) {
-    if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0) {
+    if (!id_json.is_number_integer() || (!id_json.is_number_unsigned() && id_json.get<int64_t>() < 0))
       fail("{}.vocab: token \"{}\" has a bad id {}", where, token, id_json.dump());
-    }
-    int32_t id = id_json.get<int32_t>();
+    int32_t id = checked_integer<int32_t>(id_json, fmt::format("the id of token \"{}\"", token),
+                                          where + ".vocab");
+    if (id > kMaxTokenId)
+      fail("{}.vocab: token \"{}\" has id {}, above the limit {}", where, token, id, kMaxTokenId);
     vocab_.emplace(token, id);
     max_id = std::max(max_id, id);
   }
+  // The id -> token table has max_id + 1 slots: a lone huge id must not allocate gigabytes.
+  if (size_t(max_id) >= vocab.size() + kMaxIdGap)
+    fail("{}.vocab: largest id {} is far beyond the {} entries (ids must be dense)", where, max_id,
+         vocab.size());
   id_to_token_.assign(size_t(max_id + 1), std::string());
   for (const auto& [token, id] : vocab_) id_to_token_[size_t(id)] = token;
 

@@ -2,6 +2,7 @@
 
 #include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/common/json_fields.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 #include "relayllm/tokenizer/regex.h"
 #include "relayllm/common/utf8.h"
 
@@ -173,16 +174,17 @@ uint32_t single_char(const std::string& s, const std::string& where, const char*
 
 }  // namespace
 
-std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where) {
+std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where, int depth) {
   if (config.is_null()) return nullptr;
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
+    check_sequence_nesting(depth, here);
     std::vector<std::unique_ptr<Decoder>> parts;
     const auto& list = child(config, "decoders");
     if (!list.is_array()) fail("{}: field \"decoders\" must be an array", here);
     for (size_t i = 0; i < list.size(); ++i) {
-      auto part = make_decoder(list[i], fmt::format("{}.decoders[{}]", where, i));
+      auto part = make_decoder(list[i], fmt::format("{}.decoders[{}]", where, i), depth + 1);
       if (part) parts.push_back(std::move(part));
     }
     return std::make_unique<SequenceDecoder>(std::move(parts));

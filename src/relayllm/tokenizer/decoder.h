@@ -17,6 +17,7 @@ class Decoder {
 };
 
 // nullptr for a JSON null. Throws Error naming `where` for unsupported types or bad fields.
-std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where);
+std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where,
+    int depth = 0);
 
 }  // namespace relayllm

@@ -5,6 +5,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/utf8.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
 namespace {
@@ -67,7 +68,13 @@ std::vector<int32_t> token_types(const GgufFile& file, size_t count) {
     fail("{}: metadata key tokenizer.ggml.token_type has {} entries but tokenizer.ggml.tokens has "
          "{}",
          file.source(), raw.size(), count);
-  for (size_t i = 0; i < count; ++i) types[i] = int32_t(raw[i]);
+  for (size_t i = 0; i < count; ++i) {
+    // A float outside int32 would make the cast undefined; token types are small integers.
+    if (!(raw[i] >= 0 && raw[i] <= 1024))
+      fail("{}: metadata key tokenizer.ggml.token_type[{}] = {} is not a token type",
+           file.source(), i, raw[i]);
+    types[i] = int32_t(raw[i]);
+  }
   return types;
 }
 
@@ -139,6 +146,9 @@ GgufTokenizerJson gguf_tokenizer_json(const GgufFile& file) {
   const std::string model = file.require_string("tokenizer.ggml.model");
   const std::vector<std::string> tokens = file.string_array("tokenizer.ggml.tokens");
   if (tokens.empty()) fail("{}: metadata key tokenizer.ggml.tokens is empty", src);
+  if (tokens.size() > size_t(kMaxTokenId) + 1)
+    fail("{}: metadata key tokenizer.ggml.tokens holds {} tokens, more than the limit {}", src,
+         tokens.size(), kMaxTokenId + 1);
   for (size_t i = 0; i < tokens.size(); ++i)
     if (tokens[i].empty() || !utf8::is_valid(tokens[i]))
       fail("{}: metadata key tokenizer.ggml.tokens[{}] is empty or not UTF-8", src, i);

@@ -1,6 +1,7 @@
 #include "relayllm/tokenizer/post_processor.h"
 
 #include "relayllm/common/json_fields.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
 
@@ -12,14 +13,15 @@ PostProcessor::PostProcessor(const nlohmann::json& config, const std::string& wh
   if (!config.is_null()) add(config, where);
 }
 
-void PostProcessor::add(const nlohmann::json& config, const std::string& where) {
+void PostProcessor::add(const nlohmann::json& config, const std::string& where, int depth) {
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
+    check_sequence_nesting(depth, here);
     const auto& list = child(config, "processors");
     if (!list.is_array()) fail("{}: field \"processors\" must be an array", here);
     for (size_t i = 0; i < list.size(); ++i)
-      add(list[i], fmt::format("{}.processors[{}]", where, i));
+      add(list[i], fmt::format("{}.processors[{}]", where, i), depth + 1);
     return;
   }
   if (type == "ByteLevel") return;  // only adjusts offsets, which this tokenizer does not track
@@ -43,8 +45,12 @@ void PostProcessor::add(const nlohmann::json& config, const std::string& where) 
       std::string name = field<std::string>(piece["SpecialToken"], "id", at);
       if (!specials.contains(name))
         fail("{}: special token \"{}\" is not in special_tokens", at, name);
-      items.push_back({false, field<std::vector<int32_t>>(specials[name], "ids",
-                                                          here + ".special_tokens." + name)});
+      std::vector<int32_t> ids =
+          field<std::vector<int32_t>>(specials[name], "ids", here + ".special_tokens." + name);
+      for (int32_t id : ids)
+        if (id < 0 || id > kMaxTokenId)
+          fail("{}.special_tokens.{}: id {} is out of range (0..{})", here, name, id, kMaxTokenId);
+      items.push_back({false, std::move(ids)});
     } else {
       fail("{}: expected Sequence or SpecialToken, got {}", at, piece.dump());
     }

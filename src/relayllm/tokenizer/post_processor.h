@@ -21,7 +21,7 @@ class PostProcessor {
   std::optional<int32_t> leading_special_id() const;
 
  private:
-  void add(const nlohmann::json& config, const std::string& where);
+  void add(const nlohmann::json& config, const std::string& where, int depth = 0);
 
   // Template items: ids to insert, or the sequence itself when `is_sequence`.
   struct Item {

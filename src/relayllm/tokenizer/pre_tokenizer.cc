@@ -4,6 +4,7 @@
 
 #include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/common/json_fields.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 #include "relayllm/tokenizer/regex.h"
 
 namespace relayllm {
@@ -182,16 +183,17 @@ class MetaspacePreTokenizer final : public PreTokenizer {
 }  // namespace
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config,
-                                                 const std::string& where) {
+                                                 const std::string& where, int depth) {
   if (config.is_null()) return nullptr;
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
+    check_sequence_nesting(depth, here);
     std::vector<std::unique_ptr<PreTokenizer>> parts;
     const auto& list = child(config, "pretokenizers");
     if (!list.is_array()) fail("{}: field \"pretokenizers\" must be an array", here);
     for (size_t i = 0; i < list.size(); ++i) {
-      auto part = make_pre_tokenizer(list[i], fmt::format("{}.pretokenizers[{}]", where, i));
+      auto part = make_pre_tokenizer(list[i], fmt::format("{}.pretokenizers[{}]", where, i), depth + 1);
       if (part) parts.push_back(std::move(part));
     }
     return std::make_unique<SequencePreTokenizer>(std::move(parts));

@@ -1,8 +1,8 @@
 #include "relayllm/tokenizer/tokenizer.h"
 
-#include <fstream>
 #include <unordered_set>
 
+#include "relayllm/common/bounded_json.h"
 #include "relayllm/tokenizer/added_vocabulary.h"
 #include "relayllm/tokenizer/bpe_model.h"
 #include "relayllm/tokenizer/byte_level.h"
@@ -38,16 +38,7 @@ struct Tokenizer::Impl {
 namespace {
 
 nlohmann::json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path.string());
-  // Parsing from memory is about twice as fast as from the stream, and tokenizer.json files are
-  // big.
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: invalid JSON: {}", path.string(), e.what());
-  }
+  return read_bounded_json_file(path.string());
 }
 
 // tokenizer_config tokens are a string, an AddedToken object {"content": ...}, or null.

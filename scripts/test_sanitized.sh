@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# CI stage: the unit tests and the server tests on an AddressSanitizer + UBSan build, then a
+# fixed-time run of every fuzz target from its committed seeds (tests/fuzz). One clang build
+# directory (build-san, CPU only) holds the sanitized binaries and the fuzzers. Any
+# sanitizer report fails the stage, including one from a server process that a Python test
+# started and stopped.
+#   RELAYLLM_FUZZ_SECONDS  seconds per fuzz target (default 30)
+#   RELAYLLM_SAN_BUILD     build directory (default build-san)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${RELAYLLM_SAN_BUILD:-build-san}
+fuzz_seconds=${RELAYLLM_FUZZ_SECONDS:-30}
+jobs=$(nproc)
+
+start=$(date +%s)
+# -O1: the optimisation AddressSanitizer suggests, and the fastest to compile of those that
+# keep the tests quick.
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
+  -DCMAKE_CXX_COMPILER=clang++ \
+  -DRELAYLLM_ENABLE_CUDA=OFF -DRELAYLLM_SANITIZE=ON -DRELAYLLM_BUILD_FUZZERS=ON \
+  -DRELAYLLM_FUZZ_SECONDS="$fuzz_seconds" >&2
+# Only what the tests run: the CLI (server tests), the unit tests and the fuzzers.
+cmake --build "$build" -j"$jobs" --target relayllm relayllm_unit_tests \
+  fuzz_http_request fuzz_chat_template fuzz_model_json fuzz_gguf fuzz_safetensors >&2
+echo "sanitizer stage: build took $(( $(date +%s) - start )) s" >&2
+
+logs=$PWD/$build/sanitizer-logs
+rm -rf "$logs" && mkdir -p "$logs"
+export ASAN_OPTIONS="log_path=$logs/asan:detect_leaks=1:abort_on_error=1"
+export UBSAN_OPTIONS="log_path=$logs/ubsan:print_stacktrace=1:halt_on_error=1"
+# Unit tests, the server's Python tests (on the sanitized binary) and the fuzzers. Left out:
+# the parity tests of the tokenizer and templates (the same code as the unit tests, slower),
+# the CLI tests, and the load and soak tests, whose RSS and throughput bounds do not hold
+# under ASan's quarantine and slowdown.
+status=0
+ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 900 \
+  -E '^py\.test_(tokenizer_parity|chat_template_parity|gguf_default_model|generate_cli|server_load|server_soak)$' \
+  || status=$?
+if compgen -G "$logs/*" >/dev/null; then
+  echo "sanitizer reports:" >&2
+  cat "$logs"/* >&2
+  status=1
+fi
+echo "sanitizer stage: $(( $(date +%s) - start )) s in all" >&2
+exit $status
