@@ -32,17 +32,17 @@
 #include <string>
 #include <vector>
 
+#include "decode_plans.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/error.h"
-#include "decode_plans.h"
 
 namespace relayllm {
 namespace {
 
-#define BENCH_CUDA(expr)                                                           \
-  do {                                                                             \
-    cudaError_t e_ = (expr);                                                       \
-    if (e_ != cudaSuccess) fail("{} failed: {}", #expr, cudaGetErrorString(e_));   \
+#define BENCH_CUDA(expr)                                                         \
+  do {                                                                           \
+    cudaError_t e_ = (expr);                                                     \
+    if (e_ != cudaSuccess) fail("{} failed: {}", #expr, cudaGetErrorString(e_)); \
   } while (0)
 
 using bench::decode_plan;
@@ -96,8 +96,8 @@ double time_calls(cudaStream_t stream, int reps, const std::function<void()>& ca
 // time, and the call launched op by op, where the host's launch latency of its
 // kernel adds as well. All layers hold the same plan; the
 // output checked is the last layer's.
-Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, const std::vector<KvLayer>& layers,
-                      const AttentionShape& shape, int reps) {
+Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q,
+                      const std::vector<KvLayer>& layers, const AttentionShape& shape, int reps) {
   cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
   const KvLayer& last = layers.back();
   Tensor out = gpu.empty(q.shape, DType::kBF16);
@@ -126,8 +126,10 @@ Timing time_attention(CudaBackend& gpu, const BatchPlan& plan, const Tensor& q, 
     const double ms = time_calls(stream, reps, [&] {
       if (!gpu.replay(key)) fail("attention_bench: graph not recorded");
     });
-    if (key == kSingleKey) t.single_ms = ms;
-    else t.ms = ms / double(layers.size());
+    if (key == kSingleKey)
+      t.single_ms = ms;
+    else
+      t.ms = ms / double(layers.size());
   }
   return t;
 }
@@ -139,8 +141,10 @@ std::vector<KvLayer> layer_views(const KvLayer& pool, int64_t blocks, int count)
     KvLayer kv;
     for (auto [dst, src] : {std::pair{&kv.k, &pool.k}, std::pair{&kv.v, &pool.v}}) {
       const size_t block_bytes = src->bytes() / size_t(src->dim(0));
-      char* base = static_cast<char*>(src->storage.get()) + size_t(l) * size_t(blocks) * block_bytes;
-      *dst = Tensor{std::shared_ptr<void>(src->storage, base), src->dtype,
+      char* base =
+          static_cast<char*>(src->storage.get()) + size_t(l) * size_t(blocks) * block_bytes;
+      *dst = Tensor{std::shared_ptr<void>(src->storage, base),
+                    src->dtype,
                     {blocks, src->dim(1), src->dim(2), src->dim(3)}};
     }
     layers.push_back(kv);
@@ -216,7 +220,8 @@ int run(const Args& args) {
   RELAYLLM_CHECK(bw > 0, "attention_bench: no room for two 2 GiB copy buffers");
   cudaDeviceProp prop{};
   BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"kind\": \"copy\", \"device\": \"%s\", \"copy_bw_gbs\": %.1f}\n", prop.name, bw / 1e9);
+  std::printf("{\"kind\": \"copy\", \"device\": \"%s\", \"copy_bw_gbs\": %.1f}\n", prop.name,
+              bw / 1e9);
   std::fflush(stdout);
 
   std::vector<Shape> shapes;
@@ -238,7 +243,8 @@ int run(const Args& args) {
   };
   for (const Shape& s : shapes) {
     const size_t block_bytes = size_t(kBlock) * s.hk * kHeadDim * 2;  // K or V
-    const int64_t blocks = std::max(window_blocks(max_b, max_p, max_o), kLayerBudget / int64_t(2 * block_bytes));
+    const int64_t blocks =
+        std::max(window_blocks(max_b, max_p, max_o), kLayerBudget / int64_t(2 * block_bytes));
     KvLayer pool{gpu.empty({blocks, kBlock, s.hk, kHeadDim}, DType::kBF16),
                  gpu.empty({blocks, kBlock, s.hk, kHeadDim}, DType::kBF16)};
     // Random values, tiled from a 64 MiB random piece (larger than L2, never zeros).
@@ -250,8 +256,9 @@ int run(const Args& args) {
       for (Tensor* dst : {&pool.k, &pool.v}) {
         const size_t total = dst->bytes(), chunk = src.bytes();
         for (size_t off = 0; off < total; off += chunk)
-          BENCH_CUDA(cudaMemcpyAsync(static_cast<char*>(dst->storage.get()) + off, src.storage.get(),
-                                     std::min(chunk, total - off), cudaMemcpyDeviceToDevice, stream));
+          BENCH_CUDA(cudaMemcpyAsync(static_cast<char*>(dst->storage.get()) + off,
+                                     src.storage.get(), std::min(chunk, total - off),
+                                     cudaMemcpyDeviceToDevice, stream));
         for (auto& x : host) x = normal(rng);  // V gets other values than K
         src = gpu.upload(host, {piece}, DType::kBF16);
       }
@@ -270,24 +277,29 @@ int run(const Args& args) {
           for (const KvLayer& kv : views)
             for (int b = 0; b < batch; ++b)
               for (const Tensor* t : {&kv.k, &kv.v})
-                BENCH_CUDA(cudaMemcpyAsync(static_cast<char*>(t->storage.get()) +
-                                               (size_t(copy_base) + size_t(b) * (prefix / kBlock)) * block_bytes,
-                                           t->storage.get(), size_t(prefix / kBlock) * block_bytes,
-                                           cudaMemcpyDeviceToDevice, stream));
+                BENCH_CUDA(cudaMemcpyAsync(
+                    static_cast<char*>(t->storage.get()) +
+                        (size_t(copy_base) + size_t(b) * (prefix / kBlock)) * block_bytes,
+                    t->storage.get(), size_t(prefix / kBlock) * block_bytes,
+                    cudaMemcpyDeviceToDevice, stream));
           std::vector<float> qh(size_t(batch) * s.hq * kHeadDim);
           for (auto& x : qh) x = normal(rng);
           Tensor q = gpu.upload(qh, {batch, s.hq, kHeadDim}, DType::kBF16);
           const int reps = batch * (prefix + own) > 200000 ? 20 : 50;
-          BatchPlan relay_plan = decode_plan(batch, prefix, own, true, prefix_base, own_base, copy_base);
-          BatchPlan paged_plan = decode_plan(batch, prefix, own, false, prefix_base, own_base, copy_base);
+          BatchPlan relay_plan =
+              decode_plan(batch, prefix, own, true, prefix_base, own_base, copy_base);
+          BatchPlan paged_plan =
+              decode_plan(batch, prefix, own, false, prefix_base, own_base, copy_base);
           Timing relay, paged;
           if (args.paged_first) paged = time_attention(gpu, paged_plan, q, views, shape, reps);
           relay = time_attention(gpu, relay_plan, q, views, shape, reps);
           if (!args.paged_first) paged = time_attention(gpu, paged_plan, q, views, shape, reps);
           // The work lists as the backend cuts them: units, the stages the longest CTA
           // runs, and the partials' bytes beyond the floor's.
-          const cuda::AttentionWorkSummary relay_work = gpu.attention_work_summary(relay_plan, shape);
-          const cuda::AttentionWorkSummary paged_work = gpu.attention_work_summary(paged_plan, shape);
+          const cuda::AttentionWorkSummary relay_work =
+              gpu.attention_work_summary(relay_plan, shape);
+          const cuda::AttentionWorkSummary paged_work =
+              gpu.attention_work_summary(paged_plan, shape);
           const double kv_token = 2.0 * s.hk * kHeadDim * 2;  // K and V, bf16
           const double qo = 2.0 * batch * s.hq * kHeadDim * 2;
           const double relay_bytes = kv_token * (prefix + double(batch) * own) + qo;
@@ -300,13 +312,14 @@ int run(const Args& args) {
               "\"relay_single_ms\": %.5f, \"paged_single_ms\": %.5f, "
               "\"relay_eager_ms\": %.5f, \"paged_eager_ms\": %.5f, "
               "\"relay_units\": %lld, \"relay_makespan_stages\": %lld, \"relay_partial_mb\": %.3f, "
-              "\"paged_units\": %lld, \"paged_makespan_stages\": %lld, \"paged_partial_mb\": %.3f}\n",
+              "\"paged_units\": %lld, \"paged_makespan_stages\": %lld, \"paged_partial_mb\": "
+              "%.3f}\n",
               s.name, batch, prefix, own, layers, relay.ms, paged.ms, relay_bytes, paged_bytes,
               relay_bytes / bw / (relay.ms * 1e-3), paged_bytes / bw / (paged.ms * 1e-3),
               rel_err(relay.out, paged.out), args.backend.attention_items_per_sm,
-              args.backend.attention_min_split,
-              relay.single_ms, paged.single_ms, relay.eager_ms, paged.eager_ms, (long long)relay_work.units,
-              (long long)relay_work.makespan_stages, relay_work.partial_bytes / 1e6, (long long)paged_work.units,
+              args.backend.attention_min_split, relay.single_ms, paged.single_ms, relay.eager_ms,
+              paged.eager_ms, (long long)relay_work.units, (long long)relay_work.makespan_stages,
+              relay_work.partial_bytes / 1e6, (long long)paged_work.units,
               (long long)paged_work.makespan_stages, paged_work.partial_bytes / 1e6);
           std::fflush(stdout);
         }

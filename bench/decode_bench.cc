@@ -22,7 +22,8 @@ namespace relayllm {
 namespace {
 
 int run(int argc, char** argv) {
-  RELAYLLM_CHECK(argc >= 3, "usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]");
+  RELAYLLM_CHECK(argc >= 3,
+                 "usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]");
   const int steps = argc > 3 ? std::stoi(argv[3]) : 128;
   const int prompt_len = argc > 4 ? std::stoi(argv[4]) : 32;
   // Measured before the engine takes the memory, on a backend of its own.
@@ -42,7 +43,8 @@ int run(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   ServingEngine serving = create_engine(options);
   Engine& engine = *serving.engine;
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   std::vector<int32_t> prompt;
   for (int i = 0; i < prompt_len; ++i) prompt.push_back(100 + 37 * i % 20000);
@@ -58,7 +60,8 @@ int run(int argc, char** argv) {
     while (engine.has_unfinished()) {
       auto a = std::chrono::steady_clock::now();
       engine.step();  // returns after the logits reached the host
-      step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+      step_ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
     }
     sorted.assign(step_ms.begin() + 1, step_ms.end());
     std::sort(sorted.begin(), sorted.end());
@@ -79,21 +82,24 @@ int run(int argc, char** argv) {
   const ModelConfig& c = engine.model_config();
   const double elem = 2;
   const double per_layer = double(c.hidden_size) * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim +
-                           double(c.num_heads) * c.head_dim * c.hidden_size + 3.0 * c.hidden_size * c.intermediate_size +
-                           2.0 * c.hidden_size;
-  const double weight_bytes = elem * (per_layer * c.num_layers + double(c.vocab_size) * c.hidden_size + c.hidden_size);
+                           double(c.num_heads) * c.head_dim * c.hidden_size +
+                           3.0 * c.hidden_size * c.intermediate_size + 2.0 * c.hidden_size;
+  const double weight_bytes =
+      elem * (per_layer * c.num_layers + double(c.vocab_size) * c.hidden_size + c.hidden_size);
   const double mean_ctx = prompt_len + steps / 2.0;
   const double kv_bytes = elem * 2.0 * c.num_layers * mean_ctx * c.num_kv_heads * c.head_dim;
   const double floor_ms = (weight_bytes + kv_bytes) / bw * 1e3;
-  std::printf("{\"kind\": \"decode\", \"load_s\": %.1f, \"kv_blocks\": %d, \"block_size\": %d, \"steps\": %zu, "
-              "\"prompt\": %d, \"median_step_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
-              "\"weight_gb\": %.3f, \"kv_gb_mean\": %.4f, \"copy_bw_gbs\": %.1f, \"floor_ms\": %.3f, "
-              "\"fraction_of_floor\": %.3f, \"graph_steps\": %lld, \"eager_median_step_ms\": %.3f, "
-              "\"eager_fraction_of_floor\": %.3f, \"profiled_median_step_ms\": %.3f}\n",
-              load_s, engine.config().num_kv_blocks, engine.config().block_size, decode.size(), prompt_len, med,
-              decode[decode.size() / 10], decode[decode.size() * 9 / 10], weight_bytes / 1e9, kv_bytes / 1e9,
-              bw / 1e9, floor_ms, floor_ms / med, (long long)graph_steps, eager_med, floor_ms / eager_med,
-              profiled_med);
+  std::printf(
+      "{\"kind\": \"decode\", \"load_s\": %.1f, \"kv_blocks\": %d, \"block_size\": %d, \"steps\": "
+      "%zu, "
+      "\"prompt\": %d, \"median_step_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
+      "\"weight_gb\": %.3f, \"kv_gb_mean\": %.4f, \"copy_bw_gbs\": %.1f, \"floor_ms\": %.3f, "
+      "\"fraction_of_floor\": %.3f, \"graph_steps\": %lld, \"eager_median_step_ms\": %.3f, "
+      "\"eager_fraction_of_floor\": %.3f, \"profiled_median_step_ms\": %.3f}\n",
+      load_s, engine.config().num_kv_blocks, engine.config().block_size, decode.size(), prompt_len,
+      med, decode[decode.size() / 10], decode[decode.size() * 9 / 10], weight_bytes / 1e9,
+      kv_bytes / 1e9, bw / 1e9, floor_ms, floor_ms / med, (long long)graph_steps, eager_med,
+      floor_ms / eager_med, profiled_med);
   return 0;
 }
 

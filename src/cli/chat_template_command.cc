@@ -13,8 +13,8 @@
 
 namespace relayllm {
 
-int run_render_chat(const ChatTemplate& chat_template, const ChatTemplateOptions& defaults, std::istream& in,
-                    std::ostream& out) {
+int run_render_chat(const ChatTemplate& chat_template, const ChatTemplateOptions& defaults,
+                    std::istream& in, std::ostream& out) {
   int status = 0;
   std::string line;
   size_t line_number = 0;
@@ -29,7 +29,8 @@ int run_render_chat(const ChatTemplate& chat_template, const ChatTemplateOptions
       } catch (const nlohmann::ordered_json::exception& e) {
         fail("input line {}: invalid JSON: {}", line_number, e.what());
       }
-      if (!request.is_object() || !request.contains("messages") || !request["messages"].is_array()) {
+      if (!request.is_object() || !request.contains("messages") ||
+          !request["messages"].is_array()) {
         fail("input line {}: expected an object with an array field \"messages\"", line_number);
       }
       ChatTemplateOptions options = defaults;
@@ -40,7 +41,8 @@ int run_render_chat(const ChatTemplate& chat_template, const ChatTemplateOptions
         options.add_generation_prompt = request["add_generation_prompt"].get<bool>();
       }
       if (request.contains("extra")) {
-        if (!request["extra"].is_object()) fail("input line {}: \"extra\" must be an object", line_number);
+        if (!request["extra"].is_object())
+          fail("input line {}: \"extra\" must be an object", line_number);
         for (const auto& [key, value] : request["extra"].items()) options.extra[key] = value;
       }
       reply["text"] = chat_template.render(request["messages"], options);
@@ -61,11 +63,12 @@ void add_render_chat_command(CLI::App& app, int& exit_code) {
     bool add_generation_prompt = false;
   };
   auto flags = std::make_shared<Flags>();
-  CLI::App* cmd = app.add_subcommand(
-      "render-chat",
-      "Render a chat template: {\"messages\": [...], \"add_generation_prompt\": bool, \"extra\": {...}} lines "
-      "on stdin, {\"text\": ...} lines on stdout");
-  cmd->add_option("--model", flags->model, "Model folder holding tokenizer_config.json")->required();
+  CLI::App* cmd = app.add_subcommand("render-chat",
+                                     "Render a chat template: {\"messages\": [...], "
+                                     "\"add_generation_prompt\": bool, \"extra\": {...}} lines "
+                                     "on stdin, {\"text\": ...} lines on stdout");
+  cmd->add_option("--model", flags->model, "Model folder holding tokenizer_config.json")
+      ->required();
   cmd->add_option("--chat-template", flags->chat_template,
                   "Jinja file to use instead of the model's chat template");
   cmd->add_flag("--add-generation-prompt", flags->add_generation_prompt,

@@ -14,7 +14,7 @@ void add_render_chat_command(CLI::App& app, int& exit_code);
 
 // Returns 0 when every line rendered, 2 when any line was malformed or failed to render (the
 // other lines are still answered, one output line per non-blank input line).
-int run_render_chat(const ChatTemplate& chat_template, const ChatTemplateOptions& defaults, std::istream& in,
-                    std::ostream& out);
+int run_render_chat(const ChatTemplate& chat_template, const ChatTemplateOptions& defaults,
+                    std::istream& in, std::ostream& out);
 
 }  // namespace relayllm

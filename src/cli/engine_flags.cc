@@ -15,15 +15,18 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
   app.add_option("--seed", o.seed, "Seed for dummy weights and for requests without a seed")
       ->capture_default_str();
   app.add_option("--device", o.device, "auto | cpu | cuda")->capture_default_str();
-  app.add_option("--dtype", o.dtype, "auto | float32 | bfloat16 | float16 (cpu computes in float32)")
+  app.add_option("--dtype", o.dtype,
+                 "auto | float32 | bfloat16 | float16 (cpu computes in float32)")
       ->capture_default_str();
   app.add_option("--num-threads", o.num_threads, "CPU backend threads (0: one per core)")
       ->capture_default_str();
-  app.add_option("--block-size", e.block_size, "Tokens per KV block")->capture_default_str()
+  app.add_option("--block-size", e.block_size, "Tokens per KV block")
+      ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   app.add_option("--num-kv-blocks", e.num_kv_blocks,
                  "KV blocks in the pool (0: as many as --kv-cache-memory holds)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option_function<double>(
          "--kv-cache-memory", [&e](double gib) { e.kv_cache_bytes = size_t(gib * (1 << 30)); },
          "KV cache size in GiB when --num-kv-blocks is 0 on the cpu backend (default 1)")
@@ -31,23 +34,28 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
                  "cuda: share of the device's memory for weights, KV cache and activations; "
                  "the KV pool gets what is left when --num-kv-blocks is 0")
-      ->capture_default_str()->check(CLI::Range(0.01, 1.0));
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 1.0));
   app.add_flag("--enforce-eager", e.enforce_eager,
                "cuda: run every step op by op (no CUDA graphs for decode steps)");
   app.add_option("--cuda-graph-max-batch", e.cuda_graph_max_batch,
                  "cuda: decode steps of up to this many requests replay captured CUDA graphs "
                  "(one per batch bucket 1, 2, 4, 8, 16, 24, ...; captured on first use); 0: none")
-      ->capture_default_str()->check(CLI::Range(0, 4096));
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
   app.add_option("--max-model-len", e.max_model_len,
                  "Longest prompt + output in tokens (0: the model's max_position_embeddings)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--max-num-batched-tokens", e.scheduler.max_num_batched_tokens,
-                 "Token budget of one step")->capture_default_str()->check(CLI::PositiveNumber);
+                 "Token budget of one step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-num-seqs", e.scheduler.max_num_seqs, "Most requests running at once")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_flag("--enable-chunked-prefill,!--no-enable-chunked-prefill",
-               e.scheduler.enable_chunked_prefill,
-               "Split long prompts over steps (default on)");
+               e.scheduler.enable_chunked_prefill, "Split long prompts over steps (default on)");
   app.add_flag("--enable-prefix-caching,!--no-enable-prefix-caching",
                e.scheduler.enable_prefix_caching,
                "Reuse KV of full blocks with the same token history (automatic prefix caching)");
@@ -56,9 +64,11 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
   app.add_option("--max-relay-prefix-kv-fraction", e.max_prefix_kv_fraction,
                  "Most of the KV pool relay prefixes may pin together; registrations beyond it "
                  "are refused, so requests always keep the rest")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  app.add_option("--sys-prompt", o.sys_prompt,
-                 "System prompt: shared prefix of every text prompt (a relay prefix with relay on)");
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option(
+      "--sys-prompt", o.sys_prompt,
+      "System prompt: shared prefix of every text prompt (a relay prefix with relay on)");
   app.add_option("--sys-prompt-file", o.sys_prompt_file, "Read --sys-prompt from a file");
   app.add_option("--sys-schema", o.sys_schema,
                  "Prompt template with {__SYS_PROMPT} and {__USR_PROMPT}; the part before "
@@ -80,7 +90,8 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
   app.add_option("--top-k", s.top_k, "Keep the k most likely tokens (-1: all)");
   app.add_option("--min-p", s.min_p, "Drop tokens below min_p times the top probability")
       ->capture_default_str();
-  app.add_option("--repetition-penalty", s.repetition_penalty, "Penalty for prompt and output tokens (1: off)");
+  app.add_option("--repetition-penalty", s.repetition_penalty,
+                 "Penalty for prompt and output tokens (1: off)");
   app.add_option("--presence-penalty", s.presence_penalty, "Penalty for output tokens present")
       ->capture_default_str();
   app.add_option("--frequency-penalty", s.frequency_penalty, "Penalty per output occurrence")
@@ -89,7 +100,8 @@ void add_sampling_flags(CLI::App& app, SamplingFlags& f) {
   app.add_option("--stop-token-ids", s.stop_token_ids, "Token ids that end generation");
   app.add_flag("--ignore-eos", s.ignore_eos, "Keep generating past EOS");
   app.add_option("--logprobs", s.logprobs, "Return this many top logprobs per generated token");
-  app.add_option("--prompt-logprobs", s.prompt_logprobs, "Return this many top logprobs per prompt token");
+  app.add_option("--prompt-logprobs", s.prompt_logprobs,
+                 "Return this many top logprobs per prompt token");
 }
 
 SamplingParams SamplingFlags::resolve(const SamplingParams& model_defaults) const {

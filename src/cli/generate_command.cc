@@ -16,9 +16,9 @@ namespace relayllm {
 namespace {
 
 struct PromptInput {
-  std::string text;                    // when given as text
+  std::string text;  // when given as text
   std::optional<std::vector<int32_t>> token_ids;
-  nlohmann::json fields;               // sampling overrides from a JSONL line
+  nlohmann::json fields;  // sampling overrides from a JSONL line
 };
 
 std::vector<PromptInput> read_prompts_file(const std::string& path) {
@@ -33,7 +33,8 @@ std::vector<PromptInput> read_prompts_file(const std::string& path) {
     PromptInput p;
     if (j.contains("prompt_token_ids")) {
       const auto& ids = j["prompt_token_ids"];
-      RELAYLLM_CHECK(ids.is_array(), "{}:{}: prompt_token_ids must be a list of integers", path, line_no);
+      RELAYLLM_CHECK(ids.is_array(), "{}:{}: prompt_token_ids must be a list of integers", path,
+                     line_no);
       std::vector<int32_t> out;
       for (const auto& id : ids) {
         RELAYLLM_CHECK(id.is_number_integer(), "{}:{}: prompt_token_ids must be a list of integers",
@@ -64,7 +65,8 @@ struct GenerateArgs {
 
 int run_generate(GenerateArgs& args) {
   std::vector<PromptInput> inputs;
-  for (const auto& text : args.prompts) inputs.push_back({text, std::nullopt, nlohmann::json::object()});
+  for (const auto& text : args.prompts)
+    inputs.push_back({text, std::nullopt, nlohmann::json::object()});
   if (!args.prompts_file.empty()) {
     auto from_file = read_prompts_file(args.prompts_file);
     inputs.insert(inputs.end(), from_file.begin(), from_file.end());
@@ -88,8 +90,8 @@ int run_generate(GenerateArgs& args) {
           inputs[i].token_ids ? *inputs[i].token_ids : serving.encode_prompt(inputs[i].text);
       GenerationRequest request =
           parse_generation_request(std::move(prompt), inputs[i].fields, defaults);
-      ids[i] = engine.add_request(std::move(request.prompt_ids), request.params,
-                                  request.relay_prefix);
+      ids[i] =
+          engine.add_request(std::move(request.prompt_ids), request.params, request.relay_prefix);
     } catch (const Error& e) {
       results[i] = {{"index", i}, {"error", e.what()}};
       spdlog::error("prompt {}: {}", i, e.what());
@@ -113,12 +115,12 @@ int run_generate(GenerateArgs& args) {
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const EngineStats& stats = engine.stats();
   const SchedulerStats& sched = engine.scheduler_stats();
-  spdlog::info("{} requests in {:.2f} s: {} prompt + {} generated tokens ({:.1f} tok/s), {} steps, "
-               "{} preemptions, {} relay-attached requests, prefix cache hits {}/{} tokens",
-               total, seconds, stats.prompt_tokens, stats.generation_tokens,
-               double(stats.generation_tokens) / std::max(seconds, 1e-9), stats.steps,
-               sched.num_preemptions, stats.relay_attached_requests, sched.prefix_cache_hits,
-               sched.prefix_cache_queries);
+  spdlog::info(
+      "{} requests in {:.2f} s: {} prompt + {} generated tokens ({:.1f} tok/s), {} steps, "
+      "{} preemptions, {} relay-attached requests, prefix cache hits {}/{} tokens",
+      total, seconds, stats.prompt_tokens, stats.generation_tokens,
+      double(stats.generation_tokens) / std::max(seconds, 1e-9), stats.steps, sched.num_preemptions,
+      stats.relay_attached_requests, sched.prefix_cache_hits, sched.prefix_cache_queries);
 
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (ids[i] >= 0) {
@@ -142,7 +144,8 @@ int run_generate(GenerateArgs& args) {
 
 void add_generate_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<GenerateArgs>();
-  CLI::App* cmd = app.add_subcommand("generate", "Generate completions for prompts; JSON lines on stdout");
+  CLI::App* cmd =
+      app.add_subcommand("generate", "Generate completions for prompts; JSON lines on stdout");
   add_engine_flags(*cmd, args->engine);
   add_sampling_flags(*cmd, args->sampling);
   cmd->add_option("--prompt", args->prompts, "Prompt text (repeatable)");
@@ -150,9 +153,9 @@ void add_generate_command(CLI::App& app, int& exit_code) {
                   "JSONL: {\"prompt\": ...} or {\"prompt_token_ids\": [...]} plus sampling fields "
                   "and relay_prefix");
   cmd->add_flag("--profile-ops", args->profile_ops,
-               "Time every op (device time on cuda) and print, on stderr at the end, a table per "
-               "step kind: time, bytes, bandwidth and its fraction of the copy bandwidth, FLOP/s; "
-               "steps run op by op (no CUDA graphs), so decode steps are slower than without it");
+                "Time every op (device time on cuda) and print, on stderr at the end, a table per "
+                "step kind: time, bytes, bandwidth and its fraction of the copy bandwidth, FLOP/s; "
+                "steps run op by op (no CUDA graphs), so decode steps are slower than without it");
   cmd->callback([args, &exit_code] { exit_code = run_generate(*args); });
 }
 

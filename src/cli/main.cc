@@ -22,7 +22,8 @@ void add_tokenize_command(CLI::App& app, int& exit_code) {
   auto no_special = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand(
       "tokenize", "Read {\"text\": ...} lines on stdin, write {\"ids\": [...]} lines on stdout");
-  cmd->add_option("--model", *model, "Model folder holding tokenizer.json (and tokenizer_config.json)")
+  cmd->add_option("--model", *model,
+                  "Model folder holding tokenizer.json (and tokenizer_config.json)")
       ->required();
   cmd->add_flag("--no-special", *no_special, "Do not add special tokens such as BOS");
   cmd->callback([model, no_special, &exit_code] {

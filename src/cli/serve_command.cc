@@ -18,9 +18,9 @@
 #include "engine_flags.h"
 #include "relayllm/common/error.h"
 #include "relayllm/model/generation_config.h"
-#include "vllm_flags.h"
 #include "relayllm/server/http_server.h"
 #include "relayllm/server/openai_server.h"
+#include "vllm_flags.h"
 
 namespace relayllm {
 namespace {
@@ -91,10 +91,11 @@ void apply_vllm_flags(ServeArgs& args) {
   args.api.cache_info.gpu_memory_utilization = args.engine.gpu_memory_utilization;
   const std::string& g = v.generation_config;
   if (g != "auto" && g != "vllm")
-    RELAYLLM_CHECK(std::filesystem::is_regular_file(std::filesystem::path(g) / "generation_config.json"),
-                   "--generation-config {}: expected auto, vllm, or a folder holding "
-                   "generation_config.json",
-                   g);
+    RELAYLLM_CHECK(
+        std::filesystem::is_regular_file(std::filesystem::path(g) / "generation_config.json"),
+        "--generation-config {}: expected auto, vllm, or a folder holding "
+        "generation_config.json",
+        g);
 }
 
 // The sampling defaults --generation-config asks for.
@@ -108,13 +109,15 @@ std::optional<GenerationConfig> generation_defaults(const std::string& flag,
 // Graceful shutdown: stop accepting (health 503), let requests in flight finish for up
 // to `timeout_s`, then end the rest with finish_reason "abort" and give their final
 // events a moment to reach the clients. A second SIGTERM/SIGINT skips the wait.
-void drain(HttpServer& http, OpenAiServer& api, const sigset_t& signals, int sig, double timeout_s) {
+void drain(HttpServer& http, OpenAiServer& api, const sigset_t& signals, int sig,
+           double timeout_s) {
   using Clock = std::chrono::steady_clock;
   api.begin_drain();
   http.stop_accepting();
-  spdlog::info("{}: shutting down; {} requests in flight get up to {:g} s to finish "
-               "(send the signal again to end them now)",
-               strsignal(sig), http.num_active_requests(), timeout_s);
+  spdlog::info(
+      "{}: shutting down; {} requests in flight get up to {:g} s to finish "
+      "(send the signal again to end them now)",
+      strsignal(sig), http.num_active_requests(), timeout_s);
   auto wait_until_idle = [&](Clock::time_point deadline) {
     while (http.num_active_requests() > 0 && Clock::now() < deadline) {
       timespec tick{0, 50 * 1000 * 1000};
@@ -148,7 +151,8 @@ int run_serve(ServeArgs& args) {
   }
   if (!args.chat_template_file.empty())
     args.api.chat_template = read_chat_template(args.chat_template_file);
-  args.api.engine.max_in_flight = int64_t(args.engine.engine.scheduler.max_num_seqs) + args.max_queue;
+  args.api.engine.max_in_flight =
+      int64_t(args.engine.engine.scheduler.max_num_seqs) + args.max_queue;
 
   // Signals are taken by sigwait on this thread only; every thread started below inherits the mask.
   sigset_t signals;
@@ -160,9 +164,10 @@ int run_serve(ServeArgs& args) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   OpenAiServer api(args.api);
-  HttpServer http(args.http, [&api](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
-    api.handle(request, std::move(exchange));
-  });
+  HttpServer http(args.http,
+                  [&api](const HttpRequest& request, std::shared_ptr<HttpExchange> exchange) {
+                    api.handle(request, std::move(exchange));
+                  });
   http.start();
   spdlog::info("listening on http://{}:{} (loading the model; /health answers 503 until ready)",
                args.http.host, http.port());
@@ -239,49 +244,64 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "tokenizer's chat_template");
   cmd->add_option("--log-stats-interval", args->log_stats_interval_s,
                   "Seconds between throughput log lines (while there is work)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   add_vllm_flags(*cmd, args->vllm);
   cmd->add_option("--max-queue", args->max_queue,
                   "Requests that may wait beyond --max-num-seqs running ones; more get 429")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-body-bytes", args->http.max_body_bytes,
-                  "Largest request body; larger ones get 413")->capture_default_str();
+                  "Largest request body; larger ones get 413")
+      ->capture_default_str();
   cmd->add_option("--max-json-depth", args->api.max_json_depth,
                   "Deepest nesting of arrays/objects in a request body; deeper ones get 400")
-      ->capture_default_str()->check(CLI::Range(2, 100000));
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
   cmd->add_option("--max-relay-prefixes", args->api.max_relay_prefixes,
                   "Most relay prefixes registered through POST /v1/relay_prefixes")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-auto-relay-prefixes", args->api.engine.max_auto_prefixes,
                   "Most chat system prompts kept as automatic relay prefixes (LRU)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--shutdown-timeout", args->shutdown_timeout_s,
                   "On SIGTERM/SIGINT: seconds requests in flight may take to finish before they "
                   "end with finish_reason \"abort\"")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-connections", args->http.max_connections,
                   "Most open connections; more are answered 503 and closed (0: no limit)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--idle-timeout", args->http.idle_timeout_s,
                   "Seconds a keep-alive connection may wait for its next request")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--header-timeout", args->http.header_timeout_s,
                   "Seconds from a request's first byte to the end of its headers")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--body-timeout", args->http.body_timeout_s,
                   "Seconds from the end of a request's headers to the end of its body")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--metrics-require-api-key", args->api.metrics_require_api_key,
                 "With --api-key, /metrics needs the key too (default: public, as in vLLM)");
   cmd->add_option("--max-response-entries", args->api.max_response_entries,
                   "Most tokens plus logprob entries one request may ask for "
                   "(prompts x n x max_tokens x (1 + logprobs), plus prompt logprobs)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--api-threads", args->api.num_workers,
                   "Threads that parse request bodies, render chat templates and tokenize")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--http-threads", args->http.num_threads, "Threads for HTTP I/O (connections, /health, /metrics)")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--http-threads", args->http.num_threads,
+                  "Threads for HTTP I/O (connections, /health, /metrics)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->callback([args, &exit_code] { exit_code = run_serve(*args); });
 }
 

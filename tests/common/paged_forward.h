@@ -48,8 +48,8 @@ inline std::vector<std::vector<float>> run_paged(LlamaModel& model,
   auto plan_for = [&](const std::vector<int32_t>& table, int32_t first, int32_t count,
                       int32_t offset, bool with_prefix, bool logits) {
     BatchPlanBuilder builder(kBlockSize);
-    SequenceRows rows{std::span(tokens).subspan(size_t(offset + first), size_t(count)), first, table,
-                      -1, offset};
+    SequenceRows rows{std::span(tokens).subspan(size_t(offset + first), size_t(count)), first,
+                      table, -1, offset};
     if (with_prefix) rows.prefix_group = builder.prefix_group(0, prefix_len, prefix_table);
     const int32_t first_row = builder.add_sequence(rows);
     if (logits) builder.add_logit_rows(first_row, count);
@@ -57,7 +57,8 @@ inline std::vector<std::vector<float>> run_paged(LlamaModel& model,
   };
 
   std::vector<float> logits;
-  if (prefix_len > 0) model.forward(plan_for(prefix_table, 0, prefix_len, 0, false, false), kv, logits);
+  if (prefix_len > 0)
+    model.forward(plan_for(prefix_table, 0, prefix_len, 0, false, false), kv, logits);
   std::vector<std::vector<float>> rows;
   const int64_t vocab = model.config().vocab_size;
   for (int32_t first = 0; first < n - prefix_len; first += chunk) {

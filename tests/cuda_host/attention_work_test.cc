@@ -4,6 +4,8 @@
 // exactly once with that range; every slot must know its output's part count;
 // units must be well formed (alone: one item; packed: up to four narrow items)
 // and ordered longest first.
+#include "relayllm/backend/cuda/attention_work.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,7 +17,6 @@
 
 #include "relayllm/backend/batch_plan.h"
 #include "relayllm/backend/batch_plan_builder.h"
-#include "relayllm/backend/cuda/attention_work.h"
 
 namespace relayllm {
 namespace {
@@ -45,7 +46,8 @@ struct Piece {
 };
 
 // Checks the work list of `plan`; hands it to `result` when given.
-void check_work(const BatchPlan& plan, Shape shape, bool split, const char* label, AttentionWork* result = nullptr) {
+void check_work(const BatchPlan& plan, Shape shape, bool split, const char* label,
+                AttentionWork* result = nullptr) {
   SCOPED_TRACE(label);
   cuda::AttentionWorkOptions options;
   options.num_heads = shape.hq;
@@ -63,7 +65,9 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   std::set<int32_t> prefix_tables;
   for (const PlannedPrefixGroup& g : plan.prefix_groups) prefix_tables.insert(g.block_table_start);
   // A prefix item reads a group's table (a joined range reads it as prefix_table).
-  auto is_prefix = [&](const AttentionItem& item) { return prefix_tables.count(item.table_start) > 0; };
+  auto is_prefix = [&](const AttentionItem& item) {
+    return prefix_tables.count(item.table_start) > 0;
+  };
   for (const PlannedSequence& s : plan.sequences)
     for (int32_t r = 0; r < s.query_len; ++r)
       for (int32_t h = 0; h < shape.hq; ++h) {
@@ -85,7 +89,8 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
     if (!unit.packed) {
       const AttentionItem& item = unit.items[0];
       ASSERT_LE(item.slot_count, cuda::kWideSlots);
-      for (const AttentionItem& copy : unit.items) ASSERT_EQ(std::memcmp(&copy, &item, sizeof(item)), 0);
+      for (const AttentionItem& copy : unit.items)
+        ASSERT_EQ(std::memcmp(&copy, &item, sizeof(item)), 0);
       items.push_back(&item);
       stages = (item.kv_end - item.kv_begin + 63) / 64;
     } else {
@@ -107,8 +112,9 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   ASSERT_EQ(int32_t(items.size()), work.num_items);
 
   std::map<int32_t, std::vector<Piece>> pieces;  // row_head -> the items' ranges for it
-  std::map<int32_t, int32_t> seq_group, group_members;  // own table -> prefix group; group -> sequences
-  std::map<int32_t, int32_t> group_of_table;             // prefix table -> group
+  std::map<int32_t, int32_t> seq_group,
+      group_members;                          // own table -> prefix group; group -> sequences
+  std::map<int32_t, int32_t> group_of_table;  // prefix table -> group
   for (size_t g = 0; g < plan.prefix_groups.size(); ++g)
     group_of_table[plan.prefix_groups[g].block_table_start] = int32_t(g);
   for (const PlannedSequence& s : plan.sequences) {
@@ -121,10 +127,12 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
     ASSERT_LT(item->kv_begin, item->kv_end);
     for (int32_t i = 0; i < item->slot_count; ++i) {
       const cuda::QuerySlot& slot = work.slots[size_t(item->slot_offset + i)];
-      ASSERT_EQ((slot.row_head % shape.hq) / group, item->kv_head) << "slot outside the item's KV head";
+      ASSERT_EQ((slot.row_head % shape.hq) / group, item->kv_head)
+          << "slot outside the item's KV head";
       const int32_t partial = slot.partial_base + item->split;
       ASSERT_TRUE(partials_seen.insert(partial).second) << "partial used twice";
-      const int32_t begin = item->kv_begin, end = std::min(item->kv_end, slot.visible), p = item->prefix_len;
+      const int32_t begin = item->kv_begin, end = std::min(item->kv_end, slot.visible),
+                    p = item->prefix_len;
       if (is_prefix(*item)) ASSERT_GE(group_members[group_of_table[item->table_start]], 2);
       if (p == 0) {
         pieces[slot.row_head].push_back({item->table_start, begin, end, partial});
@@ -134,9 +142,12 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
       // for a prefix with one sequence in the step).
       ASSERT_EQ(group_members[seq_group[item->table_start]], 1);
       ASSERT_EQ(p, plan.prefix_groups[size_t(seq_group[item->table_start])].prefix_len);
-      ASSERT_EQ(item->prefix_table, plan.prefix_groups[size_t(seq_group[item->table_start])].block_table_start);
-      pieces[slot.row_head].push_back({item->prefix_table, std::min(begin, p), std::min(end, p), partial});
-      pieces[slot.row_head].push_back({item->table_start, std::max(begin, p) - p, std::max(end, p) - p, partial});
+      ASSERT_EQ(item->prefix_table,
+                plan.prefix_groups[size_t(seq_group[item->table_start])].block_table_start);
+      pieces[slot.row_head].push_back(
+          {item->prefix_table, std::min(begin, p), std::min(end, p), partial});
+      pieces[slot.row_head].push_back(
+          {item->table_start, std::max(begin, p) - p, std::max(end, p) - p, partial});
     }
   }
   ASSERT_EQ(int32_t(partials_seen.size()), work.num_partials);
@@ -151,7 +162,8 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
       std::sort(ranges.begin(), ranges.end());
       int32_t at = 0;
       for (auto [b, e] : ranges) {
-        ASSERT_EQ(b, at) << "output " << row_head << " table " << table << ": gap or overlap at " << at;
+        ASSERT_EQ(b, at) << "output " << row_head << " table " << table << ": gap or overlap at "
+                         << at;
         at = e;
       }
       ASSERT_EQ(at, visible) << "output " << row_head << " table " << table;
@@ -169,7 +181,8 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
     for (const Piece& p : mine) partials.insert(p.partial);
     const int32_t parts = int32_t(partials.size());
     parts_of[row_head] = parts;
-    ASSERT_EQ(*partials.rbegin() - *partials.begin() + 1, parts) << "output " << row_head << ": not contiguous";
+    ASSERT_EQ(*partials.rbegin() - *partials.begin() + 1, parts)
+        << "output " << row_head << ": not contiguous";
     ASSERT_EQ(merges.count(row_head), parts > 1 ? 1u : 0u) << "output " << row_head;
     if (parts > 1) {
       ASSERT_EQ(merges[row_head].first, *partials.begin()) << "output " << row_head;
@@ -183,8 +196,9 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
 }
 
 int32_t count_units(const AttentionWork& work, bool packed) {
-  return int32_t(std::count_if(work.units.begin(), work.units.end(),
-                               [&](const cuda::AttentionUnit& u) { return (u.packed != 0) == packed; }));
+  return int32_t(
+      std::count_if(work.units.begin(), work.units.end(),
+                    [&](const cuda::AttentionUnit& u) { return (u.packed != 0) == packed; }));
 }
 
 TEST(AttentionWork, RelayDecodeRunsPrefixAndOwnTokensInOneList) {
@@ -192,7 +206,8 @@ TEST(AttentionWork, RelayDecodeRunsPrefixAndOwnTokensInOneList) {
   const BatchPlan plan = make_plan(own, 2048);
   for (Shape shape : {Shape{32, 32}, Shape{32, 8}}) {
     AttentionWork work;
-    check_work(plan, shape, true, shape.hk == 32 ? "llama2 B=32 prefix 2048" : "llama3 B=32 prefix 2048", &work);
+    check_work(plan, shape, true,
+               shape.hk == 32 ? "llama2 B=32 prefix 2048" : "llama3 B=32 prefix 2048", &work);
     EXPECT_GT(count_units(work, false), 0) << "the prefix is wide (32 rows share each KV tile)";
     // Own tokens: narrow items per (row, kv head), packed in fours (the GQA shape's
     // 256 items of 128 tokens are split in two to give every warp of the GPU work).
@@ -243,10 +258,12 @@ TEST(AttentionWork, PagedDecodePacksFourItemsAndWritesOutputsDirectly) {
   check_work(make_plan(own, 0), {32, 32}, true, "paged B=32 own 128", &work);
   EXPECT_EQ(count_units(work, false), 0);
   EXPECT_EQ(work.units.size(), size_t(32 * 32 / 4));
-  for (const cuda::QuerySlot& slot : work.slots) EXPECT_EQ(slot.parts, 1) << "an unsplit output merges nothing";
+  for (const cuda::QuerySlot& slot : work.slots)
+    EXPECT_EQ(slot.parts, 1) << "an unsplit output merges nothing";
   // Rows of different lengths: 40 items (5 rows x 8 heads), ten packs.
   AttentionWork mixed;
-  check_work(make_plan({{1, 300}, {1, 20}, {1, 200}, {1, 5}, {1, 64}}, 0), {8, 8}, false, "five rows", &mixed);
+  check_work(make_plan({{1, 300}, {1, 20}, {1, 200}, {1, 5}, {1, 64}}, 0), {8, 8}, false,
+             "five rows", &mixed);
   ASSERT_EQ(mixed.units.size(), size_t(10));
 }
 
@@ -261,7 +278,8 @@ TEST(AttentionWork, RelayAtBatchOneIsCutLikePaged) {
   // head, cut exactly as the paged step's single range (relay must not be slower
   // than paged at batch 1).
   for (Shape shape : {Shape{32, 32}, Shape{32, 8}})
-    for (auto [prefix, own] : {std::pair{512, 128}, std::pair{2048, 512}, std::pair{8192, 128}, std::pair{8192, 512}}) {
+    for (auto [prefix, own] :
+         {std::pair{512, 128}, std::pair{2048, 512}, std::pair{8192, 128}, std::pair{8192, 512}}) {
       AttentionWork relay, paged;
       check_work(make_plan({{1, own}}, prefix), shape, true, "relay B=1", &relay);
       check_work(make_plan({{1, prefix + own}}, 0), shape, true, "paged B=1", &paged);
@@ -282,8 +300,10 @@ TEST(AttentionWork, PrefixWithOneSequenceIsJoinedOthersAreShared) {
   // sequence's joined range; group 0's once for its three sequences.
   BatchPlanBuilder builder(16);
   auto zeros = [](int32_t tokens) { return std::vector<int32_t>(size_t((tokens + 15) / 16), 0); };
-  for (int32_t key : {0, 1}) builder.prefix_group(key, key == 0 ? 300 : 1000, zeros(key == 0 ? 300 : 1000));
-  const std::vector<std::array<int32_t, 3>> seqs = {{1, 50, 0}, {4, 90, 1}, {1, 7, 0}, {1, 200, 0}, {1, 33, -1}};
+  for (int32_t key : {0, 1})
+    builder.prefix_group(key, key == 0 ? 300 : 1000, zeros(key == 0 ? 300 : 1000));
+  const std::vector<std::array<int32_t, 3>> seqs = {
+      {1, 50, 0}, {4, 90, 1}, {1, 7, 0}, {1, 200, 0}, {1, 33, -1}};
   for (auto [ql, ctx, grp] : seqs) {
     const std::vector<int32_t> tokens(size_t(ql), 0);
     builder.add_sequence({tokens, ctx - ql, zeros(ctx), grp});
@@ -299,7 +319,8 @@ TEST(AttentionWork, PrefixWithOneSequenceIsJoinedOthersAreShared) {
           if (item.slot_count == 0) continue;
           if (item.prefix_len > 0) ++joined;
           if (item.table_start == plan.prefix_groups[0].block_table_start) ++shared;
-          EXPECT_NE(item.table_start, plan.prefix_groups[1].block_table_start) << "group 1 is joined";
+          EXPECT_NE(item.table_start, plan.prefix_groups[1].block_table_start)
+              << "group 1 is joined";
         }
       EXPECT_GT(joined, 0);
       EXPECT_GT(shared, 0);
@@ -319,7 +340,8 @@ TEST(AttentionWork, LongContextsSplitAndMerge) {
 }
 
 TEST(AttentionWork, PrefillRowsAndOddShapes) {
-  check_work(make_plan({{5, 5}, {1, 300}, {17, 40}}, 100), {12, 4}, true, "prefill rows, relay, GQA 3");
+  check_work(make_plan({{5, 5}, {1, 300}, {17, 40}}, 100), {12, 4}, true,
+             "prefill rows, relay, GQA 3");
   check_work(make_plan({{33, 33}, {2, 90}}, 0), {8, 8}, true, "wide own items");
   check_work(make_plan(std::vector<std::pair<int32_t, int32_t>>(70, {1, 19}), 37), {32, 32}, true,
              "70 rows: two wide prefix tiles per head");

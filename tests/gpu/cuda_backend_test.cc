@@ -2,6 +2,8 @@
 // Inputs are rounded to the GPU's 16-bit format first, so both sides compute on
 // the same numbers and the error left is the GPU's rounding alone. Outputs are
 // poisoned with NaN before each run: an element the GPU forgets fails the check.
+#include "relayllm/backend/cuda/cuda_backend.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,7 +14,6 @@
 
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
-#include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/half.h"
 
 namespace relayllm {
@@ -27,7 +28,8 @@ struct Env {
   // The attention's other work-list modes: no split-KV; splits down to 16 tokens
   // (outputs with dozens of partials, merged by whichever unit writes the last).
   CudaBackend unsplit{CudaBackendOptions{.split_kv = false}};
-  CudaBackend fine_split{CudaBackendOptions{.attention_items_per_sm = 64, .attention_min_split = 16}};
+  CudaBackend fine_split{
+      CudaBackendOptions{.attention_items_per_sm = 64, .attention_min_split = 16}};
   std::mt19937_64 rng{12345};
 
   std::vector<float> random(size_t n, float scale = 1.0f) {
@@ -75,7 +77,8 @@ TEST(CudaOps, RmsNormAndAddRmsNorm) {
     int64_t rows = 7;
     auto x = e.random(rows * n), w = e.random(n), d = e.random(rows * n);
     Tensor gx = e.gpu_tensor(x, {rows, n}), gw = e.gpu_tensor(w, {n}), gout = e.poisoned({rows, n});
-    Tensor cx = e.cpu_tensor(x, {rows, n}), cw = e.cpu_tensor(w, {n}), cout = e.cpu.empty({rows, n}, DType::kF32);
+    Tensor cx = e.cpu_tensor(x, {rows, n}), cw = e.cpu_tensor(w, {n}),
+           cout = e.cpu.empty({rows, n}, DType::kF32);
     e.gpu.rmsnorm(gx, gw, 1e-5f, gout);
     e.cpu.rmsnorm(cx, cw, 1e-5f, cout);
     EXPECT_LT(rel_err(e.host(gout, e.gpu), e.host(cout, e.cpu)), kBound) << "rmsnorm n=" << n;
@@ -91,14 +94,18 @@ TEST(CudaOps, RmsNormAndAddRmsNorm) {
 
 TEST(CudaOps, LinearWithAndWithoutBias) {
   Env& e = env();
-  struct Shape { int64_t t, n, k; };
+  struct Shape {
+    int64_t t, n, k;
+  };
   for (Shape s : {Shape{1, 256, 128}, Shape{37, 300, 200}, Shape{130, 512, 1024}}) {
     auto x = e.random(s.t * s.k), w = e.random(s.n * s.k, 0.05f), b = e.random(s.n);
     for (bool with_bias : {false, true}) {
       Tensor gb = e.gpu_tensor(b, {s.n}), cb = e.cpu_tensor(b, {s.n});
       Tensor gout = e.poisoned({s.t, s.n}), cout = e.cpu.empty({s.t, s.n}, DType::kF32);
-      e.gpu.linear(e.gpu_tensor(x, {s.t, s.k}), e.gpu_tensor(w, {s.n, s.k}), with_bias ? &gb : nullptr, gout);
-      e.cpu.linear(e.cpu_tensor(x, {s.t, s.k}), e.cpu_tensor(w, {s.n, s.k}), with_bias ? &cb : nullptr, cout);
+      e.gpu.linear(e.gpu_tensor(x, {s.t, s.k}), e.gpu_tensor(w, {s.n, s.k}),
+                   with_bias ? &gb : nullptr, gout);
+      e.cpu.linear(e.cpu_tensor(x, {s.t, s.k}), e.cpu_tensor(w, {s.n, s.k}),
+                   with_bias ? &cb : nullptr, cout);
       EXPECT_LT(rel_err(e.host(gout, e.gpu), e.host(cout, e.cpu)), kBound)
           << "linear t=" << s.t << " n=" << s.n << " k=" << s.k << " bias=" << with_bias;
     }
@@ -181,7 +188,8 @@ BatchPlan make_plan(const AttentionCase& c, std::mt19937_64& rng, int32_t* num_b
   std::shuffle(perm.begin(), perm.end(), rng);
   size_t next = 0;
   auto take_blocks = [&](int32_t tokens) {
-    std::vector<int32_t> table(perm.begin() + long(next), perm.begin() + long(next) + blocks_for(tokens));
+    std::vector<int32_t> table(perm.begin() + long(next),
+                               perm.begin() + long(next) + blocks_for(tokens));
     next += table.size();
     return table;
   };
@@ -216,7 +224,8 @@ void check_attention(const AttentionCase& c, const char* label) {
     CudaBackend& be;
     const char* name;
   };
-  for (const Mode& mode : {Mode{e.gpu, "split"}, Mode{e.unsplit, "unsplit"}, Mode{e.fine_split, "fine-split"}}) {
+  for (const Mode& mode :
+       {Mode{e.gpu, "split"}, Mode{e.unsplit, "unsplit"}, Mode{e.fine_split, "fine-split"}}) {
     CudaBackend& be = mode.be;
     KvLayer kv{be.upload(k, kv_shape, DType::kBF16), be.upload(v, kv_shape, DType::kBF16)};
     Tensor qq = be.upload(q, {rows, c.hq, c.d}, DType::kBF16);
@@ -229,7 +238,9 @@ void check_attention(const AttentionCase& c, const char* label) {
       be.attention(qq, kv, shape, plan, out);
       double err = rel_err(e.host(out, be), ref);
       EXPECT_LT(err, kBound) << label << " " << mode.name << " call " << call;
-      if (call == 0) std::printf("  %-34s %-11s rows=%-5lld rel_err=%.2e\n", label, mode.name, (long long)rows, err);
+      if (call == 0)
+        std::printf("  %-34s %-11s rows=%-5lld rel_err=%.2e\n", label, mode.name, (long long)rows,
+                    err);
     }
   }
 }
@@ -253,7 +264,10 @@ TEST(CudaAttention, PrefillCausal) {
 TEST(CudaAttention, RelayPrefixGroupsMixed) {
   for (int32_t d : {64, 128})
     for (auto [hq, hk] : {std::pair{8, 8}, std::pair{8, 2}, std::pair{32, 4}}) {
-      AttentionCase c{hq, hk, d, 16,
+      AttentionCase c{hq,
+                      hk,
+                      d,
+                      16,
                       {{1, 5}, {3, 40}, {1, 1}, {20, 20}, {1, 77}, {1, 2}, {7, 130}},
                       {37, 700, 2050},
                       {0, 1, 2, -1, 1, 1, 0}};

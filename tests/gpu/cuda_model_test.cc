@@ -22,6 +22,7 @@
 #include <random>
 #include <tuple>
 
+#include "../common/paged_forward.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/backend/profiling_backend.h"
@@ -31,7 +32,6 @@
 #include "relayllm/model/model_config.h"
 #include "relayllm/model/model_weights.h"
 #include "relayllm/tokenizer/tokenizer.h"
-#include "../common/paged_forward.h"
 
 namespace relayllm {
 namespace {
@@ -72,7 +72,11 @@ TEST_P(GpuHfLogits, MatchesTransformersAndCpu) {
     auto tokens = seq["input_ids"].get<std::vector<int32_t>>();
     auto want = seq["logits"].get<std::vector<std::vector<float>>>();
     const int32_t n = int32_t(tokens.size());
-    struct Variant { const char* name; int32_t prefix_len; int32_t chunk; };
+    struct Variant {
+      const char* name;
+      int32_t prefix_len;
+      int32_t chunk;
+    };
     const Variant variants[] = {{"whole prompt", 0, n},
                                 {"chunks of 5", 0, 5},
                                 {"token by token", 0, 1},
@@ -88,8 +92,8 @@ TEST_P(GpuHfLogits, MatchesTransformersAndCpu) {
         worst_hf = std::max(worst_hf, e_hf);
         worst_cpu = std::max(worst_cpu, e_cpu);
         EXPECT_LT(e_hf, kLogitBound) << name << " (" << v.name << ") position " << v.prefix_len + r;
-        EXPECT_LT(e_cpu, kLogitBound) << name << " vs cpu (" << v.name << ") position "
-                                      << v.prefix_len + r;
+        EXPECT_LT(e_cpu, kLogitBound)
+            << name << " vs cpu (" << v.name << ") position " << v.prefix_len + r;
       }
     }
   }
@@ -200,8 +204,9 @@ struct RunMode {
   bool staggered = false;
 };
 
-RunResult run_engine(const ModelConfig& model, const ModelWeights& weights, std::unique_ptr<Backend> backend,
-                     const Workload& w, bool relay, int32_t max_tokens, int32_t budget, RunMode mode = {}) {
+RunResult run_engine(const ModelConfig& model, const ModelWeights& weights,
+                     std::unique_ptr<Backend> backend, const Workload& w, bool relay,
+                     int32_t max_tokens, int32_t budget, RunMode mode = {}) {
   EngineConfig config;
   config.block_size = 16;
   config.num_kv_blocks = 2048;
@@ -211,14 +216,16 @@ RunResult run_engine(const ModelConfig& model, const ModelWeights& weights, std:
   config.enforce_eager = mode.eager;
   Engine engine(model, weights, Tokenizer::make_byte_tokenizer(), std::move(backend), config);
   if (relay)
-    for (size_t i = 0; i < w.prefixes.size(); ++i) engine.register_prefix("p" + std::to_string(i), w.prefixes[i]);
+    for (size_t i = 0; i < w.prefixes.size(); ++i)
+      engine.register_prefix("p" + std::to_string(i), w.prefixes[i]);
   SamplingParams params;
   params.temperature = 0;
   params.max_tokens = max_tokens;
   params.ignore_eos = true;
   std::vector<int64_t> ids;
   for (size_t i = 0; i < w.prompts.size(); ++i) {
-    if (mode.staggered) params.max_tokens = max_tokens - int32_t(i) * (max_tokens / int32_t(w.prompts.size() + 1));
+    if (mode.staggered)
+      params.max_tokens = max_tokens - int32_t(i) * (max_tokens / int32_t(w.prompts.size() + 1));
     ids.push_back(engine.add_request(w.prompts[i], params));
   }
   for (int guard = 0; engine.has_unfinished() && guard < 100000; ++guard) engine.step();
@@ -250,9 +257,10 @@ int compare_greedy(const RunResult& got, const RunResult& ref, const std::string
     double scale = 0;
     for (float x : row) scale = std::max(scale, double(std::fabs(x)));
     double gap = double(row[size_t(b[s])]) - double(row[size_t(a[s])]);
-    std::printf("[gpu-engine] %s: request %zu diverges at step %zu of %zu (tokens %d vs %d, "
-                "reference gap %.3e, %.2e of the logit scale)\n",
-                what.c_str(), r, s, b.size(), a[s], b[s], gap, gap / scale);
+    std::printf(
+        "[gpu-engine] %s: request %zu diverges at step %zu of %zu (tokens %d vs %d, "
+        "reference gap %.3e, %.2e of the logit scale)\n",
+        what.c_str(), r, s, b.size(), a[s], b[s], gap, gap / scale);
     EXPECT_LT(gap, kTieBound * scale) << what << " request " << r << " step " << s << ": not a tie";
     ++ties;
   }
@@ -272,7 +280,8 @@ TEST_P(GpuEngine, MatchesCpuEngine) {
   Workload w = make_workload(5, vocab);
   RunResult cpu = run_engine(model, weights, std::make_unique<CpuBackend>(4), w, false, 24, 256);
   RunResult gpu = run_engine(model, weights, std::make_unique<CudaBackend>(), w, false, 24, 256);
-  RunResult gpu_relay = run_engine(model, weights, std::make_unique<CudaBackend>(), w, true, 24, 256);
+  RunResult gpu_relay =
+      run_engine(model, weights, std::make_unique<CudaBackend>(), w, true, 24, 256);
   double worst = 0, worst_relay = 0;
   int64_t rows = 0;
   for (size_t r = 0; r < cpu.tokens.size(); ++r) {
@@ -287,12 +296,14 @@ TEST_P(GpuEngine, MatchesCpuEngine) {
   EXPECT_LT(worst_relay, kLogitBound);
   int ties = compare_greedy(gpu, cpu, kind + " gpu vs cpu");
   int ties_relay = compare_greedy(gpu_relay, cpu, kind + " gpu relay vs cpu");
-  std::printf("[gpu-engine] %s: %lld logit rows, worst relative error gpu %.2e, gpu+relay %.2e vs cpu; "
-              "diverging requests (ties) %d / %d of %zu\n",
-              kind.c_str(), (long long)rows, worst, worst_relay, ties, ties_relay, cpu.tokens.size());
+  std::printf(
+      "[gpu-engine] %s: %lld logit rows, worst relative error gpu %.2e, gpu+relay %.2e vs cpu; "
+      "diverging requests (ties) %d / %d of %zu\n",
+      kind.c_str(), (long long)rows, worst, worst_relay, ties, ties_relay, cpu.tokens.size());
 }
 
-INSTANTIATE_TEST_SUITE_P(Tiny, GpuEngine, ::testing::Values("llama2", "llama3", "mistral", "qwen2", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Tiny, GpuEngine,
+                         ::testing::Values("llama2", "llama3", "mistral", "qwen2", "qwen3"));
 
 class GpuRelay : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
 
@@ -308,8 +319,10 @@ TEST_P(GpuRelay, RelayOnEqualsRelayOffOnLongGenerations) {
   Workload w = make_workload(9, vocab);
   CudaBackendOptions options;
   options.dtype = dtype;
-  RunResult off = run_engine(model, weights, std::make_unique<CudaBackend>(options), w, false, 200, 512);
-  RunResult on = run_engine(model, weights, std::make_unique<CudaBackend>(options), w, true, 200, 512);
+  RunResult off =
+      run_engine(model, weights, std::make_unique<CudaBackend>(options), w, false, 200, 512);
+  RunResult on =
+      run_engine(model, weights, std::make_unique<CudaBackend>(options), w, true, 200, 512);
   EXPECT_EQ(on.relay_attached, 9);
   int ties = compare_greedy(on, off, label + " relay on vs off");
   size_t equal = 0, compared = 0;
@@ -324,14 +337,16 @@ TEST_P(GpuRelay, RelayOnEqualsRelayOffOnLongGenerations) {
     }
   }
   EXPECT_LT(worst, kLogitBound) << label;
-  std::printf("[gpu-relay] %s: %zu of %zu requests identical over 200 tokens (%d diverged at ties); "
-              "%zu tokens compared, worst relative logit difference %.2e\n",
-              label.c_str(), equal, off.tokens.size(), ties, compared, worst);
+  std::printf(
+      "[gpu-relay] %s: %zu of %zu requests identical over 200 tokens (%d diverged at ties); "
+      "%zu tokens compared, worst relative logit difference %.2e\n",
+      label.c_str(), equal, off.tokens.size(), ties, compared, worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GpuRelay,
-                         ::testing::Combine(::testing::Values("llama2", "llama3", "mistral", "qwen2", "qwen3",
-                                                              "llama2-7b-2layer", "llama3-8b-2layer"),
+                         ::testing::Combine(::testing::Values("llama2", "llama3", "mistral",
+                                                              "qwen2", "qwen3", "llama2-7b-2layer",
+                                                              "llama3-8b-2layer"),
                                             ::testing::Values(DType::kBF16, DType::kF16)));
 
 class GpuGraphs : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
@@ -368,14 +383,16 @@ TEST_P(GpuGraphs, DecodeGraphsEqualEagerSteps) {
     }
   }
   EXPECT_LT(worst, kLogitBound) << label;
-  std::printf("[gpu-graphs] %s: %lld of %lld steps replayed graphs; %zu of %zu requests identical "
-              "(%d diverged at ties); %zu rows compared, worst relative logit difference %.2e\n",
-              label.c_str(), (long long)graphs.graph_steps, (long long)graphs.steps, equal, eager.tokens.size(),
-              ties, compared, worst);
+  std::printf(
+      "[gpu-graphs] %s: %lld of %lld steps replayed graphs; %zu of %zu requests identical "
+      "(%d diverged at ties); %zu rows compared, worst relative logit difference %.2e\n",
+      label.c_str(), (long long)graphs.graph_steps, (long long)graphs.steps, equal,
+      eager.tokens.size(), ties, compared, worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GpuGraphs,
-                         ::testing::Combine(::testing::Values("llama2", "llama3", "qwen3", "llama3-8b-2layer"),
+                         ::testing::Combine(::testing::Values("llama2", "llama3", "qwen3",
+                                                              "llama3-8b-2layer"),
                                             ::testing::Bool()));
 
 // The op profile on the device: a profiled engine runs every step op by op (no
@@ -387,11 +404,11 @@ TEST(GpuProfile, ProfiledStepsEqualEagerStepsAndEveryOpIsTimed) {
   ModelWeights weights = make_dummy_weights(model, 31);
   Workload w = make_workload(13, vocab);
   auto profile = std::make_shared<OpProfile>();
-  RunResult eager =
-      run_engine(model, weights, std::make_unique<CudaBackend>(), w, true, 40, 512, RunMode{true, false});
-  RunResult profiled = run_engine(model, weights,
-                                  std::make_unique<ProfilingBackend>(std::make_unique<CudaBackend>(), profile), w,
-                                  true, 40, 512);
+  RunResult eager = run_engine(model, weights, std::make_unique<CudaBackend>(), w, true, 40, 512,
+                               RunMode{true, false});
+  RunResult profiled = run_engine(
+      model, weights, std::make_unique<ProfilingBackend>(std::make_unique<CudaBackend>(), profile),
+      w, true, 40, 512);
   EXPECT_EQ(profiled.graph_steps, 0);
   compare_greedy(profiled, eager, "profiled vs eager");
   EXPECT_GT(profile->copy_bandwidth(), 1e11) << "the CUDA backend measures its copy bandwidth";
@@ -410,9 +427,9 @@ TEST(GpuProfile, ProfiledStepsEqualEagerStepsAndEveryOpIsTimed) {
 
   profile->set_recording(false);
   const int64_t decode_steps = profile->steps(StepKind::kDecode);
-  RunResult forwarded = run_engine(model, weights,
-                                   std::make_unique<ProfilingBackend>(std::make_unique<CudaBackend>(), profile), w,
-                                   true, 40, 512);
+  RunResult forwarded = run_engine(
+      model, weights, std::make_unique<ProfilingBackend>(std::make_unique<CudaBackend>(), profile),
+      w, true, 40, 512);
   EXPECT_GT(forwarded.graph_steps, 0) << "graphs pass through a profile that does not record";
   EXPECT_EQ(profile->steps(StepKind::kDecode), decode_steps);
 }

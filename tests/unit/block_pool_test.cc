@@ -4,10 +4,9 @@
 
 #include <gtest/gtest.h>
 
-#include "relayllm/common/error.h"
-
 #include <random>
 
+#include "relayllm/common/error.h"
 #include "tiny_models.h"
 
 namespace relayllm {
@@ -47,7 +46,7 @@ TEST(BlockPool, CachedBlocksAreReusedUntilEvicted) {
   int32_t block = *pool.allocate();
   pool.mark_cached(block, hash);
   pool.release(block);
-  EXPECT_EQ(pool.num_free(), 3);       // cached but unreferenced blocks count as free
+  EXPECT_EQ(pool.num_free(), 3);  // cached but unreferenced blocks count as free
   EXPECT_EQ(pool.take_cached(hash), block);
   EXPECT_EQ(pool.num_free(), 2);
   pool.release(block);

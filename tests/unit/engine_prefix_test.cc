@@ -39,8 +39,8 @@ TEST(EnginePrefix, NamedPrefixRefusalsLeakNothing) {
   auto engine = relay_engine();
   const RelayPrefix& prefix = engine->register_prefix("p", {1, 2, 3, 4, 5});
   SamplingParams params;
-  EXPECT_THROW(engine->add_request({9, 9, 9}, params, "p"), Error);          // not a prefix
-  EXPECT_THROW(engine->add_request({1, 2, 3, 4, 5}, params, "p"), Error);    // nothing after it
+  EXPECT_THROW(engine->add_request({9, 9, 9}, params, "p"), Error);        // not a prefix
+  EXPECT_THROW(engine->add_request({1, 2, 3, 4, 5}, params, "p"), Error);  // nothing after it
   EXPECT_THROW(engine->add_request({1, 2, 3, 4, 5, 6}, params, "nope"), Error);
   params.prompt_logprobs = 1;
   EXPECT_THROW(engine->add_request({1, 2, 3, 4, 5, 6}, params, "p"), Error);

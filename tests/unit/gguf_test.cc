@@ -6,9 +6,9 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -76,7 +76,9 @@ class GgufWriter {
     for (int32_t x : v) b.put(x);
   }
   void tensor(Tensor t) { tensors.push_back(std::move(t)); }
-  void erase(const std::string& k) { std::erase_if(kv, [&](auto& e) { return e.first == k; }); }
+  void erase(const std::string& k) {
+    std::erase_if(kv, [&](auto& e) { return e.first == k; });
+  }
 
   std::vector<uint8_t> build(uint32_t version = 3, uint64_t alignment = 32) const {
     Bytes out;
@@ -129,8 +131,9 @@ class TempDir {
  public:
   TempDir() {
     const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() /
-            fmt::format("relayllm_gguf_{}_{}_{}", info->test_suite_name(), info->name(), ::getpid());
+    path_ =
+        fs::temp_directory_path() /
+        fmt::format("relayllm_gguf_{}_{}_{}", info->test_suite_name(), info->name(), ::getpid());
     fs::create_directories(path_);
   }
   ~TempDir() { fs::remove_all(path_); }
@@ -167,9 +170,9 @@ struct TypeSpec {
   int block_values, block_bytes;
 };
 const TypeSpec kSpecs[] = {
-    {kF32, "F32", 1, 4},         {kF16, "F16", 1, 2},         {kBF16, "BF16", 1, 2},
-    {kQ8_0, "Q8_0", 32, 34},     {kQ4_0, "Q4_0", 32, 18},     {kQ4_1, "Q4_1", 32, 20},
-    {kQ4_K, "Q4_K", 256, 144},   {kQ5_K, "Q5_K", 256, 176},   {kQ6_K, "Q6_K", 256, 210},
+    {kF32, "F32", 1, 4},       {kF16, "F16", 1, 2},       {kBF16, "BF16", 1, 2},
+    {kQ8_0, "Q8_0", 32, 34},   {kQ4_0, "Q4_0", 32, 18},   {kQ4_1, "Q4_1", 32, 20},
+    {kQ4_K, "Q4_K", 256, 144}, {kQ5_K, "Q5_K", 256, 176}, {kQ6_K, "Q6_K", 256, 210},
 };
 
 float half_at(const uint8_t* p) { return fp16_to_float(uint16_t(p[0] | p[1] << 8)); }
@@ -188,11 +191,19 @@ void packed_scale_min(const uint8_t* s, int j, int& scale, int& min) {
 
 double reference_value(uint32_t type, const uint8_t* block, int e) {
   switch (type) {
-    case kF32: { float f; std::memcpy(&f, block, 4); return f; }
-    case kF16: return half_at(block);
-    case kBF16: return bf16_to_float(uint16_t(block[0] | block[1] << 8));
-    case kQ8_0: return double(half_at(block)) * int8_t(block[2 + e]);
-    case kQ4_0: return double(half_at(block)) * (nibble(block[2 + e % 16], e >= 16) - 8);
+    case kF32: {
+      float f;
+      std::memcpy(&f, block, 4);
+      return f;
+    }
+    case kF16:
+      return half_at(block);
+    case kBF16:
+      return bf16_to_float(uint16_t(block[0] | block[1] << 8));
+    case kQ8_0:
+      return double(half_at(block)) * int8_t(block[2 + e]);
+    case kQ4_0:
+      return double(half_at(block)) * (nibble(block[2 + e % 16], e >= 16) - 8);
     case kQ4_1:
       return double(half_at(block)) * nibble(block[4 + e % 16], e >= 16) + half_at(block + 2);
     case kQ4_K:
@@ -234,13 +245,36 @@ std::vector<uint8_t> random_blocks(const TypeSpec& spec, int blocks, std::mt1993
   for (int k = 0; k < blocks; ++k) {
     uint8_t* b = bytes.data() + size_t(k) * spec.block_bytes;
     switch (spec.type) {
-      case kF32: { float f = u(rng); std::memcpy(b, &f, 4); break; }
-      case kF16: put_half(b, u(rng)); break;
-      case kBF16: { uint16_t h = float_to_bf16(u(rng)); b[0] = uint8_t(h); b[1] = uint8_t(h >> 8); break; }
-      case kQ8_0: case kQ4_0: put_half(b, 0.01f * u(rng)); break;
-      case kQ4_1: put_half(b, 0.01f * u(rng)); put_half(b + 2, 0.1f * u(rng)); break;
-      case kQ4_K: case kQ5_K: put_half(b, 0.001f * u(rng)); put_half(b + 2, 0.001f * u(rng)); break;
-      case kQ6_K: put_half(b + 208, 0.001f * u(rng)); break;
+      case kF32: {
+        float f = u(rng);
+        std::memcpy(b, &f, 4);
+        break;
+      }
+      case kF16:
+        put_half(b, u(rng));
+        break;
+      case kBF16: {
+        uint16_t h = float_to_bf16(u(rng));
+        b[0] = uint8_t(h);
+        b[1] = uint8_t(h >> 8);
+        break;
+      }
+      case kQ8_0:
+      case kQ4_0:
+        put_half(b, 0.01f * u(rng));
+        break;
+      case kQ4_1:
+        put_half(b, 0.01f * u(rng));
+        put_half(b + 2, 0.1f * u(rng));
+        break;
+      case kQ4_K:
+      case kQ5_K:
+        put_half(b, 0.001f * u(rng));
+        put_half(b + 2, 0.001f * u(rng));
+        break;
+      case kQ6_K:
+        put_half(b + 208, 0.001f * u(rng));
+        break;
     }
   }
   return bytes;
@@ -277,7 +311,8 @@ TEST(GgufDequant, EveryTypeMatchesTheReference) {
       double want = reference_value(spec.type, block, i % spec.block_values);
       max_abs = std::max(max_abs, std::fabs(want));
       if (!(std::fabs(got[size_t(i)] - want) <= 1e-6 * std::max(1.0, std::fabs(want)))) {
-        if (++mismatches < 5) ADD_FAILURE() << "value " << i << ": " << got[size_t(i)] << " vs " << want;
+        if (++mismatches < 5)
+          ADD_FAILURE() << "value " << i << ": " << got[size_t(i)] << " vs " << want;
       }
     }
     EXPECT_EQ(mismatches, 0);
@@ -379,7 +414,8 @@ TinyModel tiny_model(bool tied) {
     w.tensor({name, std::move(dims), kF32, f32_bytes(values)});
   };
   auto quant = [&](const std::string& name, std::vector<uint64_t> dims, const TypeSpec& spec) {
-    w.tensor({name, dims, spec.type, random_blocks(spec, int(dims[0] * dims[1]) / spec.block_values, rng)});
+    w.tensor({name, dims, spec.type,
+              random_blocks(spec, int(dims[0] * dims[1]) / spec.block_values, rng)});
   };
   m.embed = random_values(size_t(vocab * kHidden), rng);
   w.tensor({"token_embd.weight", {kHidden, uint64_t(vocab)}, kF16, f16_bytes(m.embed)});
@@ -390,7 +426,10 @@ TinyModel tiny_model(bool tied) {
     auto name = [&](const char* s) { return fmt::format("blk.{}.{}", l, s); };
     std::vector<float> q = random_values(kHeads * kHeadDim * kHidden, rng);
     std::vector<float> k = random_values(kKvHeads * kHeadDim * kHidden, rng);
-    if (l == 0) { m.q0_hf = q; m.k0_hf = k; }
+    if (l == 0) {
+      m.q0_hf = q;
+      m.k0_hf = k;
+    }
     f32(name("attn_q.weight"), {kHidden, kHeads * kHeadDim}, permute_rows(q, kHeads, kHidden));
     f32(name("attn_k.weight"), {kHidden, kKvHeads * kHeadDim}, permute_rows(k, kKvHeads, kHidden));
     f32(name("attn_norm.weight"), {kHidden}, random_values(kHidden, rng));
@@ -400,7 +439,9 @@ TinyModel tiny_model(bool tied) {
     // The model's rows are narrower than a K-quant block: K-quants are covered above.
     quant(name("ffn_gate.weight"), {kHidden, kInter}, kSpecs[3]);
     quant(name("ffn_up.weight"), {kHidden, kInter}, kSpecs[3]);
-    w.tensor({name("ffn_down.weight"), {kInter, kHidden}, kBF16,
+    w.tensor({name("ffn_down.weight"),
+              {kInter, kHidden},
+              kBF16,
               random_blocks(kSpecs[2], kHidden * kInter, rng)});
   }
   return m;
@@ -459,8 +500,9 @@ TEST(GgufTokenizer, Gpt2ByteLevelWithMergesAndPreTokenizer) {
   EXPECT_EQ(gpt2.encode("hello 12", true), (std::vector<int32_t>{262, 259, ' ', 261}));
 
   m.writer.str("tokenizer.ggml.pre", "klingon");
-  EXPECT_NE(error_of([&] { load_gguf_tokenizer(GgufFile(dir.write("c.gguf", m.writer.build()))); })
-                .find("tokenizer.ggml.pre = \"klingon\""),
+  EXPECT_NE(error_of([&] {
+              load_gguf_tokenizer(GgufFile(dir.write("c.gguf", m.writer.build())));
+            }).find("tokenizer.ggml.pre = \"klingon\""),
             std::string::npos);
 }
 
@@ -476,7 +518,7 @@ TEST(GgufTokenizer, LlamaSentencePieceWithScoresAndByteFallback) {
   const std::string sp = "\xe2\x96\x81";
   // Higher score merges first: ll, he, hell, hello, ▁hello, ▁h.
   std::vector<std::pair<std::string, float>> pieces = {
-      {sp, -10}, {"h", -11}, {"e", -12}, {"l", -13}, {"o", -14}, {"ll", -1},
+      {sp, -10},  {"h", -11},   {"e", -12},    {"l", -13},         {"o", -14},    {"ll", -1},
       {"he", -2}, {"hell", -3}, {"hello", -4}, {sp + "hello", -5}, {sp + "h", -6}};
   for (auto& [p, s] : pieces) {
     tokens.push_back(p);
@@ -496,15 +538,17 @@ TEST(GgufTokenizer, LlamaSentencePieceWithScoresAndByteFallback) {
   w.u32("tokenizer.ggml.unknown_token_id", 0);
   TempDir dir;
   Tokenizer t = load_gguf_tokenizer(GgufFile(dir.write("spm.gguf", w.build(2))));
-  EXPECT_EQ(t.encode("hello hello", true), (std::vector<int32_t>{1, id(sp + "hello"), id(sp + "hello")}));
+  EXPECT_EQ(t.encode("hello hello", true),
+            (std::vector<int32_t>{1, id(sp + "hello"), id(sp + "hello")}));
   EXPECT_EQ(t.encode("hi!", false), (std::vector<int32_t>{id(sp + "h"), 3 + 'i', 3 + '!'}));
   EXPECT_EQ(t.decode(t.encode("hello hi!", true), true), "hello hi!");
   EXPECT_EQ(t.bos_token_id(), 1);
   EXPECT_EQ(t.eos_token_id(), 2);
 
   w.erase("tokenizer.ggml.scores");
-  EXPECT_NE(error_of([&] { load_gguf_tokenizer(GgufFile(dir.write("bad.gguf", w.build()))); })
-                .find("missing metadata key tokenizer.ggml.scores"),
+  EXPECT_NE(error_of([&] {
+              load_gguf_tokenizer(GgufFile(dir.write("bad.gguf", w.build())));
+            }).find("missing metadata key tokenizer.ggml.scores"),
             std::string::npos);
 }
 
@@ -561,7 +605,8 @@ TEST(GgufBadFiles, EachGivesOneClearError) {
   expect_load_error(wrong_type.build(), "metadata key llama.embedding_length is a string");
 
   GgufWriter missing_tensor = m.writer;
-  std::erase_if(missing_tensor.tensors, [](const Tensor& t) { return t.name == "blk.0.ffn_up.weight"; });
+  std::erase_if(missing_tensor.tensors,
+                [](const Tensor& t) { return t.name == "blk.0.ffn_up.weight"; });
   expect_load_error(missing_tensor.build(), "missing tensor blk.0.ffn_up.weight");
 
   GgufWriter bad_shape = m.writer;

@@ -9,11 +9,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "../common/paged_forward.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/model/llama_model.h"
 #include "relayllm/model/model_config.h"
 #include "relayllm/model/model_weights.h"
-#include "../common/paged_forward.h"
 
 namespace relayllm {
 namespace {
@@ -56,10 +56,14 @@ TEST_P(HfLogits, PagedForwardMatchesTransformers) {
   for (size_t s = 0; s < f.inputs.size(); ++s) {
     const auto& tokens = f.inputs[s];
     const int32_t n = int32_t(tokens.size());
-    struct Variant { const char* name; int32_t prefix_len; int32_t chunk; };
+    struct Variant {
+      const char* name;
+      int32_t prefix_len;
+      int32_t chunk;
+    };
     const Variant variants[] = {
-        {"whole prompt", 0, n},       {"chunks of 5", 0, 5},
-        {"token by token", 0, 1},     {"relay prefix 7, whole rest", 7, n},
+        {"whole prompt", 0, n},           {"chunks of 5", 0, 5},
+        {"token by token", 0, 1},         {"relay prefix 7, whole rest", 7, n},
         {"relay prefix 9, decode", 9, 1}, {"relay prefix n-1", n - 1, 1},
     };
     for (const Variant& v : variants) {
@@ -69,9 +73,8 @@ TEST_P(HfLogits, PagedForwardMatchesTransformers) {
         const auto& want = f.logits[s][v.prefix_len + r];
         double error = relative_error(rows[r], want);
         worst = std::max(worst, error);
-        EXPECT_LT(error, kRelativeBound)
-            << GetParam() << " sequence " << s << " (" << v.name << ") position "
-            << v.prefix_len + r;
+        EXPECT_LT(error, kRelativeBound) << GetParam() << " sequence " << s << " (" << v.name
+                                         << ") position " << v.prefix_len + r;
       }
     }
   }

@@ -87,7 +87,8 @@ TEST(HostileChatTemplate, IntegerOverflowIsAnErrorNotUndefinedBehaviour) {
         "{{ (-9223372036854775807 - 1) // -1 }}", "{{ -(-9223372036854775807 - 1) }}"})
     expect_refused(source, "integer overflow");
   EXPECT_EQ(render("{{ (-9223372036854775807 - 1) % -1 }}"), "0");
-  expect_refused("{{ 99999999999999999999 }}", "integer literal 99999999999999999999 is out of range");
+  expect_refused("{{ 99999999999999999999 }}",
+                 "integer literal 99999999999999999999 is out of range");
   expect_refused("{{ 1e999 }}", "float literal 1e999 is out of range");
   EXPECT_EQ(render("{{ 1e300 | int }} {{ '1e300' | int }} {{ -1e300 | int }}"), "0 0 0");
 }

@@ -14,11 +14,11 @@
 
 #include "relayllm/common/bounded_json.h"
 #include "relayllm/common/error.h"
+#include "relayllm/formats/safetensors.h"
 #include "relayllm/model/model_config.h"
 #include "relayllm/model/model_limits.h"
 #include "relayllm/model/model_loader.h"
 #include "relayllm/model/model_weights.h"
-#include "relayllm/formats/safetensors.h"
 #include "relayllm/tokenizer/tokenizer.h"
 #include "safetensors_writer.h"
 

@@ -14,10 +14,10 @@
 #include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
 #include "relayllm/common/thread_pool.h"
+#include "relayllm/formats/safetensors.h"
 #include "relayllm/model/generation_config.h"
 #include "relayllm/model/model_config.h"
 #include "relayllm/model/model_weights.h"
-#include "relayllm/formats/safetensors.h"
 #include "safetensors_writer.h"
 
 namespace relayllm {

@@ -65,7 +65,10 @@ class Backend {
   virtual void capture_end(int64_t key) { (void)key; }
   // Ends a capture that failed midway, recording nothing.
   virtual void capture_cancel() {}
-  virtual bool replay(int64_t key) { (void)key; return false; }
+  virtual bool replay(int64_t key) {
+    (void)key;
+    return false;
+  }
 
   // A timer for the op profile. The default reads the host clock, which is right for
   // backends whose ops finish before they return.

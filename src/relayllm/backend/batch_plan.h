@@ -14,13 +14,13 @@
 namespace relayllm {
 
 struct PlannedSequence {
-  int32_t query_start = 0;         // first row in the step's token rows
-  int32_t query_len = 0;           // new tokens this step
-  int32_t context_len = 0;         // own tokens in the KV cache once this step's are written
-  int32_t position_offset = 0;     // relay prefix length S, or 0
-  int32_t block_table_start = 0;   // index into BatchPlan::block_tables
-  int32_t num_blocks = 0;          // own blocks, covering context_len tokens
-  int32_t prefix_group = -1;       // index into BatchPlan::prefix_groups, -1 without relay
+  int32_t query_start = 0;        // first row in the step's token rows
+  int32_t query_len = 0;          // new tokens this step
+  int32_t context_len = 0;        // own tokens in the KV cache once this step's are written
+  int32_t position_offset = 0;    // relay prefix length S, or 0
+  int32_t block_table_start = 0;  // index into BatchPlan::block_tables
+  int32_t num_blocks = 0;         // own blocks, covering context_len tokens
+  int32_t prefix_group = -1;      // index into BatchPlan::prefix_groups, -1 without relay
 };
 
 // One relay prefix used by this step: its KV (positions 0..prefix_len-1) is read

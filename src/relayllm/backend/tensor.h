@@ -14,7 +14,8 @@ enum class DType { kF32, kBF16, kF16 };
 
 inline size_t dtype_size(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 std::string dtype_name(DType dtype);
-// Accepts vLLM's spellings: float32/float, bfloat16, float16/half; "auto" is resolved by the caller.
+// Accepts vLLM's spellings: float32/float, bfloat16, float16/half; "auto" is resolved by the
+// caller.
 DType parse_dtype(const std::string& name);
 
 struct Tensor {
@@ -31,7 +32,9 @@ struct Tensor {
   size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
   bool defined() const { return storage != nullptr; }
   template <typename T>
-  T* data() const { return static_cast<T*>(storage.get()); }
+  T* data() const {
+    return static_cast<T*>(storage.get());
+  }
 };
 
 }  // namespace relayllm

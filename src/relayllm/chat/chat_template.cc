@@ -1,11 +1,11 @@
 #include "relayllm/chat/chat_template.h"
 
+#include <utility>
+#include <vector>
+
 #include "relayllm/chat/jinja_interpreter.h"
 #include "relayllm/chat/jinja_parser.h"
 #include "relayllm/common/error.h"
-
-#include <utility>
-#include <vector>
 
 namespace relayllm {
 
@@ -47,7 +47,8 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
   return jinja::render_template(parsed_->body, parsed_->positions, variables);
 }
 
-std::string ChatTemplate::render(const nlohmann::json& messages, const ChatTemplateOptions& options) const {
+std::string ChatTemplate::render(const nlohmann::json& messages,
+                                 const ChatTemplateOptions& options) const {
   // The conversion to ordered_json copies recursively: bound the depth first, without recursion.
   std::vector<std::pair<const nlohmann::json*, int>> pending = {{&messages, 1}};
   while (!pending.empty()) {
@@ -63,7 +64,8 @@ std::string ChatTemplate::render(const nlohmann::json& messages, const ChatTempl
 
 const char* default_chat_template() {
   return "{% for message in messages %}"
-         "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+         "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' "
+         "}}"
          "{% endfor %}"
          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 }

@@ -32,7 +32,8 @@ class ChatTemplate {
 
   // Thread-safe. Error (with the template position) when the template fails, and with the
   // template's own message when it calls raise_exception.
-  std::string render(const nlohmann::ordered_json& messages, const ChatTemplateOptions& options) const;
+  std::string render(const nlohmann::ordered_json& messages,
+                     const ChatTemplateOptions& options) const;
   // The same with an unordered document (object keys then come in sorted order).
   std::string render(const nlohmann::json& messages, const ChatTemplateOptions& options) const;
 

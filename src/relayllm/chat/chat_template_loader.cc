@@ -19,7 +19,8 @@ std::string read_file(const std::filesystem::path& path) {
 }
 
 // Special tokens are written either as a string or as an AddedToken object with "content".
-std::string token_text(const nlohmann::json& config, const char* field, const std::filesystem::path& file) {
+std::string token_text(const nlohmann::json& config, const char* field,
+                       const std::filesystem::path& file) {
   auto it = config.find(field);
   if (it == config.end() || it->is_null()) return "";
   if (it->is_string()) return it->get<std::string>();
@@ -44,14 +45,16 @@ ChatTemplateConfig load_chat_template_config(const std::filesystem::path& model_
         config.source = it->get<std::string>();
       } else if (it->is_array()) {
         for (const auto& entry : *it) {
-          if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
-              entry["template"].is_string()) {
+          if (entry.is_object() && entry.value("name", "") == "default" &&
+              entry.contains("template") && entry["template"].is_string()) {
             config.source = entry["template"].get<std::string>();
           }
         }
-        if (!config.source) fail("{}: chat_template list has no entry named \"default\"", file.string());
+        if (!config.source)
+          fail("{}: chat_template list has no entry named \"default\"", file.string());
       } else {
-        fail("{}: field \"chat_template\" must be a string or a list of {{name, template}}", file.string());
+        fail("{}: field \"chat_template\" must be a string or a list of {{name, template}}",
+             file.string());
       }
     }
   }

@@ -15,29 +15,45 @@ struct Expr;
 using ExprPtr = std::unique_ptr<Expr>;
 
 enum class BinaryOp : uint8_t {
-  kAdd, kSub, kMul, kDiv, kFloorDiv, kMod, kPow, kConcat,
-  kEq, kNe, kLt, kLe, kGt, kGe, kIn, kNotIn, kAnd, kOr,
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kFloorDiv,
+  kMod,
+  kPow,
+  kConcat,
+  kEq,
+  kNe,
+  kLt,
+  kLe,
+  kGt,
+  kGe,
+  kIn,
+  kNotIn,
+  kAnd,
+  kOr,
 };
 
 struct Expr {
   enum class Kind : uint8_t {
-    kLiteral,   // literal
-    kName,      // name
-    kList,      // args
-    kTuple,     // args
-    kDict,      // keys[i] -> args[i]
-    kGetAttr,   // args[0] . name
-    kGetItem,   // args[0] [ args[1] ]
-    kSlice,     // args[0] [ args[1] : args[2] : args[3] ], missing parts are null
-    kCall,      // args[0] ( args[1..], kwargs )
-    kFilter,    // args[0] | name ( args[1..], kwargs )
-    kTest,      // args[0] is [not] name ( args[1..] )
-    kNot,       // not args[0]
-    kNeg,       // - args[0]
-    kPos,       // + args[0]
-    kBinary,    // args[0] op args[1]
-    kCompare,   // args[0] ops[0] args[1] ops[1] args[2] ..., chained as in Python
-    kCondition, // args[0] if args[1] else args[2] (args[2] may be null)
+    kLiteral,    // literal
+    kName,       // name
+    kList,       // args
+    kTuple,      // args
+    kDict,       // keys[i] -> args[i]
+    kGetAttr,    // args[0] . name
+    kGetItem,    // args[0] [ args[1] ]
+    kSlice,      // args[0] [ args[1] : args[2] : args[3] ], missing parts are null
+    kCall,       // args[0] ( args[1..], kwargs )
+    kFilter,     // args[0] | name ( args[1..], kwargs )
+    kTest,       // args[0] is [not] name ( args[1..] )
+    kNot,        // not args[0]
+    kNeg,        // - args[0]
+    kPos,        // + args[0]
+    kBinary,     // args[0] op args[1]
+    kCompare,    // args[0] ops[0] args[1] ops[1] args[2] ..., chained as in Python
+    kCondition,  // args[0] if args[1] else args[2] (args[2] may be null)
   };
   Kind kind;
   size_t offset = 0;

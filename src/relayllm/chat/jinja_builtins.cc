@@ -27,7 +27,8 @@ std::vector<size_t> code_point_offsets(std::string_view s) {
 uint32_t decode_at(std::string_view s, size_t i) {
   unsigned char c = static_cast<unsigned char>(s[i]);
   auto cont = [&](size_t k) {
-    return i + k < s.size() ? static_cast<uint32_t>(static_cast<unsigned char>(s[i + k]) & 0x3f) : 0u;
+    return i + k < s.size() ? static_cast<uint32_t>(static_cast<unsigned char>(s[i + k]) & 0x3f)
+                            : 0u;
   };
   if (c < 0x80) return c;
   if (c < 0xe0) return ((c & 0x1fu) << 6) | cont(1);
@@ -46,7 +47,8 @@ std::string python_strip(std::string_view s, const Value* chars, bool left, bool
   std::vector<uint32_t> set;
   bool by_set = chars != nullptr && !chars->is_none() && !chars->is_undefined();
   if (by_set) {
-    if (!chars->is_string()) value_error("strip arg must be None or str, not {}", chars->type_name());
+    if (!chars->is_string())
+      value_error("strip arg must be None or str, not {}", chars->type_name());
     const std::string& c = chars->as_string();
     auto offsets = code_point_offsets(c);
     for (size_t k = 0; k + 1 < offsets.size(); ++k) set.push_back(decode_at(c, offsets[k]));
@@ -118,7 +120,8 @@ std::vector<std::string> python_split(const std::string& s, const Value* sep, in
   size_t pos = 0;
   while (true) {
     size_t hit = s.find(d, pos);
-    if (hit == std::string::npos || (maxsplit >= 0 && static_cast<int64_t>(parts.size()) >= maxsplit)) {
+    if (hit == std::string::npos ||
+        (maxsplit >= 0 && static_cast<int64_t>(parts.size()) >= maxsplit)) {
       parts.push_back(s.substr(pos));
       return parts;
     }
@@ -145,7 +148,8 @@ std::vector<std::string> python_rsplit(const std::string& s, const Value* sep, i
   return parts;
 }
 
-std::string python_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
+std::string python_replace(const std::string& s, const std::string& from, const std::string& to,
+                           int64_t count) {
   if (from.empty()) value_error("replace: empty search string is not supported");
   std::string out;
   size_t pos = 0;
@@ -171,9 +175,11 @@ Value strings_to_list(std::vector<std::string> parts) {
 
 // ---- argument helpers ----------------------------------------------------------------
 
-const std::string& string_arg(const CallArgs& args, size_t index, std::string_view name, std::string_view what) {
+const std::string& string_arg(const CallArgs& args, size_t index, std::string_view name,
+                              std::string_view what) {
   const Value* v = args.get(index, name);
-  if (v == nullptr || !v->is_string()) value_error("{}: argument '{}' must be a string", what, name);
+  if (v == nullptr || !v->is_string())
+    value_error("{}: argument '{}' must be a string", what, name);
   return v->as_string();
 }
 
@@ -250,7 +256,8 @@ Value sort_key(const Value& v, bool case_sensitive) {
 
 CallArgs tail_args(const CallArgs& args, size_t from) {
   CallArgs out;
-  for (size_t i = from; i < args.positional.size(); ++i) out.positional.push_back(args.positional[i]);
+  for (size_t i = from; i < args.positional.size(); ++i)
+    out.positional.push_back(args.positional[i]);
   out.keyword = args.keyword;
   return out;
 }
@@ -264,8 +271,9 @@ Value select_items(const Value& value, const CallArgs& args, bool by_attribute, 
   test_args.keyword.clear();
   for (const Value& item : iterate(value, "select")) {
     Value subject = by_attribute ? get_attribute_path(item, attribute) : item;
-    bool passed = test_name == nullptr ? subject.truthy()
-                                       : apply_test(expect_string(*test_name, "select"), subject, test_args);
+    bool passed = test_name == nullptr
+                      ? subject.truthy()
+                      : apply_test(expect_string(*test_name, "select"), subject, test_args);
     if (passed == keep) out.push_back(item);
   }
   return Value(std::move(out));
@@ -275,21 +283,36 @@ std::string html_escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
 }
 
 std::string indent_text(const std::string& s, const Value* width, bool first, bool blank) {
-  std::string pad = width == nullptr ? "    "
-                    : width->is_string() ? width->as_string()
-                                         : std::string(static_cast<size_t>(std::max<int64_t>(0, width->is_int() ? width->as_int() : 4)), ' ');
+  std::string pad =
+      width == nullptr ? "    "
+      : width->is_string()
+          ? width->as_string()
+          : std::string(
+                static_cast<size_t>(std::max<int64_t>(0, width->is_int() ? width->as_int() : 4)),
+                ' ');
   std::vector<std::string> lines;
   // splitlines() of s + "\n": every line, without the empty one after the final newline.
   std::string text = s + "\n";
@@ -384,12 +407,14 @@ Value python_index(const Value& object, const Value& index) {
     int64_t n = static_cast<int64_t>(offsets.size()) - 1;
     if (i < 0) i += n;
     if (i < 0 || i >= n) return Value::undefined(fmt::format("[{}]", index.str()));
-    return Value(s.substr(offsets[static_cast<size_t>(i)], offsets[static_cast<size_t>(i) + 1] - offsets[static_cast<size_t>(i)]));
+    return Value(s.substr(offsets[static_cast<size_t>(i)],
+                          offsets[static_cast<size_t>(i) + 1] - offsets[static_cast<size_t>(i)]));
   }
   return Value::undefined(index.str());
 }
 
-Value python_slice(const Value& object, const Value& start_v, const Value& stop_v, const Value& step_v) {
+Value python_slice(const Value& object, const Value& start_v, const Value& stop_v,
+                   const Value& step_v) {
   auto opt_int = [](const Value& v, const char* what) -> std::optional<int64_t> {
     if (v.is_none() || v.is_undefined()) return std::nullopt;
     if (v.is_int()) return v.as_int();
@@ -421,13 +446,16 @@ Value python_slice(const Value& object, const Value& start_v, const Value& stop_
   if (object.is_list()) {
     ValueList out;
     const ValueList& list = object.as_list();
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(list[static_cast<size_t>(i)]);
+    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step)
+      out.push_back(list[static_cast<size_t>(i)]);
     return Value(std::move(out));
   }
   const std::string& s = object.as_string();
   std::string out;
   if (step == 1) {
-    if (start < stop) out = s.substr(offsets[static_cast<size_t>(start)], offsets[static_cast<size_t>(stop)] - offsets[static_cast<size_t>(start)]);
+    if (start < stop)
+      out = s.substr(offsets[static_cast<size_t>(start)],
+                     offsets[static_cast<size_t>(stop)] - offsets[static_cast<size_t>(start)]);
     return Value(std::move(out));
   }
   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
@@ -475,7 +503,8 @@ Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) 
   }
   if (name == "replace") {
     return Value(python_replace(v.str(), string_arg(args, 0, "old", "replace"),
-                                string_arg(args, 1, "new", "replace"), int_arg(args, 2, "count", -1)));
+                                string_arg(args, 1, "new", "replace"),
+                                int_arg(args, 2, "count", -1)));
   }
   if (name == "safe") return v;
   if (name == "escape" || name == "e") return Value(html_escape(v.str()));
@@ -533,7 +562,8 @@ Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) 
     if (v.is_undefined()) return Value(ValueList{});
     if (!v.is_dict()) value_error("items filter expects a mapping, got {}", v.type_name());
     ValueList out;
-    for (const auto& [k, item] : v.as_dict().items) out.push_back(Value::tuple(ValueList{Value(k), item}));
+    for (const auto& [k, item] : v.as_dict().items)
+      out.push_back(Value::tuple(ValueList{Value(k), item}));
     return Value(std::move(out));
   }
   if (name == "dictsort") {
@@ -542,10 +572,12 @@ Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) 
     const Value* by = args.get(1, "by");
     bool by_value = by && by->str() == "value";
     ValueList out;
-    for (const auto& [k, item] : v.as_dict().items) out.push_back(Value::tuple(ValueList{Value(k), item}));
+    for (const auto& [k, item] : v.as_dict().items)
+      out.push_back(Value::tuple(ValueList{Value(k), item}));
     std::stable_sort(out.begin(), out.end(), [&](const Value& a, const Value& b) {
       size_t i = by_value ? 1 : 0;
-      return values_less(sort_key(a.as_list()[i], case_sensitive), sort_key(b.as_list()[i], case_sensitive));
+      return values_less(sort_key(a.as_list()[i], case_sensitive),
+                         sort_key(b.as_list()[i], case_sensitive));
     });
     if (bool_arg(args, 2, "reverse", false)) std::reverse(out.begin(), out.end());
     return Value(std::move(out));
@@ -582,8 +614,10 @@ Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) 
     const Value* attribute = args.get(1, "attribute");
     ValueList out, seen;
     for (const Value& item : iterate(v, "unique")) {
-      Value key = sort_key(attribute ? get_attribute_path(item, attribute->str()) : item, case_sensitive);
-      if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return values_equal(s, key); })) {
+      Value key =
+          sort_key(attribute ? get_attribute_path(item, attribute->str()) : item, case_sensitive);
+      if (std::none_of(seen.begin(), seen.end(),
+                       [&](const Value& s) { return values_equal(s, key); })) {
         seen.push_back(key);
         out.push_back(item);
       }
@@ -596,7 +630,8 @@ Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) 
     const Value* attribute = args.get(2, "attribute");
     ValueList items = iterate(v, "sort");
     auto key = [&](const Value& item) {
-      return sort_key(attribute ? get_attribute_path(item, attribute->str()) : item, case_sensitive);
+      return sort_key(attribute ? get_attribute_path(item, attribute->str()) : item,
+                      case_sensitive);
     };
     std::stable_sort(items.begin(), items.end(), [&](const Value& a, const Value& b) {
       return reverse ? values_less(key(b), key(a)) : values_less(key(a), key(b));
@@ -610,8 +645,11 @@ Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) 
     if (items.empty()) return Value::undefined(std::string(name));
     size_t best = 0;
     for (size_t i = 1; i < items.size(); ++i) {
-      Value a = sort_key(attribute ? get_attribute_path(items[i], attribute->str()) : items[i], case_sensitive);
-      Value b = sort_key(attribute ? get_attribute_path(items[best], attribute->str()) : items[best], case_sensitive);
+      Value a = sort_key(attribute ? get_attribute_path(items[i], attribute->str()) : items[i],
+                         case_sensitive);
+      Value b =
+          sort_key(attribute ? get_attribute_path(items[best], attribute->str()) : items[best],
+                   case_sensitive);
       if (name == "min" ? values_less(a, b) : values_less(b, a)) best = i;
     }
     return items[best];
@@ -638,7 +676,8 @@ Value apply_filter(std::string_view name, const Value& v, const CallArgs& args) 
     }
     return Value::undefined(attribute);
   }
-  if (name == "wordcount") return Value(static_cast<int64_t>(python_split(v.str(), nullptr, -1).size()));
+  if (name == "wordcount")
+    return Value(static_cast<int64_t>(python_split(v.str(), nullptr, -1).size()));
   value_error("no filter named '{}'", name);
 }
 
@@ -690,8 +729,10 @@ bool apply_test(std::string_view name, const Value& v, const CallArgs& args) {
   }
   if (name == "in") {
     const Value& container = arg();
-    if (container.is_string() && v.is_string()) return container.as_string().find(v.as_string()) != std::string::npos;
-    if (container.is_dict()) return v.is_string() && container.as_dict().find(v.as_string()) != nullptr;
+    if (container.is_string() && v.is_string())
+      return container.as_string().find(v.as_string()) != std::string::npos;
+    if (container.is_dict())
+      return v.is_string() && container.as_dict().find(v.as_string()) != nullptr;
     for (const Value& item : iterate(container, "in")) {
       if (values_equal(item, v)) return true;
     }
@@ -724,18 +765,30 @@ bool call_method(const Value& object, std::string_view name, const CallArgs& arg
     if (name == "split" || name == "rsplit") {
       const Value* sep = args.get(0, "sep");
       int64_t maxsplit = int_arg(args, 1, "maxsplit", -1);
-      result = strings_to_list(name == "split" ? python_split(s, sep, maxsplit) : python_rsplit(s, sep, maxsplit));
+      result = strings_to_list(name == "split" ? python_split(s, sep, maxsplit)
+                                               : python_rsplit(s, sep, maxsplit));
       return true;
     }
-    if (name == "upper") { result = Value(ascii_upper(s)); return true; }
-    if (name == "lower") { result = Value(ascii_lower(s)); return true; }
-    if (name == "capitalize") { result = Value(capitalize(s)); return true; }
+    if (name == "upper") {
+      result = Value(ascii_upper(s));
+      return true;
+    }
+    if (name == "lower") {
+      result = Value(ascii_lower(s));
+      return true;
+    }
+    if (name == "capitalize") {
+      result = Value(capitalize(s));
+      return true;
+    }
     if (name == "title") {
-      result = Value(title_case(s, [](char c) { return !std::isalpha(static_cast<unsigned char>(c)); }));
+      result =
+          Value(title_case(s, [](char c) { return !std::isalpha(static_cast<unsigned char>(c)); }));
       return true;
     }
     if (name == "replace") {
-      result = Value(python_replace(s, string_arg(args, 0, "old", "replace"), string_arg(args, 1, "new", "replace"),
+      result = Value(python_replace(s, string_arg(args, 0, "old", "replace"),
+                                    string_arg(args, 1, "new", "replace"),
                                     int_arg(args, 2, "count", -1)));
       return true;
     }
@@ -746,13 +799,17 @@ bool call_method(const Value& object, std::string_view name, const CallArgs& arg
         if (needle.empty()) {
           n = static_cast<int64_t>(utf8_length(s)) + 1;
         } else {
-          for (size_t p = s.find(needle); p != std::string::npos; p = s.find(needle, p + needle.size())) ++n;
+          for (size_t p = s.find(needle); p != std::string::npos;
+               p = s.find(needle, p + needle.size()))
+            ++n;
         }
         result = Value(n);
         return true;
       }
       size_t hit = name == "find" ? s.find(needle) : s.rfind(needle);
-      result = Value(hit == std::string::npos ? int64_t{-1} : static_cast<int64_t>(utf8_length(s.substr(0, hit))));
+      result =
+          Value(hit == std::string::npos ? int64_t{-1}
+                                         : static_cast<int64_t>(utf8_length(s.substr(0, hit))));
       return true;
     }
     if (name == "join") {
@@ -772,8 +829,10 @@ bool call_method(const Value& object, std::string_view name, const CallArgs& arg
       bool all = !s.empty();
       for (char c : s) {
         unsigned char u = static_cast<unsigned char>(c);
-        bool ok = name == "isdigit" ? std::isdigit(u) : name == "isspace" ? std::isspace(u)
-                  : name == "isalpha" ? std::isalpha(u) : std::isalnum(u);
+        bool ok = name == "isdigit"   ? std::isdigit(u)
+                  : name == "isspace" ? std::isspace(u)
+                  : name == "isalpha" ? std::isalpha(u)
+                                      : std::isalnum(u);
         all = all && ok;
       }
       result = Value(all);
@@ -794,7 +853,9 @@ bool call_method(const Value& object, std::string_view name, const CallArgs& arg
     if (name == "items" || name == "keys" || name == "values") {
       ValueList out;
       for (const auto& [k, v] : dict.items) {
-        out.push_back(name == "items" ? Value::tuple(ValueList{Value(k), v}) : name == "keys" ? Value(k) : v);
+        out.push_back(name == "items"  ? Value::tuple(ValueList{Value(k), v})
+                      : name == "keys" ? Value(k)
+                                       : v);
       }
       result = Value(std::move(out));
       return true;
@@ -806,7 +867,8 @@ bool call_method(const Value& object, std::string_view name, const CallArgs& arg
 
 namespace {
 
-std::shared_ptr<const Callable> callable(std::string name, std::function<Value(const CallArgs&)> fn) {
+std::shared_ptr<const Callable> callable(std::string name,
+                                         std::function<Value(const CallArgs&)> fn) {
   return std::make_shared<const Callable>(Callable{std::move(name), std::move(fn)});
 }
 
@@ -814,7 +876,8 @@ Value kwargs_dict(const CallArgs& args, bool is_namespace, const char* what) {
   auto dict = std::make_shared<ValueDict>();
   dict->is_namespace = is_namespace;
   for (const Value& p : args.positional) {
-    if (!p.is_dict()) value_error("{}() positional argument must be a mapping, got {}", what, p.type_name());
+    if (!p.is_dict())
+      value_error("{}() positional argument must be a mapping, got {}", what, p.type_name());
     for (const auto& [k, v] : p.as_dict().items) dict->set(k, v);
   }
   for (const auto& [k, v] : args.keyword) dict->set(k, v);
@@ -825,47 +888,49 @@ Value kwargs_dict(const CallArgs& args, bool is_namespace, const char* what) {
 
 void add_builtin_globals(ValueDict& globals) {
   globals.set("range", Value(callable("range", [](const CallArgs& args) {
-    int64_t start = 0, stop = 0, step = 1;
-    auto get = [&](size_t i) {
-      if (!args.positional[i].is_int()) value_error("range() arguments must be integers");
-      return args.positional[i].as_int();
-    };
-    if (args.positional.size() == 1) {
-      stop = get(0);
-    } else if (args.positional.size() == 2 || args.positional.size() == 3) {
-      start = get(0);
-      stop = get(1);
-      if (args.positional.size() == 3) step = get(2);
-    } else {
-      value_error("range() expects 1 to 3 arguments");
-    }
-    if (step == 0) value_error("range() step must not be zero");
-    ValueList out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-      if (out.size() > 10'000'000) value_error("range() too large");
-      out.emplace_back(i);
-    }
-    return Value(std::move(out));
-  })));
+                int64_t start = 0, stop = 0, step = 1;
+                auto get = [&](size_t i) {
+                  if (!args.positional[i].is_int())
+                    value_error("range() arguments must be integers");
+                  return args.positional[i].as_int();
+                };
+                if (args.positional.size() == 1) {
+                  stop = get(0);
+                } else if (args.positional.size() == 2 || args.positional.size() == 3) {
+                  start = get(0);
+                  stop = get(1);
+                  if (args.positional.size() == 3) step = get(2);
+                } else {
+                  value_error("range() expects 1 to 3 arguments");
+                }
+                if (step == 0) value_error("range() step must not be zero");
+                ValueList out;
+                for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+                  if (out.size() > 10'000'000) value_error("range() too large");
+                  out.emplace_back(i);
+                }
+                return Value(std::move(out));
+              })));
   globals.set("namespace", Value(callable("namespace", [](const CallArgs& args) {
-    return kwargs_dict(args, true, "namespace");
-  })));
+                return kwargs_dict(args, true, "namespace");
+              })));
   globals.set("dict", Value(callable("dict", [](const CallArgs& args) {
-    return kwargs_dict(args, false, "dict");
-  })));
-  globals.set("raise_exception", Value(callable("raise_exception", [](const CallArgs& args) -> Value {
-    std::string message = args.positional.empty() ? "" : args.positional[0].str();
-    fail("chat template raised an exception: {}", message);
-  })));
+                return kwargs_dict(args, false, "dict");
+              })));
+  globals.set("raise_exception",
+              Value(callable("raise_exception", [](const CallArgs& args) -> Value {
+                std::string message = args.positional.empty() ? "" : args.positional[0].str();
+                fail("chat template raised an exception: {}", message);
+              })));
   globals.set("strftime_now", Value(callable("strftime_now", [](const CallArgs& args) {
-    std::string format = string_arg(args, 0, "format", "strftime_now");
-    std::time_t now = std::time(nullptr);
-    std::tm local{};
-    localtime_r(&now, &local);
-    char buf[256];
-    size_t n = std::strftime(buf, sizeof(buf), format.c_str(), &local);
-    return Value(std::string(buf, n));
-  })));
+                std::string format = string_arg(args, 0, "format", "strftime_now");
+                std::time_t now = std::time(nullptr);
+                std::tm local{};
+                localtime_r(&now, &local);
+                char buf[256];
+                size_t n = std::strftime(buf, sizeof(buf), format.c_str(), &local);
+                return Value(std::string(buf, n));
+              })));
 }
 
 }  // namespace relayllm::jinja

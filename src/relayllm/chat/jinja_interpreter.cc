@@ -38,7 +38,7 @@ enum class Flow { kNormal, kBreak, kContinue };
 constexpr int kMaxCallDepth = 200;
 // A template from a model file may be hostile: bound the work and memory of one render.
 // Real templates render a conversation in thousands of steps and kilobytes.
-constexpr int64_t kMaxSteps = 500'000;              // statements run plus loop iterations
+constexpr int64_t kMaxSteps = 500'000;               // statements run plus loop iterations
 constexpr size_t kMaxValueBytes = size_t(64) << 20;  // a repeated string or list, and the output
 
 // Python's ints do not overflow; ours are int64, so an overflow is an error, never UB.
@@ -46,9 +46,7 @@ void check_overflow(bool overflow, const char* symbol) {
   if (overflow) value_error("integer overflow in {}", symbol);
 }
 
-[[noreturn]] void undefined_error(const Value& v) {
-  value_error("{}", v.undefined_name());
-}
+[[noreturn]] void undefined_error(const Value& v) { value_error("{}", v.undefined_name()); }
 
 Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
   if (a.is_undefined()) undefined_error(a);
@@ -56,7 +54,9 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
   bool a_num = a.is_number() || a.is_bool();
   bool b_num = b.is_number() || b.is_bool();
   bool both_int = (a.is_int() || a.is_bool()) && (b.is_int() || b.is_bool());
-  auto as_i = [](const Value& v) { return v.is_int() ? v.as_int() : static_cast<int64_t>(v.as_bool()); };
+  auto as_i = [](const Value& v) {
+    return v.is_int() ? v.as_int() : static_cast<int64_t>(v.as_bool());
+  };
   const char* symbol = "?";
   switch (op) {
     case BinaryOp::kAdd:
@@ -92,21 +92,25 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
         return Value(r);
       }
       if (a_num && b_num) return Value(a.to_double() * b.to_double());
-      const Value* seq = a.is_string() || a.is_list() ? &a : b.is_string() || b.is_list() ? &b : nullptr;
+      const Value* seq = a.is_string() || a.is_list()   ? &a
+                         : b.is_string() || b.is_list() ? &b
+                                                        : nullptr;
       const Value* count = seq == &a ? &b : &a;
       if (seq != nullptr && (count->is_int() || count->is_bool())) {
         int64_t n = std::max<int64_t>(0, as_i(*count));
-        const size_t unit = seq->is_string() ? seq->as_string().size()
-                                             : seq->as_list().size() * sizeof(Value);
+        const size_t unit =
+            seq->is_string() ? seq->as_string().size() : seq->as_list().size() * sizeof(Value);
         if (unit != 0 && uint64_t(n) > kMaxValueBytes / unit)
-          value_error("repeating a {} {} times exceeds {} bytes", seq->type_name(), n, kMaxValueBytes);
+          value_error("repeating a {} {} times exceeds {} bytes", seq->type_name(), n,
+                      kMaxValueBytes);
         if (seq->is_string()) {
           std::string out;
           for (int64_t i = 0; i < n; ++i) out += seq->as_string();
           return Value(std::move(out));
         }
         ValueList out;
-        for (int64_t i = 0; i < n; ++i) out.insert(out.end(), seq->as_list().begin(), seq->as_list().end());
+        for (int64_t i = 0; i < n; ++i)
+          out.insert(out.end(), seq->as_list().begin(), seq->as_list().end());
         return Value(std::move(out));
       }
       break;
@@ -168,13 +172,15 @@ Value arithmetic(BinaryOp op, const Value& a, const Value& b) {
     default:
       break;
   }
-  value_error("unsupported operand type(s) for {}: '{}' and '{}'", symbol, a.type_name(), b.type_name());
+  value_error("unsupported operand type(s) for {}: '{}' and '{}'", symbol, a.type_name(),
+              b.type_name());
 }
 
 bool contains(const Value& container, const Value& item) {
   switch (container.kind()) {
     case Value::Kind::kString:
-      if (!item.is_string()) value_error("'in <string>' requires string as left operand, not {}", item.type_name());
+      if (!item.is_string())
+        value_error("'in <string>' requires string as left operand, not {}", item.type_name());
       return container.as_string().find(item.as_string()) != std::string::npos;
     case Value::Kind::kList:
       for (const Value& v : container.as_list()) {
@@ -227,14 +233,16 @@ class Renderer {
     return Flow::kNormal;
   }
 
-  void bind_targets(Scope& scope, const std::vector<std::string>& targets, const Value& value, size_t offset) {
+  void bind_targets(Scope& scope, const std::vector<std::string>& targets, const Value& value,
+                    size_t offset) {
     if (targets.size() == 1) {
       scope.set(targets[0], value);
       return;
     }
     ValueList items = value.is_list() ? value.as_list() : ValueList{};
     if (!value.is_list() || items.size() != targets.size()) {
-      error_at(offset, fmt::format("cannot unpack {} into {} variables", value.repr(), targets.size()));
+      error_at(offset,
+               fmt::format("cannot unpack {} into {} variables", value.repr(), targets.size()));
     }
     for (size_t i = 0; i < targets.size(); ++i) scope.set(targets[i], items[i]);
   }
@@ -280,7 +288,8 @@ class Renderer {
         if (s.target_object) {
           Value object = eval(*s.target_object, scope);
           if (!object.is_dict() || !object.as_dict().is_namespace) {
-            error_at(s.offset, fmt::format("cannot assign attribute '{}' on a non-namespace object", s.name));
+            error_at(s.offset,
+                     fmt::format("cannot assign attribute '{}' on a non-namespace object", s.name));
           }
           object.as_dict().set(s.name, std::move(value));
         } else {
@@ -354,13 +363,18 @@ class Renderer {
       loop->items.emplace_back("length", Value(n));
       loop->items.emplace_back("depth", Value(1));
       loop->items.emplace_back("depth0", Value(0));
-      loop->items.emplace_back("previtem", i > 0 ? items[static_cast<size_t>(i - 1)] : Value::undefined("'loop.previtem' is undefined"));
-      loop->items.emplace_back("nextitem", i + 1 < n ? items[static_cast<size_t>(i + 1)] : Value::undefined("'loop.nextitem' is undefined"));
-      loop->items.emplace_back("cycle", Value(std::make_shared<const Callable>(Callable{
-                                            "loop.cycle", [i](const CallArgs& args) {
-                                              if (args.positional.empty()) value_error("loop.cycle() needs arguments");
-                                              return args.positional[static_cast<size_t>(i) % args.positional.size()];
-                                            }})));
+      loop->items.emplace_back("previtem", i > 0
+                                               ? items[static_cast<size_t>(i - 1)]
+                                               : Value::undefined("'loop.previtem' is undefined"));
+      loop->items.emplace_back("nextitem", i + 1 < n
+                                               ? items[static_cast<size_t>(i + 1)]
+                                               : Value::undefined("'loop.nextitem' is undefined"));
+      loop->items.emplace_back(
+          "cycle", Value(std::make_shared<const Callable>(Callable{
+                       "loop.cycle", [i](const CallArgs& args) {
+                         if (args.positional.empty()) value_error("loop.cycle() needs arguments");
+                         return args.positional[static_cast<size_t>(i) % args.positional.size()];
+                       }})));
       inner.vars.emplace_back("loop", Value(std::move(loop)));
       if (exec_body(s.body, inner, out) == Flow::kBreak) break;
     }
@@ -368,33 +382,36 @@ class Renderer {
 
   Value make_macro(const Stmt& s, const Scope& defined_in) {
     const Scope* closure = &defined_in;
-    return Value(std::make_shared<const Callable>(Callable{s.name, [this, &s, closure](const CallArgs& args) {
-      if (++depth_ > kMaxCallDepth) value_error("macro '{}' nests deeper than {} calls", s.name, kMaxCallDepth);
-      Scope scope{closure, {}};
-      if (args.positional.size() > s.params.size()) {
-        value_error("macro '{}' takes {} arguments, {} given", s.name, s.params.size(), args.positional.size());
-      }
-      for (size_t i = 0; i < s.params.size(); ++i) {
-        const auto& [param, default_value] = s.params[i];
-        const Value* given = args.get(i, param);
-        if (given != nullptr) {
-          scope.set(param, *given);
-        } else if (default_value) {
-          scope.set(param, eval(*default_value, scope));
-        } else {
-          scope.set(param, Value::undefined(fmt::format("'{}' is undefined", param)));
-        }
-      }
-      for (const auto& [k, v] : args.keyword) {
-        bool known = false;
-        for (const auto& p : s.params) known = known || p.first == k;
-        if (!known) value_error("macro '{}' has no parameter named '{}'", s.name, k);
-      }
-      std::string out;
-      exec_body(s.body, scope, out);
-      --depth_;
-      return Value(std::move(out));
-    }}));
+    return Value(std::make_shared<const Callable>(
+        Callable{s.name, [this, &s, closure](const CallArgs& args) {
+                   if (++depth_ > kMaxCallDepth)
+                     value_error("macro '{}' nests deeper than {} calls", s.name, kMaxCallDepth);
+                   Scope scope{closure, {}};
+                   if (args.positional.size() > s.params.size()) {
+                     value_error("macro '{}' takes {} arguments, {} given", s.name, s.params.size(),
+                                 args.positional.size());
+                   }
+                   for (size_t i = 0; i < s.params.size(); ++i) {
+                     const auto& [param, default_value] = s.params[i];
+                     const Value* given = args.get(i, param);
+                     if (given != nullptr) {
+                       scope.set(param, *given);
+                     } else if (default_value) {
+                       scope.set(param, eval(*default_value, scope));
+                     } else {
+                       scope.set(param, Value::undefined(fmt::format("'{}' is undefined", param)));
+                     }
+                   }
+                   for (const auto& [k, v] : args.keyword) {
+                     bool known = false;
+                     for (const auto& p : s.params) known = known || p.first == k;
+                     if (!known) value_error("macro '{}' has no parameter named '{}'", s.name, k);
+                   }
+                   std::string out;
+                   exec_body(s.body, scope, out);
+                   --depth_;
+                   return Value(std::move(out));
+                 }}));
   }
 
   Value apply_filter_chain(const Expr& filter, Value input, Scope& scope) {
@@ -411,7 +428,8 @@ class Renderer {
   CallArgs eval_args(const Expr& e, Scope& scope, size_t first) {
     CallArgs args;
     args.positional.reserve(e.args.size() - first);
-    for (size_t i = first; i < e.args.size(); ++i) args.positional.push_back(eval(*e.args[i], scope));
+    for (size_t i = first; i < e.args.size(); ++i)
+      args.positional.push_back(eval(*e.args[i], scope));
     for (const auto& [k, v] : e.kwargs) args.keyword.emplace_back(k, eval(*v, scope));
     return args;
   }
@@ -437,7 +455,8 @@ class Renderer {
         ValueList items;
         items.reserve(e.args.size());
         for (const ExprPtr& a : e.args) items.push_back(eval(*a, scope));
-        return e.kind == Expr::Kind::kTuple ? Value::tuple(std::move(items)) : Value(std::move(items));
+        return e.kind == Expr::Kind::kTuple ? Value::tuple(std::move(items))
+                                            : Value(std::move(items));
       }
       case Expr::Kind::kDict: {
         auto dict = std::make_shared<ValueDict>();
@@ -454,7 +473,8 @@ class Renderer {
           const Value* found = object.as_dict().find(e.name);
           if (found) return *found;
         }
-        return Value::undefined(fmt::format("'{} object' has no attribute '{}'", object.type_name(), e.name));
+        return Value::undefined(
+            fmt::format("'{} object' has no attribute '{}'", object.type_name(), e.name));
       }
       case Expr::Kind::kGetItem: {
         Value object = eval(*e.args[0], scope);
@@ -462,7 +482,8 @@ class Renderer {
         Value index = eval(*e.args[1], scope);
         Value result = python_index(object, index);
         if (result.is_undefined()) {
-          return Value::undefined(fmt::format("'{} object' has no element {}", object.type_name(), index.repr()));
+          return Value::undefined(
+              fmt::format("'{} object' has no element {}", object.type_name(), index.repr()));
         }
         return result;
       }
@@ -487,14 +508,16 @@ class Renderer {
       case Expr::Kind::kPos: {
         Value v = eval(*e.args[0], scope);
         if (v.is_undefined()) undefined_error(v);
-        if (e.kind == Expr::Kind::kPos && (v.is_number() || v.is_bool())) return v.is_bool() ? Value(int64_t{v.as_bool()}) : v;
+        if (e.kind == Expr::Kind::kPos && (v.is_number() || v.is_bool()))
+          return v.is_bool() ? Value(int64_t{v.as_bool()}) : v;
         if (v.is_int()) {
           if (v.as_int() == INT64_MIN) value_error("integer overflow in unary -");
           return Value(-v.as_int());
         }
         if (v.is_float()) return Value(-v.as_float());
         if (v.is_bool()) return Value(-static_cast<int64_t>(v.as_bool()));
-        value_error("bad operand type for unary {}: '{}'", e.kind == Expr::Kind::kNeg ? "-" : "+", v.type_name());
+        value_error("bad operand type for unary {}: '{}'", e.kind == Expr::Kind::kNeg ? "-" : "+",
+                    v.type_name());
       }
       case Expr::Kind::kBinary:
         return eval_binary(e, scope);
@@ -509,7 +532,9 @@ class Renderer {
       }
       case Expr::Kind::kCondition: {
         if (eval(*e.args[1], scope).truthy()) return eval(*e.args[0], scope);
-        return e.args[2] ? eval(*e.args[2], scope) : Value::undefined("the conditional expression evaluated to false and has no else");
+        return e.args[2] ? eval(*e.args[2], scope)
+                         : Value::undefined(
+                               "the conditional expression evaluated to false and has no else");
       }
     }
     return Value();
@@ -577,7 +602,8 @@ class Renderer {
 
 }  // namespace
 
-std::string render_template(const Body& body, const SourcePositions& positions, const ValueDict& variables) {
+std::string render_template(const Body& body, const SourcePositions& positions,
+                            const ValueDict& variables) {
   Scope globals;
   ValueDict builtins;
   add_builtin_globals(builtins);

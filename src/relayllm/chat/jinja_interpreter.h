@@ -13,6 +13,7 @@ namespace relayllm::jinja {
 // `variables` are the template's inputs (messages, bos_token, ...); jinja2's and
 // Hugging Face's globals come underneath them. Errors are relayllm::Error naming
 // the line and column of the failing expression.
-std::string render_template(const Body& body, const SourcePositions& positions, const ValueDict& variables);
+std::string render_template(const Body& body, const SourcePositions& positions,
+                            const ValueDict& variables);
 
 }  // namespace relayllm::jinja

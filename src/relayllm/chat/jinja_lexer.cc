@@ -38,7 +38,9 @@ std::string normalize_newlines(std::string_view source) {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 bool is_name_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool is_name_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 
@@ -126,7 +128,8 @@ class Lexer {
   bool try_raw(size_t tag, size_t inner, size_t& pos) {
     size_t p = inner;
     while (p < src_.size() && is_space(src_[p])) ++p;
-    if (src_.substr(p, 3) != "raw" || (p + 3 < src_.size() && is_name_char(src_[p + 3]))) return false;
+    if (src_.substr(p, 3) != "raw" || (p + 3 < src_.size() && is_name_char(src_[p + 3])))
+      return false;
     p += 3;
     while (p < src_.size() && is_space(src_[p])) ++p;
     char sign = '\0';
@@ -210,14 +213,16 @@ class Lexer {
     size_t start = p;
     std::string digits;
     auto take_digits = [&] {
-      while (p < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[p])) || src_[p] == '_')) {
+      while (p < src_.size() &&
+             (std::isdigit(static_cast<unsigned char>(src_[p])) || src_[p] == '_')) {
         if (src_[p] != '_') digits += src_[p];
         ++p;
       }
     };
     take_digits();
     bool is_float = false;
-    if (p + 1 < src_.size() && src_[p] == '.' && std::isdigit(static_cast<unsigned char>(src_[p + 1]))) {
+    if (p + 1 < src_.size() && src_[p] == '.' &&
+        std::isdigit(static_cast<unsigned char>(src_[p + 1]))) {
       is_float = true;
       digits += src_[p++];
       take_digits();
@@ -233,7 +238,8 @@ class Lexer {
         take_digits();
       }
     }
-    tokens_.push_back({is_float ? Token::Kind::kFloat : Token::Kind::kInteger, std::move(digits), start});
+    tokens_.push_back(
+        {is_float ? Token::Kind::kFloat : Token::Kind::kInteger, std::move(digits), start});
     return p;
   }
 
@@ -259,29 +265,58 @@ class Lexer {
         uint32_t cp = 0;
         for (size_t i = 0; i < n; ++i) {
           char h = src_[p + i];
-          if (!std::isxdigit(static_cast<unsigned char>(h))) error(p, "bad hex escape in string literal");
-          cp = cp * 16 + static_cast<uint32_t>(std::isdigit(static_cast<unsigned char>(h))
-                                                   ? h - '0'
-                                                   : std::tolower(static_cast<unsigned char>(h)) - 'a' + 10);
+          if (!std::isxdigit(static_cast<unsigned char>(h)))
+            error(p, "bad hex escape in string literal");
+          cp = cp * 16 +
+               static_cast<uint32_t>(std::isdigit(static_cast<unsigned char>(h))
+                                         ? h - '0'
+                                         : std::tolower(static_cast<unsigned char>(h)) - 'a' + 10);
         }
         p += n;
         utf8::append(value, cp);
       };
       switch (e) {
-        case 'n': value += '\n'; break;
-        case 't': value += '\t'; break;
-        case 'r': value += '\r'; break;
-        case '\\': value += '\\'; break;
-        case '\'': value += '\''; break;
-        case '"': value += '"'; break;
-        case 'a': value += '\a'; break;
-        case 'b': value += '\b'; break;
-        case 'f': value += '\f'; break;
-        case 'v': value += '\v'; break;
-        case '\n': break;
-        case 'x': hex(2); break;
-        case 'u': hex(4); break;
-        case 'U': hex(8); break;
+        case 'n':
+          value += '\n';
+          break;
+        case 't':
+          value += '\t';
+          break;
+        case 'r':
+          value += '\r';
+          break;
+        case '\\':
+          value += '\\';
+          break;
+        case '\'':
+          value += '\'';
+          break;
+        case '"':
+          value += '"';
+          break;
+        case 'a':
+          value += '\a';
+          break;
+        case 'b':
+          value += '\b';
+          break;
+        case 'f':
+          value += '\f';
+          break;
+        case 'v':
+          value += '\v';
+          break;
+        case '\n':
+          break;
+        case 'x':
+          hex(2);
+          break;
+        case 'u':
+          hex(4);
+          break;
+        case 'U':
+          hex(8);
+          break;
         default:
           if (e >= '0' && e <= '7') {
             uint32_t cp = static_cast<uint32_t>(e - '0');

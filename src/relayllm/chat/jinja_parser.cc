@@ -177,7 +177,11 @@ class Parser {
           if (ends.size() == 0) return body;
           std::string names;
           for (const char* e : ends) names += std::string(names.empty() ? "'" : " or '") + e + "'";
-          error_at(opened_at, fmt::format("tag opened here is never closed: expected {} before the end of the template", names));
+          error_at(
+              opened_at,
+              fmt::format(
+                  "tag opened here is never closed: expected {} before the end of the template",
+                  names));
         }
         default:
           expected("text or a tag");

@@ -4,7 +4,6 @@
 #include <charconv>
 #include <cmath>
 
-
 namespace relayllm::jinja {
 
 const Value* ValueDict::find(std::string_view key) const {
@@ -153,7 +152,8 @@ std::string python_float_repr(double x) {
   }
   if (exponent < 0) return sign + "0." + std::string(-exponent - 1, '0') + digits;
   size_t int_len = static_cast<size_t>(exponent) + 1;
-  if (digits.size() <= int_len) return sign + digits + std::string(int_len - digits.size(), '0') + ".0";
+  if (digits.size() <= int_len)
+    return sign + digits + std::string(int_len - digits.size(), '0') + ".0";
   return sign + digits.substr(0, int_len) + "." + digits.substr(int_len);
 }
 
@@ -435,8 +435,7 @@ bool values_less(const Value& a, const Value& b) {
     }
     return x.size() < y.size();
   }
-  value_error("'<' not supported between instances of '{}' and '{}'", a.type_name(),
-       b.type_name());
+  value_error("'<' not supported between instances of '{}' and '{}'", a.type_name(), b.type_name());
 }
 
 }  // namespace relayllm::jinja

@@ -12,7 +12,8 @@ constexpr std::string_view kSysMarker = "{__SYS_PROMPT}";
 constexpr std::string_view kUserMarker = "{__USR_PROMPT}";
 
 std::string replace_all(std::string text, std::string_view from, const std::string& to) {
-  for (size_t pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size()))
+  for (size_t pos = text.find(from); pos != std::string::npos;
+       pos = text.find(from, pos + to.size()))
     text.replace(pos, from.size(), to);
   return text;
 }
@@ -23,8 +24,8 @@ SysSchema::SysSchema(const std::string& schema, const std::string& sys_prompt,
                      bool prefix_has_special_tokens)
     : add_special_tokens_(!prefix_has_special_tokens) {
   size_t user = schema.find(kUserMarker);
-  RELAYLLM_CHECK(user != std::string::npos, "--sys-schema must contain {} (got \"{}\")", kUserMarker,
-                 schema);
+  RELAYLLM_CHECK(user != std::string::npos, "--sys-schema must contain {} (got \"{}\")",
+                 kUserMarker, schema);
   RELAYLLM_CHECK(schema.find(kUserMarker, user + 1) == std::string::npos,
                  "--sys-schema contains {} more than once", kUserMarker);
   prefix_ = replace_all(schema.substr(0, user), kSysMarker, sys_prompt);
@@ -50,9 +51,9 @@ std::optional<std::string> sys_schema_from_chat_template(const std::string& chat
   options.add_generation_prompt = true;
   options.bos_token = bos_token;
   options.eos_token = eos_token;
-  nlohmann::json messages = nlohmann::json::array(
-      {{{"role", "system"}, {"content", std::string(kSysMarker)}},
-       {{"role", "user"}, {"content", std::string(kUserMarker)}}});
+  nlohmann::json messages =
+      nlohmann::json::array({{{"role", "system"}, {"content", std::string(kSysMarker)}},
+                             {{"role", "user"}, {"content", std::string(kUserMarker)}}});
   std::string schema;
   try {
     schema = ChatTemplate(chat_template).render(messages, options);

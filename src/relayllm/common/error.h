@@ -20,8 +20,8 @@ template <typename... Args>
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
 
-#define RELAYLLM_CHECK(cond, ...)         \
-  do {                                    \
+#define RELAYLLM_CHECK(cond, ...)               \
+  do {                                          \
     if (!(cond)) ::relayllm::fail(__VA_ARGS__); \
   } while (0)
 

@@ -1,9 +1,9 @@
 #include "relayllm/common/json_fields.h"
 
-#include "relayllm/common/bounded_json.h"
-
 #include <cmath>
 #include <limits>
+
+#include "relayllm/common/bounded_json.h"
 
 namespace relayllm::json_fields {
 

@@ -35,7 +35,8 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
       tokenizer_(std::move(tokenizer)),
       backend_(std::move(backend)),
       model_(config, weights, *backend_,
-             std::max<int64_t>(resolve_max_model_len(config_, config), config.max_position_embeddings)),
+             std::max<int64_t>(resolve_max_model_len(config_, config),
+                               config.max_position_embeddings)),
       runner_(model_),
       pool_(resolve_num_blocks(config_, model_), config_.block_size),
       prefixes_(
@@ -54,19 +55,22 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
   if (auto eos = tokenizer_.eos_token_id();
       eos && std::find(eos_ids.begin(), eos_ids.end(), *eos) == eos_ids.end())
     eos_ids.push_back(*eos);
-  output_ = std::make_unique<OutputProcessor>(tokenizer_, std::move(eos_ids), config_.max_model_len);
-  spdlog::info("engine: backend {}, {} KV blocks of {} tokens ({:.1f} MiB), max model len {}",
-               backend_->name(), pool_.num_blocks(), pool_.block_size(),
-               double(model_.kv_bytes_per_block(pool_.block_size())) * pool_.num_blocks() / (1 << 20),
-               config_.max_model_len);
+  output_ =
+      std::make_unique<OutputProcessor>(tokenizer_, std::move(eos_ids), config_.max_model_len);
+  spdlog::info(
+      "engine: backend {}, {} KV blocks of {} tokens ({:.1f} MiB), max model len {}",
+      backend_->name(), pool_.num_blocks(), pool_.block_size(),
+      double(model_.kv_bytes_per_block(pool_.block_size())) * pool_.num_blocks() / (1 << 20),
+      config_.max_model_len);
 }
 
 Engine::~Engine() = default;
 
 void Engine::set_enforce_eager(bool eager) {
   config_.enforce_eager = eager;
-  runner_.set_graph_policy({!eager && config_.cuda_graph_max_batch > 0,
-                           std::min(config_.cuda_graph_max_batch, config_.scheduler.max_num_seqs)});
+  runner_.set_graph_policy(
+      {!eager && config_.cuda_graph_max_batch > 0,
+       std::min(config_.cuda_graph_max_batch, config_.scheduler.max_num_seqs)});
 }
 
 const RelayPrefix& Engine::register_prefix(const std::string& name, std::vector<int32_t> tokens) {
@@ -122,7 +126,8 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   RelayPrefix* prefix = nullptr;
   if (!prefix_name.empty()) {
     RELAYLLM_CHECK(config_.enable_relay_attention,
-                   "relay_prefix '{}' given but relay attention is off in this engine", prefix_name);
+                   "relay_prefix '{}' given but relay attention is off in this engine",
+                   prefix_name);
     prefix = prefixes_.find(prefix_name);  // skips prefixes being removed
     RELAYLLM_CHECK(prefix != nullptr && prefix->ready, "relay_prefix '{}' is not registered",
                    prefix_name);
@@ -224,7 +229,9 @@ BatchPlan Engine::build_plan(const std::vector<ScheduledSequence>& batch,
     // the last row when it completes the sequence's known tokens.
     const bool completes = seq.num_computed + n == seq.own_len();
     first_logit_index[i] = num_logit_rows;
-    const int32_t count = seq.wants_prompt_logprobs() && seq.is_prefilling() ? n : completes ? 1 : 0;
+    const int32_t count = seq.wants_prompt_logprobs() && seq.is_prefilling() ? n
+                          : completes                                        ? 1
+                                                                             : 0;
     builder.add_logit_rows(first_row + n - count, count);
     num_logit_rows += count;
   }
@@ -241,8 +248,10 @@ std::vector<RequestOutput> Engine::step() {
     if (!scheduler_.empty()) {
       for (auto& [id, seq] : sequences_)
         if (seq->status == SequenceStatus::kWaiting) {
-          spdlog::warn("request {} cannot get KV blocks (pool of {}, {} pinned by relay "
-                       "prefixes), finishing it", id, pool_.num_blocks(), num_prefix_blocks());
+          spdlog::warn(
+              "request {} cannot get KV blocks (pool of {}, {} pinned by relay "
+              "prefixes), finishing it",
+              id, pool_.num_blocks(), num_prefix_blocks());
           if (seq->output_ids.empty()) {
             seq->error_message = fmt::format(
                 "the request needs more KV blocks than are free beside the {} pinned by relay "
@@ -270,7 +279,8 @@ std::vector<RequestOutput> Engine::step() {
     const int32_t n = batch[i].num_tokens;
     bool was_prefilling = seq.is_prefilling();
     if (was_prefilling)
-      stats_.prompt_tokens += std::min(n, int32_t(seq.prompt_ids.size()) - seq.prefix_len - seq.num_computed);
+      stats_.prompt_tokens +=
+          std::min(n, int32_t(seq.prompt_ids.size()) - seq.prefix_len - seq.num_computed);
     int32_t rows = (i + 1 < batch.size() ? first_logit[i + 1] : int32_t(plan.logit_rows.size())) -
                    first_logit[i];
     RequestOutput out;

@@ -28,13 +28,13 @@ namespace relayllm {
 
 struct EngineConfig {
   int32_t block_size = 16;
-  int32_t num_kv_blocks = 0;        // 0: derive from kv_cache_bytes
+  int32_t num_kv_blocks = 0;  // 0: derive from kv_cache_bytes
   size_t kv_cache_bytes = size_t(1) << 30;
   // Device backends: the bytes the KV pool may take, asked once the weights are on
   // the device (the serving layer derives it from the memory utilization). When
   // set, it replaces kv_cache_bytes; num_kv_blocks still wins over both.
   std::function<size_t(const LlamaModel&)> kv_cache_budget;
-  int32_t max_model_len = 0;        // 0: the model's max_position_embeddings
+  int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
   SchedulerConfig scheduler;
   bool enable_relay_attention = false;
   // Relay prefixes together may pin at most this share of the KV pool, so requests
@@ -44,8 +44,8 @@ struct EngineConfig {
   // that support them (cuda); enforce_eager turns that off.
   bool enforce_eager = false;
   int32_t cuda_graph_max_batch = 256;
-  uint64_t seed = 0;                // seeds requests that bring no seed of their own
-  bool capture_logits = false;      // keep each sampled row's logits (tests)
+  uint64_t seed = 0;            // seeds requests that bring no seed of their own
+  bool capture_logits = false;  // keep each sampled row's logits (tests)
 };
 
 // What one step produced for one request. Token ids and text are the new part;
@@ -60,7 +60,7 @@ struct RequestOutput {
 
 struct EngineStats {
   int64_t steps = 0;
-  int64_t prompt_tokens = 0;        // prompt tokens computed (relay prefixes and cache hits excluded)
+  int64_t prompt_tokens = 0;  // prompt tokens computed (relay prefixes and cache hits excluded)
   int64_t generation_tokens = 0;
   int64_t relay_attached_requests = 0;
   int64_t relay_shared_tokens = 0;  // prompt tokens served from relay prefixes

@@ -51,7 +51,8 @@ std::vector<int32_t> read_int32_list(const nlohmann::json& v, const char* field)
     fail("field '{}' must be a list of integers, got {}", field, json_fields::describe_value(v));
   std::vector<int32_t> out;
   out.reserve(v.size());
-  for (size_t i = 0; i < v.size(); ++i) out.push_back(to_int32(v[i], fmt::format("{}[{}]", field, i)));
+  for (size_t i = 0; i < v.size(); ++i)
+    out.push_back(to_int32(v[i], fmt::format("{}[{}]", field, i)));
   return out;
 }
 

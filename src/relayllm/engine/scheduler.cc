@@ -128,8 +128,10 @@ std::vector<ScheduledSequence> Scheduler::schedule() {
     int32_t remaining = seq.own_len() - seq.num_computed;
     if (!config_.enable_chunked_prefill && remaining > budget) {
       if (out.empty() && remaining > config_.max_num_batched_tokens)
-        fail("request {} needs {} tokens in one step but --max-num-batched-tokens is {} and chunked "
-             "prefill is off", seq.id, remaining, config_.max_num_batched_tokens);
+        fail(
+            "request {} needs {} tokens in one step but --max-num-batched-tokens is {} and chunked "
+            "prefill is off",
+            seq.id, remaining, config_.max_num_batched_tokens);
       free_blocks(seq);
       break;
     }

@@ -36,30 +36,31 @@ struct Sequence {
   RequestRng rng;
   SequenceStatus status = SequenceStatus::kWaiting;
 
-  RelayPrefix* prefix = nullptr;  // attached relay prefix, or none
-  int32_t prefix_len = 0;         // tokens covered by the prefix (position offset)
-  std::vector<int32_t> blocks;    // own tokens' KV blocks
-  int32_t num_computed = 0;       // own tokens whose KV is in the cache
+  RelayPrefix* prefix = nullptr;       // attached relay prefix, or none
+  int32_t prefix_len = 0;              // tokens covered by the prefix (position offset)
+  std::vector<int32_t> blocks;         // own tokens' KV blocks
+  int32_t num_computed = 0;            // own tokens whose KV is in the cache
   std::vector<uint64_t> block_hashes;  // chain hashes of own blocks published to the prefix cache
   int32_t num_prefix_cache_hit_tokens = 0;
 
-  std::vector<PromptLogprob> prompt_logprobs;  // filled while prefilling, when asked
-  std::vector<TokenLogprobs> logprobs;         // one per generated token, when asked
+  std::vector<PromptLogprob> prompt_logprobs;       // filled while prefilling, when asked
+  std::vector<TokenLogprobs> logprobs;              // one per generated token, when asked
   std::vector<std::vector<float>> captured_logits;  // sampled rows, when the engine captures them
 
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
   StopChecker stop_checker;
-  std::string text;          // generated text, stop strings applied
-  size_t text_emitted = 0;   // bytes of text already streamed out
-  std::string finish_reason;  // "stop", "length", "abort", "error"
-  std::string error_message;  // why, when finish_reason is "error"
+  std::string text;                        // generated text, stop strings applied
+  size_t text_emitted = 0;                 // bytes of text already streamed out
+  std::string finish_reason;               // "stop", "length", "abort", "error"
+  std::string error_message;               // why, when finish_reason is "error"
   std::optional<std::string> stop_reason;  // matched stop string
   int32_t num_preemptions = 0;
 
   Clock::time_point arrival_time{};
   std::optional<Clock::time_point> first_scheduled_time, first_token_time, finish_time;
 
-  Sequence(int64_t seq_id, std::vector<int32_t> prompt, SamplingParams sampling, RequestRng request_rng)
+  Sequence(int64_t seq_id, std::vector<int32_t> prompt, SamplingParams sampling,
+           RequestRng request_rng)
       : id(seq_id),
         prompt_ids(std::move(prompt)),
         params(std::move(sampling)),

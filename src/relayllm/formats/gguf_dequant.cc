@@ -125,8 +125,14 @@ void q6_k(const uint8_t* b, float* y) {
 
 bool gguf_can_dequantize(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: case GgmlType::kF16: case GgmlType::kBF16: case GgmlType::kQ8_0:
-    case GgmlType::kQ4_0: case GgmlType::kQ4_1: case GgmlType::kQ4_K: case GgmlType::kQ5_K:
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+    case GgmlType::kQ8_0:
+    case GgmlType::kQ4_0:
+    case GgmlType::kQ4_1:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
     case GgmlType::kQ6_K:
       return true;
     default:
@@ -150,12 +156,24 @@ void dequantize_blocks(GgmlType type, std::span<const std::byte> data, size_t fi
     case GgmlType::kBF16:
       for (size_t k = 0; k < num_blocks; ++k) out[k] = bf16_to_float(load_u16(base + 2 * k));
       return;
-    case GgmlType::kQ4_0: block_fn = q4_0; break;
-    case GgmlType::kQ4_1: block_fn = q4_1; break;
-    case GgmlType::kQ8_0: block_fn = q8_0; break;
-    case GgmlType::kQ4_K: block_fn = q4_k; break;
-    case GgmlType::kQ5_K: block_fn = q5_k; break;
-    case GgmlType::kQ6_K: block_fn = q6_k; break;
+    case GgmlType::kQ4_0:
+      block_fn = q4_0;
+      break;
+    case GgmlType::kQ4_1:
+      block_fn = q4_1;
+      break;
+    case GgmlType::kQ8_0:
+      block_fn = q8_0;
+      break;
+    case GgmlType::kQ4_K:
+      block_fn = q4_k;
+      break;
+    case GgmlType::kQ5_K:
+      block_fn = q5_k;
+      break;
+    case GgmlType::kQ6_K:
+      block_fn = q6_k;
+      break;
     default:
       fail("cannot dequantize ggml type {}", ggml_type_name(type) ? ggml_type_name(type) : "?");
   }

@@ -65,23 +65,45 @@ GgufValue read_value(Reader& in, GgufValueType type, const std::string& what,
   GgufValue v;
   v.type = type;
   switch (type) {
-    case GgufValueType::kUint8: v.u = in.scalar<uint8_t>(what); break;
-    case GgufValueType::kInt8: v.i = in.scalar<int8_t>(what); break;
-    case GgufValueType::kUint16: v.u = in.scalar<uint16_t>(what); break;
-    case GgufValueType::kInt16: v.i = in.scalar<int16_t>(what); break;
-    case GgufValueType::kUint32: v.u = in.scalar<uint32_t>(what); break;
-    case GgufValueType::kInt32: v.i = in.scalar<int32_t>(what); break;
-    case GgufValueType::kUint64: v.u = in.scalar<uint64_t>(what); break;
-    case GgufValueType::kInt64: v.i = in.scalar<int64_t>(what); break;
-    case GgufValueType::kFloat32: v.f = in.scalar<float>(what); break;
-    case GgufValueType::kFloat64: v.f = in.scalar<double>(what); break;
+    case GgufValueType::kUint8:
+      v.u = in.scalar<uint8_t>(what);
+      break;
+    case GgufValueType::kInt8:
+      v.i = in.scalar<int8_t>(what);
+      break;
+    case GgufValueType::kUint16:
+      v.u = in.scalar<uint16_t>(what);
+      break;
+    case GgufValueType::kInt16:
+      v.i = in.scalar<int16_t>(what);
+      break;
+    case GgufValueType::kUint32:
+      v.u = in.scalar<uint32_t>(what);
+      break;
+    case GgufValueType::kInt32:
+      v.i = in.scalar<int32_t>(what);
+      break;
+    case GgufValueType::kUint64:
+      v.u = in.scalar<uint64_t>(what);
+      break;
+    case GgufValueType::kInt64:
+      v.i = in.scalar<int64_t>(what);
+      break;
+    case GgufValueType::kFloat32:
+      v.f = in.scalar<float>(what);
+      break;
+    case GgufValueType::kFloat64:
+      v.f = in.scalar<double>(what);
+      break;
     case GgufValueType::kBool: {
       uint8_t b = in.scalar<uint8_t>(what);
       if (b > 1) fail("{}: {} is a bool with value {}", source, what, b);
       v.u = b;
       break;
     }
-    case GgufValueType::kString: v.s = in.string(what); break;
+    case GgufValueType::kString:
+      v.s = in.string(what);
+      break;
     case GgufValueType::kArray: {
       if (depth >= kMaxArrayNesting) fail("{}: {} nests arrays too deeply", source, what);
       uint32_t raw = in.scalar<uint32_t>(what + " (array element type)");
@@ -90,7 +112,8 @@ GgufValue read_value(Reader& in, GgufValueType type, const std::string& what,
       v.element_type = GgufValueType(raw);
       uint64_t count = in.scalar<uint64_t>(what + " (array length)");
       // Each element takes at least one byte, so a count beyond the file is corrupt.
-      if (count > kMaxStringBytes * 8) fail("{}: {} has a bad array length {}", source, what, count);
+      if (count > kMaxStringBytes * 8)
+        fail("{}: {} has a bad array length {}", source, what, count);
       v.array.reserve(size_t(std::min<uint64_t>(count, 1 << 20)));
       for (uint64_t k = 0; k < count; ++k)
         v.array.push_back(
@@ -105,9 +128,14 @@ GgufValue read_value(Reader& in, GgufValueType type, const std::string& what,
 
 bool is_integer(GgufValueType t) {
   switch (t) {
-    case GgufValueType::kUint8: case GgufValueType::kInt8: case GgufValueType::kUint16:
-    case GgufValueType::kInt16: case GgufValueType::kUint32: case GgufValueType::kInt32:
-    case GgufValueType::kUint64: case GgufValueType::kInt64:
+    case GgufValueType::kUint8:
+    case GgufValueType::kInt8:
+    case GgufValueType::kUint16:
+    case GgufValueType::kInt16:
+    case GgufValueType::kUint32:
+    case GgufValueType::kInt32:
+    case GgufValueType::kUint64:
+    case GgufValueType::kInt64:
       return true;
     default:
       return false;
@@ -132,9 +160,10 @@ void check_no_overlap(const std::vector<GgufTensorInfo>& tensors, const std::str
   std::vector<const GgufTensorInfo*> order;
   for (const GgufTensorInfo& t : tensors)
     if (!t.bytes.empty()) order.push_back(&t);
-  std::stable_sort(order.begin(), order.end(), [](const GgufTensorInfo* a, const GgufTensorInfo* b) {
-    return a->bytes.data() < b->bytes.data();
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [](const GgufTensorInfo* a, const GgufTensorInfo* b) {
+                     return a->bytes.data() < b->bytes.data();
+                   });
   for (size_t i = 1; i < order.size(); ++i) {
     const GgufTensorInfo &prev = *order[i - 1], &next = *order[i];
     if (next.bytes.data() < prev.bytes.data() + prev.bytes.size())
@@ -146,73 +175,125 @@ void check_no_overlap(const std::vector<GgufTensorInfo>& tensors, const std::str
 }  // namespace
 
 const char* gguf_value_type_name(GgufValueType type) {
-  static const char* const kNames[] = {"uint8", "int8",  "uint16", "int16",  "uint32",
-                                       "int32", "float32", "bool", "string", "array",
-                                       "uint64", "int64", "float64"};
+  static const char* const kNames[] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                       "int32",  "float32", "bool",   "string", "array",
+                                       "uint64", "int64",   "float64"};
   uint32_t i = uint32_t(type);
   return i < std::size(kNames) ? kNames[i] : "unknown";
 }
 
 const char* ggml_type_name(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: return "F32";
-    case GgmlType::kF16: return "F16";
-    case GgmlType::kQ4_0: return "Q4_0";
-    case GgmlType::kQ4_1: return "Q4_1";
-    case GgmlType::kQ5_0: return "Q5_0";
-    case GgmlType::kQ5_1: return "Q5_1";
-    case GgmlType::kQ8_0: return "Q8_0";
-    case GgmlType::kQ8_1: return "Q8_1";
-    case GgmlType::kQ2_K: return "Q2_K";
-    case GgmlType::kQ3_K: return "Q3_K";
-    case GgmlType::kQ4_K: return "Q4_K";
-    case GgmlType::kQ5_K: return "Q5_K";
-    case GgmlType::kQ6_K: return "Q6_K";
-    case GgmlType::kQ8_K: return "Q8_K";
-    case GgmlType::kIQ2_XXS: return "IQ2_XXS";
-    case GgmlType::kIQ2_XS: return "IQ2_XS";
-    case GgmlType::kIQ3_XXS: return "IQ3_XXS";
-    case GgmlType::kIQ1_S: return "IQ1_S";
-    case GgmlType::kIQ4_NL: return "IQ4_NL";
-    case GgmlType::kIQ3_S: return "IQ3_S";
-    case GgmlType::kIQ2_S: return "IQ2_S";
-    case GgmlType::kIQ4_XS: return "IQ4_XS";
-    case GgmlType::kI8: return "I8";
-    case GgmlType::kI16: return "I16";
-    case GgmlType::kI32: return "I32";
-    case GgmlType::kI64: return "I64";
-    case GgmlType::kF64: return "F64";
-    case GgmlType::kIQ1_M: return "IQ1_M";
-    case GgmlType::kBF16: return "BF16";
-    case GgmlType::kTQ1_0: return "TQ1_0";
-    case GgmlType::kTQ2_0: return "TQ2_0";
+    case GgmlType::kF32:
+      return "F32";
+    case GgmlType::kF16:
+      return "F16";
+    case GgmlType::kQ4_0:
+      return "Q4_0";
+    case GgmlType::kQ4_1:
+      return "Q4_1";
+    case GgmlType::kQ5_0:
+      return "Q5_0";
+    case GgmlType::kQ5_1:
+      return "Q5_1";
+    case GgmlType::kQ8_0:
+      return "Q8_0";
+    case GgmlType::kQ8_1:
+      return "Q8_1";
+    case GgmlType::kQ2_K:
+      return "Q2_K";
+    case GgmlType::kQ3_K:
+      return "Q3_K";
+    case GgmlType::kQ4_K:
+      return "Q4_K";
+    case GgmlType::kQ5_K:
+      return "Q5_K";
+    case GgmlType::kQ6_K:
+      return "Q6_K";
+    case GgmlType::kQ8_K:
+      return "Q8_K";
+    case GgmlType::kIQ2_XXS:
+      return "IQ2_XXS";
+    case GgmlType::kIQ2_XS:
+      return "IQ2_XS";
+    case GgmlType::kIQ3_XXS:
+      return "IQ3_XXS";
+    case GgmlType::kIQ1_S:
+      return "IQ1_S";
+    case GgmlType::kIQ4_NL:
+      return "IQ4_NL";
+    case GgmlType::kIQ3_S:
+      return "IQ3_S";
+    case GgmlType::kIQ2_S:
+      return "IQ2_S";
+    case GgmlType::kIQ4_XS:
+      return "IQ4_XS";
+    case GgmlType::kI8:
+      return "I8";
+    case GgmlType::kI16:
+      return "I16";
+    case GgmlType::kI32:
+      return "I32";
+    case GgmlType::kI64:
+      return "I64";
+    case GgmlType::kF64:
+      return "F64";
+    case GgmlType::kIQ1_M:
+      return "IQ1_M";
+    case GgmlType::kBF16:
+      return "BF16";
+    case GgmlType::kTQ1_0:
+      return "TQ1_0";
+    case GgmlType::kTQ2_0:
+      return "TQ2_0";
   }
   return nullptr;
 }
 
 GgmlBlockLayout ggml_block_layout(GgmlType type) {
   switch (type) {
-    case GgmlType::kF32: return {1, 4};
-    case GgmlType::kF16: return {1, 2};
-    case GgmlType::kBF16: return {1, 2};
-    case GgmlType::kQ4_0: return {32, 18};
-    case GgmlType::kQ4_1: return {32, 20};
-    case GgmlType::kQ5_0: return {32, 22};
-    case GgmlType::kQ5_1: return {32, 24};
-    case GgmlType::kQ8_0: return {32, 34};
-    case GgmlType::kQ8_1: return {32, 36};
-    case GgmlType::kQ2_K: return {256, 84};
-    case GgmlType::kQ3_K: return {256, 110};
-    case GgmlType::kQ4_K: return {256, 144};
-    case GgmlType::kQ5_K: return {256, 176};
-    case GgmlType::kQ6_K: return {256, 210};
-    case GgmlType::kQ8_K: return {256, 292};
-    case GgmlType::kI8: return {1, 1};
-    case GgmlType::kI16: return {1, 2};
-    case GgmlType::kI32: return {1, 4};
-    case GgmlType::kI64: return {1, 8};
-    case GgmlType::kF64: return {1, 8};
-    default: return {0, 0};
+    case GgmlType::kF32:
+      return {1, 4};
+    case GgmlType::kF16:
+      return {1, 2};
+    case GgmlType::kBF16:
+      return {1, 2};
+    case GgmlType::kQ4_0:
+      return {32, 18};
+    case GgmlType::kQ4_1:
+      return {32, 20};
+    case GgmlType::kQ5_0:
+      return {32, 22};
+    case GgmlType::kQ5_1:
+      return {32, 24};
+    case GgmlType::kQ8_0:
+      return {32, 34};
+    case GgmlType::kQ8_1:
+      return {32, 36};
+    case GgmlType::kQ2_K:
+      return {256, 84};
+    case GgmlType::kQ3_K:
+      return {256, 110};
+    case GgmlType::kQ4_K:
+      return {256, 144};
+    case GgmlType::kQ5_K:
+      return {256, 176};
+    case GgmlType::kQ6_K:
+      return {256, 210};
+    case GgmlType::kQ8_K:
+      return {256, 292};
+    case GgmlType::kI8:
+      return {1, 1};
+    case GgmlType::kI16:
+      return {1, 2};
+    case GgmlType::kI32:
+      return {1, 4};
+    case GgmlType::kI64:
+      return {1, 8};
+    case GgmlType::kF64:
+      return {1, 8};
+    default:
+      return {0, 0};
   }
 }
 
@@ -296,19 +377,19 @@ GgufFile::GgufFile(const std::filesystem::path& path) : file_(path) {
   for (GgufTensorInfo& t : tensors_) {
     GgmlBlockLayout layout = ggml_block_layout(t.type);
     if (layout.block_elements == 0)
-      fail("{}: tensor {} has type {}, which is unsupported", src, t.name,
-           ggml_type_name(t.type));
+      fail("{}: tensor {} has type {}, which is unsupported", src, t.name, ggml_type_name(t.type));
     if (t.dims[0] % layout.block_elements != 0)
       fail("{}: tensor {} of type {} has a first dimension {} that is not a multiple of {}", src,
            t.name, ggml_type_name(t.type), t.dims[0], layout.block_elements);
     if (t.offset % alignment_ != 0)
       fail("{}: tensor {} has data offset {}, not a multiple of the alignment {}", src, t.name,
            t.offset, alignment_);
-    const uint64_t bytes = uint64_t(t.numel() / layout.block_elements) * uint64_t(layout.block_bytes);
+    const uint64_t bytes =
+        uint64_t(t.numel() / layout.block_elements) * uint64_t(layout.block_bytes);
     const uint64_t begin = data_start + t.offset;
     if (begin > file_.size() || bytes > file_.size() - begin)
-      fail("{}: the data of tensor {} (bytes {}..{}) lies outside the file ({} bytes)", src,
-           t.name, begin, begin + bytes, file_.size());
+      fail("{}: the data of tensor {} (bytes {}..{}) lies outside the file ({} bytes)", src, t.name,
+           begin, begin + bytes, file_.size());
     t.bytes = std::span<const std::byte>(file_.data() + begin, size_t(bytes));
   }
   check_no_overlap(tensors_, src);

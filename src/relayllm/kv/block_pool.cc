@@ -24,14 +24,23 @@ BlockPool::BlockPool(int32_t num_blocks, int32_t block_size)
 void BlockPool::push_free(int32_t block) {
   prev_[block] = tail_;
   next_[block] = -1;
-  if (tail_ >= 0) next_[tail_] = block; else head_ = block;
+  if (tail_ >= 0)
+    next_[tail_] = block;
+  else
+    head_ = block;
   tail_ = block;
   ++num_free_;
 }
 
 void BlockPool::unlink_free(int32_t block) {
-  if (prev_[block] >= 0) next_[prev_[block]] = next_[block]; else head_ = next_[block];
-  if (next_[block] >= 0) prev_[next_[block]] = prev_[block]; else tail_ = prev_[block];
+  if (prev_[block] >= 0)
+    next_[prev_[block]] = next_[block];
+  else
+    head_ = next_[block];
+  if (next_[block] >= 0)
+    prev_[next_[block]] = prev_[block];
+  else
+    tail_ = prev_[block];
   prev_[block] = next_[block] = -1;
   --num_free_;
 }
@@ -83,7 +92,8 @@ void BlockPool::check_consistency() const {
     on_list[b] = 1;
     ++count;
   }
-  RELAYLLM_CHECK(count == num_free_, "free list holds {} blocks, counter says {}", count, num_free_);
+  RELAYLLM_CHECK(count == num_free_, "free list holds {} blocks, counter says {}", count,
+                 num_free_);
   for (size_t b = 0; b < ref_counts_.size(); ++b) {
     RELAYLLM_CHECK(ref_counts_[b] >= 0, "block {} has negative reference count", b);
     RELAYLLM_CHECK((ref_counts_[b] == 0) == bool(on_list[b]),
@@ -91,12 +101,13 @@ void BlockPool::check_consistency() const {
                    on_list[b] ? "" : "not ");
     if (block_hash_[b]) {
       auto it = cached_.find(*block_hash_[b]);
-      RELAYLLM_CHECK(it != cached_.end() && it->second == int32_t(b), "block {} hash not indexed", b);
+      RELAYLLM_CHECK(it != cached_.end() && it->second == int32_t(b), "block {} hash not indexed",
+                     b);
     }
   }
   for (const auto& [hash, block] : cached_)
-    RELAYLLM_CHECK(block_hash_[block] && *block_hash_[block] == hash, "cache entry for block {} stale",
-                   block);
+    RELAYLLM_CHECK(block_hash_[block] && *block_hash_[block] == hash,
+                   "cache entry for block {} stale", block);
 }
 
 }  // namespace relayllm

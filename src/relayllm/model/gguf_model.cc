@@ -25,9 +25,10 @@ ArchInfo arch_info(const std::string& arch, const std::string& source) {
   if (arch == "llama" || arch == "mistral") return {"LlamaForCausalLM", false, false, true};
   if (arch == "qwen2") return {"Qwen2ForCausalLM", true, false, false};
   if (arch == "qwen3") return {"Qwen3ForCausalLM", false, true, false};
-  fail("{}: metadata key general.architecture = \"{}\" is unsupported (supported: llama, "
-       "mistral, qwen2, qwen3)",
-       source, arch);
+  fail(
+      "{}: metadata key general.architecture = \"{}\" is unsupported (supported: llama, "
+      "mistral, qwen2, qwen3)",
+      source, arch);
 }
 
 int64_t positive(const GgufFile& file, const std::string& key, uint64_t value) {
@@ -132,16 +133,16 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     c.rope.type = RopeType::kLinear;
     c.rope.factor = file.require_float(key("rope.scaling.factor"));
     if (!(c.rope.factor >= 1))
-      fail("{}: metadata key {} = {} must be >= 1", src, key("rope.scaling.factor"),
-           c.rope.factor);
+      fail("{}: metadata key {} = {} must be >= 1", src, key("rope.scaling.factor"), c.rope.factor);
   } else if (scaling != "none") {
     fail("{}: metadata key {} = \"{}\" is unsupported (supported: none, linear)", src,
          key("rope.scaling.type"), scaling);
   }
   if (file.find_tensor("rope_freqs.weight"))
-    fail("{}: tensor rope_freqs.weight (per-frequency rope factors, as in Llama 3.1) is "
-         "unsupported",
-         src);
+    fail(
+        "{}: tensor rope_freqs.weight (per-frequency rope factors, as in Llama 3.1) is "
+        "unsupported",
+        src);
   if (auto window = file.get_uint(key("attention.sliding_window")); window && *window > 0) {
     if (*window > uint64_t(kMaxPositions))
       fail("{}: metadata key {} = {} is out of range", src, key("attention.sliding_window"),
@@ -166,8 +167,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   auto token_id = [&](const char* k) -> std::optional<int32_t> {
     std::optional<uint64_t> id = file.get_uint(k);
     if (id && *id >= uint64_t(c.vocab_size))
-      fail("{}: metadata key {} = {} is not a token id (vocab size {})", src, k, *id,
-           c.vocab_size);
+      fail("{}: metadata key {} = {} is not a token id (vocab size {})", src, k, *id, c.vocab_size);
     return id ? std::optional<int32_t>(int32_t(*id)) : std::nullopt;
   };
   ConfigFieldNames names;
@@ -196,8 +196,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   return c;
 }
 
-ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config,
-                               ThreadPool* pool) {
+ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config, ThreadPool* pool) {
   const auto start = std::chrono::steady_clock::now();
   const std::string src = file.source();
   ModelWeights weights;
@@ -212,9 +211,10 @@ ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config,
       fail("{}: tensor {} has shape [{}] (GGUF dims [{}]), expected [{}]", src, name,
            fmt::join(t->shape(), ", "), fmt::join(t->dims, ", "), fmt::join(slot.shape, ", "));
     if (!gguf_can_dequantize(t->type))
-      fail("{}: tensor {} has type {}, which cannot be dequantized (supported: F32, F16, BF16, "
-           "Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)",
-           src, name, ggml_type_name(t->type));
+      fail(
+          "{}: tensor {} has type {}, which cannot be dequantized (supported: F32, F16, BF16, "
+          "Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)",
+          src, name, ggml_type_name(t->type));
     infos.push_back(t);
     file_bytes += t->bytes.size();
     elements += size_t(t->numel());
@@ -248,9 +248,10 @@ ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config,
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("dequantized {} tensors from {} ({:.1f} MiB in the file -> {:.1f} MiB fp32) in {:.2f} s",
-               slots.size(), src, double(file_bytes) / double(1 << 20),
-               double(elements) * 4.0 / double(1 << 20), seconds);
+  spdlog::info(
+      "dequantized {} tensors from {} ({:.1f} MiB in the file -> {:.1f} MiB fp32) in {:.2f} s",
+      slots.size(), src, double(file_bytes) / double(1 << 20),
+      double(elements) * 4.0 / double(1 << 20), seconds);
   return weights;
 }
 

@@ -67,8 +67,9 @@ std::vector<KvLayer> LlamaModel::allocate_kv_cache(int32_t num_blocks, int32_t b
   std::vector<KvLayer> cache;
   DType dtype = backend_.compute_dtype();
   for (int64_t l = 0; l < config_.num_layers; ++l)
-    cache.push_back({backend_.empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, dtype),
-                     backend_.empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, dtype)});
+    cache.push_back(
+        {backend_.empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, dtype),
+         backend_.empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, dtype)});
   return cache;
 }
 
@@ -79,7 +80,8 @@ size_t LlamaModel::kv_bytes_per_block(int32_t block_size) const {
 
 LlamaModel::Activations LlamaModel::make_activations(int64_t t, int64_t logit_rows) {
   const int64_t h = config_.hidden_size, d = config_.head_dim;
-  const int64_t hq = config_.num_heads, hk = config_.num_kv_heads, inter = config_.intermediate_size;
+  const int64_t hq = config_.num_heads, hk = config_.num_kv_heads,
+                inter = config_.intermediate_size;
   const DType dt = backend_.compute_dtype();
   Backend& be = backend_;
   Activations a;
@@ -115,11 +117,11 @@ void LlamaModel::validate(const BatchPlan& plan) const {
   // Replayed graphs skip the ops' own checks, so the step's inputs are checked here.
   const int64_t max_pos = rope_cos_sin_.rows();
   for (int32_t id : plan.token_ids)
-    RELAYLLM_CHECK(id >= 0 && id < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", id,
-                   config_.vocab_size);
+    RELAYLLM_CHECK(id >= 0 && id < config_.vocab_size,
+                   "token id {} is outside the vocabulary [0, {})", id, config_.vocab_size);
   for (int32_t pos : plan.positions)
-    RELAYLLM_CHECK(pos >= 0 && pos < max_pos, "position {} is beyond the rope table ({} positions)", pos,
-                   max_pos);
+    RELAYLLM_CHECK(pos >= 0 && pos < max_pos, "position {} is beyond the rope table ({} positions)",
+                   pos, max_pos);
 }
 
 void LlamaModel::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,

@@ -45,7 +45,6 @@ class LlamaModel {
   const AttentionShape& attention_shape() const { return attention_shape_; }
 
  private:
-
   struct Layer {
     Tensor input_norm, q_proj, k_proj, v_proj, o_proj, q_bias, k_bias, v_bias, q_norm, k_norm;
     Tensor post_attention_norm, gate_proj, up_proj, down_proj;

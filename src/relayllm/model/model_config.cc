@@ -86,8 +86,8 @@ RopeConfig parse_rope(const nlohmann::json& json, const std::string& source) {
   std::optional<double> theta = get_double(p, "rope_theta", source);
   rope.theta = theta ? *theta : top_theta ? *top_theta : 10000.0;
   if (!(rope.theta > 1) || !std::isfinite(rope.theta))
-    fail("{}: field {} must be finite and > 1, got {}", source, theta ? name("rope_theta") : "rope_theta",
-         rope.theta);
+    fail("{}: field {} must be finite and > 1, got {}", source,
+         theta ? name("rope_theta") : "rope_theta", rope.theta);
 
   std::string type = "default";
   std::string type_key = "rope_type";
@@ -125,8 +125,7 @@ RopeConfig parse_rope(const nlohmann::json& json, const std::string& source) {
            name("original_max_position_embeddings"));
     rope.original_max_position_embeddings = *original;
     if (!(rope.factor > 0) || !std::isfinite(rope.factor) || !(rope.low_freq_factor > 0) ||
-        !std::isfinite(rope.high_freq_factor) ||
-        !(rope.high_freq_factor > rope.low_freq_factor) ||
+        !std::isfinite(rope.high_freq_factor) || !(rope.high_freq_factor > rope.low_freq_factor) ||
         rope.original_max_position_embeddings <= 0)
       fail(
           "{}: invalid llama3 rope parameters in field {} (factor {}, low_freq_factor {}, "

@@ -24,9 +24,11 @@ LoadFormat parse_load_format(const std::string& name) {
 Tokenizer load_tokenizer(const std::filesystem::path& dir) {
   if (std::filesystem::is_regular_file(dir) && (dir.extension() == ".gguf" || is_gguf_file(dir)))
     return load_gguf_tokenizer(GgufFile(dir));
-  RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
+  RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist",
+                 dir.string());
   std::filesystem::path tokenizer_json = dir / "tokenizer.json";
-  RELAYLLM_CHECK(std::filesystem::exists(tokenizer_json), "{}: file not found", tokenizer_json.string());
+  RELAYLLM_CHECK(std::filesystem::exists(tokenizer_json), "{}: file not found",
+                 tokenizer_json.string());
   return Tokenizer::from_files(tokenizer_json, dir / "tokenizer_config.json");
 }
 
@@ -40,20 +42,24 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
   GgufFile file(path);
   ModelConfig config = gguf_model_config(file);
   check_model_fits(config, path.string());
-  Tokenizer tokenizer = tokenizer_dir.empty() ? load_gguf_tokenizer(file) : load_tokenizer(tokenizer_dir);
+  Tokenizer tokenizer =
+      tokenizer_dir.empty() ? load_gguf_tokenizer(file) : load_tokenizer(tokenizer_dir);
   RELAYLLM_CHECK(tokenizer.vocab_size() <= config.vocab_size,
                  "{}: the tokenizer has {} tokens but the model's vocab_size is {}", path.string(),
                  tokenizer.vocab_size(), config.vocab_size);
   bool random = format == LoadFormat::kDummy;
-  ModelWeights weights = random ? make_dummy_weights(config, seed) : load_gguf_weights(file, config);
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ModelWeights weights =
+      random ? make_dummy_weights(config, seed) : load_gguf_weights(file, config);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} (GGUF v{}, {}, {} layers, hidden {}, vocab {}){} in {:.2f} s",
                path.string(), file.version(), config.architecture, config.num_layers,
                config.hidden_size, config.vocab_size, random ? " with random weights" : "",
                seconds);
   return LoadedModel{model_id_from_path(path, file.get_string("general.name").value_or("")),
-                     std::move(config), std::move(weights), std::move(tokenizer), std::nullopt,
+                     std::move(config),
+                     std::move(weights),
+                     std::move(tokenizer),
+                     std::nullopt,
                      random};
 }
 
@@ -65,7 +71,8 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
   if (std::filesystem::is_regular_file(dir) && (dir.extension() == ".gguf" || is_gguf_file(dir)))
     return load_gguf_model(dir, format, seed, tokenizer_dir);
   auto start = std::chrono::steady_clock::now();
-  RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist", dir.string());
+  RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist",
+                 dir.string());
   ModelConfig config = parse_model_config(dir / "config.json");
   check_model_fits(config, (dir / "config.json").string());
   std::optional<GenerationConfig> generation = load_generation_config(dir);
@@ -81,13 +88,12 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
                  "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
                  (tokenizer_dir.empty() ? dir : tokenizer_dir).string(), tokenizer.vocab_size(),
                  config.vocab_size);
-  double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} ({}, {} layers, hidden {}, vocab {}){} in {:.2f} s", dir.string(),
                config.architecture, config.num_layers, config.hidden_size, config.vocab_size,
                random ? " with random weights" : "", seconds);
-  return LoadedModel{model_id_from_path(dir), std::move(config), std::move(weights),
-                     std::move(tokenizer), std::move(generation), random};
+  return LoadedModel{model_id_from_path(dir), std::move(config),     std::move(weights),
+                     std::move(tokenizer),    std::move(generation), random};
 }
 
 }  // namespace relayllm

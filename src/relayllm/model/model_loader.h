@@ -19,7 +19,8 @@ enum class LoadFormat { kAuto, kSafetensors, kDummy };
 LoadFormat parse_load_format(const std::string& name);  // auto | safetensors | dummy
 
 struct LoadedModel {
-  std::string name;  // model_id_from_path(), or "relayllm-tiny-random" for the built-in random model
+  std::string
+      name;  // model_id_from_path(), or "relayllm-tiny-random" for the built-in random model
   ModelConfig config;
   ModelWeights weights;
   Tokenizer tokenizer;

@@ -33,7 +33,7 @@ struct RequestUpdate {
   std::vector<int32_t> token_ids;
   std::vector<TokenLogprobs> logprobs;  // one per new token, when asked for
   bool finished = false;
-  std::string finish_reason;              // "stop" | "length" | "abort" | "error"
+  std::string finish_reason;               // "stop" | "length" | "abort" | "error"
   std::optional<std::string> stop_reason;  // the stop string that matched
   int32_t num_prompt_tokens = 0;           // set on the final update
   // Of those, tokens served from the prefix cache or a relay prefix (set on the final update).
@@ -118,7 +118,7 @@ class AsyncEngine {
   std::atomic<uint64_t> next_handle_{1};
 
   // Engine thread only.
-  std::unordered_map<int64_t, Live> live_;          // by engine id
+  std::unordered_map<int64_t, Live> live_;           // by engine id
   std::unordered_map<uint64_t, int64_t> by_handle_;  // handle -> engine id
   int64_t step_tokens_seen_ = 0;  // prompt + generation tokens up to the last step
 

@@ -87,7 +87,8 @@ class Job : public std::enable_shared_from_this<Job> {
     if (u.admitted) {
       // Once every choice is in the engine, none can be refused any more: only then
       // do the stream's headers go out, so that a refusal still gets its own status.
-      if (++num_admitted_ == choices.size() && output.stream && !exchange->started()) begin_stream();
+      if (++num_admitted_ == choices.size() && output.stream && !exchange->started())
+        begin_stream();
       return;
     }
     ChoiceState& c = choices[i];
@@ -125,8 +126,10 @@ class Job : public std::enable_shared_from_this<Job> {
   }
 
   nlohmann::json chunk_base() const {
-    return {{"id", id}, {"object", chat ? "chat.completion.chunk" : "text_completion"},
-            {"created", created}, {"model", model}};
+    return {{"id", id},
+            {"object", chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", created},
+            {"model", model}};
   }
 
   void begin_stream() {
@@ -135,9 +138,11 @@ class Job : public std::enable_shared_from_this<Job> {
     // The first delta of every choice carries the role, as OpenAI streams do.
     for (size_t i = 0; i < choices.size(); ++i) {
       nlohmann::json chunk = chunk_base();
-      chunk["choices"] = nlohmann::json::array(
-          {{{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}},
-            {"logprobs", nullptr}, {"finish_reason", nullptr}}});
+      chunk["choices"] =
+          nlohmann::json::array({{{"index", i},
+                                  {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                  {"logprobs", nullptr},
+                                  {"finish_reason", nullptr}}});
       if (output.continuous_usage) chunk["usage"] = usage();
       exchange->write(sse(chunk));
     }
@@ -155,7 +160,8 @@ class Job : public std::enable_shared_from_this<Job> {
     if (output.logprobs) {
       if (chat) {
         nlohmann::json content = nlohmann::json::array();
-        for (const auto& e : u.logprobs) content.push_back(chat_logprob_entry(tokenizer, e, output.top_logprobs));
+        for (const auto& e : u.logprobs)
+          content.push_back(chat_logprob_entry(tokenizer, e, output.top_logprobs));
         logprobs = {{"content", std::move(content)}};
       } else {
         CompletionLogprobs lp(c.text_offset);
@@ -165,13 +171,14 @@ class Job : public std::enable_shared_from_this<Job> {
       }
     }
     if (chat) {
-      choice["delta"] = u.finished && text.empty() ? nlohmann::json::object()
-                                                   : nlohmann::json{{"content", text}};
+      choice["delta"] =
+          u.finished && text.empty() ? nlohmann::json::object() : nlohmann::json{{"content", text}};
     } else {
       choice["text"] = text;
     }
     choice["logprobs"] = std::move(logprobs);
-    choice["finish_reason"] = u.finished ? nlohmann::json(c.finish_reason) : nlohmann::json(nullptr);
+    choice["finish_reason"] =
+        u.finished ? nlohmann::json(c.finish_reason) : nlohmann::json(nullptr);
     choice["stop_reason"] = u.finished ? or_null(c.stop_reason) : nlohmann::json(nullptr);
     nlohmann::json chunk = chunk_base();
     chunk["choices"] = nlohmann::json::array({std::move(choice)});
@@ -222,7 +229,8 @@ class Job : public std::enable_shared_from_this<Job> {
         choice["message"] = {{"role", "assistant"}, {"content", c.text}};
         if (output.logprobs) {
           nlohmann::json content = nlohmann::json::array();
-          for (const auto& e : c.logprobs) content.push_back(chat_logprob_entry(tokenizer, e, output.top_logprobs));
+          for (const auto& e : c.logprobs)
+            content.push_back(chat_logprob_entry(tokenizer, e, output.top_logprobs));
           logprobs = {{"content", std::move(content)}};
         }
       } else {
@@ -244,7 +252,8 @@ class Job : public std::enable_shared_from_this<Job> {
       choice["logprobs"] = std::move(logprobs);
       choice["finish_reason"] = c.finish_reason;
       choice["stop_reason"] = or_null(c.stop_reason);
-      if (output.prompt_logprobs) choice["prompt_logprobs"] = prompt_logprobs_json(tokenizer, c.prompt_logprobs);
+      if (output.prompt_logprobs)
+        choice["prompt_logprobs"] = prompt_logprobs_json(tokenizer, c.prompt_logprobs);
       out_choices.push_back(std::move(choice));
     }
     return {{"id", id},
@@ -271,9 +280,10 @@ int64_t response_entries(const SamplingParams& params, size_t prompt_len) {
 
 void check_response_size(int64_t entries, int64_t limit) {
   if (entries > limit)
-    fail_api(400, "the response could hold {} tokens and logprob entries (n x max_tokens x "
-                  "(1 + logprobs), plus prompt logprobs, over all prompts); this server allows "
-                  "{} (--max-response-entries): lower n, max_tokens or logprobs",
+    fail_api(400,
+             "the response could hold {} tokens and logprob entries (n x max_tokens x "
+             "(1 + logprobs), plus prompt logprobs, over all prompts); this server allows "
+             "{} (--max-response-entries): lower n, max_tokens or logprobs",
              entries, limit);
 }
 
@@ -312,7 +322,8 @@ void OpenAiServer::start_job(const ParsedRequest& parsed, const Exchange& exchan
   job->id = next_id(parsed.chat ? "chatcmpl" : "cmpl");
   for (size_t p = 0; p < job->prompts.size(); ++p)
     log_request(job->prompts.size() == 1 ? job->id : fmt::format("{}-{}", job->id, p),
-                job->prompts[p].text, job->prompts[p].ids, requests[p * size_t(parsed.n)].request.params);
+                job->prompts[p].text, job->prompts[p].ids,
+                requests[p * size_t(parsed.n)].request.params);
   job->model = ready.model_name;
   job->created = int64_t(std::time(nullptr));
   job->exchange = exchange;

@@ -376,11 +376,10 @@ void HttpExchange::respond(int status, const std::string& content_type, std::str
     if (self->started_ || self->done_) return;
     self->started_ = self->done_ = true;
     if (self->session_->closed()) return;
-    std::string head =
-        status_line(status) +
-        fmt::format("Content-Type: {}\r\nContent-Length: {}\r\n{}{}\r\n", content_type, body.size(),
-                    self->extra_headers_,
-                    self->session_->close_after() ? "Connection: close\r\n" : "");
+    std::string head = status_line(status) +
+                       fmt::format("Content-Type: {}\r\nContent-Length: {}\r\n{}{}\r\n",
+                                   content_type, body.size(), self->extra_headers_,
+                                   self->session_->close_after() ? "Connection: close\r\n" : "");
     self->session_->queue_write(head + body);
     self->session_->finish_response(false);
   });

@@ -28,9 +28,9 @@ struct EngineSnapshot {
   int64_t generation_tokens = 0;
   int64_t num_preemptions = 0;
   int64_t num_relay_prefixes = 0;
-  int64_t num_relay_prefix_blocks = 0;      // KV blocks pinned by relay prefixes
-  int64_t max_relay_prefix_blocks = 0;      // the most they may pin
-  int64_t num_in_flight = 0;  // admitted requests not yet finished
+  int64_t num_relay_prefix_blocks = 0;  // KV blocks pinned by relay prefixes
+  int64_t max_relay_prefix_blocks = 0;  // the most they may pin
+  int64_t num_in_flight = 0;            // admitted requests not yet finished
 };
 
 // The KV cache's configuration, served as the labels of `cache_config_info` (value 1).

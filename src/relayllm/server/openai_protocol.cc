@@ -23,8 +23,11 @@ nlohmann::json bytes_of(const std::string& text) {
 }  // namespace
 
 nlohmann::json error_body(int status, const std::string& message) {
-  return {{"error", {{"message", message}, {"type", api_error_type(status)}, {"param", nullptr},
-                     {"code", status}}}};
+  return {{"error",
+           {{"message", message},
+            {"type", api_error_type(status)},
+            {"param", nullptr},
+            {"code", status}}}};
 }
 
 std::string token_text(const Tokenizer& tokenizer, int32_t id) {
@@ -56,7 +59,9 @@ void CompletionLogprobs::add(const Tokenizer& tokenizer, const TokenLogprobs& en
 }
 
 nlohmann::json CompletionLogprobs::to_json() const {
-  return {{"tokens", tokens_}, {"token_logprobs", token_logprobs_}, {"top_logprobs", top_logprobs_},
+  return {{"tokens", tokens_},
+          {"token_logprobs", token_logprobs_},
+          {"top_logprobs", top_logprobs_},
           {"text_offset", text_offset_}};
 }
 
@@ -66,9 +71,12 @@ nlohmann::json chat_logprob_entry(const Tokenizer& tokenizer, const TokenLogprob
   nlohmann::json top = nlohmann::json::array();
   for (size_t i = 0; i < entry.top.size() && int32_t(i) < top_logprobs; ++i) {
     std::string t = token_text(tokenizer, entry.top[i].first);
-    top.push_back({{"token", t}, {"logprob", number_or_null(entry.top[i].second)}, {"bytes", bytes_of(t)}});
+    top.push_back(
+        {{"token", t}, {"logprob", number_or_null(entry.top[i].second)}, {"bytes", bytes_of(t)}});
   }
-  return {{"token", text}, {"logprob", number_or_null(entry.logprob)}, {"bytes", bytes_of(text)},
+  return {{"token", text},
+          {"logprob", number_or_null(entry.logprob)},
+          {"bytes", bytes_of(text)},
           {"top_logprobs", std::move(top)}};
 }
 
@@ -83,11 +91,13 @@ nlohmann::json prompt_logprobs_json(const Tokenizer& tokenizer,
     nlohmann::json position = nlohmann::json::object();
     int rank = 1;
     for (const auto& [id, lp] : entry->top)
-      position[std::to_string(id)] = {{"logprob", number_or_null(lp)}, {"rank", rank++},
+      position[std::to_string(id)] = {{"logprob", number_or_null(lp)},
+                                      {"rank", rank++},
                                       {"decoded_token", token_text(tokenizer, id)}};
     if (!position.contains(std::to_string(entry->token)))
-      position[std::to_string(entry->token)] = {{"logprob", number_or_null(entry->logprob)},
-                                                {"decoded_token", token_text(tokenizer, entry->token)}};
+      position[std::to_string(entry->token)] = {
+          {"logprob", number_or_null(entry->logprob)},
+          {"decoded_token", token_text(tokenizer, entry->token)}};
     out.push_back(std::move(position));
   }
   return out;

@@ -43,7 +43,8 @@ class CompletionLogprobs {
 nlohmann::json chat_logprob_entry(const Tokenizer& tokenizer, const TokenLogprobs& entry,
                                   int32_t top_logprobs);
 
-// vLLM's prompt_logprobs list: null for the first token, then {id: {logprob, rank?, decoded_token}}.
+// vLLM's prompt_logprobs list: null for the first token, then {id: {logprob, rank?,
+// decoded_token}}.
 nlohmann::json prompt_logprobs_json(const Tokenizer& tokenizer,
                                     const std::vector<std::optional<TokenLogprobs>>& entries);
 

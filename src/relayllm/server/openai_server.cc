@@ -2,10 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
-
-#include <algorithm>
 #include <ctime>
 #include <random>
 
@@ -31,18 +30,21 @@ bool needs_auth(const std::string& path) {
 bool valid_prefix_name(const std::string& name) {
   if (name.empty() || name.size() > 128) return false;
   for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'))
+      return false;
   return true;
 }
 
 }  // namespace
 
-void send_json(const std::shared_ptr<HttpExchange>& exchange, int status, const nlohmann::json& body) {
+void send_json(const std::shared_ptr<HttpExchange>& exchange, int status,
+               const nlohmann::json& body) {
   exchange->respond(status, kJson,
                     body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
-void send_error(const std::shared_ptr<HttpExchange>& exchange, int status, const std::string& message) {
+void send_error(const std::shared_ptr<HttpExchange>& exchange, int status,
+                const std::string& message) {
   if (status >= 500) spdlog::warn("{} {}", status, message);
   send_json(exchange, status, error_body(status, message));
 }
@@ -144,7 +146,8 @@ void OpenAiServer::handle(const HttpRequest& request, std::shared_ptr<HttpExchan
       return;
     }
     if (handle_service_route(request, exchange)) return;
-    if (needs_auth(request.path) && !authorized(options_.api_key, request.header("authorization"))) {
+    if (needs_auth(request.path) &&
+        !authorized(options_.api_key, request.header("authorization"))) {
       send_error(exchange, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')");
       return;
     }
@@ -201,7 +204,8 @@ void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, R
   const std::string& method = request.method;
   auto body = [&]() {
     nlohmann::json j = parse_json_body(request.body, options_.max_json_depth);
-    if (!j.is_object()) fail_api(400, "the request body must be a JSON object, got {}", j.type_name());
+    if (!j.is_object())
+      fail_api(400, "the request body must be a JSON object, got {}", j.type_name());
     return j;
   };
   auto allow = [&](const char* expected) {
@@ -216,8 +220,9 @@ void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, R
     handle_chat(body(), exchange, ready);
   } else if (path == "/v1/embeddings") {
     allow("POST");
-    fail_api(400, "the served model '{}' is not an embedding model: relayllm serves generative "
-                  "models only (no pooling); /v1/embeddings is not available",
+    fail_api(400,
+             "the served model '{}' is not an embedding model: relayllm serves generative "
+             "models only (no pooling); /v1/embeddings is not available",
              ready.model_name);
   } else if (path == "/v1/responses" || path.rfind("/v1/responses/", 0) == 0) {
     fail_api(501, "the Responses API (/v1/responses) is not implemented; use /v1/chat/completions");
@@ -272,8 +277,10 @@ void OpenAiServer::check_logprobs(const SamplingParams& params) const {
     fail_api(400, "{} logprobs were requested but the server allows at most {} (--max-logprobs)",
              *params.logprobs, limit);
   if (params.prompt_logprobs && *params.prompt_logprobs > limit)
-    fail_api(400, "{} prompt_logprobs were requested but the server allows at most {} "
-                  "(--max-logprobs)", *params.prompt_logprobs, limit);
+    fail_api(400,
+             "{} prompt_logprobs were requested but the server allows at most {} "
+             "(--max-logprobs)",
+             *params.prompt_logprobs, limit);
 }
 
 void OpenAiServer::log_request(const std::string& id, const std::string& prompt,
@@ -282,14 +289,16 @@ void OpenAiServer::log_request(const std::string& id, const std::string& prompt,
   const size_t limit = options_.max_log_len < 0 ? SIZE_MAX : size_t(options_.max_log_len);
   std::string shown = prompt.substr(0, std::min(limit, prompt.size()));
   std::string id_list;
-  for (size_t i = 0; i < std::min(limit, ids.size()); ++i) id_list += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < std::min(limit, ids.size()); ++i)
+    id_list += (i ? "," : "") + std::to_string(ids[i]);
   std::string quoted =
       nlohmann::json(shown).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  spdlog::info("Received request {}: prompt: {}{}, {} prompt tokens: [{}{}], max_tokens={}, "
-               "temperature={}, top_p={}, top_k={}, seed={}",
-               id, quoted, shown.size() < prompt.size() ? "..." : "", ids.size(), id_list,
-               ids.size() > limit ? ",..." : "", p.max_tokens, p.temperature, p.top_p, p.top_k,
-               p.seed ? std::to_string(*p.seed) : "none");
+  spdlog::info(
+      "Received request {}: prompt: {}{}, {} prompt tokens: [{}{}], max_tokens={}, "
+      "temperature={}, top_p={}, top_k={}, seed={}",
+      id, quoted, shown.size() < prompt.size() ? "..." : "", ids.size(), id_list,
+      ids.size() > limit ? ",..." : "", p.max_tokens, p.temperature, p.top_p, p.top_k,
+      p.seed ? std::to_string(*p.seed) : "none");
 }
 
 void OpenAiServer::handle_metrics(const Exchange& exchange) {
@@ -301,11 +310,13 @@ void OpenAiServer::handle_metrics(const Exchange& exchange) {
   exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
 }
 
-void OpenAiServer::handle_tokenize(const nlohmann::json& body, const Exchange& exchange, Ready& ready) {
+void OpenAiServer::handle_tokenize(const nlohmann::json& body, const Exchange& exchange,
+                                   Ready& ready) {
   const Tokenizer& tokenizer = ready.engine->tokenizer();
   std::vector<int32_t> ids;
   if (body.contains("messages")) {
-    bool add_generation_prompt = json_fields::get_bool(body, "add_generation_prompt").value_or(true);
+    bool add_generation_prompt =
+        json_fields::get_bool(body, "add_generation_prompt").value_or(true);
     nlohmann::json kwargs = body.value("chat_template_kwargs", nlohmann::json::object());
     std::string text = render_chat(request_context(ready), normalize_messages(body["messages"]),
                                    add_generation_prompt, kwargs);
@@ -313,10 +324,12 @@ void OpenAiServer::handle_tokenize(const nlohmann::json& body, const Exchange& e
   } else {
     auto prompt = json_fields::get_string(body, "prompt");
     if (!prompt) fail_api(400, "field 'prompt' (a string) or 'messages' is required");
-    ids = tokenizer.encode(*prompt, json_fields::get_bool(body, "add_special_tokens").value_or(true));
+    ids =
+        tokenizer.encode(*prompt, json_fields::get_bool(body, "add_special_tokens").value_or(true));
   }
-  send_json(exchange, 200,
-            {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", ready.engine->max_model_len()}});
+  send_json(
+      exchange, 200,
+      {{"tokens", ids}, {"count", ids.size()}, {"max_model_len", ready.engine->max_model_len()}});
 }
 
 void OpenAiServer::handle_detokenize(const nlohmann::json& body, const Exchange& exchange,
@@ -329,10 +342,14 @@ void OpenAiServer::handle_detokenize(const nlohmann::json& body, const Exchange&
 namespace {
 
 nlohmann::json prefix_json(const RelayPrefix& p, int32_t block_size) {
-  return {{"name", p.name},          {"object", "relay_prefix"},
-          {"num_tokens", p.tokens.size()}, {"num_blocks", p.blocks.size()},
-          {"users", p.users},        {"removing", p.removing},
-          {"auto", p.automatic},     {"block_size", block_size}};
+  return {{"name", p.name},
+          {"object", "relay_prefix"},
+          {"num_tokens", p.tokens.size()},
+          {"num_blocks", p.blocks.size()},
+          {"users", p.users},
+          {"removing", p.removing},
+          {"auto", p.automatic},
+          {"block_size", block_size}};
 }
 
 }  // namespace
@@ -341,8 +358,7 @@ void OpenAiServer::list_prefixes(const Exchange& exchange, Ready& ready) {
   AsyncEngine* engine = ready.engine.get();
   engine->call([exchange, engine](Engine& e) {
     nlohmann::json data = nlohmann::json::array();
-    for (const RelayPrefix* p : e.prefixes())
-      data.push_back(prefix_json(*p, engine->block_size()));
+    for (const RelayPrefix* p : e.prefixes()) data.push_back(prefix_json(*p, engine->block_size()));
     nlohmann::json body = {{"object", "list"}, {"data", std::move(data)}};
     exchange->post([exchange, body = std::move(body)] { send_json(exchange, 200, body); });
   });
@@ -364,7 +380,8 @@ void OpenAiServer::register_prefix(const nlohmann::json& body, const Exchange& e
   } else {
     auto text = json_fields::get_string(body, "text");
     if (!text) fail_api(400, "field 'text' (a string) or 'token_ids' is required");
-    tokens = engine->tokenizer().encode(*text, json_fields::get_bool(body, "add_special_tokens").value_or(true));
+    tokens = engine->tokenizer().encode(
+        *text, json_fields::get_bool(body, "add_special_tokens").value_or(true));
   }
   if (tokens.empty()) fail_api(400, "relay prefix '{}' is empty", *name);
   engine->call([exchange, engine, name = *name, tokens = std::move(tokens)](Engine& e) mutable {
@@ -391,7 +408,8 @@ void OpenAiServer::register_prefix(const nlohmann::json& body, const Exchange& e
         reply = error_body(400, err.what());
       }
     }
-    exchange->post([exchange, status, reply = std::move(reply)] { send_json(exchange, status, reply); });
+    exchange->post(
+        [exchange, status, reply = std::move(reply)] { send_json(exchange, status, reply); });
   });
 }
 
@@ -410,10 +428,11 @@ void OpenAiServer::remove_prefix(const std::string& name, const Exchange& exchan
       int32_t users = found->users;
       e.remove_prefix(name);
       // With users left, the prefix stays (marked removing) until its last request ends.
-      reply = {{"name", name}, {"object", "relay_prefix"}, {"deleted", true},
-               {"pending_users", users}};
+      reply = {
+          {"name", name}, {"object", "relay_prefix"}, {"deleted", true}, {"pending_users", users}};
     }
-    exchange->post([exchange, status, reply = std::move(reply)] { send_json(exchange, status, reply); });
+    exchange->post(
+        [exchange, status, reply = std::move(reply)] { send_json(exchange, status, reply); });
   });
 }
 

@@ -4,8 +4,8 @@
 #pragma once
 
 #include <atomic>
-#include <functional>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -28,16 +28,16 @@ struct OpenAiServerOptions {
   // responses and metrics report served_model_name.
   std::vector<std::string> served_model_aliases;
   CorsOptions cors;
-  bool log_requests = false;      // one log line per request as it arrives
-  int64_t max_log_len = -1;       // prompt characters/ids in that line; -1: all
+  bool log_requests = false;         // one log line per request as it arrives
+  int64_t max_log_len = -1;          // prompt characters/ids in that line; -1: all
   double log_stats_interval_s = 10;  // the periodic throughput line; 0: none
-  int32_t max_logprobs = 20;      // most logprobs / prompt_logprobs a request may ask for
-  CacheConfigInfo cache_info;     // cache_dtype and gpu_memory_utilization; the rest from the engine
-  std::string api_key;            // empty: no auth
+  int32_t max_logprobs = 20;         // most logprobs / prompt_logprobs a request may ask for
+  CacheConfigInfo cache_info;  // cache_dtype and gpu_memory_utilization; the rest from the engine
+  std::string api_key;         // empty: no auth
   // With an api_key, /metrics needs it too; off by default, as in vLLM, where /metrics
   // is public so that scrapers need no key.
   bool metrics_require_api_key = false;
-  std::string chat_template;      // template text; empty: the tokenizer's, else the default
+  std::string chat_template;  // template text; empty: the tokenizer's, else the default
   AsyncEngineOptions engine;
   int32_t max_relay_prefixes = 64;  // named prefixes registered through the API
   int32_t max_n = 128;              // most choices per request
@@ -117,7 +117,9 @@ class OpenAiServer {
   uint64_t id_salt_ = 0;
 };
 
-void send_json(const std::shared_ptr<HttpExchange>& exchange, int status, const nlohmann::json& body);
-void send_error(const std::shared_ptr<HttpExchange>& exchange, int status, const std::string& message);
+void send_json(const std::shared_ptr<HttpExchange>& exchange, int status,
+               const nlohmann::json& body);
+void send_error(const std::shared_ptr<HttpExchange>& exchange, int status,
+                const std::string& message);
 
 }  // namespace relayllm

@@ -24,7 +24,8 @@ std::string read_text_file(const std::string& path, const char* option) {
 
 std::string pick_text(const std::string& inline_text, const std::string& file, const char* option,
                       const char* file_option) {
-  RELAYLLM_CHECK(inline_text.empty() || file.empty(), "give {} or {}, not both", option, file_option);
+  RELAYLLM_CHECK(inline_text.empty() || file.empty(), "give {} or {}, not both", option,
+                 file_option);
   return file.empty() ? inline_text : read_text_file(file, file_option);
 }
 
@@ -41,7 +42,8 @@ SamplingParams default_sampling_params(const std::optional<GenerationConfig>& ge
   if (generation->temperature) params.temperature = float(*generation->temperature);
   if (generation->top_p) params.top_p = float(*generation->top_p);
   if (generation->top_k) params.top_k = int32_t(*generation->top_k);
-  if (generation->repetition_penalty) params.repetition_penalty = float(*generation->repetition_penalty);
+  if (generation->repetition_penalty)
+    params.repetition_penalty = float(*generation->repetition_penalty);
   return params;
 }
 
@@ -65,8 +67,8 @@ ServingEngine create_engine(const EngineOptions& options) {
   if (config.num_kv_blocks == 0)
     config.kv_cache_budget =
         device_kv_budget(*backend, options.gpu_memory_utilization, config.scheduler);
-  if (loaded.config.sliding_window && (config.max_model_len <= 0 ||
-                                       config.max_model_len > *loaded.config.sliding_window)) {
+  if (loaded.config.sliding_window &&
+      (config.max_model_len <= 0 || config.max_model_len > *loaded.config.sliding_window)) {
     // Attention here is over the full context; capping the length keeps it exact.
     spdlog::warn("the model uses a sliding window of {} tokens: capping max model len to it",
                  *loaded.config.sliding_window);
@@ -90,7 +92,8 @@ ServingEngine create_engine(const EngineOptions& options) {
   RELAYLLM_CHECK(config.enable_relay_attention || options.relay_prefixes.empty(),
                  "--relay-prefix needs --enable-relay-attention");
 
-  if (options.op_profile) backend = std::make_unique<ProfilingBackend>(std::move(backend), options.op_profile);
+  if (options.op_profile)
+    backend = std::make_unique<ProfilingBackend>(std::move(backend), options.op_profile);
 
   ServingEngine serving;
   serving.model_name = loaded.name;

@@ -234,8 +234,7 @@ nlohmann::json normalize_messages(const nlohmann::json& messages) {
       for (size_t k = 0; k < content_it->size(); ++k) {
         const auto& part = (*content_it)[k];
         if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
-            !part.contains("text") ||
-            !part["text"].is_string())
+            !part.contains("text") || !part["text"].is_string())
           fail("messages[{}].content[{}] must be a {{\"type\": \"text\", \"text\": ...}} part", i,
                k);
         if (k) text += "\n";

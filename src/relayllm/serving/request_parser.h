@@ -41,7 +41,7 @@ struct OutputOptions {
   // Usage in every chunk (stream_options.continuous_usage_stats; as vLLM, only together
   // with include_usage).
   bool continuous_usage = false;
-  bool echo = false;           // completions: the prompt before the completion
+  bool echo = false;  // completions: the prompt before the completion
   bool logprobs = false;
   int32_t top_logprobs = 0;
   bool prompt_logprobs = false;

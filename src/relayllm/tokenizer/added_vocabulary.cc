@@ -1,9 +1,9 @@
 #include "relayllm/tokenizer/added_vocabulary.h"
 
 #include "relayllm/common/json_fields.h"
-#include "relayllm/tokenizer/tokenizer_limits.h"
-#include "relayllm/tokenizer/normalizer.h"
 #include "relayllm/common/utf8.h"
+#include "relayllm/tokenizer/normalizer.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
 

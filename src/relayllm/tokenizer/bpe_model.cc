@@ -3,8 +3,8 @@
 #include <queue>
 
 #include "relayllm/common/json_fields.h"
-#include "relayllm/tokenizer/tokenizer_limits.h"
 #include "relayllm/common/utf8.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
 
@@ -34,7 +34,8 @@ BpeModel::BpeModel(const nlohmann::json& model, const std::string& where) {
   int32_t max_id = -1;
   vocab_.reserve(vocab.size());
   for (const auto& [token, id_json] : vocab.items()) {
-    if (!id_json.is_number_integer() || (!id_json.is_number_unsigned() && id_json.get<int64_t>() < 0))
+    if (!id_json.is_number_integer() ||
+        (!id_json.is_number_unsigned() && id_json.get<int64_t>() < 0))
       fail("{}.vocab: token \"{}\" has a bad id {}", where, token, id_json.dump());
     int32_t id = checked_integer<int32_t>(id_json, fmt::format("the id of token \"{}\"", token),
                                           where + ".vocab");

@@ -1,10 +1,10 @@
 #include "relayllm/tokenizer/decoder.h"
 
-#include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/common/json_fields.h"
-#include "relayllm/tokenizer/tokenizer_limits.h"
-#include "relayllm/tokenizer/regex.h"
 #include "relayllm/common/utf8.h"
+#include "relayllm/tokenizer/byte_level.h"
+#include "relayllm/tokenizer/regex.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
 
@@ -174,7 +174,8 @@ uint32_t single_char(const std::string& s, const std::string& where, const char*
 
 }  // namespace
 
-std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where, int depth) {
+std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where,
+                                      int depth) {
   if (config.is_null()) return nullptr;
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;

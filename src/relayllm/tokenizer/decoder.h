@@ -18,6 +18,6 @@ class Decoder {
 
 // nullptr for a JSON null. Throws Error naming `where` for unsupported types or bad fields.
 std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::string& where,
-    int depth = 0);
+                                      int depth = 0);
 
 }  // namespace relayllm

@@ -45,9 +45,7 @@ std::pair<nlohmann::json, bool> gpt2_pre_tokenizer(const std::string& pre,
     return {byte_level(true), false};
   if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" ||
       pre == "codeshell" || pre == "exaone" || pre == "minerva")
-    return {{{"type", "Sequence"},
-             {"pretokenizers", {split("\\p{N}"), byte_level(true)}}},
-            false};
+    return {{{"type", "Sequence"}, {"pretokenizers", {split("\\p{N}"), byte_level(true)}}}, false};
   if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe" || pre == "falcon3" ||
       pre == "pixtral")
     return {{{"type", "Sequence"}, {"pretokenizers", {split(kLlama3Regex), byte_level(false)}}},
@@ -55,9 +53,10 @@ std::pair<nlohmann::json, bool> gpt2_pre_tokenizer(const std::string& pre,
   if (pre == "qwen2" || pre == "deepseek-r1-qwen")
     return {{{"type", "Sequence"}, {"pretokenizers", {split(kQwen2Regex), byte_level(false)}}},
             false};
-  fail("{}: metadata key tokenizer.ggml.pre = \"{}\" is unsupported (supported: default, gpt2, "
-       "smollm, starcoder, llama3, llama-bpe, qwen2, ...)",
-       source, pre);
+  fail(
+      "{}: metadata key tokenizer.ggml.pre = \"{}\" is unsupported (supported: default, gpt2, "
+      "smollm, starcoder, llama3, llama-bpe, qwen2, ...)",
+      source, pre);
 }
 
 std::vector<int32_t> token_types(const GgufFile& file, size_t count) {
@@ -65,14 +64,15 @@ std::vector<int32_t> token_types(const GgufFile& file, size_t count) {
   if (!file.contains("tokenizer.ggml.token_type")) return types;
   std::vector<double> raw = file.number_array("tokenizer.ggml.token_type");
   if (raw.size() != count)
-    fail("{}: metadata key tokenizer.ggml.token_type has {} entries but tokenizer.ggml.tokens has "
-         "{}",
-         file.source(), raw.size(), count);
+    fail(
+        "{}: metadata key tokenizer.ggml.token_type has {} entries but tokenizer.ggml.tokens has "
+        "{}",
+        file.source(), raw.size(), count);
   for (size_t i = 0; i < count; ++i) {
     // A float outside int32 would make the cast undefined; token types are small integers.
     if (!(raw[i] >= 0 && raw[i] <= 1024))
-      fail("{}: metadata key tokenizer.ggml.token_type[{}] = {} is not a token type",
-           file.source(), i, raw[i]);
+      fail("{}: metadata key tokenizer.ggml.token_type[{}] = {} is not a token type", file.source(),
+           i, raw[i]);
     types[i] = int32_t(raw[i]);
   }
   return types;
@@ -88,8 +88,8 @@ std::optional<int32_t> token_id(const GgufFile& file, const char* key, size_t co
 }
 
 nlohmann::json added_token(int32_t id, const std::string& content, bool special) {
-  return {{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
-          {"rstrip", false},   {"normalized", false}, {"special", special}};
+  return {{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
+          {"rstrip", false}, {"normalized", false}, {"special", special}};
 }
 
 nlohmann::json post_processor(const std::vector<std::string>& tokens, std::optional<int32_t> bos,
@@ -178,19 +178,25 @@ GgufTokenizerJson gguf_tokenizer_json(const GgufFile& file) {
       size_t space = merges[i].find(' ');
       if (space == std::string::npos || space == 0 || space + 1 == merges[i].size() ||
           merges[i].find(' ', space + 1) != std::string::npos)
-        fail("{}: metadata key tokenizer.ggml.merges[{}] = \"{}\" is not two tokens separated "
-             "by one space",
-             src, i, merges[i]);
+        fail(
+            "{}: metadata key tokenizer.ggml.merges[{}] = \"{}\" is not two tokens separated "
+            "by one space",
+            src, i, merges[i]);
     }
     auto [pre, ignore_merges] =
         gpt2_pre_tokenizer(file.get_string("tokenizer.ggml.pre").value_or("default"), src);
     j["normalizer"] = nullptr;
     j["pre_tokenizer"] = pre;
     j["decoder"] = byte_level(true);
-    j["model"] = {{"type", "BPE"},           {"dropout", nullptr}, {"unk_token", nullptr},
-                  {"continuing_subword_prefix", nullptr},        {"end_of_word_suffix", nullptr},
-                  {"fuse_unk", false},       {"byte_fallback", false},
-                  {"ignore_merges", ignore_merges},              {"vocab", vocab},
+    j["model"] = {{"type", "BPE"},
+                  {"dropout", nullptr},
+                  {"unk_token", nullptr},
+                  {"continuing_subword_prefix", nullptr},
+                  {"end_of_word_suffix", nullptr},
+                  {"fuse_unk", false},
+                  {"byte_fallback", false},
+                  {"ignore_merges", ignore_merges},
+                  {"vocab", vocab},
                   {"merges", merges}};
     j["post_processor"] = post_processor(
         tokens, bos, eos, file.get_bool("tokenizer.ggml.add_bos_token").value_or(false),
@@ -198,9 +204,10 @@ GgufTokenizerJson gguf_tokenizer_json(const GgufFile& file) {
   } else if (model == "llama") {
     std::vector<double> scores = file.number_array("tokenizer.ggml.scores");
     if (scores.size() != tokens.size())
-      fail("{}: metadata key tokenizer.ggml.scores has {} entries but tokenizer.ggml.tokens has "
-           "{}",
-           src, scores.size(), tokens.size());
+      fail(
+          "{}: metadata key tokenizer.ggml.scores has {} entries but tokenizer.ggml.tokens has "
+          "{}",
+          src, scores.size(), tokens.size());
     const bool add_space = file.get_bool("tokenizer.ggml.add_space_prefix").value_or(true);
     const std::string space = "\xe2\x96\x81";  // U+2581, SentencePiece's visible space
     nlohmann::json replace_space = {
@@ -215,7 +222,8 @@ GgufTokenizerJson gguf_tokenizer_json(const GgufFile& file) {
         {{"type", "Replace"}, {"pattern", {{"String", space}}}, {"content", " "}},
         {{"type", "ByteFallback"}},
         {{"type", "Fuse"}}};
-    if (add_space) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+    if (add_space)
+      decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
     j["decoder"] = {{"type", "Sequence"}, {"decoders", decoders}};
     j["model"] = {{"type", "BPE"},
                   {"dropout", nullptr},

@@ -1,5 +1,5 @@
-#include "relayllm/tokenizer/tokenizer.h"
 #include "relayllm/common/utf8.h"
+#include "relayllm/tokenizer/tokenizer.h"
 
 namespace relayllm {
 namespace {

@@ -3,10 +3,10 @@
 #include <vector>
 
 #include "relayllm/common/json_fields.h"
-#include "relayllm/tokenizer/tokenizer_limits.h"
-#include "relayllm/tokenizer/regex.h"
-#include "relayllm/tokenizer/unicode_nfc.h"
 #include "relayllm/common/utf8.h"
+#include "relayllm/tokenizer/regex.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
+#include "relayllm/tokenizer/unicode_nfc.h"
 
 namespace relayllm {
 
@@ -82,8 +82,8 @@ class StripNormalizer final : public Normalizer {
 
 }  // namespace
 
-std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config,
-                                            const std::string& where, int depth) {
+std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config, const std::string& where,
+                                            int depth) {
   if (config.is_null()) return nullptr;
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;

@@ -16,6 +16,6 @@ class Normalizer {
 
 // nullptr for a JSON null. Throws Error naming `where` for unsupported types or bad fields.
 std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config, const std::string& where,
-    int depth = 0);
+                                            int depth = 0);
 
 }  // namespace relayllm

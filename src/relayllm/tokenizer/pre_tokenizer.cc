@@ -2,10 +2,10 @@
 
 #include <optional>
 
-#include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/common/json_fields.h"
-#include "relayllm/tokenizer/tokenizer_limits.h"
+#include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/tokenizer/regex.h"
+#include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
 
@@ -193,7 +193,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config,
     const auto& list = child(config, "pretokenizers");
     if (!list.is_array()) fail("{}: field \"pretokenizers\" must be an array", here);
     for (size_t i = 0; i < list.size(); ++i) {
-      auto part = make_pre_tokenizer(list[i], fmt::format("{}.pretokenizers[{}]", where, i), depth + 1);
+      auto part =
+          make_pre_tokenizer(list[i], fmt::format("{}.pretokenizers[{}]", where, i), depth + 1);
       if (part) parts.push_back(std::move(part));
     }
     return std::make_unique<SequencePreTokenizer>(std::move(parts));

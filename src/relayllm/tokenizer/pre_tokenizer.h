@@ -23,7 +23,6 @@ class PreTokenizer {
 
 // nullptr for a JSON null. Throws Error naming `where` for unsupported types or bad fields.
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config,
-                                                 const std::string& where,
-    int depth = 0);
+                                                 const std::string& where, int depth = 0);
 
 }  // namespace relayllm

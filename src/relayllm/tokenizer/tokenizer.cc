@@ -3,15 +3,15 @@
 #include <unordered_set>
 
 #include "relayllm/common/bounded_json.h"
+#include "relayllm/common/json_fields.h"
+#include "relayllm/common/utf8.h"
 #include "relayllm/tokenizer/added_vocabulary.h"
 #include "relayllm/tokenizer/bpe_model.h"
 #include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/tokenizer/decoder.h"
-#include "relayllm/common/json_fields.h"
 #include "relayllm/tokenizer/normalizer.h"
 #include "relayllm/tokenizer/post_processor.h"
 #include "relayllm/tokenizer/pre_tokenizer.h"
-#include "relayllm/common/utf8.h"
 
 namespace relayllm {
 

@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "relayllm/tokenizer/unicode_tables.h"
 #include "relayllm/common/utf8.h"
+#include "relayllm/tokenizer/unicode_tables.h"
 
 namespace relayllm {
 namespace {

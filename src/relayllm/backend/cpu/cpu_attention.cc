@@ -30,7 +30,8 @@ struct PagedKv {
 
 // Softmax attention of one query over tokens [0, n) with an online max, fp32
 // accumulation. Writes o (head_dim) and returns the natural-log partition lse.
-float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, float scale, float* o) {
+float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, float scale,
+             float* o) {
   for (int32_t d = 0; d < head_dim; ++d) o[d] = 0;
   if (n == 0) return -std::numeric_limits<float>::infinity();
   float running_max = -std::numeric_limits<float>::infinity();
@@ -64,12 +65,15 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
 
   auto paged = [&](int32_t table_start, int32_t kv_head) {
     return PagedKv{kv.k.data<float>(), kv.v.data<float>(), plan.block_tables.data() + table_start,
-                   plan.block_size, int64_t(hk) * d, int64_t(kv_head) * d};
+                   plan.block_size,    int64_t(hk) * d,    int64_t(kv_head) * d};
   };
 
   // Stage 1: prefix part, indexed by (row, head); only rows of relay sequences are filled.
   std::vector<int32_t> prefix_slot(rows, -1);
-  struct Item { int32_t group; int32_t row; };
+  struct Item {
+    int32_t group;
+    int32_t row;
+  };
   std::vector<Item> prefix_items;
   for (int32_t g = 0; g < int32_t(plan.prefix_groups.size()); ++g)
     for (int32_t row : plan.prefix_groups[g].query_rows) {
@@ -84,9 +88,9 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
       int32_t h = int32_t(i % hq);
       const auto& group = plan.prefix_groups[prefix_items[item].group];
       int32_t row = prefix_items[item].row;
-      prefix_lse[i] = attend(qd + (int64_t(row) * hq + h) * d,
-                             paged(group.block_table_start, h / group_size), group.prefix_len, d,
-                             shape.scale, prefix_o.data() + i * d);
+      prefix_lse[i] =
+          attend(qd + (int64_t(row) * hq + h) * d, paged(group.block_table_start, h / group_size),
+                 group.prefix_len, d, shape.scale, prefix_o.data() + i * d);
     }
   });
 
@@ -103,9 +107,9 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
       // Own tokens visible to this row: everything up to and including itself.
       int32_t visible = seq.context_len - seq.query_len + (row - seq.query_start) + 1;
       float* o = od + (int64_t(row) * hq + h) * d;
-      float lse_own = attend(qd + (int64_t(row) * hq + h) * d,
-                             paged(seq.block_table_start, h / group_size), visible, d, shape.scale,
-                             own.data());
+      float lse_own =
+          attend(qd + (int64_t(row) * hq + h) * d, paged(seq.block_table_start, h / group_size),
+                 visible, d, shape.scale, own.data());
       if (prefix_slot[row] < 0) {
         for (int32_t j = 0; j < d; ++j) o[j] = own[j];
         continue;

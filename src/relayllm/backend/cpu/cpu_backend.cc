@@ -23,12 +23,14 @@ void rmsnorm_row(const float* x, const float* w, float eps, int64_t n, float* ou
 CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
 
 Tensor CpuBackend::empty(std::vector<int64_t> shape, DType dtype) {
-  RELAYLLM_CHECK(dtype == DType::kF32, "cpu backend: tensors are float32, not {}", dtype_name(dtype));
+  RELAYLLM_CHECK(dtype == DType::kF32, "cpu backend: tensors are float32, not {}",
+                 dtype_name(dtype));
   Tensor t;
   t.dtype = dtype;
   t.shape = std::move(shape);
   size_t n = size_t(t.numel());
-  t.storage = std::shared_ptr<void>(new float[n > 0 ? n : 1], [](void* p) { delete[] static_cast<float*>(p); });
+  t.storage = std::shared_ptr<void>(new float[n > 0 ? n : 1],
+                                    [](void* p) { delete[] static_cast<float*>(p); });
   return t;
 }
 
@@ -41,8 +43,8 @@ Tensor CpuBackend::upload(std::span<const float> host, std::vector<int64_t> shap
 }
 
 void CpuBackend::download(const Tensor& tensor, std::span<float> host) {
-  RELAYLLM_CHECK(size_t(tensor.numel()) == host.size(), "cpu backend: download of {} values into {}",
-                 tensor.numel(), host.size());
+  RELAYLLM_CHECK(size_t(tensor.numel()) == host.size(),
+                 "cpu backend: download of {} values into {}", tensor.numel(), host.size());
   std::memcpy(host.data(), tensor.data<float>(), host.size() * sizeof(float));
 }
 
@@ -50,7 +52,8 @@ void CpuBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& o
   int64_t hidden = table.cols(), vocab = table.rows();
   for (size_t r = 0; r < plan.token_ids.size(); ++r) {
     int32_t id = plan.token_ids[r];
-    RELAYLLM_CHECK(id >= 0 && id < vocab, "token id {} is outside the vocabulary [0, {})", id, vocab);
+    RELAYLLM_CHECK(id >= 0 && id < vocab, "token id {} is outside the vocabulary [0, {})", id,
+                   vocab);
     std::memcpy(out.data<float>() + r * hidden, table.data<float>() + id * hidden,
                 hidden * sizeof(float));
   }
@@ -61,9 +64,12 @@ void CpuBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tenso
   const float* xs = x.data<float>();
   const float* w = weight.data<float>();
   float* o = out.data<float>();
-  pool_.parallel_for(size_t(rows), [&](size_t b, size_t e) {
-    for (size_t r = b; r < e; ++r) rmsnorm_row(xs + r * n, w, eps, n, o + r * n);
-  }, kRowGrain);
+  pool_.parallel_for(
+      size_t(rows),
+      [&](size_t b, size_t e) {
+        for (size_t r = b; r < e; ++r) rmsnorm_row(xs + r * n, w, eps, n, o + r * n);
+      },
+      kRowGrain);
 }
 
 void CpuBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
@@ -73,13 +79,16 @@ void CpuBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& we
   const float* xs = x.data<float>();
   const float* w = weight.data<float>();
   float* o = out.data<float>();
-  pool_.parallel_for(size_t(rows), [&](size_t b, size_t e) {
-    for (size_t r = b; r < e; ++r) {
-      float* rr = res + r * n;
-      for (int64_t i = 0; i < n; ++i) rr[i] += xs[r * n + i];
-      rmsnorm_row(rr, w, eps, n, o + r * n);
-    }
-  }, kRowGrain);
+  pool_.parallel_for(
+      size_t(rows),
+      [&](size_t b, size_t e) {
+        for (size_t r = b; r < e; ++r) {
+          float* rr = res + r * n;
+          for (int64_t i = 0; i < n; ++i) rr[i] += xs[r * n + i];
+          rmsnorm_row(rr, w, eps, n, o + r * n);
+        }
+      },
+      kRowGrain);
 }
 
 void CpuBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) {
@@ -96,13 +105,16 @@ void CpuBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPl
       x[i + half] = x2 * c + x1 * s;
     }
   };
-  pool_.parallel_for(size_t(rows), [&](size_t b, size_t e) {
-    for (size_t r = b; r < e; ++r) {
-      const float* cs = cos_sin.data<float>() + int64_t(plan.positions[r]) * d;
-      for (int64_t h = 0; h < hq; ++h) rotate(q.data<float>() + (r * hq + h) * d, cs);
-      for (int64_t h = 0; h < hk; ++h) rotate(k.data<float>() + (r * hk + h) * d, cs);
-    }
-  }, kRowGrain);
+  pool_.parallel_for(
+      size_t(rows),
+      [&](size_t b, size_t e) {
+        for (size_t r = b; r < e; ++r) {
+          const float* cs = cos_sin.data<float>() + int64_t(plan.positions[r]) * d;
+          for (int64_t h = 0; h < hq; ++h) rotate(q.data<float>() + (r * hq + h) * d, cs);
+          for (int64_t h = 0; h < hk; ++h) rotate(k.data<float>() + (r * hk + h) * d, cs);
+        }
+      },
+      kRowGrain);
 }
 
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
@@ -110,9 +122,12 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   const float* g = gate.data<float>();
   const float* u = up.data<float>();
   float* o = out.data<float>();
-  pool_.parallel_for(size_t(n), [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-  }, 4096);
+  pool_.parallel_for(
+      size_t(n),
+      [&](size_t b, size_t e) {
+        for (size_t i = b; i < e; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      },
+      4096);
 }
 
 void CpuBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) {
@@ -120,8 +135,8 @@ void CpuBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const B
   int64_t pool_slots = kv.k.numel() / row_size;
   for (int32_t r = 0; r < plan.num_rows(); ++r) {
     int64_t slot = plan.slot_mapping[r];
-    RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)", slot,
-                   pool_slots);
+    RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)",
+                   slot, pool_slots);
     std::memcpy(kv.k.data<float>() + slot * row_size, k.data<float>() + r * row_size,
                 row_size * sizeof(float));
     std::memcpy(kv.v.data<float>() + slot * row_size, v.data<float>() + r * row_size,

@@ -32,7 +32,8 @@ std::vector<int32_t> largest_first(const std::vector<int32_t>& keys) {
   for (int32_t k : keys) ++start[size_t(top - k) + 1];
   for (size_t i = 1; i < start.size(); ++i) start[i] += start[i - 1];
   std::vector<int32_t> order(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) order[size_t(start[size_t(top - keys[i])]++)] = int32_t(i);
+  for (size_t i = 0; i < keys.size(); ++i)
+    order[size_t(start[size_t(top - keys[i])]++)] = int32_t(i);
   return order;
 }
 
@@ -54,7 +55,10 @@ RangeCut cut_range(const Unsplit& u, const Cut& cut) {
   const bool is_wide = u.slot_count > kNarrowSlots, alone = is_wide || u.kv_len >= cut.long_narrow;
   const int32_t align = alone ? kWideTileTokens : kPackTileTokens;
   const int32_t fewest = align_up((u.kv_len + kMaxSplits - 1) / kMaxSplits, align);
-  return {alone, std::max(is_wide ? cut.wide_chunk : alone ? cut.alone_chunk : cut.narrow_chunk, fewest)};
+  return {alone, std::max(is_wide ? cut.wide_chunk
+                          : alone ? cut.alone_chunk
+                                  : cut.narrow_chunk,
+                          fewest)};
 }
 
 // The time a cut takes, in stages, as CTAs claiming its units longest first would
@@ -66,7 +70,8 @@ int64_t makespan(const std::vector<Unsplit>& base, const Cut& cut, int64_t ctas)
     const RangeCut rc = cut_range(u, cut);
     const int32_t tokens = rc.alone ? kWideTileTokens : kPackTileTokens;
     for (int32_t b = 0; b < u.kv_len; b += rc.chunk)
-      (rc.alone ? units : packed).push_back((std::min(u.kv_len - b, rc.chunk) + tokens - 1) / tokens);
+      (rc.alone ? units : packed)
+          .push_back((std::min(u.kv_len - b, rc.chunk) + tokens - 1) / tokens);
   }
   std::sort(packed.begin(), packed.end(), std::greater<>());
   for (size_t i = 0; i < packed.size(); i += kPackItems) units.push_back(packed[i]);
@@ -93,7 +98,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   std::vector<Unsplit> base;
 
   // Packs slots [begin, end) of one (range, kv head) into items no taller than a tile.
-  auto add_items = [&](size_t begin, size_t end, int32_t kv_head, int32_t table_start, const Unsplit& range) {
+  auto add_items = [&](size_t begin, size_t end, int32_t kv_head, int32_t table_start,
+                       const Unsplit& range) {
     int32_t total = int32_t(end - begin);
     int32_t tile = total <= kNarrowSlots ? kNarrowSlots : kWideSlots;
     for (int32_t s = 0; s < total; s += tile) {
@@ -103,7 +109,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
       u.kv_head = kv_head;
       u.table_start = table_start;
       u.kv_len = 0;
-      for (int32_t i = 0; i < u.slot_count; ++i) u.kv_len = std::max(u.kv_len, work.slots[begin + s + i].visible);
+      for (int32_t i = 0; i < u.slot_count; ++i)
+        u.kv_len = std::max(u.kv_len, work.slots[begin + s + i].visible);
       if (u.kv_len > 0) base.push_back(u);
     }
   };
@@ -135,7 +142,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     for (int32_t h = 0; h < hk; ++h) {
       size_t begin = work.slots.size();
       for (int32_t row : g.query_rows)
-        for (int32_t j = 0; j < group; ++j) work.slots.push_back({row * hq + h * group + j, g.prefix_len});
+        for (int32_t j = 0; j < group; ++j)
+          work.slots.push_back({row * hq + h * group + j, g.prefix_len});
       add_items(begin, work.slots.size(), h, g.block_table_start, range);
     }
   }
@@ -160,7 +168,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   };
   const int64_t narrow_items = int64_t(options.num_sms) * options.items_per_sm;
   const int64_t ctas = std::max<int64_t>(narrow_items / kPackItems, 1);
-  Cut cut{chunk_for(wide_len, ctas, kWideTileTokens), chunk_for(kPackItems * narrow_len, narrow_items, kWideTileTokens),
+  Cut cut{chunk_for(wide_len, ctas, kWideTileTokens),
+          chunk_for(kPackItems * narrow_len, narrow_items, kWideTileTokens),
           chunk_for(narrow_len, narrow_items, kPackTileTokens), INT64_MAX};
   if (options.split) {
     cut.long_narrow = 2 * int64_t(cut.alone_chunk);
@@ -182,11 +191,15 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     // shortest pieces that make one unit per CTA at most (found by bisection: the
     // count of units only falls as the pieces grow).
     if (narrow_len > 0 && units_at(cut.alone_chunk) <= 2 * ctas) {
-      int32_t lo = cut.alone_chunk, hi = align_up(std::max(longest, cut.alone_chunk), kWideTileTokens);
+      int32_t lo = cut.alone_chunk,
+              hi = align_up(std::max(longest, cut.alone_chunk), kWideTileTokens);
       while (lo < hi) {
         const int32_t mid = align_up((int64_t(lo) + hi) / 2, kWideTileTokens);
         if (mid >= hi) break;
-        if (units_at(mid) <= ctas) hi = mid; else lo = mid + kWideTileTokens;
+        if (units_at(mid) <= ctas)
+          hi = mid;
+        else
+          lo = mid + kWideTileTokens;
       }
       int64_t best = makespan(base, cut, ctas);
       for (int32_t chunk : {cut.alone_chunk, hi}) {
@@ -206,11 +219,19 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   for (Unsplit& u : base) {
     const RangeCut rc = cut_range(u, cut);
     for (int32_t b = 0; b < u.kv_len; b += rc.chunk, ++u.pieces) {
-      const AttentionItem item{u.slot_offset, int16_t(u.slot_count), int16_t(u.pieces), u.kv_head, u.table_start,
-                               b, std::min(u.kv_len, b + rc.chunk), u.prefix_table, u.prefix_len};
+      const AttentionItem item{u.slot_offset,
+                               int16_t(u.slot_count),
+                               int16_t(u.pieces),
+                               u.kv_head,
+                               u.table_start,
+                               b,
+                               std::min(u.kv_len, b + rc.chunk),
+                               u.prefix_table,
+                               u.prefix_len};
       (rc.alone ? wide : narrow).push_back(item);
     }
-    for (int32_t i = 0; i < u.slot_count; ++i) counts[size_t(work.slots[u.slot_offset + i].row_head)] += u.pieces;
+    for (int32_t i = 0; i < u.slot_count; ++i)
+      counts[size_t(work.slots[u.slot_offset + i].row_head)] += u.pieces;
   }
   work.num_items = int32_t(narrow.size() + wide.size());
 
@@ -237,7 +258,8 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
   // start in the first wave and the short ones fill in behind them (a short one
   // first would leave a long one for the tail).
   std::vector<int32_t> narrow_stages(narrow.size());
-  for (size_t i = 0; i < narrow.size(); ++i) narrow_stages[i] = stages_of(narrow[i], kPackTileTokens);
+  for (size_t i = 0; i < narrow.size(); ++i)
+    narrow_stages[i] = stages_of(narrow[i], kPackTileTokens);
   const std::vector<int32_t> by_length = largest_first(narrow_stages);
   std::vector<AttentionUnit> units;
   units.reserve(wide.size() + (narrow.size() + kPackItems - 1) / kPackItems);

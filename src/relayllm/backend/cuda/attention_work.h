@@ -38,12 +38,12 @@ namespace relayllm::cuda {
 
 // 32 bytes: two 16-byte loads.
 struct AttentionItem {
-  int32_t slot_offset = 0;     // first query slot of the item
-  int16_t slot_count = 0;      // at most the unit's rows per item (0: no item)
-  int16_t split = 0;           // which piece of its slots' range: their partial is partial_base + split
+  int32_t slot_offset = 0;  // first query slot of the item
+  int16_t slot_count = 0;   // at most the unit's rows per item (0: no item)
+  int16_t split = 0;  // which piece of its slots' range: their partial is partial_base + split
   int32_t kv_head = 0;
-  int32_t table_start = 0;     // into BatchPlan::block_tables
-  int32_t kv_begin = 0;        // token range [kv_begin, kv_end) of the range
+  int32_t table_start = 0;  // into BatchPlan::block_tables
+  int32_t kv_begin = 0;     // token range [kv_begin, kv_end) of the range
   int32_t kv_end = 0;
   // A joined range: tokens [0, prefix_len) are a relay prefix's, read through the
   // table at prefix_table; token t >= prefix_len is token t - prefix_len of the
@@ -101,12 +101,12 @@ struct AttentionWorkOptions {
   int32_t num_heads = 0;
   int32_t num_kv_heads = 0;
   int32_t num_sms = 132;
-  int32_t min_split = 64;      // shortest KV range worth its own item (tokens)
+  int32_t min_split = 64;  // shortest KV range worth its own item (tokens)
   // Split long ranges so that the step's tokens would fill this many narrow items
   // (a warp's worth of work) per multiprocessor (attention_work.cc).
   int32_t items_per_sm = 8;
   bool split = true;
-  int32_t num_rows = 0;        // rows of the step's tensors (padding included); 0: the plan's
+  int32_t num_rows = 0;  // rows of the step's tensors (padding included); 0: the plan's
 };
 
 AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOptions& options);

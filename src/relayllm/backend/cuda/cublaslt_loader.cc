@@ -30,7 +30,8 @@ CublasLtApi open_api() {
   }
   RELAYLLM_CHECK(api.handle != nullptr,
                  "cuda: cannot open libcublasLt.so.13 ({}); put its folder on LD_LIBRARY_PATH "
-                 "or name the file in RELAYLLM_CUBLASLT", dlerror());
+                 "or name the file in RELAYLLM_CUBLASLT",
+                 dlerror());
   bind(api.handle, "cublasLtCreate", api.create, api.path);
   bind(api.handle, "cublasLtDestroy", api.destroy, api.path);
   bind(api.handle, "cublasLtMatmulDescCreate", api.desc_create, api.path);

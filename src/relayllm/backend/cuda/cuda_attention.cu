@@ -12,11 +12,11 @@
 // KT/NW-token slice of each stage. Scores and probabilities stay in registers (the
 // S accumulator layout is exactly the A-operand layout of the P*V product). Rows of
 // shared memory are padded by 16 bytes so that ldmatrix hits 8 different bank groups.
-#include "relayllm/backend/cuda/cuda_attention.cuh"
-#include "relayllm/backend/cuda/cuda_check.cuh"
-
 #include <algorithm>
 #include <climits>
+
+#include "relayllm/backend/cuda/cuda_attention.cuh"
+#include "relayllm/backend/cuda/cuda_check.cuh"
 
 namespace relayllm::cuda {
 namespace {
@@ -29,7 +29,8 @@ struct Mma;
 
 template <>
 struct Mma<__nv_bfloat16> {
-  __device__ __forceinline__ static void run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  __device__ __forceinline__ static void run(float* c, const uint32_t* a, uint32_t b0,
+                                             uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
         "{%8,%9}, {%0,%1,%2,%3};\n"
@@ -44,7 +45,8 @@ struct Mma<__nv_bfloat16> {
 
 template <>
 struct Mma<__half> {
-  __device__ __forceinline__ static void run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  __device__ __forceinline__ static void run(float* c, const uint32_t* a, uint32_t b0,
+                                             uint32_t b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
         "{%8,%9}, {%0,%1,%2,%3};\n"
@@ -77,8 +79,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t* r, const void* p) {
 // L2::128B hint has the whole 128-byte line fetched with its first chunk (the rest
 // of a K or V row follows at once): 1% faster relay, 1-2% faster paged, measured.
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(src_bytes));
+  asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+               "l"(src), "r"(src_bytes));
 }
 
 // A release add (every write that happens before it, this thread's and, through a
@@ -95,7 +97,9 @@ __device__ __forceinline__ int32_t ld_acquire(const int32_t* p) {
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 // The CTA's shape: NW warps of 16 query slots each, K/V stages of KT tokens,
 // STAGES stages in flight (a cp.async ring).
@@ -134,9 +138,9 @@ __device__ __forceinline__ int item_tiles(const AttentionItem& item, int tokens)
 // prefix_table below prefix_len and token t - prefix_len of `table` from there on.
 // THREADS threads share the copies, `t` being this thread's index among them.
 template <typename T, int D, int kLd, int TOKENS, int THREADS, bool MIXED>
-__device__ __forceinline__ void issue_kv(const AttentionArgs& args, int kv_head, const int32_t* table,
-                                         const int32_t* prefix_table, int t0, int end, int prefix_len, int t, T* dk,
-                                         T* dv) {
+__device__ __forceinline__ void issue_kv(const AttentionArgs& args, int kv_head,
+                                         const int32_t* table, const int32_t* prefix_table, int t0,
+                                         int end, int prefix_len, int t, T* dk, T* dv) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   const T* kc = static_cast<const T*>(args.k_cache);
   const T* vc = static_cast<const T*>(args.v_cache);
@@ -177,8 +181,8 @@ __device__ __forceinline__ void issue_kv(const AttentionArgs& args, int kv_head,
 // threads share the copies, `t` being this thread's index among them; sq, dk, dv
 // point at the item's first query, key and value row.
 template <typename T, int D, int kLd, int QROWS, int TOKENS, int THREADS>
-__device__ __forceinline__ void load_stage(const AttentionArgs& args, const AttentionItem& it, int tile, int t,
-                                           T* sq, T* dk, T* dv) {
+__device__ __forceinline__ void load_stage(const AttentionArgs& args, const AttentionItem& it,
+                                           int tile, int t, T* sq, T* dk, T* dv) {
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   const T* q = static_cast<const T*>(args.q);
   // Addresses first, copies after (as in issue_kv), for the slot lookups.
@@ -196,19 +200,22 @@ __device__ __forceinline__ void load_stage(const AttentionArgs& args, const Atte
     for (int j = 0; j < kQPer; ++j) {
       const int i = t + j * THREADS;
       if (i < QROWS * kChunks)
-        cp_async_16(sq + (i / kChunks) * kLd + (i % kChunks) * 8, src[j] ? src[j] : q, src[j] ? 16 : 0);
+        cp_async_16(sq + (i / kChunks) * kLd + (i % kChunks) * 8, src[j] ? src[j] : q,
+                    src[j] ? 16 : 0);
     }
   }
   const int32_t* table = args.block_tables + it.table_start;
   const int t0 = it.kv_begin + tile * TOKENS;
   if (t0 < it.prefix_len && t0 + TOKENS > it.prefix_len) {  // a joined range's prefix ends inside
-    issue_kv<T, D, kLd, TOKENS, THREADS, true>(args, it.kv_head, table, args.block_tables + it.prefix_table, t0,
-                                               it.kv_end, it.prefix_len, t, dk, dv);
+    issue_kv<T, D, kLd, TOKENS, THREADS, true>(args, it.kv_head, table,
+                                               args.block_tables + it.prefix_table, t0, it.kv_end,
+                                               it.prefix_len, t, dk, dv);
   } else {  // tokens of one table: a joined range's own token t is the table's t - prefix_len
     const bool own = t0 >= it.prefix_len;
     const int shift = own ? it.prefix_len : 0;
-    issue_kv<T, D, kLd, TOKENS, THREADS, false>(args, it.kv_head, own ? table : args.block_tables + it.prefix_table,
-                                                nullptr, t0 - shift, it.kv_end - shift, 0, t, dk, dv);
+    issue_kv<T, D, kLd, TOKENS, THREADS, false>(
+        args, it.kv_head, own ? table : args.block_tables + it.prefix_table, nullptr, t0 - shift,
+        it.kv_end - shift, 0, t, dk, dv);
   }
 }
 
@@ -234,8 +241,8 @@ struct RowState {
 // push the kernel past 255 and into spills.
 template <typename T, int D, int NT, int kLd>
 __device__ __forceinline__ void attend_tile(const T* sq, const T* tk, const T* tv, int t0,
-                                            int kv_end, int unmasked_end, int vis0, int vis1, float scale_log2,
-                                            RowState<D>& st, int lane) {
+                                            int kv_end, int unmasked_end, int vis0, int vis1,
+                                            float scale_log2, RowState<D>& st, int lane) {
   const int tig = lane % 4, mi = lane / 8, rr = lane % 8;
   float s[NT / 8][4];
 #pragma unroll
@@ -325,7 +332,8 @@ __device__ __forceinline__ void attend_tile(const T* sq, const T* tk, const T* t
 // crowd the main loop's; hence the pointers by value, not the argument block.)
 template <typename T, int D>
 __device__ __noinline__ void merge_output(const float* partial_o, const float* partial_lse, T* out,
-                                          int32_t* arrivals, int row_head, int first, int parts, int lane) {
+                                          int32_t* arrivals, int row_head, int first, int parts,
+                                          int lane) {
   constexpr int kPer = D >= 32 ? D / 32 : 1;
   constexpr int kBatch = 16;
   const bool holds = lane * kPer < D;
@@ -386,8 +394,8 @@ struct RowEnd {
 // holding a row's first columns counts it with a release add, which publishes
 // the whole warp's writes; the count's result is not waited for.
 template <typename T, int D>
-__device__ __forceinline__ void finish_item(const AttentionArgs& args, const RowState<D>& st, const RowEnd& s0,
-                                            const RowEnd& s1, int lane) {
+__device__ __forceinline__ void finish_item(const AttentionArgs& args, const RowState<D>& st,
+                                            const RowEnd& s0, const RowEnd& s1, int lane) {
   const int tig = lane % 4;
   float sum0 = st.l0, sum1 = st.l1;
   sum0 += __shfl_xor_sync(0xffffffffu, sum0, 1);
@@ -410,7 +418,8 @@ __device__ __forceinline__ void finish_item(const AttentionArgs& args, const Row
     float* o = args.partial_o + int64_t(s.partial) * D;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n)
-      *reinterpret_cast<float2*>(o + n * 8 + tig * 2) = make_float2(st.acc[n][e] * inv, st.acc[n][e + 1] * inv);
+      *reinterpret_cast<float2*>(o + n * 8 + tig * 2) =
+          make_float2(st.acc[n][e] * inv, st.acc[n][e + 1] * inv);
     if (tig == 0) args.partial_lse[s.partial] = lse;
   };
   write_row(s0, 0, inv0, lse0);
@@ -535,8 +544,8 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
         load_stage<T, D, kLd, kWideSlots, KT, NW * 32>(args, ld, ld_tile, tid, sq, dk, dv);
       } else if (ld.slot_count > 0 && ld_tile < item_tiles(ld, PT)) {
         const int row = warp * 16;
-        load_stage<T, D, kLd, kNarrowSlots, PT, 32>(args, ld, ld_tile, lane, sq + row * kLd, dk + row * kLd,
-                                                    dv + row * kLd);
+        load_stage<T, D, kLd, kNarrowSlots, PT, 32>(args, ld, ld_tile, lane, sq + row * kLd,
+                                                    dk + row * kLd, dv + row * kLd);
       }
     }
     if (tid == 0) {
@@ -560,7 +569,8 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
   // and running state.
   AttentionItem cu{};
   int cu_tiles = 0, cu_packed = 0, r0 = 0, unmasked_end = 0;
-  int vis0 = 0, vis1 = 0, row_head0 = -1, row_head1 = -1, parts0 = 0, parts1 = 0, base0 = 0, base1 = 0;
+  int vis0 = 0, vis1 = 0, row_head0 = -1, row_head1 = -1, parts0 = 0, parts1 = 0, base0 = 0,
+      base1 = 0;
   bool warp_live = false;
   const T* sq = smem;  // the unit's query rows of this warp
   RowState<D> st;
@@ -577,7 +587,7 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
     __syncthreads();  // its bytes and its stage's tags are visible to all
     const int stage = step % STAGES;
     const int unit = s_stage_unit[stage], tile = s_stage_tile[stage];
-    if (unit == -1) break;  // the stream is over (every later element is empty too)
+    if (unit == -1) break;   // the stream is over (every later element is empty too)
     if (unit < 0) continue;  // a bubble
     const T* const tk = smem + L::kRing + stage * L::kStage;
     const T* const tv = tk + KT * kLd;
@@ -588,8 +598,10 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
       cu_tiles = item_tiles(cu, cu_packed ? PT : KT);
       r0 = (cu_packed ? 0 : warp * 16) + g;  // the item's slot of this lane's first row
       const int r1 = r0 + 8;
-      const QuerySlot slot0 = r0 < cu.slot_count ? args.slots[cu.slot_offset + r0] : QuerySlot{-1, 0};
-      const QuerySlot slot1 = r1 < cu.slot_count ? args.slots[cu.slot_offset + r1] : QuerySlot{-1, 0};
+      const QuerySlot slot0 =
+          r0 < cu.slot_count ? args.slots[cu.slot_offset + r0] : QuerySlot{-1, 0};
+      const QuerySlot slot1 =
+          r1 < cu.slot_count ? args.slots[cu.slot_offset + r1] : QuerySlot{-1, 0};
       vis0 = slot0.visible;
       vis1 = slot1.visible;
       row_head0 = slot0.row_head;
@@ -601,7 +613,7 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
       // Tiles that every live row of the warp sees whole need no mask (rows past the
       // item's slots are never written, so they do not limit it).
       const int live_min = __reduce_min_sync(0xffffffffu, min(r0 < cu.slot_count ? vis0 : INT_MAX,
-                                                               r1 < cu.slot_count ? vis1 : INT_MAX));
+                                                              r1 < cu.slot_count ? vis1 : INT_MAX));
       unmasked_end = min(cu.kv_end, live_min);
       // A warp none of whose rows is one of the item's slots (a 32-query prefix group
       // in a wide unit, a pack of fewer than NW items) only helps load.
@@ -612,11 +624,12 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
     }
     if (!warp_live || tile >= cu_tiles) continue;
     if (cu_packed)
-      attend_tile<T, D, PT, kLd>(sq, tk + warp * PT * kLd, tv + warp * PT * kLd, cu.kv_begin + tile * PT,
-                                 cu.kv_end, unmasked_end, vis0, vis1, scale_log2, st, lane);
-    else
-      attend_tile<T, D, KT, kLd>(sq, tk, tv, cu.kv_begin + tile * KT, cu.kv_end, unmasked_end, vis0, vis1,
+      attend_tile<T, D, PT, kLd>(sq, tk + warp * PT * kLd, tv + warp * PT * kLd,
+                                 cu.kv_begin + tile * PT, cu.kv_end, unmasked_end, vis0, vis1,
                                  scale_log2, st, lane);
+    else
+      attend_tile<T, D, KT, kLd>(sq, tk, tv, cu.kv_begin + tile * KT, cu.kv_end, unmasked_end, vis0,
+                                 vis1, scale_log2, st, lane);
     if (tile + 1 < cu_tiles) continue;
     finish_item<T, D>(args, st, RowEnd{row_head0, parts0, base0 + cu.split, r0 < cu.slot_count},
                       RowEnd{row_head1, parts1, base1 + cu.split, r0 + 8 < cu.slot_count}, lane);
@@ -641,8 +654,8 @@ __global__ void __launch_bounds__(S::NW * 32) paged_attention_kernel(AttentionAr
       claimed_merge = atomicAdd(args.cursor + 2, 1);
     }
     __syncwarp();
-    merge_output<T, D>(args.partial_o, args.partial_lse, static_cast<T*>(args.out), args.arrivals, m.row_head,
-                       m.first, m.parts, lane);
+    merge_output<T, D>(args.partial_o, args.partial_lse, static_cast<T*>(args.out), args.arrivals,
+                       m.row_head, m.first, m.parts, lane);
   }
   // The last CTA out zeroes the cursors and the count for the next launch (every
   // other CTA has made its last claims before it counted itself out).
@@ -677,9 +690,11 @@ struct Kernel {
 template <typename T, int D>
 AttentionOccupancy prepare() {
   using K = Kernel<T, D>;
-  RELAYLLM_CUDA_CHECK(cudaFuncSetAttribute(K::fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::smem)));
+  RELAYLLM_CUDA_CHECK(
+      cudaFuncSetAttribute(K::fn, cudaFuncAttributeMaxDynamicSharedMemorySize, int(K::smem)));
   int n = 0;
-  RELAYLLM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::fn, CtaTile::NW * 32, K::smem));
+  RELAYLLM_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, K::fn, CtaTile::NW * 32, K::smem));
   return AttentionOccupancy{std::min(n, RELAYLLM_MAX_CTAS_PER_SM)};
 }
 
@@ -711,12 +726,16 @@ auto dispatch(DType dtype, int32_t head_dim, Args&&... args) {
 
 struct Launch {
   template <typename T, int D>
-  static void run(const AttentionArgs& args, cudaStream_t stream) { launch<T, D>(args, stream); }
+  static void run(const AttentionArgs& args, cudaStream_t stream) {
+    launch<T, D>(args, stream);
+  }
 };
 
 struct Prepare {
   template <typename T, int D>
-  static AttentionOccupancy run() { return prepare<T, D>(); }
+  static AttentionOccupancy run() {
+    return prepare<T, D>();
+  }
 };
 
 }  // namespace

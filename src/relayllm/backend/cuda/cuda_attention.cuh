@@ -16,10 +16,10 @@ struct AttentionArgs {
   int32_t num_heads;
   int32_t num_kv_heads;
   int32_t block_size;
-  int32_t block_shift;       // log2(block_size) when it is a power of two, else -1
+  int32_t block_shift;  // log2(block_size) when it is a power of two, else -1
   float scale;
-  const void* q;             // [rows, num_heads, head_dim]
-  const void* k_cache;       // [blocks, block_size, num_kv_heads, head_dim]
+  const void* q;        // [rows, num_heads, head_dim]
+  const void* k_cache;  // [blocks, block_size, num_kv_heads, head_dim]
   const void* v_cache;
   const int32_t* block_tables;
   const QuerySlot* slots;
@@ -34,11 +34,11 @@ struct AttentionArgs {
   // Device [rows * num_heads], zero between launches: partials written per output;
   // the warp that merges an output waits for all of them and zeroes its count.
   int32_t* arrivals;
-  int32_t grid;              // CTAs (0: skip); each claims units until none is left
-  float* partial_o;          // [num_partials, head_dim]
-  float* partial_lse;        // [num_partials]
+  int32_t grid;               // CTAs (0: skip); each claims units until none is left
+  float* partial_o;           // [num_partials, head_dim]
+  float* partial_lse;         // [num_partials]
   const MergeOutput* merges;  // the outputs with more than one partial
-  void* out;                 // [rows, num_heads, head_dim]
+  void* out;                  // [rows, num_heads, head_dim]
 };
 
 void launch_attention(const AttentionArgs& args, cudaStream_t stream);

@@ -18,11 +18,11 @@
 namespace relayllm {
 namespace {
 
-#define RELAYLLM_CUBLAS_CHECK(expr)                                                         \
-  do {                                                                                      \
-    cublasStatus_t relayllm_st_ = (expr);                                                   \
-    if (relayllm_st_ != CUBLAS_STATUS_SUCCESS)                                              \
-      ::relayllm::fail("cublasLt: {} failed with status {}", #expr, int(relayllm_st_));     \
+#define RELAYLLM_CUBLAS_CHECK(expr)                                                     \
+  do {                                                                                  \
+    cublasStatus_t relayllm_st_ = (expr);                                               \
+    if (relayllm_st_ != CUBLAS_STATUS_SUCCESS)                                          \
+      ::relayllm::fail("cublasLt: {} failed with status {}", #expr, int(relayllm_st_)); \
   } while (0)
 
 // The stream and the stream-ordered pool every allocation comes from. Tensors hold
@@ -66,9 +66,12 @@ void put(cuda::StepStaging& staging, Region region, const std::vector<T>& values
 
 cudaDataType_t cuda_type(DType dtype) {
   switch (dtype) {
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    default: return CUDA_R_32F;
+    case DType::kBF16:
+      return CUDA_R_16BF;
+    case DType::kF16:
+      return CUDA_R_16F;
+    default:
+      return CUDA_R_32F;
   }
 }
 
@@ -159,10 +162,11 @@ struct CudaBackend::Impl {
   }
   // The three parts of begin_step (defined next to it); the last two return whether
   // device addresses moved.
-  cuda::AttentionWork plan_attention(const BatchPlan& plan, const AttentionShape& shape, DType dtype,
-                                     int32_t padded_rows);
+  cuda::AttentionWork plan_attention(const BatchPlan& plan, const AttentionShape& shape,
+                                     DType dtype, int32_t padded_rows);
   bool stage(const BatchPlan& plan, const cuda::AttentionWork& work, int32_t padded_rows);
-  bool grow_buffers(const cuda::AttentionWork& work, const AttentionShape& shape, int32_t padded_rows);
+  bool grow_buffers(const cuda::AttentionWork& work, const AttentionShape& shape,
+                    int32_t padded_rows);
 
   ~Impl() {
     if (ctx) cudaStreamSynchronize(ctx->stream);
@@ -183,26 +187,31 @@ struct CudaBackend::Impl {
     if (it != gemm_plans.end()) return it->second;
     const cuda::CublasLtApi& api = cuda::cublaslt_api();
     GemmPlan plan;
-    // Column-major view: out^T [N, T] = W [N, K] (stored as col-major K x N, transposed) * x^T [K, T].
+    // Column-major view: out^T [N, T] = W [N, K] (stored as col-major K x N, transposed) * x^T [K,
+    // T].
     RELAYLLM_CUBLAS_CHECK(api.desc_create(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-    RELAYLLM_CUBLAS_CHECK(api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
-    RELAYLLM_CUBLAS_CHECK(api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+    RELAYLLM_CUBLAS_CHECK(
+        api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+    RELAYLLM_CUBLAS_CHECK(
+        api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
     cudaDataType_t type = cuda_type(dtype);
     RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.a, type, uint64_t(k), uint64_t(n), k));
     RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.b, type, uint64_t(k), uint64_t(t), k));
-    RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.c, cuda_type(out_dtype), uint64_t(n), uint64_t(t), n));
+    RELAYLLM_CUBLAS_CHECK(
+        api.layout_create(&plan.c, cuda_type(out_dtype), uint64_t(n), uint64_t(t), n));
     cublasLtMatmulPreference_t pref = nullptr;
     RELAYLLM_CUBLAS_CHECK(api.pref_create(&pref));
-    RELAYLLM_CUBLAS_CHECK(api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
-                                       sizeof(workspace_bytes)));
+    RELAYLLM_CUBLAS_CHECK(api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &workspace_bytes, sizeof(workspace_bytes)));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    cublasStatus_t st = api.heuristic(lt, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
+    cublasStatus_t st =
+        api.heuristic(lt, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
     api.pref_destroy(pref);
     RELAYLLM_CHECK(st == CUBLAS_STATUS_SUCCESS && found > 0,
-                   "cublasLt: no algorithm for linear [{} x {}] * [{} x {}]^T (status {})", t, k, n, k,
-                   int(st));
+                   "cublasLt: no algorithm for linear [{} x {}] * [{} x {}]^T (status {})", t, k, n,
+                   k, int(st));
     plan.algo = result.algo;
     return gemm_plans.emplace(key, plan).first->second;
   }
@@ -243,7 +252,8 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   // [next unit, CTAs done, next merge]: zero here; the attention kernel's last CTA
   // zeroes them again for the next launch.
   impl_->cursor = device_alloc(impl_->ctx, 3 * sizeof(int32_t));
-  RELAYLLM_CUDA_CHECK(cudaMemsetAsync(impl_->cursor.get(), 0, 3 * sizeof(int32_t), impl_->ctx->stream));
+  RELAYLLM_CUDA_CHECK(
+      cudaMemsetAsync(impl_->cursor.get(), 0, 3 * sizeof(int32_t), impl_->ctx->stream));
 }
 
 CudaBackend::~CudaBackend() {
@@ -252,12 +262,16 @@ CudaBackend::~CudaBackend() {
 
 void* CudaBackend::stream() const { return impl_->ctx->stream; }
 
-std::unique_ptr<OpTimer> CudaBackend::make_op_timer() { return std::make_unique<CudaOpTimer>(impl_->ctx); }
+std::unique_ptr<OpTimer> CudaBackend::make_op_timer() {
+  return std::make_unique<CudaOpTimer>(impl_->ctx);
+}
 
-cuda::AttentionWorkSummary CudaBackend::attention_work_summary(const BatchPlan& plan, const AttentionShape& shape) {
+cuda::AttentionWorkSummary CudaBackend::attention_work_summary(const BatchPlan& plan,
+                                                               const AttentionShape& shape) {
   Impl& m = *impl_;
   const cuda::AttentionOccupancy occupancy = cuda::prepare_attention(dtype_, shape.head_dim);
-  const cuda::AttentionWork work = cuda::build_attention_work(plan, m.work_options(shape, plan.num_rows()));
+  const cuda::AttentionWork work =
+      cuda::build_attention_work(plan, m.work_options(shape, plan.num_rows()));
   return cuda::summarize(work, int64_t(occupancy.ctas_per_sm) * m.num_sms, shape.head_dim);
 }
 
@@ -278,7 +292,8 @@ double CudaBackend::measure_copy_bandwidth(size_t bytes, int copies) {
   std::vector<float> ms;
   for (int i = 0; i < kWarmUp + copies; ++i) {
     RELAYLLM_CUDA_CHECK(cudaEventRecord(e0, stream));
-    RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
+    RELAYLLM_CUDA_CHECK(
+        cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice, stream));
     RELAYLLM_CUDA_CHECK(cudaEventRecord(e1, stream));
     RELAYLLM_CUDA_CHECK(cudaEventSynchronize(e1));
     float t = 0;
@@ -317,8 +332,8 @@ Tensor CudaBackend::empty(std::vector<int64_t> shape, DType dtype) {
 
 Tensor CudaBackend::upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) {
   Tensor t = empty(std::move(shape), dtype);
-  RELAYLLM_CHECK(size_t(t.numel()) == host.size(), "cuda backend: upload of {} values into {} slots",
-                 host.size(), t.numel());
+  RELAYLLM_CHECK(size_t(t.numel()) == host.size(),
+                 "cuda backend: upload of {} values into {} slots", host.size(), t.numel());
   cudaStream_t stream = impl_->ctx->stream;
   if (dtype == DType::kF32) {
     RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(t.storage.get(), host.data(), host.size() * sizeof(float),
@@ -336,14 +351,14 @@ Tensor CudaBackend::upload(std::span<const float> host, std::vector<int64_t> sha
 }
 
 void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
-  RELAYLLM_CHECK(size_t(tensor.numel()) == host.size(), "cuda backend: download of {} values into {}",
-                 tensor.numel(), host.size());
+  RELAYLLM_CHECK(size_t(tensor.numel()) == host.size(),
+                 "cuda backend: download of {} values into {}", tensor.numel(), host.size());
   cudaStream_t stream = impl_->ctx->stream;
   std::shared_ptr<void> f32 = tensor.storage;
   if (tensor.dtype != DType::kF32) {
     f32 = device_alloc(impl_->ctx, host.size() * sizeof(float));
-    cuda::launch_to_f32(tensor.dtype, tensor.storage.get(), tensor.numel(), static_cast<float*>(f32.get()),
-                        stream);
+    cuda::launch_to_f32(tensor.dtype, tensor.storage.get(), tensor.numel(),
+                        static_cast<float*>(f32.get()), stream);
   }
   RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(host.data(), f32.get(), host.size() * sizeof(float),
                                       cudaMemcpyDeviceToHost, stream));
@@ -355,8 +370,9 @@ void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
 // uploaded to its fixed device region) and growing the buffers the kernels write
 // (partials, arrival counts). Growing a buffer or moving the staging moves device
 // addresses, which invalidates captured graphs.
-cuda::AttentionWork CudaBackend::Impl::plan_attention(const BatchPlan& plan, const AttentionShape& shape,
-                                                     DType dtype, int32_t padded_rows) {
+cuda::AttentionWork CudaBackend::Impl::plan_attention(const BatchPlan& plan,
+                                                      const AttentionShape& shape, DType dtype,
+                                                      int32_t padded_rows) {
   work_shape = shape;
   if (shape.num_heads <= 0) return {};
   if (occupancy_dim != shape.head_dim || occupancy_dtype != dtype) {
@@ -367,7 +383,8 @@ cuda::AttentionWork CudaBackend::Impl::plan_attention(const BatchPlan& plan, con
   return cuda::build_attention_work(plan, work_options(shape, padded_rows));
 }
 
-bool CudaBackend::Impl::stage(const BatchPlan& plan, const cuda::AttentionWork& work, int32_t padded_rows) {
+bool CudaBackend::Impl::stage(const BatchPlan& plan, const cuda::AttentionWork& work,
+                              int32_t padded_rows) {
   const size_t pad = size_t(padded_rows - plan.num_rows());
   num_units = int32_t(work.units.size());
   num_merged = int32_t(work.merges.size());
@@ -420,8 +437,8 @@ bool CudaBackend::Impl::grow_buffers(const cuda::AttentionWork& work, const Atte
     RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
     arrival_capacity = std::max<int64_t>(2 * outputs, 4096);
     arrivals = device_alloc(ctx, size_t(arrival_capacity) * sizeof(int32_t));
-    RELAYLLM_CUDA_CHECK(cudaMemsetAsync(arrivals.get(), 0, size_t(arrival_capacity) * sizeof(int32_t),
-                                        ctx->stream));
+    RELAYLLM_CUDA_CHECK(cudaMemsetAsync(arrivals.get(), 0,
+                                        size_t(arrival_capacity) * sizeof(int32_t), ctx->stream));
     moved = true;
   }
   return moved;
@@ -430,9 +447,10 @@ bool CudaBackend::Impl::grow_buffers(const cuda::AttentionWork& work, const Atte
 void CudaBackend::begin_step(const BatchPlan& plan, const StepInfo& info) {
   Impl& m = *impl_;
   RELAYLLM_CHECK(!m.capturing, "cuda backend: begin_step while capturing a graph");
-  RELAYLLM_CHECK(plan.positions.size() == plan.token_ids.size() && plan.slot_mapping.size() == plan.token_ids.size(),
-                 "cuda backend: plan has {} token ids, {} positions, {} slots", plan.token_ids.size(),
-                 plan.positions.size(), plan.slot_mapping.size());
+  RELAYLLM_CHECK(plan.positions.size() == plan.token_ids.size() &&
+                     plan.slot_mapping.size() == plan.token_ids.size(),
+                 "cuda backend: plan has {} token ids, {} positions, {} slots",
+                 plan.token_ids.size(), plan.positions.size(), plan.slot_mapping.size());
   const int32_t rows = std::max(plan.num_rows(), info.padded_rows);
   m.rows = rows;
   const cuda::AttentionWork work = m.plan_attention(plan, info.attention, dtype_, rows);
@@ -491,7 +509,8 @@ bool CudaBackend::replay(int64_t key) {
 void CudaBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) {
   int64_t vocab = table.rows();
   for (int32_t id : plan.token_ids)
-    RELAYLLM_CHECK(id >= 0 && id < vocab, "token id {} is outside the vocabulary [0, {})", id, vocab);
+    RELAYLLM_CHECK(id >= 0 && id < vocab, "token id {} is outside the vocabulary [0, {})", id,
+                   vocab);
   cuda::launch_embedding(table.dtype, table.storage.get(),
                          static_cast<const int32_t*>(impl_->staging->device(kTokenIds)), out.rows(),
                          table.cols(), out.storage.get(), impl_->ctx->stream);
@@ -506,18 +525,20 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tens
 void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                               Tensor& out) {
   int64_t n = weight.numel();
-  cuda::launch_add_rmsnorm(x.dtype, residual.storage.get(), x.storage.get(), weight.storage.get(), eps,
-                           x.numel() / n, n, out.storage.get(), impl_->ctx->stream);
+  cuda::launch_add_rmsnorm(x.dtype, residual.storage.get(), x.storage.get(), weight.storage.get(),
+                           eps, x.numel() / n, n, out.storage.get(), impl_->ctx->stream);
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) {
   int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
   RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
-  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(), t * n);
-  RELAYLLM_CHECK(x.dtype == weight.dtype && x.dtype != DType::kF32 &&
-                     (out.dtype == weight.dtype || (out.dtype == DType::kF32 && !bias)),
-                 "linear: cuda needs 16-bit x and weight of one dtype, out of that dtype or float32 "
-                 "(without bias)");
+  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
+                 t * n);
+  RELAYLLM_CHECK(
+      x.dtype == weight.dtype && x.dtype != DType::kF32 &&
+          (out.dtype == weight.dtype || (out.dtype == DType::kF32 && !bias)),
+      "linear: cuda needs 16-bit x and weight of one dtype, out of that dtype or float32 "
+      "(without bias)");
   if (t == 0) return;
   Impl& m = *impl_;
   GemmPlan& plan = m.gemm_plan(t, n, k, x.dtype, out.dtype);
@@ -526,7 +547,8 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bi
       m.lt, plan.desc, &alpha, weight.storage.get(), plan.a, x.storage.get(), plan.b, &beta,
       out.storage.get(), plan.c, out.storage.get(), plan.c, &plan.algo, m.workspace.get(),
       m.workspace_bytes, m.ctx->stream));
-  if (bias) cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, m.ctx->stream);
+  if (bias)
+    cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, m.ctx->stream);
 }
 
 void CudaBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) {
@@ -542,8 +564,8 @@ void CudaBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchP
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
-  cuda::launch_silu_mul(gate.dtype, gate.storage.get(), up.storage.get(), gate.numel(), out.storage.get(),
-                        impl_->ctx->stream);
+  cuda::launch_silu_mul(gate.dtype, gate.storage.get(), up.storage.get(), gate.numel(),
+                        out.storage.get(), impl_->ctx->stream);
 }
 
 void CudaBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) {
@@ -552,11 +574,11 @@ void CudaBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const 
   int64_t row_size = k.numel() / rows;
   int64_t pool_slots = kv.k.numel() / row_size;
   for (int64_t slot : plan.slot_mapping)
-    RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)", slot,
-                   pool_slots);
+    RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)",
+                   slot, pool_slots);
   cuda::launch_write_kv(k.dtype, k.storage.get(), v.storage.get(),
-                        static_cast<const int64_t*>(impl_->staging->device(kSlotMapping)), rows, row_size,
-                        kv.k.storage.get(), kv.v.storage.get(), impl_->ctx->stream);
+                        static_cast<const int64_t*>(impl_->staging->device(kSlotMapping)), rows,
+                        row_size, kv.k.storage.get(), kv.v.storage.get(), impl_->ctx->stream);
 }
 
 void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
@@ -579,7 +601,9 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
   args.num_heads = shape.num_heads;
   args.num_kv_heads = shape.num_kv_heads;
   args.block_size = plan.block_size;
-  args.block_shift = std::has_single_bit(uint32_t(plan.block_size)) ? std::countr_zero(uint32_t(plan.block_size)) : -1;
+  args.block_shift = std::has_single_bit(uint32_t(plan.block_size))
+                         ? std::countr_zero(uint32_t(plan.block_size))
+                         : -1;
   args.scale = shape.scale;
   args.q = q.storage.get();
   args.k_cache = kv.k.storage.get();
@@ -603,7 +627,8 @@ void CudaBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionS
 
 void CudaBackend::gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) {
   (void)plan;
-  cuda::launch_gather_rows(x.dtype, x.storage.get(), static_cast<const int32_t*>(impl_->staging->device(kLogitRows)),
+  cuda::launch_gather_rows(x.dtype, x.storage.get(),
+                           static_cast<const int32_t*>(impl_->staging->device(kLogitRows)),
                            out.rows(), x.cols(), out.storage.get(), impl_->ctx->stream);
 }
 

@@ -1,9 +1,8 @@
 // The CUDA backend: bf16/fp16 storage with fp32 accumulation, GEMMs through
 // cuBLASLt, attention through the project's own paged kernels (cuda_attention.cu).
-// All work runs on one stream owned by the backend; download() synchronises. The per-step arrays live at fixed
-// device addresses (step_staging.h), so decode steps can be captured as CUDA
-// graphs and replayed.
-// This header has no CUDA includes so that host-only code can construct one.
+// All work runs on one stream owned by the backend; download() synchronises. The per-step arrays
+// live at fixed device addresses (step_staging.h), so decode steps can be captured as CUDA graphs
+// and replayed. This header has no CUDA includes so that host-only code can construct one.
 #pragma once
 
 #include <cstddef>
@@ -72,7 +71,8 @@ class CudaBackend final : public Backend {
   // The backend's stream, as a cudaStream_t.
   void* stream() const;
   // The work list attention runs for `plan` in this layout, summarised (for benchmarks).
-  cuda::AttentionWorkSummary attention_work_summary(const BatchPlan& plan, const AttentionShape& shape);
+  cuda::AttentionWorkSummary attention_work_summary(const BatchPlan& plan,
+                                                    const AttentionShape& shape);
 
  private:
   struct Impl;

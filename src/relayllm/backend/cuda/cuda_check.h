@@ -11,11 +11,11 @@ namespace relayllm::cuda {
 
 }  // namespace relayllm::cuda
 
-#define RELAYLLM_CUDA_CHECK(expr)                                                    \
-  do {                                                                               \
-    cudaError_t relayllm_err_ = (expr);                                              \
-    if (relayllm_err_ != cudaSuccess)                                                \
-      ::relayllm::cuda::throw_cuda_error(relayllm_err_, #expr, __FILE__, __LINE__);  \
+#define RELAYLLM_CUDA_CHECK(expr)                                                   \
+  do {                                                                              \
+    cudaError_t relayllm_err_ = (expr);                                             \
+    if (relayllm_err_ != cudaSuccess)                                               \
+      ::relayllm::cuda::throw_cuda_error(relayllm_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 // After every launch: a bad configuration surfaces here, not at the next sync.

@@ -50,7 +50,8 @@ __global__ void rmsnorm_kernel(const T* x, const T* w, float eps, int64_t n, T* 
 // The residual is rounded to storage precision before the norm reads it, as a
 // framework holding the residual stream in bf16 does.
 template <typename T>
-__global__ void add_rmsnorm_kernel(T* residual, const T* x, const T* w, float eps, int64_t n, T* out) {
+__global__ void add_rmsnorm_kernel(T* residual, const T* x, const T* w, float eps, int64_t n,
+                                   T* out) {
   __shared__ float scratch[32];
   T* rr = residual + int64_t(blockIdx.x) * n;
   const T* xr = x + int64_t(blockIdx.x) * n;
@@ -127,33 +128,35 @@ int grid_for(int64_t n) { return int(std::min<int64_t>((n + kThreads - 1) / kThr
 
 template <typename F>
 void dispatch(DType dtype, F&& f) {
-  if (dtype == DType::kBF16) f(__nv_bfloat16{});
-  else if (dtype == DType::kF16) f(__half{});
-  else f(float{});
+  if (dtype == DType::kBF16)
+    f(__nv_bfloat16{});
+  else if (dtype == DType::kF16)
+    f(__half{});
+  else
+    f(float{});
 }
 
 }  // namespace
 
-void launch_embedding(DType dtype, const void* table, const int32_t* ids, int64_t rows, int64_t hidden,
-                      void* out, cudaStream_t stream) {
+void launch_embedding(DType dtype, const void* table, const int32_t* ids, int64_t rows,
+                      int64_t hidden, void* out, cudaStream_t stream) {
   if (rows == 0) return;
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     embedding_kernel<T><<<rows, kThreads, 0, stream>>>(static_cast<const T*>(table), ids, hidden,
-                                                         static_cast<T*>(out));
+                                                       static_cast<T*>(out));
   });
   RELAYLLM_CUDA_LAUNCH_CHECK("embedding");
 }
 
-void launch_rmsnorm(DType dtype, const void* x, const void* weight, float eps, int64_t rows, int64_t n,
-                    void* out, cudaStream_t stream) {
+void launch_rmsnorm(DType dtype, const void* x, const void* weight, float eps, int64_t rows,
+                    int64_t n, void* out, cudaStream_t stream) {
   if (rows == 0) return;
   int threads = n >= 1024 ? 512 : n >= 256 ? 256 : 64;
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
-    rmsnorm_kernel<T><<<rows, threads, 0, stream>>>(static_cast<const T*>(x),
-                                                      static_cast<const T*>(weight), eps, n,
-                                                      static_cast<T*>(out));
+    rmsnorm_kernel<T><<<rows, threads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<const T*>(weight), eps, n, static_cast<T*>(out));
   });
   RELAYLLM_CUDA_LAUNCH_CHECK("rmsnorm");
 }
@@ -164,10 +167,9 @@ void launch_add_rmsnorm(DType dtype, void* residual, const void* x, const void* 
   int threads = n >= 1024 ? 512 : n >= 256 ? 256 : 64;
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
-    add_rmsnorm_kernel<T><<<rows, threads, 0, stream>>>(static_cast<T*>(residual),
-                                                          static_cast<const T*>(x),
-                                                          static_cast<const T*>(weight), eps, n,
-                                                          static_cast<T*>(out));
+    add_rmsnorm_kernel<T>
+        <<<rows, threads, 0, stream>>>(static_cast<T*>(residual), static_cast<const T*>(x),
+                                       static_cast<const T*>(weight), eps, n, static_cast<T*>(out));
   });
   RELAYLLM_CUDA_LAUNCH_CHECK("add_rmsnorm");
 }
@@ -206,13 +208,13 @@ void launch_write_kv(DType dtype, const void* k, const void* v, const int64_t* s
   RELAYLLM_CUDA_LAUNCH_CHECK("write_kv");
 }
 
-void launch_gather_rows(DType dtype, const void* x, const int32_t* rows_idx, int64_t rows, int64_t n,
-                        void* out, cudaStream_t stream) {
+void launch_gather_rows(DType dtype, const void* x, const int32_t* rows_idx, int64_t rows,
+                        int64_t n, void* out, cudaStream_t stream) {
   if (rows == 0) return;
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     gather_rows_kernel<T><<<rows, kThreads, 0, stream>>>(static_cast<const T*>(x), rows_idx, n,
-                                                           static_cast<T*>(out));
+                                                         static_cast<T*>(out));
   });
   RELAYLLM_CUDA_LAUNCH_CHECK("gather_rows");
 }

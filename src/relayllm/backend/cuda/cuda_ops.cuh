@@ -10,10 +10,10 @@
 
 namespace relayllm::cuda {
 
-void launch_embedding(DType dtype, const void* table, const int32_t* ids, int64_t rows, int64_t hidden,
-                      void* out, cudaStream_t stream);
-void launch_rmsnorm(DType dtype, const void* x, const void* weight, float eps, int64_t rows, int64_t n,
-                    void* out, cudaStream_t stream);
+void launch_embedding(DType dtype, const void* table, const int32_t* ids, int64_t rows,
+                      int64_t hidden, void* out, cudaStream_t stream);
+void launch_rmsnorm(DType dtype, const void* x, const void* weight, float eps, int64_t rows,
+                    int64_t n, void* out, cudaStream_t stream);
 void launch_add_rmsnorm(DType dtype, void* residual, const void* x, const void* weight, float eps,
                         int64_t rows, int64_t n, void* out, cudaStream_t stream);
 void launch_rope(DType dtype, void* q, void* k, const float* cos_sin, const int32_t* positions,
@@ -22,8 +22,8 @@ void launch_silu_mul(DType dtype, const void* gate, const void* up, int64_t n, v
                      cudaStream_t stream);
 void launch_write_kv(DType dtype, const void* k, const void* v, const int64_t* slots, int64_t rows,
                      int64_t row_size, void* k_cache, void* v_cache, cudaStream_t stream);
-void launch_gather_rows(DType dtype, const void* x, const int32_t* rows_idx, int64_t rows, int64_t n,
-                        void* out, cudaStream_t stream);
+void launch_gather_rows(DType dtype, const void* x, const int32_t* rows_idx, int64_t rows,
+                        int64_t n, void* out, cudaStream_t stream);
 void launch_add_bias(DType dtype, void* out, const void* bias, int64_t rows, int64_t n,
                      cudaStream_t stream);
 // 16-bit -> fp32 (or fp32 copy) for downloads.

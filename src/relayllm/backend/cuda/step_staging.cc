@@ -14,7 +14,9 @@ size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
 StepStaging::StepStaging(int num_regions)
-    : capacity_(size_t(num_regions), 0), used_(size_t(num_regions), 0), offsets_(size_t(num_regions), 0) {
+    : capacity_(size_t(num_regions), 0),
+      used_(size_t(num_regions), 0),
+      offsets_(size_t(num_regions), 0) {
   RELAYLLM_CUDA_CHECK(cudaEventCreateWithFlags(&uploaded_, cudaEventDisableTiming));
 }
 
