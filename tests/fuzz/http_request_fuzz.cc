@@ -7,9 +7,10 @@
 
 #include "fuzz_input.h"
 #include "relayllm/chat/chat_template.h"
+#include "relayllm/common/json_fields.h"
 #include "relayllm/server/api_error.h"
 #include "relayllm/server/json_body.h"
-#include "relayllm/server/openai_protocol.h"
+#include "relayllm/serving/request_parser.h"
 
 namespace http = boost::beast::http;
 
@@ -27,11 +28,11 @@ void refused(Fn&& fn) {
 
 void read_fields(const nlohmann::json& body) {
   for (const char* field : {"stream", "echo", "logprobs", "add_generation_prompt"})
-    refused([&] { (void)relayllm::read_bool(body, field); });
+    refused([&] { (void)relayllm::json_fields::get_bool(body, field); });
   for (const char* field : {"max_tokens", "n", "seed", "top_k", "top_logprobs"})
-    refused([&] { (void)relayllm::read_int(body, field); });
+    refused([&] { (void)relayllm::json_fields::get_int(body, field); });
   for (const char* field : {"model", "prompt", "user"})
-    refused([&] { (void)relayllm::read_string(body, field); });
+    refused([&] { (void)relayllm::json_fields::get_string(body, field); });
   if (body.contains("prompt"))
     refused([&] { (void)relayllm::read_token_ids(body["prompt"], "prompt", 1000); });
   if (body.contains("messages")) {
