@@ -30,11 +30,12 @@ export ASAN_OPTIONS="log_path=$logs/asan:detect_leaks=1:abort_on_error=1"
 export UBSAN_OPTIONS="log_path=$logs/ubsan:print_stacktrace=1:halt_on_error=1"
 # Unit tests, the server's Python tests (on the sanitized binary) and the fuzzers. Left out:
 # the parity tests of the tokenizer and templates (the same code as the unit tests, slower),
-# the CLI tests, and the load and soak tests, whose RSS and throughput bounds do not hold
+# the CLI tests, the benchmark tools and the GuideLLM run (clients, not the server's code), and the
+# load and soak tests, whose RSS and throughput bounds do not hold
 # under ASan's quarantine and slowdown.
 status=0
 ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 900 \
-  -E '^py\.test_(tokenizer_parity|chat_template_parity|gguf_default_model|generate_cli|server_load|server_soak)$' \
+  -E '^py\.test_(tokenizer_parity|chat_template_parity|gguf_default_model|generate_cli|server_load|server_soak|bench_tools|guidellm_e2e)$' \
   || status=$?
 if compgen -G "$logs/*" >/dev/null; then
   echo "sanitizer reports:" >&2
