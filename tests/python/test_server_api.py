@@ -286,7 +286,7 @@ def test_disconnect_returns_every_block(server):
     start_free = server.metric(name)
     aborted_before = server.metric("relayllm:request_success_total", finished_reason="abort")
     for body_path in ("/v1/completions", "/v1/chat/completions"):
-        body = {"model": MODEL, "max_tokens": 400, "ignore_eos": True, "stream": True}
+        body = {"model": MODEL, "max_tokens": 300, "ignore_eos": True, "stream": True}
         if body_path == "/v1/completions":
             body["prompt"] = PROMPT * 8
         else:

@@ -29,7 +29,8 @@ inline TensorBlob f32_blob(std::string name, std::vector<int64_t> shape,
                            const std::vector<float>& values) {
   TensorBlob blob{std::move(name), "F32", std::move(shape),
                   std::vector<uint8_t>(values.size() * 4)};
-  std::memcpy(blob.bytes.data(), values.data(), blob.bytes.size());
+  // memcpy's pointers must not be null even for zero bytes (an empty vector's data() may be).
+  if (!values.empty()) std::memcpy(blob.bytes.data(), values.data(), blob.bytes.size());
   return blob;
 }
 

@@ -237,7 +237,8 @@ void to_float(const TensorView& view, size_t begin, size_t end, float* out) {
   const std::byte* src = view.bytes.data();
   switch (view.dtype) {
     case SafetensorsDType::kF32:
-      std::memcpy(out, src + begin * 4, (end - begin) * 4);
+      // An empty tensor has no data pointer, and memcpy's pointers must not be null.
+      if (end > begin) std::memcpy(out, src + begin * 4, (end - begin) * 4);
       return;
     case SafetensorsDType::kBF16:
     case SafetensorsDType::kF16: {
