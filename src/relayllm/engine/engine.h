@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/backend/relay_group_planner.h"
 #include "relayllm/common/error.h"
 #include "relayllm/engine/model_runner.h"
 #include "relayllm/engine/output_processor.h"
@@ -37,6 +38,10 @@ struct EngineConfig {
   int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
   SchedulerConfig scheduler;
   bool enable_relay_attention = false;
+  // With relay on and prefix caching on: each step, the leading blocks scheduled
+  // requests share through the prefix cache become (nested) relay groups, where the
+  // cost rule of backend/relay_group_planner says they save bytes.
+  bool auto_relay_groups = true;
   // Relay prefixes together may pin at most this share of the KV pool, so requests
   // always keep the rest.
   double max_prefix_kv_fraction = 0.5;
@@ -65,6 +70,15 @@ struct EngineStats {
   int64_t relay_attached_requests = 0;
   int64_t relay_shared_tokens = 0;  // prompt tokens served from relay prefixes
   int64_t graph_steps = 0;          // steps that replayed a captured graph
+  // Relay groups per step: every group of the plan (registered prefixes and automatic
+  // levels) with two or more requests in it, and the KV rows they saved by the cost model.
+  int64_t relay_groups = 0;         // summed over steps
+  int64_t relay_auto_groups = 0;    // of those, automatic (from the prefix cache)
+  int64_t relay_kv_rows_saved = 0;  // summed over steps (one layer's KV rows)
+  int32_t last_step_relay_groups = 0;
+  int32_t last_step_relay_depth = 0;  // deepest nesting in the latest step
+  int32_t max_relay_depth = 0;        // deepest nesting of any step
+  int64_t last_step_relay_kv_rows_saved = 0;
 };
 
 class Engine {
@@ -121,6 +135,7 @@ class Engine {
   void compute_prefix_kv(const RelayPrefix& prefix);
   BatchPlan build_plan(const std::vector<ScheduledSequence>& batch,
                        std::vector<int32_t>& first_logit_index);
+  void record_relay_stats(const BatchPlan& plan, const RelayGroupPlan& groups);
   void process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
                       RequestOutput& out);
   void append_token(Sequence& seq, int32_t token, RequestOutput& out);
@@ -140,6 +155,7 @@ class Engine {
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
   int64_t next_id_ = 0;
   EngineStats stats_;
+  RelayCostModel relay_cost_;
   std::vector<float> logits_;
   std::vector<float> scratch_;
 };
