@@ -299,6 +299,19 @@ void Engine::record_relay_stats(const BatchPlan& plan, const RelayGroupPlan& gro
                                  relay_cost_.relay_rows(len, query_lens[g]));
     }
   }
+  bool decode = !plan.sequences.empty();
+  int64_t rows_read = 0, paged_rows = 0;
+  for (const PlannedSequence& s : plan.sequences) {
+    decode = decode && s.query_len == 1;
+    rows_read += s.context_len;
+    paged_rows += s.position_offset + s.context_len;
+  }
+  for (const PlannedPrefixGroup& g : plan.prefix_groups) rows_read += g.prefix_len;
+  if (decode) {
+    ++stats_.decode_steps;
+    stats_.decode_attention_kv_rows += rows_read;
+    stats_.decode_paged_kv_rows += paged_rows;
+  }
   stats_.relay_groups += formed;
   stats_.relay_auto_groups += int64_t(groups.groups.size());
   stats_.relay_kv_rows_saved += int64_t(saved);

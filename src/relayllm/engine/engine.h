@@ -79,6 +79,12 @@ struct EngineStats {
   int32_t last_step_relay_depth = 0;  // deepest nesting in the latest step
   int32_t max_relay_depth = 0;        // deepest nesting of any step
   int64_t last_step_relay_kv_rows_saved = 0;
+  // Decode steps (every row a decode) and the KV rows their attention read per layer
+  // (groups once per step, own ranges per request), against what paged attention
+  // without any group would read: the benchmark's attention-bytes figure.
+  int64_t decode_steps = 0;
+  int64_t decode_attention_kv_rows = 0;
+  int64_t decode_paged_kv_rows = 0;
 };
 
 class Engine {
@@ -129,6 +135,8 @@ class Engine {
   size_t num_waiting() const { return scheduler_.num_waiting(); }
   size_t num_running() const { return scheduler_.num_running(); }
   std::vector<int32_t> eos_token_ids() const { return output_->eos_token_ids(); }
+  // Bytes of one KV element in the pool (the backend's compute dtype).
+  int32_t kv_element_bytes() const { return int32_t(dtype_size(backend_->compute_dtype())); }
 
  private:
   void check_prefix_tokens(const std::string& name, std::span<const int32_t> tokens) const;
