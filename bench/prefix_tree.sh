@@ -8,7 +8,7 @@
 # step, own ranges per request) and the deepest group nesting. REPEAT > 1 runs each
 # mode that many times and prints the median seconds and tokens/s.
 # Usage: [SYSTEM=1024] [DOCS=8] [PER_DOC=8] [DOC_TOKENS=2048] [QUESTION=100] [MAX_TOKENS=128] \
-#        [REPEAT=1] bench/prefix_tree.sh [relayllm binary] [extra generate flags...]
+#        [REPEAT=1] [VOCAB=30000] bench/prefix_tree.sh [relayllm binary] [extra generate flags...]
 # The issue's shape is the default; on a small CPU scale it down (the numbers in
 # docs/relay_attention.md say which shape they ran).
 set -euo pipefail
@@ -16,13 +16,14 @@ bin=${1:-build/relayllm}
 shift || true
 system=${SYSTEM:-1024} docs=${DOCS:-8} per_doc=${PER_DOC:-8} doc_tokens=${DOC_TOKENS:-2048}
 question=${QUESTION:-100} max_tokens=${MAX_TOKENS:-128} repeat=${REPEAT:-1}
+vocab=${VOCAB:-30000}  # token ids are drawn from [3, VOCAB): 256 for the tiny random model
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$work/prompts.jsonl" "$system" "$docs" "$per_doc" "$doc_tokens" "$question" <<'PY'
+python3 - "$work/prompts.jsonl" "$system" "$docs" "$per_doc" "$doc_tokens" "$question" "$vocab" <<'PY'
 import json, random, sys
-path, system, docs, per_doc, doc_tokens, question = sys.argv[1], *map(int, sys.argv[2:])
+path, system, docs, per_doc, doc_tokens, question, vocab = sys.argv[1], *map(int, sys.argv[2:])
 random.seed(0)
-ids = lambda n: [random.randrange(100, 30000) for _ in range(n)]
+ids = lambda n: [random.randrange(3, vocab) for _ in range(n)]
 sys_ids = ids(system)
 with open(path, "w") as f:
     for d in range(docs):

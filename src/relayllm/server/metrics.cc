@@ -149,8 +149,8 @@ std::string ServerMetrics::render(const EngineSnapshot& s, const std::string& mo
   metric(out, kOwn, "counter", "relay_kv_rows_saved_total",
          "KV rows (one layer's K and V of one token) relay groups did not read, by the cost model.",
          labels, double(s.relay_kv_rows_saved));
-  metric(out, kOwn, "gauge", "relay_step_groups", "Relay groups in the latest engine step.",
-         labels, double(s.relay_step_groups));
+  metric(out, kOwn, "gauge", "relay_step_groups", "Relay groups in the latest engine step.", labels,
+         double(s.relay_step_groups));
   metric(out, kOwn, "gauge", "relay_step_depth",
          "Deepest nesting of relay groups in the latest engine step.", labels,
          double(s.relay_step_depth));
