@@ -28,7 +28,8 @@ with open(f"{work}/prompts.jsonl", "w") as f:
 PY
 printf '%-16s %10s %12s %14s %14s\n' mode seconds requests/s gen_tokens/s prompt_tokens
 for mode in none prefix-caching relay; do
-  flags=()
+  # Prefix caching is on by default: "none" turns it off, "relay" keeps it (automatic groups).
+  flags=(--no-enable-prefix-caching)
   [ "$mode" = prefix-caching ] && flags=(--enable-prefix-caching)
   [ "$mode" = relay ] && flags=(--enable-relay-attention)
   "$bin" generate --sys-prompt-file "$work/sys.txt" --prompts-file "$work/prompts.jsonl" \

@@ -61,6 +61,9 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
                "Reuse KV of full blocks with the same token history (automatic prefix caching)");
   app.add_flag("--enable-relay-attention", e.enable_relay_attention,
                "Compute shared prefixes once and attend to them once per step for all requests");
+  app.add_flag("--auto-relay-groups,!--no-auto-relay-groups", e.auto_relay_groups,
+               "With relay and prefix caching on: blocks that scheduled requests share become "
+               "nested relay groups each step, no registration needed (default on)");
   app.add_option("--max-relay-prefix-kv-fraction", e.max_prefix_kv_fraction,
                  "Most of the KV pool relay prefixes may pin together; registrations beyond it "
                  "are refused, so requests always keep the rest")

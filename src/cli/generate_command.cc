@@ -121,6 +121,21 @@ int run_generate(GenerateArgs& args) {
       total, seconds, stats.prompt_tokens, stats.generation_tokens,
       double(stats.generation_tokens) / std::max(seconds, 1e-9), stats.steps, sched.num_preemptions,
       stats.relay_attached_requests, sched.prefix_cache_hits, sched.prefix_cache_queries);
+  if (stats.decode_steps > 0) {
+    // One KV row: K and V of one token in every layer.
+    const ModelConfig& mc = engine.model_config();
+    const double row_bytes = 2.0 * double(mc.num_kv_heads * mc.head_dim * mc.num_layers) *
+                             double(engine.kv_element_bytes());
+    const double steps = double(stats.decode_steps);
+    spdlog::info(
+        "decode attention: {} steps, {:.0f} KV rows ({:.2f} MB) read per step, paged attention "
+        "would read {:.0f} ({:.2f} MB); relay groups {} ({} automatic), deepest {}",
+        stats.decode_steps, double(stats.decode_attention_kv_rows) / steps,
+        double(stats.decode_attention_kv_rows) / steps * row_bytes / 1e6,
+        double(stats.decode_paged_kv_rows) / steps,
+        double(stats.decode_paged_kv_rows) / steps * row_bytes / 1e6, stats.relay_groups,
+        stats.relay_auto_groups, stats.max_relay_depth);
+  }
 
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (ids[i] >= 0) {

@@ -24,7 +24,7 @@ nlohmann::json finished_request_json(const Sequence& seq) {
   j["stop_reason"] = seq.stop_reason ? nlohmann::json(*seq.stop_reason) : nlohmann::json(nullptr);
   j["prompt_token_ids"] = seq.prompt_ids;
   j["num_cached_tokens"] = seq.num_prefix_cache_hit_tokens;
-  j["relay_prefix_tokens"] = seq.prefix_len;
+  j["relay_prefix_tokens"] = seq.relay_prefix_tokens;
   double e2e = seconds_between(seq.arrival_time, seq.finish_time);
   double ttft = seconds_between(seq.arrival_time, seq.first_token_time);
   size_t n = seq.output_ids.size();

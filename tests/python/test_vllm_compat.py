@@ -375,3 +375,21 @@ def test_serve_log_level(tmp_path, model_dir):
                                "--enable-log-requests", "--trust-remote-code"], plain=True) as s:
         httpx.post(s.url("/v1/completions"), json={"prompt": "hi", "max_tokens": 1}, timeout=60)
         assert "[info]" not in s.log(), s.log()
+
+
+def test_n_samples_form_an_automatic_relay_group(server):
+    # n > 1 choices of one prompt share its blocks through the prefix cache; while they
+    # decode together the prompt is one relay group of n (relay on, nothing registered).
+    groups = 'relayllm:relay_auto_groups_total{model_name="tiny-a"}'
+    saved = 'relayllm:relay_kv_rows_saved_total{model_name="tiny-a"}'
+    before = server.metrics()
+    out = httpx.post(server.url("/v1/completions"), timeout=60, json={
+        "prompt": "Relay groups from the prefix cache, read once per step. " * 4, "n": 4,
+        "max_tokens": 6, "temperature": 0, "ignore_eos": True}).json()
+    after = server.metrics()
+    assert len(out["choices"]) == 4
+    assert len({c["text"] for c in out["choices"]}) == 1
+    assert delta(before, after, groups) > 0 and delta(before, after, saved) > 0
+    for name in ["relay_groups_total", "relay_step_groups", "relay_step_depth",
+                 "relay_step_kv_rows_saved"]:
+        assert f'relayllm:{name}{{model_name="tiny-a"}}' in after, name

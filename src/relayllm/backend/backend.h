@@ -50,6 +50,11 @@ class Backend {
   virtual Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) = 0;
   virtual void download(const Tensor& tensor, std::span<float> host) = 0;
 
+  // Levels of nested relay groups the attention op takes per row (BatchPlan groups
+  // with parents). Backends whose kernels take one level get flattened plans: the
+  // outermost group stays a group, deeper shared blocks join each row's own range.
+  virtual int32_t max_relay_levels() const { return 1; }
+
   // Called once per step before any op, so a backend can stage the plan's arrays.
   // Ops size their work by their tensors' rows, which may exceed the plan's
   // (StepInfo::padded_rows).

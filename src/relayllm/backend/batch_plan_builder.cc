@@ -1,5 +1,7 @@
 #include "relayllm/backend/batch_plan_builder.h"
 
+#include <algorithm>
+
 #include "relayllm/common/error.h"
 
 namespace relayllm {
@@ -25,6 +27,30 @@ int32_t BatchPlanBuilder::prefix_group(int64_t key, int32_t prefix_len,
   plan_.block_tables.insert(plan_.block_tables.end(), blocks.begin(), blocks.end());
   plan_.prefix_groups.push_back(std::move(group));
   return index;
+}
+
+int32_t BatchPlanBuilder::nested_group(int32_t parent, std::span<const int32_t> blocks) {
+  RELAYLLM_CHECK(parent >= -1 && parent < int32_t(plan_.prefix_groups.size()),
+                 "batch plan: no parent group {}", parent);
+  RELAYLLM_CHECK(!blocks.empty(), "batch plan: a nested group needs blocks");
+  PlannedPrefixGroup group;
+  group.prefix_len = int32_t(blocks.size()) * plan_.block_size;
+  group.block_table_start = int32_t(plan_.block_tables.size());
+  group.num_blocks = int32_t(blocks.size());
+  group.parent = parent;
+  plan_.block_tables.insert(plan_.block_tables.end(), blocks.begin(), blocks.end());
+  plan_.prefix_groups.push_back(std::move(group));
+  return int32_t(plan_.prefix_groups.size()) - 1;
+}
+
+int32_t BatchPlanBuilder::max_depth() const {
+  int32_t deepest = 0;
+  for (const PlannedPrefixGroup& g : plan_.prefix_groups) {
+    int32_t d = 1;
+    for (int32_t p = g.parent; p >= 0; p = plan_.prefix_groups[size_t(p)].parent) ++d;
+    deepest = std::max(deepest, d);
+  }
+  return deepest;
 }
 
 int32_t BatchPlanBuilder::add_sequence(const SequenceRows& rows) {
@@ -54,8 +80,8 @@ int32_t BatchPlanBuilder::add_sequence(const SequenceRows& rows) {
     plan_.positions.push_back(ps.position_offset + j);
     plan_.slot_mapping.push_back(int64_t(rows.blocks[size_t(j / bs)]) * bs + j % bs);
   }
-  if (rows.prefix_group >= 0) {
-    std::vector<int32_t>& group_rows = plan_.prefix_groups[size_t(rows.prefix_group)].query_rows;
+  for (int32_t g = rows.prefix_group; g >= 0; g = plan_.prefix_groups[size_t(g)].parent) {
+    std::vector<int32_t>& group_rows = plan_.prefix_groups[size_t(g)].query_rows;
     for (int32_t r = 0; r < n; ++r) group_rows.push_back(ps.query_start + r);
   }
   plan_.sequences.push_back(ps);

@@ -20,8 +20,9 @@ struct SequenceRows {
   // The sequence's own block table: the blocks that cover its context once these rows
   // are written are used; own token j goes to slot blocks[j / bs] * bs + j % bs.
   std::span<const int32_t> blocks;
-  int32_t prefix_group = -1;     // from prefix_group(), or -1
-  int32_t position_offset = -1;  // position of own token 0; -1: the group's prefix_len (0 without)
+  int32_t prefix_group = -1;  // the innermost group (prefix_group(), nested_group()), or -1
+  // Position of own token 0; -1: the group's prefix_len (0 without). Give it with nested groups.
+  int32_t position_offset = -1;
 };
 
 class BatchPlanBuilder {
@@ -31,6 +32,10 @@ class BatchPlanBuilder {
   // The group of the relay prefix identified by `key` (a prefix id): created with its
   // table on first use, shared by every sequence that names it afterwards.
   int32_t prefix_group(int64_t key, int32_t prefix_len, std::span<const int32_t> blocks);
+  // A group nested in `parent` (or outermost with -1) over whole blocks, created anew.
+  int32_t nested_group(int32_t parent, std::span<const int32_t> blocks);
+  // Levels of nesting in the plan so far (0: no groups).
+  int32_t max_depth() const;
   // Adds the rows; returns the index of the first one.
   int32_t add_sequence(const SequenceRows& rows);
   // The step returns the logits of these rows, in the order they are added.

@@ -30,6 +30,7 @@ class ProfilingBackend final : public Backend {
     return inner_->upload(host, std::move(shape), dtype);
   }
   void download(const Tensor& tensor, std::span<float> host) override;
+  int32_t max_relay_levels() const override { return inner_->max_relay_levels(); }
   void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override;
   std::unique_ptr<OpTimer> make_op_timer() override { return inner_->make_op_timer(); }
   double measure_copy_bandwidth() override { return inner_->measure_copy_bandwidth(); }

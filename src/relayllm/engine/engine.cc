@@ -50,6 +50,9 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
   config_.num_kv_blocks = pool_.num_blocks();
   kv_cache_ = model_.allocate_kv_cache(pool_.num_blocks(), pool_.block_size());
   prefixes_.set_max_pinned_fraction(config_.max_prefix_kv_fraction);
+  relay_cost_ = RelayCostModel::for_shape(pool_.block_size(), int32_t(config.num_heads),
+                                          int32_t(config.num_kv_heads), int32_t(config.head_dim),
+                                          int32_t(dtype_size(backend_->compute_dtype())));
   set_enforce_eager(config_.enforce_eager);
   std::vector<int32_t> eos_ids = config.eos_token_ids;
   if (auto eos = tokenizer_.eos_token_id();
@@ -212,18 +215,52 @@ const Sequence* Engine::find(int64_t id) const {
 BatchPlan Engine::build_plan(const std::vector<ScheduledSequence>& batch,
                              std::vector<int32_t>& first_logit_index) {
   BatchPlanBuilder builder(pool_.block_size());
+  const int32_t bs = pool_.block_size();
   first_logit_index.assign(batch.size(), -1);
+
+  // Registered prefixes are pinned outermost groups; automatic groups grow inside them
+  // (or alone) over the own blocks that scheduled requests share.
+  std::vector<RelayCandidate> candidates(batch.size());
+  const bool auto_groups = config_.enable_relay_attention && config_.auto_relay_groups &&
+                           config_.scheduler.enable_prefix_caching;
+  const int32_t levels = backend_->max_relay_levels();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const Sequence& seq = *batch[i].seq;
+    RelayCandidate& c = candidates[i];
+    c.blocks = seq.blocks;
+    c.query_len = batch[i].num_tokens;
+    if (seq.prefix)
+      c.root = builder.prefix_group(seq.prefix->id, seq.prefix_len, seq.prefix->blocks);
+    c.max_levels = levels - (seq.prefix ? 1 : 0);
+    c.groupable_blocks =
+        auto_groups ? std::min(seq.num_computed / bs, int32_t(seq.blocks.size())) : 0;
+  }
+  const RelayGroupPlan groups = plan_relay_groups(candidates, relay_cost_);
+  std::vector<int32_t> plan_group(groups.groups.size(), -1);
+  for (size_t g = 0; g < groups.groups.size(); ++g) {
+    const RelayGroup& group = groups.groups[g];
+    const int32_t parent = group.parent >= 0 ? plan_group[size_t(group.parent)] : group.root;
+    plan_group[g] =
+        builder.nested_group(parent, candidates[size_t(group.members[0])].blocks.subspan(
+                                         size_t(group.first_block), size_t(group.num_blocks)));
+  }
+
   std::vector<int32_t> tokens;
   int32_t num_logit_rows = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
-    const Sequence& seq = *batch[i].seq;
+    Sequence& seq = *batch[i].seq;
     const int32_t n = batch[i].num_tokens;
     tokens.clear();
     for (int32_t j = seq.num_computed; j < seq.num_computed + n; ++j)
       tokens.push_back(seq.token_at(seq.prefix_len + j));
-    SequenceRows rows{tokens, seq.num_computed, seq.blocks, -1, seq.prefix_len};
-    if (seq.prefix)
-      rows.prefix_group = builder.prefix_group(seq.prefix->id, seq.prefix_len, seq.prefix->blocks);
+    const int32_t skip = groups.own_first_block[i] * bs;  // own tokens read through groups
+    SequenceRows rows{
+        tokens, seq.num_computed - skip,
+        std::span<const int32_t>(seq.blocks).subspan(size_t(groups.own_first_block[i])),
+        groups.leaf[i] >= 0 ? plan_group[size_t(groups.leaf[i])] : candidates[i].root,
+        seq.prefix_len + skip};
+    if (rows.prefix_group >= 0)
+      seq.relay_prefix_tokens = std::max(seq.relay_prefix_tokens, seq.prefix_len + skip);
     const int32_t first_row = builder.add_sequence(rows);
     // Logit rows: every prompt row while prompt logprobs are collected, else only
     // the last row when it completes the sequence's known tokens.
@@ -235,7 +272,53 @@ BatchPlan Engine::build_plan(const std::vector<ScheduledSequence>& batch,
     builder.add_logit_rows(first_row + n - count, count);
     num_logit_rows += count;
   }
-  return builder.take();
+  BatchPlan plan = builder.take();
+  record_relay_stats(plan, groups);
+  return plan;
+}
+
+void Engine::record_relay_stats(const BatchPlan& plan, const RelayGroupPlan& groups) {
+  // Every group with two or more requests; registered prefixes' savings by the same model.
+  int32_t formed = 0, depth = 0;
+  double saved = 0;
+  for (const RelayGroup& g : groups.groups) saved += g.saved_rows;
+  std::vector<std::vector<int32_t>> query_lens(plan.prefix_groups.size());
+  for (const PlannedSequence& s : plan.sequences)
+    if (s.prefix_group >= 0) {
+      int32_t d = 0;
+      for (int32_t g = s.prefix_group; g >= 0; g = plan.prefix_groups[size_t(g)].parent, ++d)
+        query_lens[size_t(g)].push_back(s.query_len);
+      depth = std::max(depth, d);
+    }
+  for (size_t g = 0; g < plan.prefix_groups.size(); ++g) {
+    if (query_lens[g].size() < 2) continue;
+    ++formed;
+    if (g < plan.prefix_groups.size() - groups.groups.size()) {  // a registered prefix
+      const int64_t len = plan.prefix_groups[g].prefix_len;
+      saved += std::max(0.0, relay_cost_.paged_rows(len, query_lens[g]) -
+                                 relay_cost_.relay_rows(len, query_lens[g]));
+    }
+  }
+  bool decode = !plan.sequences.empty();
+  int64_t rows_read = 0, paged_rows = 0;
+  for (const PlannedSequence& s : plan.sequences) {
+    decode = decode && s.query_len == 1;
+    rows_read += s.context_len;
+    paged_rows += s.position_offset + s.context_len;
+  }
+  for (const PlannedPrefixGroup& g : plan.prefix_groups) rows_read += g.prefix_len;
+  if (decode) {
+    ++stats_.decode_steps;
+    stats_.decode_attention_kv_rows += rows_read;
+    stats_.decode_paged_kv_rows += paged_rows;
+  }
+  stats_.relay_groups += formed;
+  stats_.relay_auto_groups += int64_t(groups.groups.size());
+  stats_.relay_kv_rows_saved += int64_t(saved);
+  stats_.last_step_relay_groups = formed;
+  stats_.last_step_relay_depth = depth;
+  stats_.max_relay_depth = std::max(stats_.max_relay_depth, depth);
+  stats_.last_step_relay_kv_rows_saved = int64_t(saved);
 }
 
 std::vector<RequestOutput> Engine::step() {

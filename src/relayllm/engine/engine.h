@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/backend/relay_group_planner.h"
 #include "relayllm/common/error.h"
 #include "relayllm/engine/model_runner.h"
 #include "relayllm/engine/output_processor.h"
@@ -37,6 +38,10 @@ struct EngineConfig {
   int32_t max_model_len = 0;  // 0: the model's max_position_embeddings
   SchedulerConfig scheduler;
   bool enable_relay_attention = false;
+  // With relay on and prefix caching on: each step, the leading blocks scheduled
+  // requests share through the prefix cache become (nested) relay groups, where the
+  // cost rule of backend/relay_group_planner says they save bytes.
+  bool auto_relay_groups = true;
   // Relay prefixes together may pin at most this share of the KV pool, so requests
   // always keep the rest.
   double max_prefix_kv_fraction = 0.5;
@@ -65,6 +70,21 @@ struct EngineStats {
   int64_t relay_attached_requests = 0;
   int64_t relay_shared_tokens = 0;  // prompt tokens served from relay prefixes
   int64_t graph_steps = 0;          // steps that replayed a captured graph
+  // Relay groups per step: every group of the plan (registered prefixes and automatic
+  // levels) with two or more requests in it, and the KV rows they saved by the cost model.
+  int64_t relay_groups = 0;         // summed over steps
+  int64_t relay_auto_groups = 0;    // of those, automatic (from the prefix cache)
+  int64_t relay_kv_rows_saved = 0;  // summed over steps (one layer's KV rows)
+  int32_t last_step_relay_groups = 0;
+  int32_t last_step_relay_depth = 0;  // deepest nesting in the latest step
+  int32_t max_relay_depth = 0;        // deepest nesting of any step
+  int64_t last_step_relay_kv_rows_saved = 0;
+  // Decode steps (every row a decode) and the KV rows their attention read per layer
+  // (groups once per step, own ranges per request), against what paged attention
+  // without any group would read: the benchmark's attention-bytes figure.
+  int64_t decode_steps = 0;
+  int64_t decode_attention_kv_rows = 0;
+  int64_t decode_paged_kv_rows = 0;
 };
 
 class Engine {
@@ -115,12 +135,15 @@ class Engine {
   size_t num_waiting() const { return scheduler_.num_waiting(); }
   size_t num_running() const { return scheduler_.num_running(); }
   std::vector<int32_t> eos_token_ids() const { return output_->eos_token_ids(); }
+  // Bytes of one KV element in the pool (the backend's compute dtype).
+  int32_t kv_element_bytes() const { return int32_t(dtype_size(backend_->compute_dtype())); }
 
  private:
   void check_prefix_tokens(const std::string& name, std::span<const int32_t> tokens) const;
   void compute_prefix_kv(const RelayPrefix& prefix);
   BatchPlan build_plan(const std::vector<ScheduledSequence>& batch,
                        std::vector<int32_t>& first_logit_index);
+  void record_relay_stats(const BatchPlan& plan, const RelayGroupPlan& groups);
   void process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
                       RequestOutput& out);
   void append_token(Sequence& seq, int32_t token, RequestOutput& out);
@@ -140,6 +163,7 @@ class Engine {
   std::map<int64_t, std::unique_ptr<Sequence>> sequences_;
   int64_t next_id_ = 0;
   EngineStats stats_;
+  RelayCostModel relay_cost_;
   std::vector<float> logits_;
   std::vector<float> scratch_;
 };

@@ -15,6 +15,7 @@ void Scheduler::add(Sequence* seq) {
 }
 
 void Scheduler::free_blocks(Sequence& seq) {
+  forget_pending(seq);
   for (int32_t block : seq.blocks) pool_.release(block);
   seq.blocks.clear();
   seq.block_hashes.clear();
@@ -50,28 +51,60 @@ uint64_t Scheduler::hash_seed(const Sequence& seq) const {
   return seq.prefix ? chain_block_hash(0x5eed, seq.prefix->tokens) : 0;
 }
 
-int32_t Scheduler::match_prefix_cache(Sequence& seq) {
+bool Scheduler::match_prefix_cache(Sequence& seq) {
   // prompt_logprobs needs logits at every prompt position, so nothing may be skipped.
-  if (!config_.enable_prefix_caching || seq.wants_prompt_logprobs()) return 0;
+  if (!config_.enable_prefix_caching || seq.wants_prompt_logprobs()) return true;
   int32_t bs = pool_.block_size();
   // At least one token must be computed to produce the next token's logits.
   int32_t max_blocks = (seq.own_len() - 1) / bs;
-  stats_.prefix_cache_queries += seq.own_len();
   uint64_t hash = hash_seed(seq);
   std::vector<int32_t> tokens(bs);
   for (int32_t b = 0; b < max_blocks; ++b) {
     for (int32_t i = 0; i < bs; ++i) tokens[i] = seq.token_at(seq.prefix_len + b * bs + i);
     hash = chain_block_hash(hash, tokens);
     std::optional<int32_t> block = pool_.take_cached(hash);
-    if (!block) break;
+    if (!block) {
+      if (auto it = pending_.find(hash); it != pending_.end() && it->second != seq.id) {
+        // Another running sequence computes this block now: wait for it, holding nothing.
+        for (int32_t held : seq.blocks) pool_.release(held);
+        seq.blocks.clear();
+        seq.block_hashes.clear();
+        ++stats_.shared_block_waits;
+        return false;
+      }
+      break;
+    }
     seq.blocks.push_back(*block);
     seq.block_hashes.push_back(hash);
   }
   int32_t hit = int32_t(seq.blocks.size()) * bs;
+  stats_.prefix_cache_queries += seq.own_len();
   stats_.prefix_cache_hits += hit;
   seq.num_computed = hit;
   seq.num_prefix_cache_hit_tokens = hit;
-  return hit;
+  return true;
+}
+
+void Scheduler::announce_pending(Sequence& seq) {
+  if (!config_.enable_prefix_caching) return;
+  const int32_t bs = pool_.block_size();
+  const int32_t prompt_own = int32_t(seq.prompt_ids.size()) - seq.prefix_len;
+  const int32_t first = int32_t(seq.block_hashes.size());
+  uint64_t hash = seq.block_hashes.empty() ? hash_seed(seq) : seq.block_hashes.back();
+  std::vector<int32_t> tokens(bs);
+  for (int32_t b = first; b < prompt_own / bs; ++b) {
+    for (int32_t i = 0; i < bs; ++i) tokens[i] = seq.token_at(seq.prefix_len + b * bs + i);
+    hash = chain_block_hash(hash, tokens);
+    if (pool_.is_cached(hash) || !pending_.emplace(hash, seq.id).second) continue;
+    seq.pending_block_hashes.push_back(hash);
+  }
+}
+
+void Scheduler::forget_pending(Sequence& seq) {
+  for (uint64_t hash : seq.pending_block_hashes)
+    if (auto it = pending_.find(hash); it != pending_.end() && it->second == seq.id)
+      pending_.erase(it);
+  seq.pending_block_hashes.clear();
 }
 
 void Scheduler::on_computed(Sequence& seq) {
@@ -85,7 +118,10 @@ void Scheduler::on_computed(Sequence& seq) {
     hash = chain_block_hash(hash, tokens);
     pool_.mark_cached(seq.blocks[b], hash);
     seq.block_hashes.push_back(hash);
+    if (auto it = pending_.find(hash); it != pending_.end() && it->second == seq.id)
+      pending_.erase(it);
   }
+  if (!seq.is_prefilling()) forget_pending(seq);
 }
 
 std::vector<ScheduledSequence> Scheduler::schedule() {
@@ -120,11 +156,15 @@ std::vector<ScheduledSequence> Scheduler::schedule() {
   }
 
   // Then waiting sequences in arrival order (preempted ones were put in front).
-  // After a preemption the pool is short: admitting new work would only thrash.
-  while (!preempted && !waiting_.empty() && budget > 0 &&
-         int32_t(running_.size()) < config_.max_num_seqs) {
-    Sequence& seq = *waiting_.front();
-    if (seq.blocks.empty()) match_prefix_cache(seq);
+  // After a preemption the pool is short: admitting new work would only thrash. A
+  // sequence waiting for a shared block another one computes is passed over this step.
+  for (size_t w = 0; !preempted && w < waiting_.size() && budget > 0 &&
+                     int32_t(running_.size()) < config_.max_num_seqs;) {
+    Sequence& seq = *waiting_[w];
+    if (seq.blocks.empty() && !match_prefix_cache(seq)) {
+      ++w;
+      continue;
+    }
     int32_t remaining = seq.own_len() - seq.num_computed;
     if (!config_.enable_chunked_prefill && remaining > budget) {
       if (out.empty() && remaining > config_.max_num_batched_tokens)
@@ -140,10 +180,11 @@ std::vector<ScheduledSequence> Scheduler::schedule() {
       free_blocks(seq);  // give back cache hits; they stay cached for the next try
       break;
     }
-    waiting_.pop_front();
+    waiting_.erase(waiting_.begin() + std::ptrdiff_t(w));
     seq.status = SequenceStatus::kRunning;
     if (!seq.first_scheduled_time) seq.first_scheduled_time = Clock::now();
     running_.push_back(&seq);
+    announce_pending(seq);
     if (n < remaining) ++stats_.num_chunked_prefills;
     out.push_back({&seq, n});
     budget -= n;

@@ -4,10 +4,14 @@
 // slots and KV blocks last. When a running sequence needs a block and none is
 // free, the latest-arrived running sequence is preempted: its blocks return to
 // the pool and it waits to be recomputed from its tokens (vLLM's recompute).
+// With prefix caching, a waiting sequence whose next full prompt block another
+// running sequence is computing right now waits for it instead of computing a copy:
+// requests that arrive together compute their common leading blocks once.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <unordered_map>
 #include <vector>
 
 #include "relayllm/engine/sequence.h"
@@ -19,7 +23,7 @@ struct SchedulerConfig {
   int32_t max_num_batched_tokens = 2048;
   int32_t max_num_seqs = 256;
   bool enable_chunked_prefill = true;
-  bool enable_prefix_caching = false;
+  bool enable_prefix_caching = true;
 };
 
 struct ScheduledSequence {
@@ -32,6 +36,7 @@ struct SchedulerStats {
   int64_t num_chunked_prefills = 0;  // steps that ran a prompt only in part
   int64_t prefix_cache_queries = 0;  // prompt tokens looked up in the prefix cache
   int64_t prefix_cache_hits = 0;     // of those, tokens found
+  int64_t shared_block_waits = 0;    // admissions put off to reuse a block being computed
 };
 
 class Scheduler {
@@ -55,14 +60,19 @@ class Scheduler {
   void free_blocks(Sequence& seq);
   bool grow_blocks(Sequence& seq, int32_t num_tokens);
   void preempt(Sequence& seq);
-  // Reuses cached full blocks for a fresh prompt; returns tokens covered.
-  int32_t match_prefix_cache(Sequence& seq);
+  // Reuses cached full blocks for a fresh prompt; returns false (holding nothing) when
+  // its next full block is being computed by a running sequence: it waits for it.
+  bool match_prefix_cache(Sequence& seq);
+  // Announces the full prompt blocks `seq` will compute, for match_prefix_cache.
+  void announce_pending(Sequence& seq);
+  void forget_pending(Sequence& seq);
   uint64_t hash_seed(const Sequence& seq) const;
 
   SchedulerConfig config_;
   BlockPool& pool_;
   std::deque<Sequence*> waiting_;
   std::vector<Sequence*> running_;
+  std::unordered_map<uint64_t, int64_t> pending_;  // block chain hash -> computing sequence
   SchedulerStats stats_;
 };
 

@@ -42,6 +42,12 @@ struct Sequence {
   int32_t num_computed = 0;            // own tokens whose KV is in the cache
   std::vector<uint64_t> block_hashes;  // chain hashes of own blocks published to the prefix cache
   int32_t num_prefix_cache_hit_tokens = 0;
+  // Chain hashes of full prompt blocks this sequence computes and others may wait for
+  // (requests arriving together compute a shared block once), until published.
+  std::vector<uint64_t> pending_block_hashes;
+  // Most prompt tokens a step served to this request through relay groups (every level:
+  // a registered prefix and the shared runs of the prefix cache), for its output.
+  int32_t relay_prefix_tokens = 0;
 
   std::vector<PromptLogprob> prompt_logprobs;       // filled while prefilling, when asked
   std::vector<TokenLogprobs> logprobs;              // one per generated token, when asked

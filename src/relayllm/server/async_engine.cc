@@ -272,6 +272,12 @@ void AsyncEngine::publish_snapshot() {
   const EngineStats& stats = engine_.stats();
   s.relay_attached_requests = stats.relay_attached_requests;
   s.relay_shared_tokens = stats.relay_shared_tokens;
+  s.relay_groups = stats.relay_groups;
+  s.relay_auto_groups = stats.relay_auto_groups;
+  s.relay_kv_rows_saved = stats.relay_kv_rows_saved;
+  s.relay_step_groups = stats.last_step_relay_groups;
+  s.relay_step_depth = stats.last_step_relay_depth;
+  s.relay_step_kv_rows_saved = stats.last_step_relay_kv_rows_saved;
   s.prompt_tokens = stats.prompt_tokens;
   s.generation_tokens = stats.generation_tokens;
   s.num_relay_prefixes = int64_t(engine_.prefixes().size());

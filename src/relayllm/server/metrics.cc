@@ -140,6 +140,23 @@ std::string ServerMetrics::render(const EngineSnapshot& s, const std::string& mo
   metric(out, kOwn, "counter", "relay_shared_tokens_total",
          "Prompt tokens served from relay prefixes instead of being computed.", labels,
          double(s.relay_shared_tokens));
+  metric(out, kOwn, "counter", "relay_groups_total",
+         "Relay groups of two or more requests formed, summed over engine steps.", labels,
+         double(s.relay_groups));
+  metric(out, kOwn, "counter", "relay_auto_groups_total",
+         "Automatic relay groups (shared prefix-cache blocks) formed, summed over steps.", labels,
+         double(s.relay_auto_groups));
+  metric(out, kOwn, "counter", "relay_kv_rows_saved_total",
+         "KV rows (one layer's K and V of one token) relay groups did not read, by the cost model.",
+         labels, double(s.relay_kv_rows_saved));
+  metric(out, kOwn, "gauge", "relay_step_groups", "Relay groups in the latest engine step.", labels,
+         double(s.relay_step_groups));
+  metric(out, kOwn, "gauge", "relay_step_depth",
+         "Deepest nesting of relay groups in the latest engine step.", labels,
+         double(s.relay_step_depth));
+  metric(out, kOwn, "gauge", "relay_step_kv_rows_saved",
+         "KV rows relay groups saved in the latest engine step.", labels,
+         double(s.relay_step_kv_rows_saved));
   metric(out, kBoth, "counter", "prompt_tokens_total", "Prompt tokens computed.", labels,
          double(s.prompt_tokens));
   metric(out, kBoth, "counter", "generation_tokens_total", "Tokens generated.", labels,

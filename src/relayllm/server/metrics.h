@@ -31,6 +31,13 @@ struct EngineSnapshot {
   int64_t num_relay_prefix_blocks = 0;  // KV blocks pinned by relay prefixes
   int64_t max_relay_prefix_blocks = 0;  // the most they may pin
   int64_t num_in_flight = 0;            // admitted requests not yet finished
+  // Relay groups (registered prefixes and automatic levels with two or more requests).
+  int64_t relay_groups = 0;         // summed over steps
+  int64_t relay_auto_groups = 0;    // automatic groups formed, summed over steps
+  int64_t relay_kv_rows_saved = 0;  // KV rows (one layer) not read thanks to them
+  int64_t relay_step_groups = 0;    // in the latest step
+  int64_t relay_step_depth = 0;     // deepest nesting in the latest step
+  int64_t relay_step_kv_rows_saved = 0;
 };
 
 // The KV cache's configuration, served as the labels of `cache_config_info` (value 1).

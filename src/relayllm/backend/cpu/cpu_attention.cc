@@ -1,7 +1,9 @@
-// Paged attention with relay prefixes on the CPU, in the same three stages the GPU
-// kernels use: (1) per prefix group, every query row of the group against the
-// prefix KV (no mask), giving (o_P, lse_P); (2) per row, the sequence's own KV
-// (causal), giving (o_U, lse_U); (3) o = w*o_P + (1-w)*o_U, w = sigmoid(lse_P - lse_U).
+// Paged attention with relay groups on the CPU, in the same three stages the GPU
+// kernels use: (1) per group, every query row of the group against the group's KV
+// (no mask), giving (o_P, lse_P); (2) per row, the sequence's own KV (causal),
+// giving (o_U, lse_U); (3) o = w*o_P + (1-w)*o_U, w = sigmoid(lse_P - lse_U). With
+// nested groups a row has one (o, lse) per level and (3) merges all of them by
+// log-sum-exp weights. This is the reference for multi-level relay.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -68,18 +70,26 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
                    plan.block_size,    int64_t(hk) * d,    int64_t(kv_head) * d};
   };
 
-  // Stage 1: prefix part, indexed by (row, head); only rows of relay sequences are filled.
-  std::vector<int32_t> prefix_slot(rows, -1);
+  // Stage 1: one item per (group, row) of every group; a row of a nested group is in
+  // each level's list. row_items[row] lists the row's items (CSR by row).
   struct Item {
     int32_t group;
     int32_t row;
   };
   std::vector<Item> prefix_items;
-  for (int32_t g = 0; g < int32_t(plan.prefix_groups.size()); ++g)
-    for (int32_t row : plan.prefix_groups[g].query_rows) {
-      prefix_slot[row] = int32_t(prefix_items.size());
-      prefix_items.push_back({g, row});
-    }
+  std::vector<int32_t> items_per_row(size_t(rows) + 1, 0);
+  for (const auto& g : plan.prefix_groups)
+    for (int32_t row : g.query_rows) ++items_per_row[size_t(row) + 1];
+  for (int32_t r = 0; r < rows; ++r) items_per_row[size_t(r) + 1] += items_per_row[size_t(r)];
+  std::vector<int32_t> row_items(static_cast<size_t>(items_per_row[size_t(rows)]));
+  {
+    std::vector<int32_t> fill(items_per_row.begin(), items_per_row.end() - 1);
+    for (int32_t g = 0; g < int32_t(plan.prefix_groups.size()); ++g)
+      for (int32_t row : plan.prefix_groups[g].query_rows) {
+        row_items[size_t(fill[size_t(row)]++)] = int32_t(prefix_items.size());
+        prefix_items.push_back({g, row});
+      }
+  }
   std::vector<float> prefix_o(prefix_items.size() * hq * d);
   std::vector<float> prefix_lse(prefix_items.size() * hq);
   pool_.parallel_for(prefix_items.size() * hq, [&](size_t b, size_t e) {
@@ -110,14 +120,33 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
       float lse_own =
           attend(qd + (int64_t(row) * hq + h) * d, paged(seq.block_table_start, h / group_size),
                  visible, d, shape.scale, own.data());
-      if (prefix_slot[row] < 0) {
+      const int32_t first_item = items_per_row[size_t(row)];
+      const int32_t last_item = items_per_row[size_t(row) + 1];
+      if (first_item == last_item) {
         for (int32_t j = 0; j < d; ++j) o[j] = own[j];
         continue;
       }
-      size_t p = size_t(prefix_slot[row]) * hq + h;
-      float w = 1.0f / (1.0f + std::exp(lse_own - prefix_lse[p]));
-      const float* op = prefix_o.data() + p * d;
-      for (int32_t j = 0; j < d; ++j) o[j] = w * op[j] + (1.0f - w) * own[j];
+      if (last_item - first_item == 1) {
+        size_t p = size_t(row_items[size_t(first_item)]) * hq + h;
+        float w = 1.0f / (1.0f + std::exp(lse_own - prefix_lse[p]));
+        const float* op = prefix_o.data() + p * d;
+        for (int32_t j = 0; j < d; ++j) o[j] = w * op[j] + (1.0f - w) * own[j];
+        continue;
+      }
+      // Several levels: weights exp(lse_k - max) over every part, normalized once.
+      float top = lse_own;
+      for (int32_t k = first_item; k < last_item; ++k)
+        top = std::max(top, prefix_lse[size_t(row_items[size_t(k)]) * hq + h]);
+      float w_own = std::exp(lse_own - top), total = w_own;
+      for (int32_t j = 0; j < d; ++j) o[j] = w_own * own[j];
+      for (int32_t k = first_item; k < last_item; ++k) {
+        size_t p = size_t(row_items[size_t(k)]) * hq + h;
+        float w = std::exp(prefix_lse[p] - top);
+        total += w;
+        const float* op = prefix_o.data() + p * d;
+        for (int32_t j = 0; j < d; ++j) o[j] += w * op[j];
+      }
+      for (int32_t j = 0; j < d; ++j) o[j] /= total;
     }
   });
 }

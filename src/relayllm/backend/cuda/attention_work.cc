@@ -115,6 +115,11 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     }
   };
 
+  // One level of groups only (Backend::max_relay_levels is 1): the engine flattens
+  // nested relay groups for this backend.
+  for (const PlannedPrefixGroup& g : plan.prefix_groups)
+    RELAYLLM_CHECK(g.parent < 0, "cuda attention: nested relay group (parent {}) in the plan",
+                   g.parent);
   // Prefix groups with one sequence in the step are joined to its own tokens.
   std::vector<int32_t> members(plan.prefix_groups.size(), 0);
   for (const PlannedSequence& seq : plan.sequences)
