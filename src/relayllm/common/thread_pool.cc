@@ -14,10 +14,17 @@ namespace {
 // setup), short enough that an idle engine stops using the CPU at once.
 constexpr auto kSpin = std::chrono::microseconds(300);
 
-inline void cpu_relax() {
+// A few pause instructions first (the other side is running and almost done), then give
+// the core away at each turn: on a machine with more runnable threads than cores, the
+// thread being waited for may need exactly this core to make progress.
+inline void cpu_relax(int turn) {
+  if (turn < 64) {
 #if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
+    __builtin_ia32_pause();
 #endif
+  } else {
+    std::this_thread::yield();
+  }
 }
 
 std::vector<int> usable_cpus() {
@@ -96,8 +103,8 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t)
   // (a worker descheduled on a busy machine).
   const auto until = std::chrono::steady_clock::now() + kSpin;
   for (int i = 0; pending_.load(std::memory_order_acquire) > 0; ++i) {
-    cpu_relax();
-    if ((i & 255) == 255 && std::chrono::steady_clock::now() > until) {
+    cpu_relax(i);
+    if ((i & 15) == 15 && std::chrono::steady_clock::now() > until) {
       std::unique_lock lock(mutex_);
       done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
       break;
@@ -111,8 +118,8 @@ void ThreadPool::worker_loop(int) {
   while (true) {
     const auto until = std::chrono::steady_clock::now() + kSpin;
     for (int i = 0; generation_.load(std::memory_order_acquire) == seen; ++i) {
-      cpu_relax();
-      if ((i & 255) == 255 && std::chrono::steady_clock::now() > until) {
+      cpu_relax(i);
+      if ((i & 15) == 15 && std::chrono::steady_clock::now() > until) {
         std::unique_lock lock(mutex_);
         ++sleepers_;
         wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
