@@ -54,6 +54,13 @@ class Backend {
   // with parents). Backends whose kernels take one level get flattened plans: the
   // outermost group stays a group, deeper shared blocks join each row's own range.
   virtual int32_t max_relay_levels() const { return 1; }
+  // Weights kept in a block format (GGUF quantized blocks, 16-bit floats): whether the
+  // backend's linear and embedding ops run on `format` directly. Loaders dequantize
+  // what the backend does not take.
+  virtual bool supports_weight_format(WeightFormat format) const { return false; }
+  // A weight [rows, cols] whose rows are whole blocks of `format`, as laid out in the file.
+  virtual Tensor upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
+                               std::vector<int64_t> shape);
 
   // Called once per step before any op, so a backend can stage the plan's arrays.
   // Ops size their work by their tensors' rows, which may exceed the plan's

@@ -31,6 +31,13 @@ class ProfilingBackend final : public Backend {
   }
   void download(const Tensor& tensor, std::span<float> host) override;
   int32_t max_relay_levels() const override { return inner_->max_relay_levels(); }
+  bool supports_weight_format(WeightFormat format) const override {
+    return inner_->supports_weight_format(format);
+  }
+  Tensor upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
+                       std::vector<int64_t> shape) override {
+    return inner_->upload_blocks(format, bytes, std::move(shape));
+  }
   void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override;
   std::unique_ptr<OpTimer> make_op_timer() override { return inner_->make_op_timer(); }
   double measure_copy_bandwidth() override { return inner_->measure_copy_bandwidth(); }

@@ -16,6 +16,53 @@ std::string dtype_name(DType dtype) {
   return "unknown";
 }
 
+WeightBlockLayout weight_block_layout(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kF16:
+    case WeightFormat::kBF16:
+      return {1, 2};
+    case WeightFormat::kQ8_0:
+      return {32, 34};
+    case WeightFormat::kQ4_0:
+      return {32, 18};
+    case WeightFormat::kQ4_1:
+      return {32, 20};
+    case WeightFormat::kQ4_K:
+      return {256, 144};
+    case WeightFormat::kQ5_K:
+      return {256, 176};
+    case WeightFormat::kQ6_K:
+      return {256, 210};
+    case WeightFormat::kNone:
+      break;
+  }
+  fail("weight format {} has no block layout", weight_format_name(format));
+}
+
+std::string weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kNone:
+      return "none";
+    case WeightFormat::kF16:
+      return "F16";
+    case WeightFormat::kBF16:
+      return "BF16";
+    case WeightFormat::kQ8_0:
+      return "Q8_0";
+    case WeightFormat::kQ4_0:
+      return "Q4_0";
+    case WeightFormat::kQ4_1:
+      return "Q4_1";
+    case WeightFormat::kQ4_K:
+      return "Q4_K";
+    case WeightFormat::kQ5_K:
+      return "Q5_K";
+    case WeightFormat::kQ6_K:
+      return "Q6_K";
+  }
+  return "unknown";
+}
+
 DType parse_dtype(const std::string& name) {
   if (name == "float32" || name == "float" || name == "fp32") return DType::kF32;
   if (name == "bfloat16" || name == "bf16") return DType::kBF16;

@@ -12,6 +12,20 @@ namespace relayllm {
 
 enum class DType { kF32, kBF16, kF16 };
 
+// How a weight tensor's bytes are laid out when they are not plain `dtype` values: the
+// GGUF block formats (kept as they are in the file, rows of whole blocks) and 16-bit
+// floats kept as half. kNone: plain `dtype` values. Only backends that say so
+// (Backend::supports_weight_format) take these; activations and KV are always kNone.
+enum class WeightFormat : uint8_t { kNone, kF16, kBF16, kQ8_0, kQ4_0, kQ4_1, kQ4_K, kQ5_K, kQ6_K };
+
+struct WeightBlockLayout {
+  int64_t block_elements;  // values per block
+  int64_t block_bytes;     // bytes per block
+};
+// kNone has no block layout (fails).
+WeightBlockLayout weight_block_layout(WeightFormat format);
+std::string weight_format_name(WeightFormat format);
+
 inline size_t dtype_size(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 std::string dtype_name(DType dtype);
 // Accepts vLLM's spellings: float32/float, bfloat16, float16/half; "auto" is resolved by the
@@ -22,6 +36,7 @@ struct Tensor {
   std::shared_ptr<void> storage;
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
+  WeightFormat format = WeightFormat::kNone;  // kNone: `dtype` values
 
   int64_t numel() const {
     return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
@@ -29,7 +44,11 @@ struct Tensor {
   int64_t dim(size_t i) const { return shape.at(i); }
   int64_t rows() const { return numel() / shape.back(); }  // all but the last dimension
   int64_t cols() const { return shape.back(); }
-  size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
+  size_t bytes() const {
+    if (format == WeightFormat::kNone) return size_t(numel()) * dtype_size(dtype);
+    const WeightBlockLayout b = weight_block_layout(format);
+    return size_t(numel() / b.block_elements) * size_t(b.block_bytes);
+  }
   bool defined() const { return storage != nullptr; }
   template <typename T>
   T* data() const {

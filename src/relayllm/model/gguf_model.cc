@@ -38,21 +38,53 @@ int64_t positive(const GgufFile& file, const std::string& key, uint64_t value) {
 }
 
 // Rows of one head come as [r0a, r0b, r1a, r1b, ...] (rope pairs adjacent); HF wants
-// [r0a, r1a, ..., r0b, r1b, ...] (first halves, then second halves).
-void unpermute_rows(HostTensor& t, int64_t num_heads) {
-  const int64_t rows = t.shape[0], cols = t.shape[1];
+// [r0a, r1a, ..., r0b, r1b, ...] (first halves, then second halves). Rows move whole, so
+// block-format rows (whole blocks each) move the same way as fp32 rows.
+template <typename T>
+void unpermute_rows(std::vector<T>& data, int64_t rows, int64_t num_heads) {
+  const int64_t row_size = int64_t(data.size()) / rows;
   const int64_t head_dim = rows / num_heads, half = head_dim / 2;
-  std::vector<float> out(t.data.size());
+  std::vector<T> out(data.size());
   for (int64_t h = 0; h < num_heads; ++h)
     for (int64_t r = 0; r < half; ++r)
       for (int64_t i = 0; i < 2; ++i) {
-        const float* src = t.data.data() + (h * head_dim + 2 * r + i) * cols;
-        std::copy(src, src + cols, out.data() + (h * head_dim + i * half + r) * cols);
+        const T* src = data.data() + (h * head_dim + 2 * r + i) * row_size;
+        std::copy(src, src + row_size, out.data() + (h * head_dim + i * half + r) * row_size);
       }
-  t.data = std::move(out);
+  data = std::move(out);
+}
+
+void unpermute_rows(HostTensor& t, int64_t num_heads) {
+  if (t.format == WeightFormat::kNone)
+    unpermute_rows(t.data, t.shape[0], num_heads);
+  else
+    unpermute_rows(t.blocks, t.shape[0], num_heads);
 }
 
 }  // namespace
+
+WeightFormat gguf_weight_format(GgmlType type) {
+  switch (type) {
+    case GgmlType::kF16:
+      return WeightFormat::kF16;
+    case GgmlType::kBF16:
+      return WeightFormat::kBF16;
+    case GgmlType::kQ8_0:
+      return WeightFormat::kQ8_0;
+    case GgmlType::kQ4_0:
+      return WeightFormat::kQ4_0;
+    case GgmlType::kQ4_1:
+      return WeightFormat::kQ4_1;
+    case GgmlType::kQ4_K:
+      return WeightFormat::kQ4_K;
+    case GgmlType::kQ5_K:
+      return WeightFormat::kQ5_K;
+    case GgmlType::kQ6_K:
+      return WeightFormat::kQ6_K;
+    default:
+      return WeightFormat::kNone;
+  }
+}
 
 std::string gguf_tensor_name(const std::string& hf) {
   if (hf == "model.embed_tokens.weight") return "token_embd.weight";
@@ -196,13 +228,14 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   return c;
 }
 
-ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config, ThreadPool* pool) {
+ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config, ThreadPool* pool,
+                               const WeightFormatFilter& keep) {
   const auto start = std::chrono::steady_clock::now();
   const std::string src = file.source();
   ModelWeights weights;
   std::vector<WeightSlot> slots = weight_slots(weights, config);
   std::vector<const GgufTensorInfo*> infos;
-  size_t file_bytes = 0, elements = 0;
+  size_t file_bytes = 0, elements = 0, kept_bytes = 0, kept_tensors = 0;
   for (const WeightSlot& slot : slots) {
     const std::string name = gguf_tensor_name(slot.name);
     const GgufTensorInfo* t = file.find_tensor(name);
@@ -228,6 +261,16 @@ ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config, 
     const GgufTensorInfo& t = *infos[k];
     HostTensor& out = *slots[k].tensor;
     out.shape = slots[k].shape;
+    const WeightFormat format = gguf_weight_format(t.type);
+    const bool matrix =
+        slots[k].kind == WeightKind::kLinear || slots[k].kind == WeightKind::kEmbedding;
+    if (matrix && format != WeightFormat::kNone && keep && keep(format)) {
+      out.format = format;
+      out.blocks.assign(t.bytes.begin(), t.bytes.end());
+      kept_bytes += out.blocks.size();
+      ++kept_tensors;
+      continue;
+    }
     out.data.resize(size_t(t.numel()));
     const GgmlBlockLayout layout = ggml_block_layout(t.type);
     const size_t blocks = size_t(t.numel() / layout.block_elements);
@@ -248,10 +291,14 @@ ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config, 
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info(
-      "dequantized {} tensors from {} ({:.1f} MiB in the file -> {:.1f} MiB fp32) in {:.2f} s",
-      slots.size(), src, double(file_bytes) / double(1 << 20),
-      double(elements) * 4.0 / double(1 << 20), seconds);
+  if (kept_tensors > 0)
+    spdlog::info("kept {} of {} tensors of {} in their block formats ({:.1f} MiB) in {:.2f} s",
+                 kept_tensors, slots.size(), src, double(kept_bytes) / double(1 << 20), seconds);
+  else
+    spdlog::info(
+        "dequantized {} tensors from {} ({:.1f} MiB in the file -> {:.1f} MiB fp32) in {:.2f} s",
+        slots.size(), src, double(file_bytes) / double(1 << 20),
+        double(elements) * 4.0 / double(1 << 20), seconds);
   return weights;
 }
 

@@ -20,9 +20,13 @@ class ThreadPool;
 ModelConfig gguf_model_config(const GgufFile& file);
 
 // Throws Error naming the file and tensor for a missing tensor, a wrong shape or a type
-// that cannot be dequantized.
+// that cannot be dequantized. Linear and embedding weights whose format `keep` accepts stay
+// in their block format (HostTensor::blocks); the rest are dequantized to fp32.
 ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config,
-                               ThreadPool* pool = nullptr);
+                               ThreadPool* pool = nullptr, const WeightFormatFilter& keep = {});
+
+// The block format a ggml tensor type is kept in, kNone for F32 and types without one.
+WeightFormat gguf_weight_format(GgmlType type);
 
 // The llama.cpp name of a tensor given its HF name, e.g. "model.layers.3.mlp.up_proj.weight"
 // -> "blk.3.ffn_up.weight". Throws Error for a name with no GGUF counterpart.

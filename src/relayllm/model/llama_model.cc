@@ -60,6 +60,8 @@ LlamaModel::LlamaModel(const ModelConfig& config, const ModelWeights& weights, B
 }
 
 Tensor LlamaModel::upload(const HostTensor& host) {
+  if (host.format != WeightFormat::kNone)
+    return backend_.upload_blocks(host.format, host.blocks, host.shape);
   return backend_.upload(host.data, host.shape, backend_.compute_dtype());
 }
 

@@ -35,7 +35,8 @@ Tokenizer load_tokenizer(const std::filesystem::path& dir) {
 namespace {
 
 LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format, uint64_t seed,
-                            const std::filesystem::path& tokenizer_dir) {
+                            const std::filesystem::path& tokenizer_dir,
+                            const WeightFormatFilter& keep_formats) {
   RELAYLLM_CHECK(format != LoadFormat::kSafetensors,
                  "{}: --load-format safetensors cannot read a GGUF file", path.string());
   auto start = std::chrono::steady_clock::now();
@@ -48,8 +49,8 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
                  "{}: the tokenizer has {} tokens but the model's vocab_size is {}", path.string(),
                  tokenizer.vocab_size(), config.vocab_size);
   bool random = format == LoadFormat::kDummy;
-  ModelWeights weights =
-      random ? make_dummy_weights(config, seed) : load_gguf_weights(file, config);
+  ModelWeights weights = random ? make_dummy_weights(config, seed)
+                                : load_gguf_weights(file, config, nullptr, keep_formats);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} (GGUF v{}, {}, {} layers, hidden {}, vocab {}){} in {:.2f} s",
                path.string(), file.version(), config.architecture, config.num_layers,
@@ -66,10 +67,11 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
 }  // namespace
 
 LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
-                       const std::filesystem::path& tokenizer_dir) {
+                       const std::filesystem::path& tokenizer_dir,
+                       const WeightFormatFilter& keep_formats) {
   // A file named .gguf goes to the GGUF reader even when corrupt, for its precise error.
   if (std::filesystem::is_regular_file(dir) && (dir.extension() == ".gguf" || is_gguf_file(dir)))
-    return load_gguf_model(dir, format, seed, tokenizer_dir);
+    return load_gguf_model(dir, format, seed, tokenizer_dir, keep_formats);
   auto start = std::chrono::steady_clock::now();
   RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist",
                  dir.string());

@@ -35,8 +35,11 @@ struct LoadedModel {
 // and, unless format is kDummy, the safetensors checkpoint. Eos ids of
 // generation_config.json are merged into config.eos_token_ids. The tokenizer comes
 // from tokenizer_dir when given, else from dir.
+// `keep_formats`: which block formats of a GGUF file stay as they are (see
+// load_gguf_weights); empty: all weights in fp32.
 LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
-                       const std::filesystem::path& tokenizer_dir = {});
+                       const std::filesystem::path& tokenizer_dir = {},
+                       const WeightFormatFilter& keep_formats = {});
 
 // Only the tokenizer files of a model folder, or the tokenizer of a .gguf file.
 Tokenizer load_tokenizer(const std::filesystem::path& dir);

@@ -2,23 +2,35 @@
 // transformers checkpoints. Linear weights are [out_features, in_features] row-major.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "relayllm/backend/tensor.h"
 #include "relayllm/model/model_config.h"
 
 namespace relayllm {
 
 class ThreadPool;
 
+// Values in fp32 (`data`), or, for a weight kept in a block format the backend runs
+// directly (a GGUF quantized tensor, 16-bit floats), the rows' bytes as in the file
+// (`blocks`, `format` != kNone) and no `data`.
 struct HostTensor {
   std::vector<int64_t> shape;
   std::vector<float> data;
-  bool empty() const { return data.empty(); }
+  WeightFormat format = WeightFormat::kNone;
+  std::vector<std::byte> blocks;
+  bool empty() const { return data.empty() && blocks.empty(); }
   int64_t numel() const;
 };
+
+// Which block formats a loader may keep as they are (the backend's
+// supports_weight_format); empty: dequantize everything to fp32.
+using WeightFormatFilter = std::function<bool(WeightFormat)>;
 
 struct LayerWeights {
   HostTensor input_norm, q_proj, k_proj, v_proj, o_proj;  // [out, in] row-major as HF

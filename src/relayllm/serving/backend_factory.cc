@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
+
 #include "relayllm/backend/cpu/cpu_backend.h"
 #ifdef RELAYLLM_WITH_CUDA
 #include "relayllm/backend/cuda/cuda_backend.h"
@@ -27,7 +29,16 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
 #endif
   if (options.dtype != "auto" && parse_dtype(options.dtype) != DType::kF32)
     spdlog::warn("--dtype {}: the cpu backend computes in float32", options.dtype);
-  return std::make_unique<CpuBackend>(options.num_threads);
+  CpuBackendOptions cpu;
+  cpu.num_threads = options.num_threads;
+  // --dtype float32 is the reference path: every weight dequantized to fp32 at load.
+  cpu.block_weights = options.dtype == "auto" || parse_dtype(options.dtype) != DType::kF32;
+  if (const char* kernels = std::getenv("RELAYLLM_CPU_KERNELS")) cpu.kernels = kernels;
+  if (const char* pin = std::getenv("RELAYLLM_CPU_PIN")) cpu.pin_threads = std::string(pin) == "1";
+  auto backend = std::make_unique<CpuBackend>(cpu);
+  spdlog::info("cpu backend: {} threads, {} weights, {} kernels", backend->pool().size(),
+               cpu.block_weights ? "block-format" : "fp32", backend->kernels().isa);
+  return backend;
 }
 
 std::function<size_t(const LlamaModel&)> device_kv_budget(Backend& backend, double utilization,

@@ -72,10 +72,10 @@ std::optional<std::filesystem::path> find_default_gguf() {
   return std::nullopt;
 }
 
-DefaultModel make_embedded_default_model(uint64_t seed) {
+DefaultModel make_embedded_default_model(uint64_t seed, const WeightFormatFilter& keep_formats) {
   if (std::optional<std::filesystem::path> gguf = find_default_gguf()) {
     spdlog::info("no --model given: using the embedded default {}", gguf->string());
-    DefaultModel model{load_model(*gguf, LoadFormat::kAuto, seed), "", ""};
+    DefaultModel model{load_model(*gguf, LoadFormat::kAuto, seed, {}, keep_formats), "", ""};
     const Tokenizer& tokenizer = model.loaded.tokenizer;
     if (!tokenizer.chat_template().empty()) {
       if (auto schema = sys_schema_from_chat_template(

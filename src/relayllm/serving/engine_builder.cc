@@ -52,14 +52,17 @@ ServingEngine create_engine(const EngineOptions& options) {
       make_backend(BackendOptions{options.device, options.dtype, options.num_threads});
   std::string default_sys_schema, default_sys_prompt;
   std::optional<LoadedModel> model;
+  // Weights in a format the backend runs directly stay in it (GGUF blocks on the cpu).
+  Backend* be = backend.get();
+  const WeightFormatFilter keep = [be](WeightFormat f) { return be->supports_weight_format(f); };
   if (options.model.empty()) {
-    DefaultModel fallback = make_embedded_default_model(options.seed);
+    DefaultModel fallback = make_embedded_default_model(options.seed, keep);
     model.emplace(std::move(fallback.loaded));
     default_sys_schema = std::move(fallback.sys_schema);
     default_sys_prompt = std::move(fallback.sys_prompt);
   } else {
     model.emplace(load_model(options.model, parse_load_format(options.load_format), options.seed,
-                             options.tokenizer));
+                             options.tokenizer, keep));
   }
   LoadedModel& loaded = *model;
   EngineConfig config = options.engine;

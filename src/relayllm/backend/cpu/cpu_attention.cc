@@ -4,6 +4,7 @@
 // giving (o_U, lse_U); (3) o = w*o_P + (1-w)*o_U, w = sigmoid(lse_P - lse_U). With
 // nested groups a row has one (o, lse) per level and (3) merges all of them by
 // log-sum-exp weights. This is the reference for multi-level relay.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -30,25 +31,48 @@ struct PagedKv {
   }
 };
 
-// Softmax attention of one query over tokens [0, n) with an online max, fp32
-// accumulation. Writes o (head_dim) and returns the natural-log partition lse.
+// q . k with 8 independent partial sums: the compiler vectorises them without having to
+// reassociate one long sum (which it may not do for floats).
+float dot(const float* q, const float* k, int32_t n) {
+  float lanes[8] = {};
+  int32_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) lanes[l] += q[i + l] * k[i + l];
+  float sum = 0;
+  for (; i < n; ++i) sum += q[i] * k[i];
+  for (int l = 0; l < 8; ++l) sum += lanes[l];
+  return sum;
+}
+
+// Softmax attention of one query over tokens [0, n), fp32 accumulation. Keys are taken a
+// chunk at a time: the chunk's scores first, then one max and one rescale of o per chunk
+// (not per token), then the values (o += p * v vectorises). Writes o (head_dim) and
+// returns the natural-log partition lse.
 float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, float scale,
              float* o) {
+  constexpr int32_t kChunk = 32;
   for (int32_t d = 0; d < head_dim; ++d) o[d] = 0;
   if (n == 0) return -std::numeric_limits<float>::infinity();
   float running_max = -std::numeric_limits<float>::infinity();
   float denominator = 0;
-  for (int32_t t = 0; t < n; ++t) {
-    const float* key = kv.key(t);
-    float s = 0;
-    for (int32_t d = 0; d < head_dim; ++d) s += q[d] * key[d];
-    s *= scale;
-    float new_max = std::max(running_max, s);
-    float rescale = std::exp(running_max - new_max);
-    float p = std::exp(s - new_max);
-    denominator = denominator * rescale + p;
-    const float* value = kv.value(t);
-    for (int32_t d = 0; d < head_dim; ++d) o[d] = o[d] * rescale + p * value[d];
+  float s[kChunk];
+  for (int32_t t0 = 0; t0 < n; t0 += kChunk) {
+    const int32_t c = std::min(kChunk, n - t0);
+    float chunk_max = -std::numeric_limits<float>::infinity();
+    for (int32_t i = 0; i < c; ++i) {
+      s[i] = dot(q, kv.key(t0 + i), head_dim) * scale;
+      chunk_max = std::max(chunk_max, s[i]);
+    }
+    const float new_max = std::max(running_max, chunk_max);
+    const float rescale = std::exp(running_max - new_max);  // 0 on the first chunk
+    denominator *= rescale;
+    for (int32_t d = 0; d < head_dim; ++d) o[d] *= rescale;
+    for (int32_t i = 0; i < c; ++i) {
+      const float p = std::exp(s[i] - new_max);
+      denominator += p;
+      const float* value = kv.value(t0 + i);
+      for (int32_t d = 0; d < head_dim; ++d) o[d] += p * value[d];
+    }
     running_max = new_max;
   }
   for (int32_t d = 0; d < head_dim; ++d) o[d] /= denominator;

@@ -1,8 +1,14 @@
 #include "relayllm/backend/cpu/cpu_backend.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
 
+#include "relayllm/backend/cpu/quant_dequant.h"
+#include "relayllm/backend/cpu/quant_dispatch.h"
 #include "relayllm/common/error.h"
 
 namespace relayllm {
@@ -20,7 +26,58 @@ void rmsnorm_row(const float* x, const float* w, float eps, int64_t n, float* ou
 
 }  // namespace
 
-CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
+CpuBackend::CpuBackend(int num_threads)
+    : CpuBackend([num_threads] {
+        CpuBackendOptions options;
+        options.num_threads = num_threads;
+        return options;
+      }()) {}
+
+CpuBackend::CpuBackend(const CpuBackendOptions& options)
+    : pool_(options.num_threads, options.pin_threads),
+      block_weights_(options.block_weights),
+      kernels_(&cpu_quant::select_quant_kernels(options.kernels)) {}
+
+double CpuBackend::measure_copy_bandwidth() {
+  const size_t bytes = size_t(64) << 20;
+  std::vector<char> src(bytes, 1), dst(bytes, 0);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto start = std::chrono::steady_clock::now();
+    pool_.parallel_for(
+        bytes, [&](size_t b, size_t e) { std::memcpy(dst.data() + b, src.data() + b, e - b); },
+        size_t(1) << 20);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, 2.0 * double(bytes) / s);
+  }
+  return best;
+}
+
+Tensor CpuBackend::upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
+                                 std::vector<int64_t> shape) {
+  RELAYLLM_CHECK(supports_weight_format(format), "cpu backend: weight format {} is not enabled",
+                 weight_format_name(format));
+  RELAYLLM_CHECK(shape.size() == 2, "cpu backend: a {} weight must be 2-D, got {} dimensions",
+                 weight_format_name(format), shape.size());
+  const WeightBlockLayout layout = weight_block_layout(format);
+  RELAYLLM_CHECK(shape[1] % layout.block_elements == 0,
+                 "cpu backend: {} rows of {} values are not whole blocks of {}",
+                 weight_format_name(format), shape[1], layout.block_elements);
+  Tensor t;
+  t.dtype = DType::kF32;  // what the op produces; the bytes are `format` blocks
+  t.format = format;
+  t.shape = std::move(shape);
+  RELAYLLM_CHECK(bytes.size() == t.bytes(), "cpu backend: {} bytes for a {} weight of {} bytes",
+                 bytes.size(), weight_format_name(format), t.bytes());
+  // 64-byte alignment: rows start on cache lines when their size allows.
+  const size_t size = (std::max<size_t>(bytes.size(), 1) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, size);
+  RELAYLLM_CHECK(p != nullptr, "cpu backend: out of memory for {} bytes of weights", size);
+  std::memcpy(p, bytes.data(), bytes.size());
+  t.storage = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  return t;
+}
 
 Tensor CpuBackend::empty(std::vector<int64_t> shape, DType dtype) {
   RELAYLLM_CHECK(dtype == DType::kF32, "cpu backend: tensors are float32, not {}",
@@ -50,10 +107,16 @@ void CpuBackend::download(const Tensor& tensor, std::span<float> host) {
 
 void CpuBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) {
   int64_t hidden = table.cols(), vocab = table.rows();
+  const size_t row_bytes = table.format == WeightFormat::kNone ? 0 : table.bytes() / size_t(vocab);
   for (size_t r = 0; r < plan.token_ids.size(); ++r) {
     int32_t id = plan.token_ids[r];
     RELAYLLM_CHECK(id >= 0 && id < vocab, "token id {} is outside the vocabulary [0, {})", id,
                    vocab);
+    if (table.format != WeightFormat::kNone) {
+      cpu_quant::dequantize_row(table.format, table.data<std::byte>() + size_t(id) * row_bytes,
+                                hidden, out.data<float>() + r * hidden);
+      continue;
+    }
     std::memcpy(out.data<float>() + r * hidden, table.data<float>() + id * hidden,
                 hidden * sizeof(float));
   }

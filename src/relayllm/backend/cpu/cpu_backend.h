@@ -1,17 +1,31 @@
-// The reference backend: fp32 everywhere, multi-threaded loops, no tricks that
-// could hide a wrong answer. It is what every other backend is tested against.
+// The CPU backend: fp32 activations and accumulation, multi-threaded loops. Weights are
+// fp32 (the reference path, what every other backend and kernel is tested against) or,
+// when the loader keeps them so, GGUF block formats and 16-bit floats run directly by the
+// SIMD kernels of quant_kernels.h.
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "relayllm/backend/backend.h"
+#include "relayllm/backend/cpu/quant_kernels.h"
 #include "relayllm/common/thread_pool.h"
 
 namespace relayllm {
 
+struct CpuBackendOptions {
+  int num_threads = 0;        // 0: one per usable CPU
+  bool block_weights = true;  // false: fp32 weights only (the reference path)
+  std::string kernels;        // quantized kernel table: "" or "auto" (best for this CPU),
+                              // "portable", "avx2", "avx512vnni"
+  bool pin_threads = false;   // bind worker i to the i-th usable CPU
+};
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int num_threads = 0);
+  explicit CpuBackend(const CpuBackendOptions& options);
 
   std::string name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::kF32; }
@@ -21,7 +35,15 @@ class CpuBackend final : public Backend {
   void download(const Tensor& tensor, std::span<float> host) override;
   // The reference takes any depth of nested relay groups.
   int32_t max_relay_levels() const override { return 1 << 20; }
+  bool supports_weight_format(WeightFormat format) const override {
+    return block_weights_ && format != WeightFormat::kNone;
+  }
+  Tensor upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
+                       std::vector<int64_t> shape) override;
   void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override {}
+  // A 64 MiB memcpy on the pool (read + write bytes per second), best of 3: the ceiling
+  // the op profile's floor uses (decode streams the weights once per step).
+  double measure_copy_bandwidth() override;
 
   void embedding(const Tensor& table, const BatchPlan& plan, Tensor& out) override;
   void rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) override;
@@ -36,9 +58,17 @@ class CpuBackend final : public Backend {
   void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) override;
 
   ThreadPool& pool() { return pool_; }
+  const cpu_quant::QuantKernels& kernels() const { return *kernels_; }
 
  private:
+  void linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
+
   ThreadPool pool_;
+  bool block_weights_;
+  const cpu_quant::QuantKernels* kernels_;
+  // The activation rows of the current linear op, quantized (one engine thread drives
+  // a backend, so one buffer serves every op).
+  std::vector<cpu_quant::ActBlock> act_;
 };
 
 }  // namespace relayllm

@@ -1,0 +1,75 @@
+// out[T, N] = x[T, K] * W[N, K]^T for W in a block format (GGUF quantized or 16-bit floats).
+// Quantized formats: x is quantized once per op (per 32 values, int8 + fp32 scale), then
+// every output is an integer dot product of a weight row with an activation row.
+// Work is split over output rows (W's rows): at one token (decode) the op is a matvec that
+// streams W once, so the threads share the bytes of W, not the tokens. Each thread walks
+// its rows for a tile of tokens at a time, so a weight row is read from memory once per
+// tile and from L1 for the tile's other tokens (prefill).
+#include <algorithm>
+
+#include "relayllm/backend/cpu/cpu_backend.h"
+#include "relayllm/common/error.h"
+
+namespace relayllm {
+namespace {
+
+constexpr int64_t kTokenTile = 8;  // tokens sharing each read of a weight row
+constexpr size_t kRowGrain = 16;   // weight rows per task at least
+
+}  // namespace
+
+void CpuBackend::linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                               Tensor& out) {
+  const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
+  RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
+  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
+                 t * n);
+  const size_t row_bytes = weight.bytes() / size_t(n);
+  const std::byte* wd = weight.data<std::byte>();
+  const float* xd = x.data<float>();
+  const float* bd = bias ? bias->data<float>() : nullptr;
+  float* od = out.data<float>();
+  const int f = int(weight.format);
+
+  if (weight.format == WeightFormat::kF16 || weight.format == WeightFormat::kBF16) {
+    const cpu_quant::HalfDotFn dot = kernels_->half_dot[f];
+    pool_.parallel_for(
+        size_t(n),
+        [&](size_t nb, size_t ne) {
+          for (int64_t r0 = 0; r0 < t; r0 += kTokenTile)
+            for (size_t j = nb; j < ne; ++j)
+              for (int64_t r = r0; r < std::min(t, r0 + kTokenTile); ++r)
+                od[r * n + int64_t(j)] =
+                    dot(k, wd + j * row_bytes, xd + r * k) + (bd ? bd[j] : 0.0f);
+        },
+        kRowGrain);
+    return;
+  }
+
+  const cpu_quant::QuantDotFn dot = kernels_->dot[f];
+  RELAYLLM_CHECK(dot != nullptr && k % cpu_quant::kActBlock == 0,
+                 "linear: no kernel for {} weights of {} columns",
+                 weight_format_name(weight.format), k);
+  const int64_t blocks = k / cpu_quant::kActBlock;
+  act_.resize(size_t(t * blocks));
+  cpu_quant::ActBlock* act = act_.data();
+  const cpu_quant::QuantizeRowFn quantize = kernels_->quantize_row;
+  pool_.parallel_for(
+      size_t(t),
+      [&](size_t b, size_t e) {
+        for (size_t r = b; r < e; ++r) quantize(xd + r * k, k, act + r * blocks);
+      },
+      16);
+  pool_.parallel_for(
+      size_t(n),
+      [&](size_t nb, size_t ne) {
+        for (int64_t r0 = 0; r0 < t; r0 += kTokenTile)
+          for (size_t j = nb; j < ne; ++j)
+            for (int64_t r = r0; r < std::min(t, r0 + kTokenTile); ++r)
+              od[r * n + int64_t(j)] =
+                  dot(k, wd + j * row_bytes, act + r * blocks) + (bd ? bd[j] : 0.0f);
+      },
+      kRowGrain);
+}
+
+}  // namespace relayllm
