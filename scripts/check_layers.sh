@@ -18,9 +18,10 @@ declare -A allowed=(
   [tokenizer]="formats common"
   [chat]="tokenizer common"
   [model]="backend tokenizer formats common"
-  [engine]="model kv backend tokenizer common"
-  [serving]="engine model kv backend backend/cpu backend/cuda chat tokenizer formats common"
-  [server]="serving engine model kv backend chat tokenizer common"
+  [structured]="tokenizer common"
+  [engine]="model kv backend structured tokenizer common"
+  [serving]="engine model kv backend backend/cpu backend/cuda chat structured tokenizer formats common"
+  [server]="serving engine model kv backend chat structured tokenizer common"
 )
 
 # The layer a file or an included header belongs to: its folder, with backend's

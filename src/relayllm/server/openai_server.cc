@@ -445,6 +445,7 @@ RequestContext OpenAiServer::request_context(const Ready& ready) const {
   context.relay_enabled = ready.engine->relay_enabled();
   context.chat_template = ready.chat_template ? &*ready.chat_template : nullptr;
   context.chat_template_error = ready.chat_template_error;
+  context.grammar_compiler = ready.engine->serving().grammar_compiler.get();
   return context;
 }
 
