@@ -17,10 +17,11 @@ declare -A allowed=(
   [kv]="common"
   [tokenizer]="formats common"
   [chat]="tokenizer common"
+  [tools]="common"
   [model]="backend tokenizer formats common"
   [engine]="model kv backend tokenizer common"
-  [serving]="engine model kv backend backend/cpu backend/cuda chat tokenizer formats common"
-  [server]="serving engine model kv backend chat tokenizer common"
+  [serving]="engine model kv backend backend/cpu backend/cuda chat tools tokenizer formats common"
+  [server]="serving engine model kv backend chat tools tokenizer common"
 )
 
 # The layer a file or an included header belongs to: its folder, with backend's

@@ -14,6 +14,7 @@
 
 #include "relayllm/chat/chat_template.h"
 #include "relayllm/engine/sampling_params.h"
+#include "relayllm/serving/chat_tools.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
 namespace relayllm {
@@ -58,6 +59,7 @@ struct ParsedRequest {
   // context left and chat takes all of it.
   bool explicit_max_tokens = false;
   OutputOptions output;
+  ToolRequest tools;  // chat: tools, tool_choice, parallel_tool_calls
 
   // The engine requests: n per prompt (seed + k for choice k), max_tokens fitted to the
   // context left after each prompt. Error when a prompt leaves no room.
@@ -74,11 +76,15 @@ struct RequestContext {
   // Chat: the template, or why there is none.
   const ChatTemplate* chat_template = nullptr;
   std::string chat_template_error;
+  ToolSettings tools;  // --tool-call-parser, --enable-auto-tool-choice
 };
 
 // POST /v1/completions bodies: prompt as a string, token ids, or a list of either.
 ParsedRequest parse_completion_request(const nlohmann::json& body, const RequestContext& context);
 // POST /v1/chat/completions bodies.
+// POST /v1/chat/completions bodies. The ordered form keeps the client's key order in
+// what the template prints (tools, tool-call arguments); the other sorts keys.
+ParsedRequest parse_chat_request(const nlohmann::ordered_json& body, const RequestContext& context);
 ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContext& context);
 // One CLI JSONL line's fields besides its prompt: sampling over `defaults`, relay_prefix.
 GenerationRequest parse_generation_request(std::vector<int32_t> prompt_ids,
@@ -91,7 +97,11 @@ std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::stri
 
 // Chat messages as a template sees them (text parts joined), and their rendering.
 nlohmann::json normalize_messages(const nlohmann::json& messages);
-std::string render_chat(const RequestContext& context, const nlohmann::json& messages,
-                        bool add_generation_prompt, const nlohmann::json& kwargs);
+nlohmann::ordered_json normalize_messages(const nlohmann::ordered_json& messages);
+// `tools` (null: none) reaches the template as transformers passes it; keys of
+// chat_template_kwargs override it, as in vLLM.
+std::string render_chat(const RequestContext& context, const nlohmann::ordered_json& messages,
+                        bool add_generation_prompt, const nlohmann::json& kwargs,
+                        const nlohmann::ordered_json& tools = nullptr);
 
 }  // namespace relayllm
