@@ -27,7 +27,7 @@ struct ChoiceState {
   std::optional<std::string> stop_reason;
   int32_t num_cached_tokens = 0;  // of the prompt, from the prefix cache or a relay prefix
   bool first_chunk_sent = false;
-  size_t text_offset = 0;  // streamed completions' logprobs offsets
+  size_t text_offset = 0;                           // streamed completions' logprobs offsets
   std::unique_ptr<ToolCallStreamer> tool_streamer;  // streamed chat with tool parsing
   std::vector<std::string> tool_call_ids;           // of the calls streamed so far
 };
@@ -39,8 +39,7 @@ nlohmann::json or_null(const std::optional<std::string>& value) {
 // OpenAI's ids are "call_" and 24 letters and digits; Mistral's templates take back only
 // ids of exactly 9 (vLLM gives those with its mistral parser).
 std::string new_tool_call_id(std::mt19937_64& rng, bool short_id) {
-  static constexpr char kChars[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  static constexpr char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
   std::uniform_int_distribution<size_t> pick(0, sizeof(kChars) - 2);
   std::string id = short_id ? "" : "call_";
   for (int k = 0; k < (short_id ? 9 : 24); ++k) id += kChars[pick(rng)];
@@ -65,6 +64,7 @@ class Job : public std::enable_shared_from_this<Job> {
   // Chat with tool_choice other than none: the format the output is read in.
   std::unique_ptr<ToolCallFormat> tool_format;
   bool parallel_tool_calls = true;
+  bool short_call_ids = false;                  // Mistral's 9-character ids
   std::mt19937_64 rng{std::random_device{}()};  // tool-call ids
 
   // Callable from any thread: the job's state lives on the connection's strand.
@@ -207,8 +207,9 @@ class Job : public std::enable_shared_from_this<Job> {
     }
     choice["logprobs"] = std::move(logprobs);
     choice["finish_reason"] =
-        u.finished ? nlohmann::json(finish_reason(c, c.tool_streamer && c.tool_streamer->calls_sent()))
-                   : nlohmann::json(nullptr);
+        u.finished
+            ? nlohmann::json(finish_reason(c, c.tool_streamer && c.tool_streamer->calls_sent()))
+            : nlohmann::json(nullptr);
     choice["stop_reason"] = u.finished ? or_null(c.stop_reason) : nlohmann::json(nullptr);
     nlohmann::json chunk = chunk_base();
     chunk["choices"] = nlohmann::json::array({std::move(choice)});
@@ -225,7 +226,7 @@ class Job : public std::enable_shared_from_this<Job> {
     nlohmann::json calls = nlohmann::json::array();
     for (const ToolCallDelta& call : d.calls) {
       if (call.first) {
-        c.tool_call_ids.push_back(new_tool_call_id(rng, tool_format->short_call_ids()));
+        c.tool_call_ids.push_back(new_tool_call_id(rng, short_call_ids));
         calls.push_back({{"index", call.index},
                          {"id", c.tool_call_ids.back()},
                          {"type", "function"},
@@ -287,7 +288,7 @@ class Job : public std::enable_shared_from_this<Job> {
         ToolCallOutput out = parse_tool_calls(*tool_format, c.text, parallel_tool_calls);
         nlohmann::json calls = nlohmann::json::array();
         for (ToolCall& call : out.calls)
-          calls.push_back({{"id", new_tool_call_id(rng, tool_format->short_call_ids())},
+          calls.push_back({{"id", new_tool_call_id(rng, short_call_ids)},
                            {"type", "function"},
                            {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
         choice["message"] = {{"role", "assistant"},
@@ -404,6 +405,9 @@ void OpenAiServer::start_job(const ParsedRequest& parsed, const Exchange& exchan
   job->engine = &engine;
   job->tool_format = parsed.tools.format(options_.tools);
   job->parallel_tool_calls = parsed.tools.parallel;
+  // A server for Mistral models gives every call (forced ones too) ids its template takes.
+  job->short_call_ids = job->tool_format &&
+                        (job->tool_format->short_call_ids() || options_.tools.parser == "mistral");
   if (job->tool_format && job->output.stream)
     for (ChoiceState& c : job->choices)
       c.tool_streamer =

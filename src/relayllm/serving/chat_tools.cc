@@ -50,8 +50,7 @@ void check_tool(const ojson& tool, size_t i) {
         i, what(*name));
   const ojson* description = find(*function, "description");
   if (description && !description->is_string())
-    fail("field 'tools[{}].function.description' must be a string, got {}", i,
-         what(*description));
+    fail("field 'tools[{}].function.description' must be a string, got {}", i, what(*description));
   const ojson* parameters = find(*function, "parameters");
   if (parameters && !parameters->is_object())
     fail("field 'tools[{}].function.parameters' must be an object (a JSON schema), got {}", i,
@@ -135,9 +134,9 @@ ToolRequest read_tool_request(const ojson& body, const ToolSettings& settings) {
     r.choice = ToolChoice::kAuto;  // OpenAI's default when tools are given
   }
   if (r.choice == ToolChoice::kNamed && !has_tool(r.tools, r.function_name))
-    fail("field 'tool_choice.function.name': tool '{}' was not passed in 'tools'",
-         r.function_name);
-  if (r.choice == ToolChoice::kAuto && (!settings.enable_auto_tool_choice || settings.parser.empty()))
+    fail("field 'tool_choice.function.name': tool '{}' was not passed in 'tools'", r.function_name);
+  if (r.choice == ToolChoice::kAuto &&
+      (!settings.enable_auto_tool_choice || settings.parser.empty()))
     fail(
         "field 'tool_choice': \"auto\" tool choice requires --enable-auto-tool-choice and "
         "--tool-call-parser to be set");
@@ -182,7 +181,8 @@ ojson ToolRequest::constraint_schema() const {
                        {{"name", {{"type", "string"}, {"enum", {tool["function"]["name"]}}}},
                         {"parameters", parameters_of(tool)}}},
                       {"required", {"name", "parameters"}}});
-  ojson schema = {{"type", "array"}, {"minItems", 1}, {"items", {{"type", "object"}, {"anyOf", any_of}}}};
+  ojson schema = {
+      {"type", "array"}, {"minItems", 1}, {"items", {{"type", "object"}, {"anyOf", any_of}}}};
   if (!parallel) schema["maxItems"] = 1;
   return schema;
 }

@@ -70,8 +70,8 @@ int32_t system_prefix_len(const RequestContext& context, const nlohmann::ordered
   try {
     // With the tools: templates that print them in the system part (Hermes, Qwen) make
     // them part of the shared prefix.
-    std::string system_text = render_chat(
-        context, nlohmann::ordered_json::array({messages[0]}), false, kwargs, tools);
+    std::string system_text =
+        render_chat(context, nlohmann::ordered_json::array({messages[0]}), false, kwargs, tools);
     if (system_text.empty() || text.compare(0, system_text.size(), system_text) != 0) return 0;
     std::vector<int32_t> sys_ids = context.tokenizer->encode(system_text, false);
     if (sys_ids.size() < ids.size() && std::equal(sys_ids.begin(), sys_ids.end(), ids.begin()))

@@ -63,8 +63,8 @@ class ToolCallStreamer {
   bool parallel_;
   std::string text_;
   size_t content_sent_ = 0;
-  bool plain_ = false;           // decided: no calls in this output
-  bool stopped_ = false;         // a streamed call region turned malformed
+  bool plain_ = false;             // decided: no calls in this output
+  bool stopped_ = false;           // a streamed call region turned malformed
   std::vector<size_t> args_sent_;  // per call begun: bytes of arguments sent
 };
 
