@@ -152,6 +152,72 @@ def test_auto_tool_loop_whole_and_streamed(tools_server):
     assert "17" in answer or "Berlin" in answer, answer
 
 
+WEATHER_QUESTION = [SYSTEM, {"role": "user", "content": "What is the weather in Berlin?"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_named_tool_choice_loop_is_enforced_by_a_grammar(tools_server, stream):
+    """A named function: the grammar of its parameters makes even this small model return a valid call."""
+    client = client_for(tools_server)
+    choice = {"type": "function", "function": {"name": "get_weather"}}
+    kwargs = dict(messages=WEATHER_QUESTION, tools=TOOLS, tool_choice=choice, max_tokens=48, temperature=0)
+    if stream:
+        content, calls, finish = stream_answer(client, **kwargs)
+        assert content == "" and len(calls) == 1
+    else:
+        r = create(client, **kwargs).choices[0]
+        content, finish = r.message.content, r.finish_reason
+        assert content is None
+        calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments}
+                 for tc in r.message.tool_calls]
+    assert finish == "tool_calls"
+    [c] = calls
+    assert c["name"] == "get_weather" and c["id"].startswith("call_")
+    arguments = json.loads(c["arguments"])
+    assert isinstance(arguments.get("city"), str)
+    assert set(arguments) <= {"city", "unit"} and arguments.get("unit", "celsius") in ("celsius", "fahrenheit")
+    assistant = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}]}
+    finish_loop(client, WEATHER_QUESTION, assistant, calls)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_required_tool_choice_is_enforced_by_a_grammar(tools_server, stream):
+    client = client_for(tools_server)
+    tools = [GET_WEATHER]
+    kwargs = dict(messages=WEATHER_QUESTION, tools=tools, tool_choice="required", max_tokens=64, temperature=0,
+                  parallel_tool_calls=False)
+    if stream:
+        content, calls, finish = stream_answer(client, **kwargs)
+    else:
+        r = create(client, **kwargs).choices[0]
+        content, finish = r.message.content or "", r.finish_reason
+        calls = [{"id": tc.id, "name": tc.function.name, "arguments": tc.function.arguments}
+                 for tc in r.message.tool_calls or []]
+    assert finish == "tool_calls" and content == "" and len(calls) == 1, (content, calls, finish)
+    assert calls[0]["name"] == "get_weather" and isinstance(json.loads(calls[0]["arguments"])["city"], str)
+    assistant = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+        for c in calls]}
+    finish_loop(client, WEATHER_QUESTION, assistant, calls)
+
+
+def test_named_choice_on_a_mistral_server_gets_9_character_ids(plain_server):
+    client = client_for(plain_server)
+    r = create(client, messages=WEATHER_QUESTION, tools=TOOLS, max_tokens=48, temperature=0,
+               tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    [tc] = r.choices[0].message.tool_calls
+    assert len(tc.id) == 9 and tc.id.isalnum(), tc.id
+
+
+def test_tool_choice_and_response_format_together_are_400(tools_server):
+    client = client_for(tools_server)
+    with pytest.raises(openai.BadRequestError) as e:
+        create(client, messages=WEATHER_QUESTION, tools=TOOLS, tool_choice="required", max_tokens=4,
+               response_format={"type": "json_object"})
+    assert "tool_choice" in str(e.value)
+
+
 def test_auto_leaves_plain_answers_as_text(tools_server):
     client = client_for(tools_server)
     r = create(client, 
