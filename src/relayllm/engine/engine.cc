@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/common/error.h"
@@ -148,6 +149,18 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   } else if (config_.enable_relay_attention && !params.prompt_logprobs) {
     prefix = prefixes_.longest_match(prompt_ids);
   }
+  for (const auto& [id, bias] : params.logit_bias)
+    RELAYLLM_CHECK(id < vocab, "field 'logit_bias': token id {} is outside the vocabulary (size {})",
+                   id, vocab);
+  if (params.allowed_token_ids)
+    for (int32_t id : *params.allowed_token_ids)
+      RELAYLLM_CHECK(id < vocab,
+                     "field 'allowed_token_ids': token id {} is outside the vocabulary (size {})",
+                     id, vocab);
+  if (params.constraint)
+    RELAYLLM_CHECK(params.constraint->vocab_size() == vocab,
+                   "the request's grammar was compiled for a vocabulary of {}, the model has {}",
+                   params.constraint->vocab_size(), vocab);
   const int32_t prefix_len = prefix ? int32_t(prefix->tokens.size()) : 0;
   const int32_t bs = pool_.block_size();
   const int32_t own_blocks = (int32_t(prompt_ids.size()) - prefix_len + bs) / bs;
@@ -168,6 +181,10 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
   auto seq = std::make_unique<Sequence>(id, std::move(prompt_ids), params,
                                         RequestRng::for_request(params, engine_seed));
   seq->arrival_time = Clock::now();
+  if (seq->params.constraint) {
+    seq->grammar = std::make_unique<structured::GrammarMatcher>(seq->params.constraint);
+    seq->token_bitmask.assign(structured::bitmask_words(vocab), 0);
+  }
   // Attach only once nothing can throw, so a refused request never holds a prefix.
   if (prefix) {
     seq->prefix = prefix;
@@ -269,7 +286,22 @@ std::vector<RequestOutput> Engine::step() {
   }
   std::vector<int32_t> first_logit;
   BatchPlan plan = build_plan(batch, first_logit);
-  runner_.forward(plan, kv_cache_, logits_);
+  // The grammar masks of the tokens sampled this step depend only on tokens already accepted,
+  // so they are computed on a worker thread while the forward pass runs.
+  std::vector<Sequence*> masked;
+  for (const ScheduledSequence& s : batch)
+    if (s.seq->grammar && s.seq->num_computed + s.num_tokens == s.seq->own_len())
+      masked.push_back(s.seq);
+  std::future<void> masks;
+  if (!masked.empty())
+    masks = std::async(std::launch::async, [&masked] { fill_grammar_masks(masked); });
+  try {
+    runner_.forward(plan, kv_cache_, logits_);
+  } catch (...) {
+    if (masks.valid()) masks.wait();
+    throw;
+  }
+  if (masks.valid()) masks.get();
   ++stats_.steps;
   stats_.graph_steps = runner_.graph_steps();
 
@@ -292,6 +324,29 @@ std::vector<RequestOutput> Engine::step() {
     if (!out.new_token_ids.empty() || out.finished) outputs.push_back(std::move(out));
   }
   return outputs;
+}
+
+void Engine::fill_grammar_masks(const std::vector<Sequence*>& seqs) {
+  for (Sequence* seq : seqs) {
+    try {
+      seq->grammar->fill_next_token_bitmask(seq->token_bitmask);
+    } catch (const std::exception& e) {
+      seq->grammar_error = fmt::format("structured output: {}", e.what());
+    }
+  }
+}
+
+std::vector<int32_t> Engine::banned_ids(const Sequence& seq) const {
+  std::vector<int32_t> out;
+  const auto& generated = seq.output_ids;
+  for (const std::vector<int32_t>& word : seq.params.bad_words_ids) {
+    if (word.empty()) continue;
+    const size_t before = word.size() - 1;
+    if (before > generated.size()) continue;
+    if (std::equal(word.begin(), word.end() - 1, generated.end() - std::ptrdiff_t(before)))
+      out.push_back(word.back());
+  }
+  return out;
 }
 
 void Engine::process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
@@ -323,9 +378,41 @@ void Engine::process_logits(Sequence& seq, int32_t num_tokens, const float* rows
   in.prompt_ids = seq.prompt_ids;
   in.output_ids = seq.output_ids;
   in.eos_token_ids = output_->eos_token_ids();
-  SampleOutput sampled = sample_token(in, seq.rng, scratch_);
+  std::vector<int32_t> banned;
+  if (!seq.params.bad_words_ids.empty()) {
+    banned = banned_ids(seq);
+    in.banned_ids = banned;
+  }
+  if (seq.grammar) {
+    if (!seq.grammar_error.empty()) {
+      seq.error_message = std::exchange(seq.grammar_error, {});
+      finish(seq, "error");
+      return;
+    }
+    in.token_bitmask = seq.token_bitmask;
+  }
+  SampleOutput sampled;
+  try {
+    sampled = sample_token(in, seq.rng, scratch_);
+  } catch (const Error& e) {
+    // Restrictions that leave no token (allowed ids all banned, a grammar at a dead end) end
+    // this request only.
+    if (!seq.grammar && !seq.params.allowed_token_ids && banned.empty()) throw;
+    seq.error_message = e.what();
+    finish(seq, "error");
+    return;
+  }
   if (sampled.logprobs) seq.logprobs.push_back(*sampled.logprobs);
+  if (seq.grammar && !seq.grammar->accept_token(sampled.token)) {
+    seq.error_message =
+        fmt::format("structured output: the grammar rejected sampled token {}", sampled.token);
+    finish(seq, "error");
+    return;
+  }
   append_token(seq, sampled.token, out);
+  // A complete grammar ends the request even when the stop token itself would not
+  // (ignore_eos).
+  if (seq.grammar && seq.grammar->is_terminated() && !seq.finished()) finish(seq, "stop");
 }
 
 void Engine::append_token(Sequence& seq, int32_t token, RequestOutput& out) {

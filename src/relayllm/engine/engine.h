@@ -121,6 +121,10 @@ class Engine {
   void compute_prefix_kv(const RelayPrefix& prefix);
   BatchPlan build_plan(const std::vector<ScheduledSequence>& batch,
                        std::vector<int32_t>& first_logit_index);
+  // Fills the grammar masks of the sequences that sample this step (on a worker thread, while
+  // the forward pass runs).
+  static void fill_grammar_masks(const std::vector<Sequence*>& seqs);
+  std::vector<int32_t> banned_ids(const Sequence& seq) const;
   void process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
                       RequestOutput& out);
   void append_token(Sequence& seq, int32_t token, RequestOutput& out);

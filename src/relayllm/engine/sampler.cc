@@ -92,6 +92,45 @@ void mask_stop_tokens(const SampleInput& in, float* x, size_t vocab) {
   }
 }
 
+bool restricted(const SampleInput& in) {
+  return !in.token_bitmask.empty() || in.params->allowed_token_ids.has_value();
+}
+
+// What the request forbids or favours, before any penalty: vLLM's allowed_token_ids and
+// bad_words, the grammar's mask, OpenAI's logit_bias.
+void apply_restrictions(const SampleInput& in, float* x, size_t vocab) {
+  const SamplingParams& p = *in.params;
+  if (p.allowed_token_ids) {
+    // Keep the allowed values aside, blank the row, put them back.
+    std::vector<std::pair<int32_t, float>> keep;
+    keep.reserve(p.allowed_token_ids->size());
+    for (int32_t id : *p.allowed_token_ids) {
+      check_id(id, vocab, "allowed token");
+      keep.emplace_back(id, x[id]);
+    }
+    std::fill(x, x + vocab, kNegInf);
+    for (const auto& [id, v] : keep) x[id] = v;
+  }
+  for (int32_t id : in.banned_ids)
+    if (id >= 0 && size_t(id) < vocab) x[id] = kNegInf;
+  if (!in.token_bitmask.empty()) {
+    if (in.token_bitmask.size() * 32 < vocab)
+      fail("sampler: token bitmask of {} words is short for the vocab of {}",
+           in.token_bitmask.size(), vocab);
+    for (size_t w = 0; w < in.token_bitmask.size(); ++w) {
+      const uint32_t word = uint32_t(in.token_bitmask[w]);
+      if (word == 0xffffffffu) continue;
+      const size_t end = std::min(vocab, (w + 1) * 32);
+      for (size_t id = w * 32; id < end; ++id)
+        if (!((word >> (id - w * 32)) & 1u)) x[id] = kNegInf;
+    }
+  }
+  for (const auto& [id, bias] : p.logit_bias) {
+    check_id(id, vocab, "logit_bias token");
+    x[id] += bias;
+  }
+}
+
 // The k best logits (k < n), best first, via a bounded heap whose front is the worst kept entry.
 std::vector<Cand> top_k_logits(const float* x, size_t n, size_t k) {
   std::vector<Cand> heap;
@@ -482,8 +521,23 @@ SampleOutput sample_token(const SampleInput& in, RequestRng& rng, std::vector<fl
     fail("sampler: logit of token {} is NaN", it - in.logits.begin());
   }
 
+  apply_restrictions(in, x, n);
   if (penalties) apply_penalties(in, x, x + n, n);
-  if (in.output_ids.size() < size_t(std::max(p.min_tokens, 0))) mask_stop_tokens(in, x, n);
+  if (in.output_ids.size() < size_t(std::max(p.min_tokens, 0))) {
+    if (restricted(in)) {
+      // Keep the stop tokens' values to restore when masking them would leave no token.
+      std::vector<std::pair<int32_t, float>> saved;
+      for (auto ids : {std::span<const int32_t>(in.eos_token_ids),
+                       std::span<const int32_t>(p.stop_token_ids)})
+        for (int32_t id : ids)
+          if (id >= 0 && size_t(id) < n) saved.emplace_back(id, x[id]);
+      mask_stop_tokens(in, x, n);
+      if (max_of(x, n) == kNegInf)
+        for (const auto& [id, v] : saved) x[id] = v;
+    } else {
+      mask_stop_tokens(in, x, n);
+    }
+  }
 
   SampleOutput out;
   out.token = p.greedy() ? argmax(x, n) : sample_filtered(x, n, p, rng);

@@ -44,6 +44,10 @@ struct SampleInput {
   std::span<const int32_t> output_ids;  // all penalties, min_tokens
   // Masked (with params->stop_token_ids) while output_ids.size() < params->min_tokens.
   std::span<const int32_t> eos_token_ids;
+  // Grammar mask (bit id%32 of word id/32 set: allowed); empty: no grammar.
+  std::span<const int32_t> token_bitmask;
+  // Ids blocked at this position (bad words whose other tokens the output ends with).
+  std::span<const int32_t> banned_ids;
 };
 
 struct SampleOutput {
@@ -51,7 +55,9 @@ struct SampleOutput {
   std::optional<TokenLogprobs> logprobs;  // set when params->logprobs is set
 };
 
-// Picks the next token. `scratch` is reusable workspace owned by the caller (one per thread);
+// Picks the next token. Restrictions come first (allowed_token_ids, banned ids, the grammar
+// mask, logit_bias), then penalties, min_tokens, temperature and the filters. min_tokens does
+// not block the stop tokens when the restrictions leave nothing else (a finished grammar). `scratch` is reusable workspace owned by the caller (one per thread);
 // its contents between calls are meaningless. Throws Error on NaN logits, out-of-vocab ids, or
 // when masking leaves no token with nonzero probability.
 SampleOutput sample_token(const SampleInput& in, RequestRng& rng, std::vector<float>& scratch);

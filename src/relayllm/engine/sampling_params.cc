@@ -56,6 +56,25 @@ std::vector<int32_t> read_int32_list(const nlohmann::json& v, const char* field)
   return out;
 }
 
+// OpenAI's shape: {"token id as a string": bias}. Ids are checked against the vocabulary
+// when the engine takes the request.
+std::vector<std::pair<int32_t, float>> read_logit_bias(const nlohmann::json& v) {
+  if (!v.is_object())
+    fail("field 'logit_bias' must be an object mapping token ids to biases, got {}",
+         json_fields::describe_value(v));
+  std::vector<std::pair<int32_t, float>> out;
+  for (const auto& [key, bias] : v.items()) {
+    int64_t id = -1;
+    const bool digits = !key.empty() && key.size() <= 10 &&
+                        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits) id = std::stoll(key);
+    if (!digits || id > std::numeric_limits<int32_t>::max())
+      fail("field 'logit_bias': key '{}' is not a token id", key.substr(0, 64));
+    out.emplace_back(int32_t(id), to_float(bias, fmt::format("logit_bias[\"{}\"]", key)));
+  }
+  return out;
+}
+
 // Chat completions name two fields their own way: `logprobs` is a switch and
 // `top_logprobs` the count; `max_completion_tokens` replaces `max_tokens` (still taken).
 void read_chat_fields(const nlohmann::json& j, SamplingParams& p) {
@@ -96,6 +115,17 @@ void SamplingParams::validate() const {
     if (stop_token_ids[i] < 0) {
       fail("field 'stop_token_ids[{}]' must be >= 0, got {}", i, stop_token_ids[i]);
     }
+  }
+  for (const auto& [id, bias] : logit_bias) {
+    if (id < 0) fail("field 'logit_bias': token id {} is negative", id);
+    if (!std::isfinite(bias) || bias < -100.0f || bias > 100.0f)
+      fail("field 'logit_bias[\"{}\"]' must be in [-100, 100], got {}", id, bias);
+  }
+  if (allowed_token_ids) {
+    if (allowed_token_ids->empty()) fail("field 'allowed_token_ids' must not be empty");
+    for (size_t i = 0; i < allowed_token_ids->size(); ++i)
+      if ((*allowed_token_ids)[i] < 0)
+        fail("field 'allowed_token_ids[{}]' must be >= 0, got {}", i, (*allowed_token_ids)[i]);
   }
   check_logprob_count("logprobs", logprobs);
   check_logprob_count("prompt_logprobs", prompt_logprobs);
@@ -159,6 +189,12 @@ SamplingParams sampling_params_from_json(const nlohmann::json& j, const Sampling
         [&](const auto& v) { p.frequency_penalty = to_float(v, "frequency_penalty"); });
   field("skip_special_tokens",
         [&](const auto& v) { p.skip_special_tokens = to_bool(v, "skip_special_tokens"); });
+
+  field("logit_bias", [&](const auto& v) { p.logit_bias = read_logit_bias(v); });
+  if (field("allowed_token_ids", [&](const auto& v) {
+        p.allowed_token_ids = read_int32_list(v, "allowed_token_ids");
+      }))
+    p.allowed_token_ids.reset();
 
   p.validate();
   return p;

@@ -3,10 +3,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "relayllm/structured/grammar_compiler.h"
 
 namespace relayllm {
 
@@ -31,6 +35,17 @@ struct SamplingParams {
   float presence_penalty = 0.0f;
   float frequency_penalty = 0.0f;
   bool skip_special_tokens = true;
+  // Added to the logits before sampling: (token id, bias in [-100, 100]) (OpenAI's logit_bias).
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  // When set, only these ids can be sampled (vLLM's allowed_token_ids).
+  std::optional<std::vector<int32_t>> allowed_token_ids;
+  // Token sequences that must not be generated: the last id of each is blocked wherever the
+  // output ends with the ones before it (vLLM's bad_words, tokenized by the request parser).
+  std::vector<std::vector<int32_t>> bad_words_ids;
+  // The grammar the output must follow (JSON schema, regex, choice, EBNF, structural tag),
+  // compiled by the request parser; null: free text. The request ends with "stop" once the
+  // grammar is complete and a stop token is sampled.
+  std::shared_ptr<const structured::CompiledConstraint> constraint;
 
   // Throws Error naming the first bad field and its value.
   void validate() const;

@@ -14,6 +14,7 @@
 #include "relayllm/engine/sampler.h"
 #include "relayllm/engine/sampling_params.h"
 #include "relayllm/engine/stop_checker.h"
+#include "relayllm/structured/grammar_matcher.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
 namespace relayllm {
@@ -46,6 +47,12 @@ struct Sequence {
   std::vector<PromptLogprob> prompt_logprobs;       // filled while prefilling, when asked
   std::vector<TokenLogprobs> logprobs;              // one per generated token, when asked
   std::vector<std::vector<float>> captured_logits;  // sampled rows, when the engine captures them
+
+  // Structured output: the request's place in its grammar and the mask of its next token
+  // (filled while the step's forward pass runs), when params.constraint is set.
+  std::unique_ptr<structured::GrammarMatcher> grammar;
+  std::vector<int32_t> token_bitmask;
+  std::string grammar_error;  // a mask that could not be filled: the request ends with "error"
 
   std::unique_ptr<IncrementalDetokenizer> detokenizer;
   StopChecker stop_checker;

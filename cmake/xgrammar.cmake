@@ -1,0 +1,24 @@
+# xgrammar (Apache-2.0), the grammar engine behind constrained decoding, compiled from the
+# C++ sources of its pinned PyPI source distribution, which scripts/install_deps.sh fetches
+# into .deps/. Only the library: no Python bindings (nanobind), no tests, no cpptrace. It is a
+# target of our own rather than its CMakeLists.txt, which adds -Werror and -flto=auto to every
+# file of the directory (warnings of a newer compiler then break the build, and LTO costs
+# minutes on two cores).
+set(RELAYLLM_XGRAMMAR_VERSION 0.1.19)
+set(RELAYLLM_XGRAMMAR_DIR "${PROJECT_SOURCE_DIR}/.deps/xgrammar-${RELAYLLM_XGRAMMAR_VERSION}"
+  CACHE PATH "Unpacked xgrammar source distribution")
+if(NOT EXISTS "${RELAYLLM_XGRAMMAR_DIR}/include/xgrammar/xgrammar.h")
+  message(FATAL_ERROR "xgrammar ${RELAYLLM_XGRAMMAR_VERSION} sources not found in ${RELAYLLM_XGRAMMAR_DIR}: "
+    "run scripts/install_deps.sh (it fetches them) or pass -DRELAYLLM_XGRAMMAR_DIR=DIR")
+endif()
+file(GLOB RELAYLLM_XGRAMMAR_SOURCES "${RELAYLLM_XGRAMMAR_DIR}/cpp/*.cc" "${RELAYLLM_XGRAMMAR_DIR}/cpp/support/*.cc")
+add_library(relayllm_xgrammar STATIC ${RELAYLLM_XGRAMMAR_SOURCES})
+set_target_properties(relayllm_xgrammar PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON
+  POSITION_INDEPENDENT_CODE ON)
+target_include_directories(relayllm_xgrammar PUBLIC "${RELAYLLM_XGRAMMAR_DIR}/include")
+target_include_directories(relayllm_xgrammar SYSTEM PUBLIC
+  "${RELAYLLM_XGRAMMAR_DIR}/3rdparty/picojson" "${RELAYLLM_XGRAMMAR_DIR}/3rdparty/dlpack/include")
+target_compile_definitions(relayllm_xgrammar PUBLIC XGRAMMAR_ENABLE_CPPTRACE=0)
+# Third-party code: its warnings are not ours to fix.
+target_compile_options(relayllm_xgrammar PRIVATE -w)
+target_link_libraries(relayllm_xgrammar PUBLIC Threads::Threads)
