@@ -81,6 +81,11 @@ int run_generate(GenerateArgs& args) {
   Engine& engine = *serving.engine;
   SamplingParams defaults = args.sampling.resolve(default_sampling_params(serving.generation));
 
+  RequestContext context;
+  context.tokenizer = &engine.tokenizer();
+  context.defaults = defaults;
+  context.vocab_size = int32_t(engine.model_config().vocab_size);
+  context.grammar_compiler = serving.grammar_compiler.get();
   std::vector<nlohmann::json> results(inputs.size());
   std::vector<int64_t> ids(inputs.size(), -1);
   int failures = 0;
@@ -89,7 +94,7 @@ int run_generate(GenerateArgs& args) {
       std::vector<int32_t> prompt =
           inputs[i].token_ids ? *inputs[i].token_ids : serving.encode_prompt(inputs[i].text);
       GenerationRequest request =
-          parse_generation_request(std::move(prompt), inputs[i].fields, defaults);
+          parse_generation_request(std::move(prompt), inputs[i].fields, defaults, &context);
       ids[i] =
           engine.add_request(std::move(request.prompt_ids), request.params, request.relay_prefix);
     } catch (const Error& e) {

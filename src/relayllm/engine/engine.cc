@@ -150,8 +150,9 @@ int64_t Engine::add_request(std::vector<int32_t> prompt_ids, const SamplingParam
     prefix = prefixes_.longest_match(prompt_ids);
   }
   for (const auto& [id, bias] : params.logit_bias)
-    RELAYLLM_CHECK(id < vocab, "field 'logit_bias': token id {} is outside the vocabulary (size {})",
-                   id, vocab);
+    RELAYLLM_CHECK(id < vocab,
+                   "field 'logit_bias': token id {} is outside the vocabulary (size {})", id,
+                   vocab);
   if (params.allowed_token_ids)
     for (int32_t id : *params.allowed_token_ids)
       RELAYLLM_CHECK(id < vocab,

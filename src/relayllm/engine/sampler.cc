@@ -527,8 +527,8 @@ SampleOutput sample_token(const SampleInput& in, RequestRng& rng, std::vector<fl
     if (restricted(in)) {
       // Keep the stop tokens' values to restore when masking them would leave no token.
       std::vector<std::pair<int32_t, float>> saved;
-      for (auto ids : {std::span<const int32_t>(in.eos_token_ids),
-                       std::span<const int32_t>(p.stop_token_ids)})
+      for (auto ids :
+           {std::span<const int32_t>(in.eos_token_ids), std::span<const int32_t>(p.stop_token_ids)})
         for (int32_t id : ids)
           if (id >= 0 && size_t(id) < n) saved.emplace_back(id, x[id]);
       mask_stop_tokens(in, x, n);

@@ -57,9 +57,10 @@ struct SampleOutput {
 
 // Picks the next token. Restrictions come first (allowed_token_ids, banned ids, the grammar
 // mask, logit_bias), then penalties, min_tokens, temperature and the filters. min_tokens does
-// not block the stop tokens when the restrictions leave nothing else (a finished grammar). `scratch` is reusable workspace owned by the caller (one per thread);
-// its contents between calls are meaningless. Throws Error on NaN logits, out-of-vocab ids, or
-// when masking leaves no token with nonzero probability.
+// not block the stop tokens when the restrictions leave nothing else (a finished grammar).
+// `scratch` is reusable workspace owned by the caller (one per thread); its contents between calls
+// are meaningless. Throws Error on NaN logits, out-of-vocab ids, or when masking leaves no token
+// with nonzero probability.
 SampleOutput sample_token(const SampleInput& in, RequestRng& rng, std::vector<float>& scratch);
 
 // out[i] = logits[i] - logsumexp(logits), max-subtracted; -inf logits give -inf.

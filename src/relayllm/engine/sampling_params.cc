@@ -65,8 +65,9 @@ std::vector<std::pair<int32_t, float>> read_logit_bias(const nlohmann::json& v) 
   std::vector<std::pair<int32_t, float>> out;
   for (const auto& [key, bias] : v.items()) {
     int64_t id = -1;
-    const bool digits = !key.empty() && key.size() <= 10 &&
-                        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const bool digits =
+        !key.empty() && key.size() <= 10 &&
+        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (digits) id = std::stoll(key);
     if (!digits || id > std::numeric_limits<int32_t>::max())
       fail("field 'logit_bias': key '{}' is not a token id", key.substr(0, 64));
@@ -191,9 +192,8 @@ SamplingParams sampling_params_from_json(const nlohmann::json& j, const Sampling
         [&](const auto& v) { p.skip_special_tokens = to_bool(v, "skip_special_tokens"); });
 
   field("logit_bias", [&](const auto& v) { p.logit_bias = read_logit_bias(v); });
-  if (field("allowed_token_ids", [&](const auto& v) {
-        p.allowed_token_ids = read_int32_list(v, "allowed_token_ids");
-      }))
+  if (field("allowed_token_ids",
+            [&](const auto& v) { p.allowed_token_ids = read_int32_list(v, "allowed_token_ids"); }))
     p.allowed_token_ids.reset();
 
   p.validate();

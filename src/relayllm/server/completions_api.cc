@@ -394,7 +394,9 @@ void OpenAiServer::start_job(const ParsedRequest& parsed, const Exchange& exchan
     c.prompt_index = (requests.size() - 1) / size_t(parsed.n);
     job->choices.push_back(std::move(c));
   }
-  job->id = next_id(parsed.chat ? "chatcmpl" : "cmpl");
+  job->id = parsed.request_id.empty()
+                ? next_id(parsed.chat ? "chatcmpl" : "cmpl")
+                : fmt::format("{}-{}", parsed.chat ? "chatcmpl" : "cmpl", parsed.request_id);
   for (size_t p = 0; p < job->prompts.size(); ++p)
     log_request(job->prompts.size() == 1 ? job->id : fmt::format("{}-{}", job->id, p),
                 job->prompts[p].text, job->prompts[p].ids,

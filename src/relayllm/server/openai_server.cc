@@ -459,6 +459,7 @@ RequestContext OpenAiServer::request_context(const Ready& ready) const {
   context.chat_template = ready.chat_template ? &*ready.chat_template : nullptr;
   context.chat_template_error = ready.chat_template_error;
   context.tools = options_.tools;
+  context.grammar_compiler = ready.engine->serving().grammar_compiler.get();
   return context;
 }
 

@@ -105,6 +105,8 @@ ServingEngine create_engine(const EngineOptions& options) {
     serving.sys_schema.emplace(schema_text, sys_prompt, schema_from_chat_template);
 
   Engine& engine = *serving.engine;
+  serving.grammar_compiler = std::make_shared<structured::GrammarCompiler>(
+      engine.tokenizer(), int32_t(engine.model_config().vocab_size), engine.eos_token_ids());
   if (config.enable_relay_attention) {
     if (serving.sys_schema) {
       std::vector<int32_t> ids = serving.sys_schema->prefix_ids(engine.tokenizer());

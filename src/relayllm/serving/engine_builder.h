@@ -14,6 +14,7 @@
 #include "relayllm/chat/sys_schema.h"
 #include "relayllm/engine/engine.h"
 #include "relayllm/model/generation_config.h"
+#include "relayllm/structured/grammar_compiler.h"
 
 namespace relayllm {
 
@@ -43,6 +44,8 @@ struct ServingEngine {
   std::string model_name;
   bool random_weights = false;
   std::optional<GenerationConfig> generation;
+  // Compiles structured-output constraints for this engine's vocabulary (thread-safe, cached).
+  std::shared_ptr<structured::GrammarCompiler> grammar_compiler;
 
   // Text prompt -> ids: formatted by the system-prompt schema when one is set,
   // otherwise encoded whole with special tokens.

@@ -6,6 +6,8 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/json_fields.h"
+#include "relayllm/serving/request_fields.h"
+#include "relayllm/serving/structured_output.h"
 
 namespace relayllm {
 namespace {
@@ -31,6 +33,7 @@ void read_stream_options(const nlohmann::json& body, OutputOptions& output) {
 // The fields every request shares: n, streaming, the relay prefix.
 void read_common(const nlohmann::json& body, const RequestContext& context, ParsedRequest& r) {
   r.n = read_n(body, context.max_n);
+  r.request_id = json_fields::get_string(body, "request_id").value_or("");
   r.output.stream = json_fields::get_bool(body, "stream").value_or(false);
   read_stream_options(body, r.output);
   r.relay_prefix = json_fields::get_string(body, "relay_prefix").value_or("");
@@ -126,6 +129,7 @@ std::vector<GenerationRequest> ParsedRequest::engine_requests(int32_t max_model_
 
 ParsedRequest parse_completion_request(const nlohmann::json& body, const RequestContext& context) {
   const Tokenizer& tokenizer = *context.tokenizer;
+  check_request_fields(body, RequestApi::kCompletions);
   ParsedRequest r;
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) fail("field 'prompt' is required");
@@ -165,6 +169,7 @@ ParsedRequest parse_completion_request(const nlohmann::json& body, const Request
   read_common(body, context, r);
   r.output.echo = json_fields::get_bool(body, "echo").value_or(false);
   r.params = sampling_params_from_json(body, context.defaults);
+  read_structured_output(body, tokenizer, context.grammar_compiler, r.params);
   r.explicit_max_tokens = body.contains("max_tokens") && !body["max_tokens"].is_null();
   r.output.logprobs = r.params.logprobs.has_value();
   r.output.top_logprobs = r.params.logprobs.value_or(0);
@@ -178,6 +183,7 @@ ParsedRequest parse_completion_request(const nlohmann::json& body, const Request
 ParsedRequest parse_chat_request(const nlohmann::ordered_json& ordered_body,
                                  const RequestContext& context) {
   const nlohmann::json body(ordered_body);  // typed field reads
+  check_request_fields(body, RequestApi::kChat);
   if (!body.contains("messages")) fail("field 'messages' is required");
   nlohmann::ordered_json messages = normalize_messages(ordered_body["messages"]);
   prepare_tool_messages(messages);
@@ -187,14 +193,33 @@ ParsedRequest parse_chat_request(const nlohmann::ordered_json& ordered_body,
       body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()
           ? body["chat_template_kwargs"]
           : nlohmann::json::object();
+  // vLLM passes documents to the template beside the messages (RAG templates).
+  if (body.contains("documents") && !body["documents"].is_null())
+    kwargs["documents"] = body["documents"];
   std::string text = render_chat(context, messages, add_generation_prompt, kwargs, tools.tools);
-  std::vector<int32_t> ids = context.tokenizer->encode(text, false);
+  // The template writes the special tokens; vLLM's chat default adds none.
+  std::vector<int32_t> ids = context.tokenizer->encode(
+      text, json_fields::get_bool(body, "add_special_tokens").value_or(false));
   if (ids.empty()) fail("the rendered conversation is empty");
 
   ParsedRequest r;
   r.chat = true;
   read_common(body, context, r);
   r.params = sampling_params_from_json(body, context.defaults, SamplingDialect::kChat);
+  read_structured_output(body, *context.tokenizer, context.grammar_compiler, r.params);
+  // "required" and a named function: the output is held to the call shape by a grammar (the
+  // schema vLLM uses), so any model returns a valid call.
+  if (nlohmann::ordered_json schema = tools.constraint_schema(); !schema.is_null()) {
+    if (r.params.constraint)
+      fail(
+          "field 'tool_choice': \"required\" or a named function constrains the output itself "
+          "and cannot be combined with response_format or guided_* fields");
+    structured::ConstraintSpec spec;
+    spec.kind = structured::ConstraintKind::kJsonSchema;
+    spec.text = schema.dump();
+    spec.field = "tool_choice";
+    r.params.constraint = compile_constraint(spec, context.grammar_compiler);
+  }
   r.explicit_max_tokens = json_fields::get_int(body, "max_completion_tokens").has_value() ||
                           json_fields::get_int(body, "max_tokens").has_value();
   r.output.logprobs = json_fields::get_bool(body, "logprobs").value_or(false);
@@ -217,10 +242,13 @@ ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContex
 
 GenerationRequest parse_generation_request(std::vector<int32_t> prompt_ids,
                                            const nlohmann::json& fields,
-                                           const SamplingParams& defaults) {
+                                           const SamplingParams& defaults,
+                                           const RequestContext* context) {
   GenerationRequest r;
   r.prompt_ids = std::move(prompt_ids);
   r.params = sampling_params_from_json(fields, defaults);
+  if (context)
+    read_structured_output(fields, *context->tokenizer, context->grammar_compiler, r.params);
   r.relay_prefix = json_fields::get_string(fields, "relay_prefix").value_or("");
   return r;
 }

@@ -15,6 +15,7 @@
 #include "relayllm/chat/chat_template.h"
 #include "relayllm/engine/sampling_params.h"
 #include "relayllm/serving/chat_tools.h"
+#include "relayllm/structured/grammar_compiler.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
 namespace relayllm {
@@ -60,6 +61,8 @@ struct ParsedRequest {
   bool explicit_max_tokens = false;
   OutputOptions output;
   ToolRequest tools;  // chat: tools, tool_choice, parallel_tool_calls
+  // vLLM's request_id: the response id is built from it when given.
+  std::string request_id;
 
   // The engine requests: n per prompt (seed + k for choice k), max_tokens fitted to the
   // context left after each prompt. Error when a prompt leaves no room.
@@ -77,19 +80,23 @@ struct RequestContext {
   const ChatTemplate* chat_template = nullptr;
   std::string chat_template_error;
   ToolSettings tools;  // --tool-call-parser, --enable-auto-tool-choice
+  // Compiles the structured-output constraints (response_format, guided_*); null: requests
+  // that ask for one are refused.
+  structured::GrammarCompiler* grammar_compiler = nullptr;
 };
 
 // POST /v1/completions bodies: prompt as a string, token ids, or a list of either.
 ParsedRequest parse_completion_request(const nlohmann::json& body, const RequestContext& context);
-// POST /v1/chat/completions bodies.
 // POST /v1/chat/completions bodies. The ordered form keeps the client's key order in
 // what the template prints (tools, tool-call arguments); the other sorts keys.
 ParsedRequest parse_chat_request(const nlohmann::ordered_json& body, const RequestContext& context);
 ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContext& context);
-// One CLI JSONL line's fields besides its prompt: sampling over `defaults`, relay_prefix.
+// One CLI JSONL line's fields besides its prompt: sampling over `defaults`, relay_prefix and,
+// given a context (tokenizer, grammar compiler), the structured-output fields and bad_words.
 GenerationRequest parse_generation_request(std::vector<int32_t> prompt_ids,
                                            const nlohmann::json& fields,
-                                           const SamplingParams& defaults);
+                                           const SamplingParams& defaults,
+                                           const RequestContext* context = nullptr);
 
 // A list of integer token ids, each checked against the vocabulary.
 std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::string& field,

@@ -43,7 +43,7 @@ void walk_schema(const nlohmann::json& node, const std::string& field, const Con
       if (v > double(l.max_repeat))
         reject(field, "'{}' is {}, more than the {} allowed", key, value.dump(), l.max_repeat);
     } else if (key == "pattern" && value.is_string()) {
-      check_regex_limits(value.get<std::string>(), field + " (pattern)", l);
+      check_regex_limits(value.get<std::string>(), field, l);
     }
     walk_schema(value, field, l);
   }

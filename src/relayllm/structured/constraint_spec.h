@@ -45,9 +45,10 @@ struct ConstraintSpec {
   std::vector<std::string> choices;   // kChoice
   std::vector<StructuralTag> tags;    // kStructuralTag
   std::vector<std::string> triggers;  // kStructuralTag
-  // JSON: allow any whitespace between tokens (vLLM's default), or only the compact form
-  // (`"xgrammar:disable-any-whitespace"`), which keeps small models from looping on spaces.
-  bool any_whitespace = true;
+  // JSON: only the compact form (one space after ':' and ','), or any whitespace between
+  // tokens (vLLM 0.9.1's default, `"xgrammar:any-whitespace"` here): small models given any
+  // whitespace often emit newlines until max_tokens instead of the next value.
+  bool any_whitespace = false;
   // JSON schema: additionalProperties/items default to false as in OpenAI's strict mode
   // (xgrammar's strict_mode; vLLM passes its default, true).
   bool strict = true;
