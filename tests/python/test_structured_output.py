@@ -33,7 +33,7 @@ def server(tmp_path_factory):
         yield s
 
 
-def chat(server, body, timeout=600):
+def chat(server, body, timeout=1200):
     body = {"model": server.model, "temperature": 0, **body}
     return httpx.post(server.url("/v1/chat/completions"), json=body, timeout=timeout)
 
@@ -103,15 +103,16 @@ def test_json_object_guided_json_regex_choice_grammar(server):
         ({"guided_regex": r"\d{3}-\d{4}"}, lambda t: re.fullmatch(r"\d{3}-\d{4}", t)),
         ({"guided_regex": r"(yes|no), because [a-z ]{1,20}\."},
          lambda t: re.fullmatch(r"(yes|no), because [a-z ]{1,20}\.", t)),
-        ({"guided_regex": r"[A-Z][a-z]+@[a-z]+\.(com|org)"},
-         lambda t: re.fullmatch(r"[A-Z][a-z]+@[a-z]+\.(com|org)", t)),
+        ({"guided_regex": r"[A-Z][a-z]{1,8}@[a-z]{1,8}\.(com|org)"},
+         lambda t: re.fullmatch(r"[A-Z][a-z]{1,8}@[a-z]{1,8}\.(com|org)", t)),
         ({"guided_choice": ["Paris", "London", "Berlin"]}, lambda t: t in ["Paris", "London", "Berlin"]),
         ({"guided_choice": ["positive", "negative", "it's \"mixed\""]},
          lambda t: t in ["positive", "negative", "it's \"mixed\""]),
         ({"guided_grammar": 'root ::= "The answer is " [0-9]+ "."'},
          lambda t: re.fullmatch(r"The answer is [0-9]+\.", t)),
-        ({"guided_grammar": 'root ::= item ("," item)*\nitem ::= "a" | "b" | "c"', "max_tokens": 40},
-         lambda t: re.fullmatch(r"[abc](,[abc])*", t)),
+        ({"guided_grammar": 'root ::= item | item "," item | item "," item "," item\n'
+                            'item ::= "a" | "b" | "c"', "max_tokens": 40},
+         lambda t: re.fullmatch(r"[abc](,[abc]){0,2}", t)),
     ]
 
     def ask(case):
@@ -272,7 +273,7 @@ def test_logit_bias_allowed_token_ids_bad_words(server):
     text, _ = tokens_of(server, {"allowed_token_ids": allowed})
     assert re.fullmatch(r"( yes| no)+", text), text
     # bad_words: every word of the free output is banned in turn; it never shows again.
-    words = [w for w in re.findall(r"[A-Za-z]+", base_text) if len(w) > 2][:2]
+    words = [w for w in re.findall(r"[A-Za-z0-9]+", base_text) if len(w) > 1][:2]
     assert words, base_text
     text, _ = tokens_of(server, {"bad_words": words})
     for w in words:
