@@ -17,11 +17,12 @@ declare -A allowed=(
   [kv]="common"
   [tokenizer]="formats common"
   [chat]="tokenizer common"
+  [tools]="common"
   [model]="backend tokenizer formats common"
   [structured]="tokenizer common"
   [engine]="model kv backend structured tokenizer common"
-  [serving]="engine model kv backend backend/cpu backend/cuda chat structured tokenizer formats common"
-  [server]="serving engine model kv backend chat structured tokenizer common"
+  [serving]="engine model kv backend backend/cpu backend/cuda chat structured tools tokenizer formats common"
+  [server]="serving engine model kv backend chat structured tools tokenizer common"
 )
 
 # The layer a file or an included header belongs to: its folder, with backend's

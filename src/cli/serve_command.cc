@@ -87,6 +87,7 @@ void apply_vllm_flags(ServeArgs& args) {
   args.api.cors.allowed_methods = parse_json_list_flag(v.allowed_methods, "--allowed-methods");
   args.api.cors.allowed_headers = parse_json_list_flag(v.allowed_headers, "--allowed-headers");
   args.api.cors.allow_credentials = v.allow_credentials;
+  args.api.tools = {v.tool_call_parser, v.enable_auto_tool_choice};
   args.api.cache_info.cache_dtype = v.kv_cache_dtype;
   args.api.cache_info.gpu_memory_utilization = args.engine.gpu_memory_utilization;
   const std::string& g = v.generation_config;

@@ -4,6 +4,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/engine/sampling_params.h"
+#include "relayllm/tools/tool_call_parser.h"
 
 namespace relayllm {
 namespace {
@@ -15,8 +16,6 @@ struct RefusedFlag {
   const char* reason;
 };
 constexpr RefusedFlag kRefused[] = {
-    {"--enable-auto-tool-choice", "tool-call parsing is not implemented"},
-    {"--tool-call-parser", "tool-call parsing is not implemented"},
     {"--reasoning-parser", "reasoning-content parsing is not implemented"},
     {"--enable-lora", "LoRA adapters are not supported"},
     {"--lora-modules", "LoRA adapters are not supported"},
@@ -89,6 +88,12 @@ void add_vllm_flags(CLI::App& cmd, VllmFlags& f) {
   cmd.add_option("--allowed-headers", f.allowed_headers, "CORS: JSON list of allowed headers")
       ->capture_default_str();
   cmd.add_flag("--allow-credentials", f.allow_credentials, "CORS: allow credentials (cookies)");
+  cmd.add_flag("--enable-auto-tool-choice", f.enable_auto_tool_choice,
+               "Let the model decide when to call a tool (tool_choice \"auto\"); needs "
+               "--tool-call-parser");
+  cmd.add_option("--tool-call-parser", f.tool_call_parser,
+                 "How tool calls are read from the output: hermes (Hermes, Qwen 2.5/3), "
+                 "llama3_json (Llama 3.1-3.3), mistral (Mistral v0.3+)");
   for (const RefusedFlag& r : kRefused)
     cmd.add_option(r.name, f.refused[r.name], std::string("Not supported: ") + r.reason)
         ->expected(0, 1)
@@ -123,6 +128,10 @@ void check_vllm_flags(const VllmFlags& f) {
                  "--tokenizer-mode {}: not supported; relayllm reads the Hugging Face "
                  "tokenizer.json (modes auto, hf, slow)",
                  m);
+  if (!f.tool_call_parser.empty()) make_tool_call_format(f.tool_call_parser);  // a known name
+  RELAYLLM_CHECK(!f.enable_auto_tool_choice || !f.tool_call_parser.empty(),
+                 "--enable-auto-tool-choice needs --tool-call-parser (one of hermes, llama3_json, "
+                 "mistral) to read the calls");
   if (f.trust_remote_code)
     spdlog::info("--trust-remote-code has no effect: relayllm never runs code from a model folder");
   if (passed("--swap-space"))

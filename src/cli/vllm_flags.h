@@ -31,6 +31,8 @@ struct VllmFlags {
   std::string tokenizer_mode = "auto";
   std::string allowed_origins = "[\"*\"]", allowed_methods = "[\"*\"]", allowed_headers = "[\"*\"]";
   bool allow_credentials = false;
+  bool enable_auto_tool_choice = false;
+  std::string tool_call_parser;
   std::map<std::string, std::string> refused;  // flag -> value given, for the refusal table
   CLI::App* app = nullptr;
 };

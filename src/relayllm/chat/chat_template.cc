@@ -28,9 +28,29 @@ ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 
 const std::string& ChatTemplate::source() const { return parsed_->source; }
 
+namespace {
+
+// Bounds the depth before the recursive conversion to template values, without recursion.
+template <class Json>
+void check_depth(const Json& root, const char* what) {
+  std::vector<std::pair<const Json*, int>> pending = {{&root, 1}};
+  while (!pending.empty()) {
+    auto [value, depth] = pending.back();
+    pending.pop_back();
+    if (depth > jinja::Value::kMaxJsonDepth)
+      fail("chat template: {} nested deeper than {} levels", what, jinja::Value::kMaxJsonDepth);
+    if (value->is_structured())
+      for (const auto& child : *value) pending.push_back({&child, depth + 1});
+  }
+}
+
+}  // namespace
+
 std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
                                  const ChatTemplateOptions& options) const {
   if (!options.extra.is_object()) fail("chat template: extra variables must be a JSON object");
+  check_depth(messages, "messages");
+  check_depth(options.extra, "template variables");
   jinja::ValueDict variables;
   // What transformers passes: the messages, tools and documents (none unless given), the
   // generation flag and the special tokens, then the caller's extra keyword arguments.
@@ -49,16 +69,8 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& messages,
 
 std::string ChatTemplate::render(const nlohmann::json& messages,
                                  const ChatTemplateOptions& options) const {
-  // The conversion to ordered_json copies recursively: bound the depth first, without recursion.
-  std::vector<std::pair<const nlohmann::json*, int>> pending = {{&messages, 1}};
-  while (!pending.empty()) {
-    auto [value, depth] = pending.back();
-    pending.pop_back();
-    if (depth > jinja::Value::kMaxJsonDepth)
-      fail("chat template: messages nested deeper than {} levels", jinja::Value::kMaxJsonDepth);
-    if (value->is_structured())
-      for (const auto& child : *value) pending.push_back({&child, depth + 1});
-  }
+  // The conversion to ordered_json copies recursively: bound the depth first.
+  check_depth(messages, "messages");
   return render(nlohmann::ordered_json(messages), options);
 }
 

@@ -3,12 +3,15 @@
 // parsing itself is serving/request_parser.h.
 #include <spdlog/spdlog.h>
 
+#include <random>
+
 #include "relayllm/common/error.h"
 #include "relayllm/common/json_fields.h"
 #include "relayllm/server/api_error.h"
 #include "relayllm/server/openai_protocol.h"
 #include "relayllm/server/openai_server.h"
 #include "relayllm/server/server_state.h"
+#include "relayllm/tools/tool_call_parser.h"
 
 namespace relayllm {
 namespace {
@@ -24,11 +27,23 @@ struct ChoiceState {
   std::optional<std::string> stop_reason;
   int32_t num_cached_tokens = 0;  // of the prompt, from the prefix cache or a relay prefix
   bool first_chunk_sent = false;
-  size_t text_offset = 0;  // streamed completions' logprobs offsets
+  size_t text_offset = 0;                           // streamed completions' logprobs offsets
+  std::unique_ptr<ToolCallStreamer> tool_streamer;  // streamed chat with tool parsing
+  std::vector<std::string> tool_call_ids;           // of the calls streamed so far
 };
 
 nlohmann::json or_null(const std::optional<std::string>& value) {
   return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+}
+
+// OpenAI's ids are "call_" and 24 letters and digits; Mistral's templates take back only
+// ids of exactly 9 (vLLM gives those with its mistral parser).
+std::string new_tool_call_id(std::mt19937_64& rng, bool short_id) {
+  static constexpr char kChars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  std::uniform_int_distribution<size_t> pick(0, sizeof(kChars) - 2);
+  std::string id = short_id ? "" : "call_";
+  for (int k = 0; k < (short_id ? 9 : 24); ++k) id += kChars[pick(rng)];
+  return id;
 }
 
 std::string sse(const nlohmann::json& j) {
@@ -46,6 +61,11 @@ class Job : public std::enable_shared_from_this<Job> {
   std::vector<ChoiceState> choices;
   std::shared_ptr<HttpExchange> exchange;
   AsyncEngine* engine = nullptr;
+  // Chat with tool_choice other than none: the format the output is read in.
+  std::unique_ptr<ToolCallFormat> tool_format;
+  bool parallel_tool_calls = true;
+  bool short_call_ids = false;                  // Mistral's 9-character ids
+  std::mt19937_64 rng{std::random_device{}()};  // tool-call ids
 
   // Callable from any thread: the job's state lives on the connection's strand.
   void start(std::vector<EngineRequest> requests) {
@@ -170,7 +190,16 @@ class Job : public std::enable_shared_from_this<Job> {
         logprobs = lp.to_json();
       }
     }
-    if (chat) {
+    if (chat && c.tool_streamer) {
+      ToolStreamDelta d = c.tool_streamer->push(text);
+      if (u.finished) {
+        ToolStreamDelta rest = c.tool_streamer->finish();
+        d.content += rest.content;
+        for (ToolCallDelta& call : rest.calls) d.calls.push_back(std::move(call));
+      }
+      if (d.empty() && u.logprobs.empty() && !u.finished) return;
+      choice["delta"] = tool_delta_json(c, d);
+    } else if (chat) {
       choice["delta"] =
           u.finished && text.empty() ? nlohmann::json::object() : nlohmann::json{{"content", text}};
     } else {
@@ -178,12 +207,41 @@ class Job : public std::enable_shared_from_this<Job> {
     }
     choice["logprobs"] = std::move(logprobs);
     choice["finish_reason"] =
-        u.finished ? nlohmann::json(c.finish_reason) : nlohmann::json(nullptr);
+        u.finished
+            ? nlohmann::json(finish_reason(c, c.tool_streamer && c.tool_streamer->calls_sent()))
+            : nlohmann::json(nullptr);
     choice["stop_reason"] = u.finished ? or_null(c.stop_reason) : nlohmann::json(nullptr);
     nlohmann::json chunk = chunk_base();
     chunk["choices"] = nlohmann::json::array({std::move(choice)});
     if (output.continuous_usage) chunk["usage"] = usage();
     exchange->write(sse(chunk));
+  }
+
+  // A streamed delta with tool calls as OpenAI shapes them: the first piece of a call
+  // has index, id, type and name; later ones index and an arguments fragment.
+  nlohmann::json tool_delta_json(ChoiceState& c, const ToolStreamDelta& d) {
+    nlohmann::json delta = nlohmann::json::object();
+    if (!d.content.empty()) delta["content"] = d.content;
+    if (d.calls.empty()) return delta;
+    nlohmann::json calls = nlohmann::json::array();
+    for (const ToolCallDelta& call : d.calls) {
+      if (call.first) {
+        c.tool_call_ids.push_back(new_tool_call_id(rng, short_call_ids));
+        calls.push_back({{"index", call.index},
+                         {"id", c.tool_call_ids.back()},
+                         {"type", "function"},
+                         {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+      } else {
+        calls.push_back({{"index", call.index}, {"function", {{"arguments", call.arguments}}}});
+      }
+    }
+    delta["tool_calls"] = std::move(calls);
+    return delta;
+  }
+
+  // "tool_calls" when calls came out of an output that ended normally.
+  static std::string finish_reason(const ChoiceState& c, bool called) {
+    return called && c.finish_reason == "stop" ? "tool_calls" : c.finish_reason;
   }
 
   void end_stream() {
@@ -217,7 +275,7 @@ class Job : public std::enable_shared_from_this<Job> {
             {"prompt_tokens_details", {{"cached_tokens", cached}}}};
   }
 
-  nlohmann::json whole_response() const {
+  nlohmann::json whole_response() {
     const Tokenizer& tokenizer = engine->tokenizer();
     nlohmann::json out_choices = nlohmann::json::array();
     for (size_t i = 0; i < choices.size(); ++i) {
@@ -225,8 +283,24 @@ class Job : public std::enable_shared_from_this<Job> {
       const PromptInput& prompt = prompts[c.prompt_index];
       nlohmann::json choice = {{"index", i}};
       nlohmann::json logprobs = nullptr;
-      if (chat) {
+      std::string reason = c.finish_reason;
+      if (chat && tool_format) {
+        ToolCallOutput out = parse_tool_calls(*tool_format, c.text, parallel_tool_calls);
+        nlohmann::json calls = nlohmann::json::array();
+        for (ToolCall& call : out.calls)
+          calls.push_back({{"id", new_tool_call_id(rng, short_call_ids)},
+                           {"type", "function"},
+                           {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+        choice["message"] = {{"role", "assistant"},
+                             {"content", out.content ? nlohmann::json(*out.content) : nullptr}};
+        if (!calls.empty()) {
+          choice["message"]["tool_calls"] = std::move(calls);
+          reason = finish_reason(c, true);
+        }
+      } else if (chat) {
         choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      }
+      if (chat) {
         if (output.logprobs) {
           nlohmann::json content = nlohmann::json::array();
           for (const auto& e : c.logprobs)
@@ -250,7 +324,7 @@ class Job : public std::enable_shared_from_this<Job> {
         }
       }
       choice["logprobs"] = std::move(logprobs);
-      choice["finish_reason"] = c.finish_reason;
+      choice["finish_reason"] = reason;
       choice["stop_reason"] = or_null(c.stop_reason);
       if (output.prompt_logprobs)
         choice["prompt_logprobs"] = prompt_logprobs_json(tokenizer, c.prompt_logprobs);
@@ -295,8 +369,9 @@ void OpenAiServer::handle_completions(const nlohmann::json& body, const Exchange
   start_job(parse_completion_request(body, request_context(ready)), exchange, ready);
 }
 
-void OpenAiServer::handle_chat(const nlohmann::json& body, const Exchange& exchange, Ready& ready) {
-  check_model(body, ready);
+void OpenAiServer::handle_chat(const nlohmann::ordered_json& body, const Exchange& exchange,
+                               Ready& ready) {
+  check_model(nlohmann::json(body), ready);
   start_job(parse_chat_request(body, request_context(ready)), exchange, ready);
 }
 
@@ -330,6 +405,15 @@ void OpenAiServer::start_job(const ParsedRequest& parsed, const Exchange& exchan
   job->created = int64_t(std::time(nullptr));
   job->exchange = exchange;
   job->engine = &engine;
+  job->tool_format = parsed.tools.format(options_.tools);
+  job->parallel_tool_calls = parsed.tools.parallel;
+  // A server for Mistral models gives every call (forced ones too) ids its template takes.
+  job->short_call_ids = job->tool_format &&
+                        (job->tool_format->short_call_ids() || options_.tools.parser == "mistral");
+  if (job->tool_format && job->output.stream)
+    for (ChoiceState& c : job->choices)
+      c.tool_streamer =
+          std::make_unique<ToolCallStreamer>(*job->tool_format, job->parallel_tool_calls);
   job->start(std::move(requests));
 }
 

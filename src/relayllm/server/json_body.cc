@@ -8,22 +8,23 @@
 namespace relayllm {
 namespace {
 
-using json = nlohmann::json;
-
 // nlohmann's own parser is iterative, but its DOM callback cannot stop at a depth
 // without first building the deep value; this SAX handler builds the DOM itself,
-// stops at the limit, and knows the path of the value being parsed.
+// stops at the limit, and knows the path of the value being parsed. `json` is
+// nlohmann::json, or ordered_json where the client's key order matters (chat
+// templates print tools and arguments in the order the client wrote them).
+template <class json>
 class BoundedDomBuilder {
  public:
   explicit BoundedDomBuilder(int max_depth) : max_depth_(max_depth) {}
 
   bool null() { return put(nullptr); }
   bool boolean(bool v) { return put(v); }
-  bool number_integer(json::number_integer_t v) { return put(v); }
-  bool number_unsigned(json::number_unsigned_t v) { return put(v); }
-  bool number_float(json::number_float_t v, const std::string&) { return put(v); }
+  bool number_integer(typename json::number_integer_t v) { return put(v); }
+  bool number_unsigned(typename json::number_unsigned_t v) { return put(v); }
+  bool number_float(typename json::number_float_t v, const std::string&) { return put(v); }
   bool string(std::string& v) { return put(std::move(v)); }
-  bool binary(json::binary_t&) { return fail_here("binary values are not JSON"); }
+  bool binary(typename json::binary_t&) { return fail_here("binary values are not JSON"); }
   bool start_object(size_t) { return open(json::object()); }
   bool start_array(size_t) { return open(json::array()); }
   bool key(std::string& k) {
@@ -32,7 +33,7 @@ class BoundedDomBuilder {
   }
   bool end_object() { return close(); }
   bool end_array() { return close(); }
-  bool parse_error(size_t, const std::string&, const json::exception& e) {
+  bool parse_error(size_t, const std::string&, const nlohmann::json::exception& e) {
     std::string what = e.what();
     // "[json.exception.parse_error.101] parse error at ..." -> "parse error at ..."
     if (auto end = what.find("] "); what.rfind("[json.exception.", 0) == 0 && end != what.npos)
@@ -115,13 +116,22 @@ class BoundedDomBuilder {
   std::string error_;
 };
 
-}  // namespace
-
-json parse_json_body(std::string_view text, int max_depth) {
-  BoundedDomBuilder builder(max_depth);
+template <class json>
+json parse_bounded(std::string_view text, int max_depth) {
+  BoundedDomBuilder<json> builder(max_depth);
   bool ok = json::sax_parse(text.begin(), text.end(), &builder);
   if (!ok) fail_api(400, "malformed JSON body: {}", builder.error());
   return std::move(builder.result());
+}
+
+}  // namespace
+
+nlohmann::json parse_json_body(std::string_view text, int max_depth) {
+  return parse_bounded<nlohmann::json>(text, max_depth);
+}
+
+nlohmann::ordered_json parse_json_body_ordered(std::string_view text, int max_depth) {
+  return parse_bounded<nlohmann::ordered_json>(text, max_depth);
 }
 
 }  // namespace relayllm

@@ -16,5 +16,7 @@ inline constexpr int kDefaultMaxJsonDepth = 128;
 // Throws ApiError(400) on malformed JSON, numbers outside double range, and
 // arrays/objects nested more than `max_depth` levels (the top level is 1).
 nlohmann::json parse_json_body(std::string_view text, int max_depth);
+// The same, keeping the keys in the order of the body.
+nlohmann::ordered_json parse_json_body_ordered(std::string_view text, int max_depth);
 
 }  // namespace relayllm

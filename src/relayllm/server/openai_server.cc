@@ -208,6 +208,13 @@ void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, R
       fail_api(400, "the request body must be a JSON object, got {}", j.type_name());
     return j;
   };
+  // Chat bodies keep their key order: templates print tools and arguments as written.
+  auto ordered_body = [&]() {
+    nlohmann::ordered_json j = parse_json_body_ordered(request.body, options_.max_json_depth);
+    if (!j.is_object())
+      fail_api(400, "the request body must be a JSON object, got {}", j.type_name());
+    return j;
+  };
   auto allow = [&](const char* expected) {
     if (method != expected)
       fail_api(405, "method {} is not allowed on {} (use {})", method, path, expected);
@@ -217,7 +224,7 @@ void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, R
     handle_completions(body(), exchange, ready);
   } else if (path == "/v1/chat/completions") {
     allow("POST");
-    handle_chat(body(), exchange, ready);
+    handle_chat(ordered_body(), exchange, ready);
   } else if (path == "/v1/embeddings") {
     allow("POST");
     fail_api(400,
@@ -231,7 +238,7 @@ void OpenAiServer::route(const HttpRequest& request, const Exchange& exchange, R
     handle_models(exchange, ready);
   } else if (path == "/tokenize") {
     allow("POST");
-    handle_tokenize(body(), exchange, ready);
+    handle_tokenize(ordered_body(), exchange, ready);
   } else if (path == "/detokenize") {
     allow("POST");
     handle_detokenize(body(), exchange, ready);
@@ -310,16 +317,22 @@ void OpenAiServer::handle_metrics(const Exchange& exchange) {
   exchange->respond(200, "text/plain; version=0.0.4; charset=utf-8", std::move(text));
 }
 
-void OpenAiServer::handle_tokenize(const nlohmann::json& body, const Exchange& exchange,
-                                   Ready& ready) {
+void OpenAiServer::handle_tokenize(const nlohmann::ordered_json& ordered_body,
+                                   const Exchange& exchange, Ready& ready) {
+  const nlohmann::json body(ordered_body);
   const Tokenizer& tokenizer = ready.engine->tokenizer();
   std::vector<int32_t> ids;
   if (body.contains("messages")) {
     bool add_generation_prompt =
         json_fields::get_bool(body, "add_generation_prompt").value_or(true);
     nlohmann::json kwargs = body.value("chat_template_kwargs", nlohmann::json::object());
-    std::string text = render_chat(request_context(ready), normalize_messages(body["messages"]),
-                                   add_generation_prompt, kwargs);
+    RequestContext context = request_context(ready);
+    // The tools as a chat request would pass them (tool_choice is not needed here).
+    ToolSettings any_choice{"hermes", true};
+    nlohmann::ordered_json messages = normalize_messages(ordered_body["messages"]);
+    prepare_tool_messages(messages);
+    std::string text = render_chat(context, messages, add_generation_prompt, kwargs,
+                                   read_tool_request(ordered_body, any_choice).tools);
     ids = tokenizer.encode(text, json_fields::get_bool(body, "add_special_tokens").value_or(false));
   } else {
     auto prompt = json_fields::get_string(body, "prompt");
@@ -445,6 +458,7 @@ RequestContext OpenAiServer::request_context(const Ready& ready) const {
   context.relay_enabled = ready.engine->relay_enabled();
   context.chat_template = ready.chat_template ? &*ready.chat_template : nullptr;
   context.chat_template_error = ready.chat_template_error;
+  context.tools = options_.tools;
   context.grammar_compiler = ready.engine->serving().grammar_compiler.get();
   return context;
 }

@@ -38,6 +38,7 @@ struct OpenAiServerOptions {
   // is public so that scrapers need no key.
   bool metrics_require_api_key = false;
   std::string chat_template;  // template text; empty: the tokenizer's, else the default
+  ToolSettings tools;         // --tool-call-parser, --enable-auto-tool-choice
   AsyncEngineOptions engine;
   int32_t max_relay_prefixes = 64;  // named prefixes registered through the API
   int32_t max_n = 128;              // most choices per request
@@ -86,8 +87,8 @@ class OpenAiServer {
 
   void route(const HttpRequest& request, const Exchange& exchange, Ready& ready);
   void handle_completions(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
-  void handle_chat(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
-  void handle_tokenize(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
+  void handle_chat(const nlohmann::ordered_json& body, const Exchange& exchange, Ready& ready);
+  void handle_tokenize(const nlohmann::ordered_json& body, const Exchange& exchange, Ready& ready);
   void handle_detokenize(const nlohmann::json& body, const Exchange& exchange, Ready& ready);
   void handle_models(const Exchange& exchange, Ready& ready);
   void handle_metrics(const Exchange& exchange);

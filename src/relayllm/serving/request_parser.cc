@@ -66,13 +66,15 @@ void fit_max_tokens(SamplingParams& params, size_t prompt_len, int32_t max_model
 // The rendered system message, as a prefix of the prompt's tokens: with relay on it
 // becomes a shared prefix when it is both a text prefix and a token prefix of the
 // whole prompt (so attaching to it never changes the tokens the request sees).
-int32_t system_prefix_len(const RequestContext& context, const nlohmann::json& messages,
+int32_t system_prefix_len(const RequestContext& context, const nlohmann::ordered_json& messages,
                           const std::string& text, const std::vector<int32_t>& ids,
-                          const nlohmann::json& kwargs) {
+                          const nlohmann::json& kwargs, const nlohmann::ordered_json& tools) {
   if (messages[0]["role"] != "system" || messages.size() < 2) return 0;
   try {
+    // With the tools: templates that print them in the system part (Hermes, Qwen) make
+    // them part of the shared prefix.
     std::string system_text =
-        render_chat(context, nlohmann::json::array({messages[0]}), false, kwargs);
+        render_chat(context, nlohmann::ordered_json::array({messages[0]}), false, kwargs, tools);
     if (system_text.empty() || text.compare(0, system_text.size(), system_text) != 0) return 0;
     std::vector<int32_t> sys_ids = context.tokenizer->encode(system_text, false);
     if (sys_ids.size() < ids.size() && std::equal(sys_ids.begin(), sys_ids.end(), ids.begin()))
@@ -178,10 +180,14 @@ ParsedRequest parse_completion_request(const nlohmann::json& body, const Request
   return r;
 }
 
-ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContext& context) {
+ParsedRequest parse_chat_request(const nlohmann::ordered_json& ordered_body,
+                                 const RequestContext& context) {
+  const nlohmann::json body(ordered_body);  // typed field reads
   check_request_fields(body, RequestApi::kChat);
   if (!body.contains("messages")) fail("field 'messages' is required");
-  nlohmann::json messages = normalize_messages(body["messages"]);
+  nlohmann::ordered_json messages = normalize_messages(ordered_body["messages"]);
+  prepare_tool_messages(messages);
+  ToolRequest tools = read_tool_request(ordered_body, context.tools);
   bool add_generation_prompt = json_fields::get_bool(body, "add_generation_prompt").value_or(true);
   nlohmann::json kwargs =
       body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()
@@ -190,7 +196,7 @@ ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContex
   // vLLM passes documents to the template beside the messages (RAG templates).
   if (body.contains("documents") && !body["documents"].is_null())
     kwargs["documents"] = body["documents"];
-  std::string text = render_chat(context, messages, add_generation_prompt, kwargs);
+  std::string text = render_chat(context, messages, add_generation_prompt, kwargs, tools.tools);
   // The template writes the special tokens; vLLM's chat default adds none.
   std::vector<int32_t> ids = context.tokenizer->encode(
       text, json_fields::get_bool(body, "add_special_tokens").value_or(false));
@@ -201,15 +207,37 @@ ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContex
   read_common(body, context, r);
   r.params = sampling_params_from_json(body, context.defaults, SamplingDialect::kChat);
   read_structured_output(body, *context.tokenizer, context.grammar_compiler, r.params);
+  // "required" and a named function: the output is held to the call shape by a grammar (the
+  // schema vLLM uses), so any model returns a valid call.
+  if (nlohmann::ordered_json schema = tools.constraint_schema(); !schema.is_null()) {
+    if (r.params.constraint)
+      fail(
+          "field 'tool_choice': \"required\" or a named function constrains the output itself "
+          "and cannot be combined with response_format or guided_* fields");
+    structured::ConstraintSpec spec;
+    spec.kind = structured::ConstraintKind::kJsonSchema;
+    spec.text = schema.dump();
+    spec.field = "tool_choice";
+    r.params.constraint = compile_constraint(spec, context.grammar_compiler);
+  }
   r.explicit_max_tokens = json_fields::get_int(body, "max_completion_tokens").has_value() ||
                           json_fields::get_int(body, "max_tokens").has_value();
   r.output.logprobs = json_fields::get_bool(body, "logprobs").value_or(false);
   r.output.top_logprobs = int32_t(json_fields::get_int(body, "top_logprobs").value_or(0));
   r.output.prompt_logprobs = r.params.prompt_logprobs.has_value();
   if (context.relay_enabled && r.relay_prefix.empty() && !r.params.prompt_logprobs)
-    r.auto_prefix_len = system_prefix_len(context, messages, text, ids, kwargs);
+    r.auto_prefix_len = system_prefix_len(context, messages, text, ids, kwargs, tools.tools);
+  // Formats whose call markers are special tokens need them in the text (as vLLM's
+  // parsers for them ask).
+  if (auto format = tools.format(context.tools); format && format->keeps_special_tokens())
+    r.params.skip_special_tokens = false;
+  r.tools = std::move(tools);
   r.prompts.push_back({std::move(ids), std::move(text)});
   return r;
+}
+
+ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContext& context) {
+  return parse_chat_request(nlohmann::ordered_json(body), context);
 }
 
 GenerationRequest parse_generation_request(std::vector<int32_t> prompt_ids,
@@ -225,21 +253,24 @@ GenerationRequest parse_generation_request(std::vector<int32_t> prompt_ids,
   return r;
 }
 
-nlohmann::json normalize_messages(const nlohmann::json& messages) {
+namespace {
+
+template <class Json>
+Json normalize_messages_as(const Json& messages) {
   if (!messages.is_array()) fail("field 'messages' must be a list, got {}", messages.type_name());
   if (messages.empty()) fail("field 'messages' must not be empty");
-  nlohmann::json out = nlohmann::json::array();
+  Json out = Json::array();
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& m = messages[i];
     if (!m.is_object()) fail("messages[{}] must be an object, got {}", i, m.type_name());
     auto role_it = m.find("role");
     if (role_it == m.end() || !role_it->is_string()) fail("messages[{}].role must be a string", i);
-    std::string role = role_it->get<std::string>();
+    std::string role = role_it->template get<std::string>();
     if (role != "system" && role != "user" && role != "assistant" && role != "tool" &&
         role != "developer")
       fail("messages[{}].role '{}' is not one of system, user, assistant, tool, developer", i,
            role);
-    nlohmann::json normalized = m;
+    Json normalized = m;
     auto content_it = m.find("content");
     if (content_it == m.end() || content_it->is_null()) {
       normalized["content"] = "";
@@ -253,7 +284,7 @@ nlohmann::json normalize_messages(const nlohmann::json& messages) {
           fail("messages[{}].content[{}] must be a {{\"type\": \"text\", \"text\": ...}} part", i,
                k);
         if (k) text += "\n";
-        text += part["text"].get<std::string>();
+        text += part["text"].template get<std::string>();
       }
       normalized["content"] = text;
     } else if (!content_it->is_string()) {
@@ -265,8 +296,19 @@ nlohmann::json normalize_messages(const nlohmann::json& messages) {
   return out;
 }
 
-std::string render_chat(const RequestContext& context, const nlohmann::json& messages,
-                        bool add_generation_prompt, const nlohmann::json& kwargs) {
+}  // namespace
+
+nlohmann::json normalize_messages(const nlohmann::json& messages) {
+  return normalize_messages_as(messages);
+}
+
+nlohmann::ordered_json normalize_messages(const nlohmann::ordered_json& messages) {
+  return normalize_messages_as(messages);
+}
+
+std::string render_chat(const RequestContext& context, const nlohmann::ordered_json& messages,
+                        bool add_generation_prompt, const nlohmann::json& kwargs,
+                        const nlohmann::ordered_json& tools) {
   if (!context.chat_template)
     fail(
         "this model has no usable chat template ({}); start the server with "
@@ -278,7 +320,8 @@ std::string render_chat(const RequestContext& context, const nlohmann::json& mes
   options.add_generation_prompt = add_generation_prompt;
   options.bos_token = context.tokenizer->bos_token();
   options.eos_token = context.tokenizer->eos_token();
-  options.extra = kwargs;
+  if (!tools.is_null()) options.extra["tools"] = tools;
+  for (const auto& [key, value] : kwargs.items()) options.extra[key] = value;
   try {
     return context.chat_template->render(messages, options);
   } catch (const Error& e) {

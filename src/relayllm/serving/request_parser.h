@@ -14,6 +14,7 @@
 
 #include "relayllm/chat/chat_template.h"
 #include "relayllm/engine/sampling_params.h"
+#include "relayllm/serving/chat_tools.h"
 #include "relayllm/structured/grammar_compiler.h"
 #include "relayllm/tokenizer/tokenizer.h"
 
@@ -59,6 +60,7 @@ struct ParsedRequest {
   // context left and chat takes all of it.
   bool explicit_max_tokens = false;
   OutputOptions output;
+  ToolRequest tools;  // chat: tools, tool_choice, parallel_tool_calls
   // vLLM's request_id: the response id is built from it when given.
   std::string request_id;
 
@@ -77,6 +79,7 @@ struct RequestContext {
   // Chat: the template, or why there is none.
   const ChatTemplate* chat_template = nullptr;
   std::string chat_template_error;
+  ToolSettings tools;  // --tool-call-parser, --enable-auto-tool-choice
   // Compiles the structured-output constraints (response_format, guided_*); null: requests
   // that ask for one are refused.
   structured::GrammarCompiler* grammar_compiler = nullptr;
@@ -84,7 +87,9 @@ struct RequestContext {
 
 // POST /v1/completions bodies: prompt as a string, token ids, or a list of either.
 ParsedRequest parse_completion_request(const nlohmann::json& body, const RequestContext& context);
-// POST /v1/chat/completions bodies.
+// POST /v1/chat/completions bodies. The ordered form keeps the client's key order in
+// what the template prints (tools, tool-call arguments); the other sorts keys.
+ParsedRequest parse_chat_request(const nlohmann::ordered_json& body, const RequestContext& context);
 ParsedRequest parse_chat_request(const nlohmann::json& body, const RequestContext& context);
 // One CLI JSONL line's fields besides its prompt: sampling over `defaults`, relay_prefix and,
 // given a context (tokenizer, grammar compiler), the structured-output fields and bad_words.
@@ -99,7 +104,11 @@ std::vector<int32_t> read_token_ids(const nlohmann::json& value, const std::stri
 
 // Chat messages as a template sees them (text parts joined), and their rendering.
 nlohmann::json normalize_messages(const nlohmann::json& messages);
-std::string render_chat(const RequestContext& context, const nlohmann::json& messages,
-                        bool add_generation_prompt, const nlohmann::json& kwargs);
+nlohmann::ordered_json normalize_messages(const nlohmann::ordered_json& messages);
+// `tools` (null: none) reaches the template as transformers passes it; keys of
+// chat_template_kwargs override it, as in vLLM.
+std::string render_chat(const RequestContext& context, const nlohmann::ordered_json& messages,
+                        bool add_generation_prompt, const nlohmann::json& kwargs,
+                        const nlohmann::ordered_json& tools = nullptr);
 
 }  // namespace relayllm
