@@ -53,7 +53,9 @@ ServingEngine create_engine(const EngineOptions& options) {
   std::string default_sys_schema, default_sys_prompt;
   std::optional<LoadedModel> model;
   if (options.model.empty()) {
-    DefaultModel fallback = make_embedded_default_model(options.seed);
+    std::vector<std::filesystem::path> extra_venvs(options.default_model_venvs.begin(),
+                                                   options.default_model_venvs.end());
+    DefaultModel fallback = make_embedded_default_model(options.seed, extra_venvs);
     model.emplace(std::move(fallback.loaded));
     default_sys_schema = std::move(fallback.sys_schema);
     default_sys_prompt = std::move(fallback.sys_prompt);
@@ -101,8 +103,11 @@ ServingEngine create_engine(const EngineOptions& options) {
   serving.generation = loaded.generation;
   serving.engine = std::make_unique<Engine>(loaded.config, loaded.weights, loaded.tokenizer,
                                             std::move(backend), config);
-  if (!schema_text.empty())
+  if (!schema_text.empty()) {
     serving.sys_schema.emplace(schema_text, sys_prompt, schema_from_chat_template);
+    serving.sys_schema_text = schema_text;
+    serving.sys_schema_from_chat_template = schema_from_chat_template;
+  }
 
   Engine& engine = *serving.engine;
   if (config.enable_relay_attention) {
