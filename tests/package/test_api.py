@@ -55,12 +55,12 @@ def test_sampling_fields(llm):
     c = one(llm, max_tokens=8, stop_token_ids=[greedy.token_ids[2]]).outputs[0]
     assert c.finish_reason == "stop" and c.token_ids[-1] == greedy.token_ids[2]
     # max/min tokens and ignore_eos: a short answer that ends with EOS runs on.
-    short = one(llm, "Reply with just the word yes.", max_tokens=32).outputs[0]
+    short = one(llm, "What is the capital of France?", max_tokens=32).outputs[0]
     assert short.finish_reason == "stop"
     n = len(short.token_ids)
-    assert len(one(llm, "Reply with just the word yes.", max_tokens=n + 4,
+    assert len(one(llm, "What is the capital of France?", max_tokens=n + 4,
                    ignore_eos=True).outputs[0].token_ids) == n + 4
-    assert len(one(llm, "Reply with just the word yes.", max_tokens=n + 4,
+    assert len(one(llm, "What is the capital of France?", max_tokens=n + 4,
                    min_tokens=n + 2).outputs[0].token_ids) >= n + 2
     # penalties and min_p change the distribution but run.
     for field, value in (("presence_penalty", 1.5), ("frequency_penalty", 1.5),
@@ -70,7 +70,7 @@ def test_sampling_fields(llm):
     c = one(llm, max_tokens=3, logprobs=4).outputs[0]
     assert all(4 <= len(e) <= 5 for e in c.logprobs)
     # skip_special_tokens: with EOS kept in the text when asked.
-    kept = one(llm, "Reply with just the word yes.", max_tokens=32, skip_special_tokens=False,
+    kept = one(llm, "What is the capital of France?", max_tokens=32, skip_special_tokens=False,
                ignore_eos=True, stop_token_ids=[short.token_ids[-1]]).outputs[0]
     assert kept.token_ids[-1] == short.token_ids[-1]
 
@@ -191,7 +191,7 @@ def test_one_bad_prompt_raises_and_nothing_leaks(llm):
         llm.generate([Q, {"prompt_token_ids": [1, vocab + 5]}], SamplingParams(max_tokens=2),
                      use_tqdm=False)
     with pytest.raises(ValueError, match="prompt 0"):
-        llm.generate(["word " * 5000], SamplingParams(max_tokens=2), use_tqdm=False)
+        llm.generate(["word " * 10000], SamplingParams(max_tokens=2), use_tqdm=False)
     assert llm.stats()["num_free_blocks"] == free
     assert llm.stats()["num_running"] == 0 and llm.stats()["num_waiting"] == 0
 
@@ -269,7 +269,7 @@ def test_bad_generate_arguments(llm):
     with pytest.raises(TypeError, match="sampling_params"):
         llm.generate(["a"], {"max_tokens": 3}, use_tqdm=False)
     with pytest.raises(ValueError, match="stop_token_ids"):
-        llm.generate(["a"], SamplingParams(stop_token_ids=[10**7]), use_tqdm=False)
+        llm.generate(["a"], SamplingParams(stop_token_ids=[-1]), use_tqdm=False)
     with pytest.raises(ValueError, match="not registered|relay"):
         llm.generate(["a"], use_tqdm=False, relay_prefix="nope")
     with pytest.raises(TypeError, match="messages"):

