@@ -3,6 +3,10 @@
 // between Python and one Engine (llm_engine.h).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
 
 #include "llm_engine.h"
 #include "relayllm/common/error.h"
@@ -12,6 +16,12 @@ using relayllm::python::LlmEngine;
 
 PYBIND11_MODULE(_relayllm, m) {
   m.doc() = "relayllm's engine, in-process (use relayllm.LLM)";
+  // The engine logs as the CLI does: to stderr (stdout is the user's), at the level of
+  // RELAYLLM_LOG_LEVEL (trace, debug, info, warn, error, critical, off; default info).
+  if (!spdlog::get("relayllm")) spdlog::set_default_logger(spdlog::stderr_color_mt("relayllm"));
+  spdlog::set_pattern("[%H:%M:%S.%e] [%^%l%$] %v");
+  if (const char* level = std::getenv("RELAYLLM_LOG_LEVEL"); level && *level)
+    spdlog::set_level(spdlog::level::from_str(level));
   // The engine's errors are one line naming the bad input (field, value, file): ValueError.
   py::register_exception_translator([](std::exception_ptr p) {
     try {

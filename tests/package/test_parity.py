@@ -94,8 +94,11 @@ def test_chat_equals_generate_with_default_system_prompt(llm):
 
 def test_chat_relay_shares_the_system_message(relay_llm):
     sp = SamplingParams(max_tokens=4)
+    # Long enough to be worth a relay prefix (at least two KV blocks once rendered).
     system = {"role": "system", "content": "You are a pirate. You answer every question in "
-                                           "pirate speak, briefly, and you never break character."}
+                                           "pirate speak, briefly, and you never break character. "
+                                           "You sail the seven seas with a parrot and a crew of "
+                                           "forty, and you mention the parrot whenever you can."}
     out = relay_llm.chat([[system, {"role": "user", "content": p}] for p in PROMPTS], sp,
                          use_tqdm=False)
     assert all(o.relay_prefix_tokens > 0 for o in out)
