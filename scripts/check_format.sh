@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 command -v clang-format >/dev/null || { echo "clang-format not found: run scripts/install_deps.sh --test" >&2; exit 2; }
 
 # Generated files keep their generator's layout; test data is not source.
-mapfile -t files < <(find src tests bench tools -type f \
+mapfile -t files < <(find src python tests bench tools -type f \
   \( -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \) \
   -not -path 'tests/data/*' -not -path 'src/relayllm/tokenizer/unicode_tables.cc' | sort)
 

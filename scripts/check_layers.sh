@@ -23,6 +23,9 @@ declare -A allowed=(
   [engine]="model kv backend structured tokenizer common"
   [serving]="engine model kv backend backend/cpu backend/cuda chat structured tools tokenizer formats common"
   [server]="serving engine model kv backend chat structured tools tokenizer common"
+  # The Python package's extension module (python/bindings, outside src/relayllm): a client
+  # of the engine like the CLI, but never of the HTTP server or a backend's insides.
+  [../../python/bindings]="serving engine model kv backend chat structured tools tokenizer formats common"
 )
 
 # The layer a file or an included header belongs to: its folder, with backend's
@@ -32,6 +35,7 @@ layer_of() {
   case $path in
     backend/cpu/*) echo backend/cpu ;;
     backend/cuda/*) echo backend/cuda ;;
+    ../../python/bindings/*) echo ../../python/bindings ;;
     */*) echo "${path%%/*}" ;;
     *) echo "" ;;
   esac
@@ -53,5 +57,8 @@ while IFS= read -r file; do
       status=1
     fi
   done < <(grep -n -o -E '^#include "relayllm/[^"]+"' "$file" | sed -E 's/#include "relayllm\/([^"]+)"/\1/')
-done < <(find . -type f \( -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \) | sed 's#^\./##' | sort)
+done < <({
+  find . -type f \( -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \) | sed 's#^\./##'
+  [ -d ../../python/bindings ] && find ../../python/bindings -type f \( -name '*.h' -o -name '*.cc' \)
+} | sort)
 exit $status

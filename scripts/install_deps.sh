@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 with_tests=0
 [ "${1:-}" = --test ] && with_tests=1
 
-packages=(build-essential cmake pkg-config python3-venv
+packages=(build-essential cmake pkg-config python3-venv python3-dev
           nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libpcre2-dev libxxhash-dev
           libgtest-dev libboost-dev curl clang libclang-rt-dev)
 # The tests also check the sources' formatting (scripts/check_format.sh).

@@ -50,7 +50,8 @@ LoadedModel make_tiny_random_model(uint64_t seed) {
 
 }  // namespace
 
-std::optional<std::filesystem::path> find_default_gguf() {
+std::optional<std::filesystem::path> find_default_gguf(
+    const std::vector<std::filesystem::path>& extra_venvs) {
   if (const char* env = std::getenv("RELAYLLM_DEFAULT_MODEL"); env && *env) {
     if (std::string(env) == "none") return std::nullopt;
     RELAYLLM_CHECK(std::filesystem::is_regular_file(env),
@@ -62,18 +63,22 @@ std::optional<std::filesystem::path> find_default_gguf() {
   std::error_code ec;
   venvs.push_back(std::filesystem::current_path(ec) / ".venv");
   std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (!ec)
+  if (!ec) {
+    if (exe.parent_path().filename() == "bin") venvs.push_back(exe.parent_path().parent_path());
     for (std::filesystem::path dir = exe.parent_path(); !dir.empty(); dir = dir.parent_path()) {
       venvs.push_back(dir / ".venv");
       if (dir == dir.root_path()) break;
     }
+  }
+  venvs.insert(venvs.end(), extra_venvs.begin(), extra_venvs.end());
   for (const auto& venv : venvs)
     if (auto found = find_in_venv(venv)) return found;
   return std::nullopt;
 }
 
-DefaultModel make_embedded_default_model(uint64_t seed, const WeightFormatFilter& keep_formats) {
-  if (std::optional<std::filesystem::path> gguf = find_default_gguf()) {
+DefaultModel make_embedded_default_model(uint64_t seed, const WeightFormatFilter& keep_formats,
+                                         const std::vector<std::filesystem::path>& extra_venvs) {
+  if (std::optional<std::filesystem::path> gguf = find_default_gguf(extra_venvs)) {
     spdlog::info("no --model given: using the embedded default {}", gguf->string());
     DefaultModel model{load_model(*gguf, LoadFormat::kAuto, seed, {}, keep_formats), "", ""};
     const Tokenizer& tokenizer = model.loaded.tokenizer;

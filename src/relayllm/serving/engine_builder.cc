@@ -56,7 +56,9 @@ ServingEngine create_engine(const EngineOptions& options) {
   Backend* be = backend.get();
   const WeightFormatFilter keep = [be](WeightFormat f) { return be->supports_weight_format(f); };
   if (options.model.empty()) {
-    DefaultModel fallback = make_embedded_default_model(options.seed, keep);
+    std::vector<std::filesystem::path> extra_venvs(options.default_model_venvs.begin(),
+                                                   options.default_model_venvs.end());
+    DefaultModel fallback = make_embedded_default_model(options.seed, keep, extra_venvs);
     model.emplace(std::move(fallback.loaded));
     default_sys_schema = std::move(fallback.sys_schema);
     default_sys_prompt = std::move(fallback.sys_prompt);
@@ -104,8 +106,11 @@ ServingEngine create_engine(const EngineOptions& options) {
   serving.generation = loaded.generation;
   serving.engine = std::make_unique<Engine>(loaded.config, loaded.weights, loaded.tokenizer,
                                             std::move(backend), config);
-  if (!schema_text.empty())
+  if (!schema_text.empty()) {
     serving.sys_schema.emplace(schema_text, sys_prompt, schema_from_chat_template);
+    serving.sys_schema_text = schema_text;
+    serving.sys_schema_from_chat_template = schema_from_chat_template;
+  }
 
   Engine& engine = *serving.engine;
   serving.grammar_compiler = std::make_shared<structured::GrammarCompiler>(

@@ -32,6 +32,9 @@ struct EngineOptions {
   EngineConfig engine;
   std::string sys_prompt, sys_prompt_file, sys_schema, sys_schema_file;
   std::vector<std::string> relay_prefixes;  // NAME=FILE
+  // Environments searched for the default model after the usual places (default_model.h):
+  // the Python package passes its interpreter's prefix, which /proc/self/exe does not reveal.
+  std::vector<std::string> default_model_venvs;
   // When set, the backend is wrapped so that, while the profile records, every op's
   // time, bytes and FLOPs go into it and steps run op by op (no graphs); see
   // profiling_backend.h.
@@ -41,6 +44,11 @@ struct EngineOptions {
 struct ServingEngine {
   std::unique_ptr<Engine> engine;
   std::optional<SysSchema> sys_schema;  // set when a system prompt was given
+  // The schema's text as resolved (the user's, the default model's chat turns, or the
+  // plain default) and how its prefix is encoded, so a new system prompt can replace
+  // the old one under the same schema.
+  std::string sys_schema_text;
+  bool sys_schema_from_chat_template = false;
   std::string model_name;
   bool random_weights = false;
   std::optional<GenerationConfig> generation;

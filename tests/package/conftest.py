@@ -1,0 +1,90 @@
+"""Shared fixtures of the package tests: the installed package (build/python-env, made by
+scripts/install_package.sh), the CLI it is compared with, and LLMs on the default model."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "data" / "hf_fixtures"
+
+try:
+    import relayllm  # noqa: F401
+except ImportError as e:  # pragma: no cover - a setup problem, said plainly
+    raise SystemExit(f"the relayllm package is not installed here ({e}); run scripts/install_package.sh")
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """The `relayllm` command the package installed (the CLI binary itself)."""
+    command = Path(sys.prefix) / "bin" / "relayllm"
+    assert command.exists(), f"{command}: the package did not install the relayllm command"
+    return str(command)
+
+
+def run_cli(cli, args, lines=None, tmp_path=None, check=True):
+    cmd = [cli, "--log-level", "warn", "generate", *args]
+    if lines is not None:
+        path = tmp_path / "prompts.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        cmd += ["--prompts-file", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def llm():
+    from relayllm import LLM
+
+    return LLM(num_kv_blocks=512)
+
+
+@pytest.fixture(scope="session")
+def relay_llm():
+    from relayllm import LLM
+
+    return LLM(enable_relay_attention=True, num_kv_blocks=512)
+
+
+def make_tokenizer(folder: Path, bos_id: int, eos_id: int) -> None:
+    """A byte-level tokenizer for the tiny fixture models: 256 byte symbols, fillers, then
+    BOS and EOS at the ids config.json names."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
+    for i in range(len(vocab), min(bos_id, eos_id)):
+        vocab[f"<filler_{i}>"] = i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|bos|>", "<|eos|>"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<|bos|> $A", special_tokens=[("<|bos|>", bos_id)])
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"bos_token": "<|bos|>", "eos_token": "<|eos|>"}))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """The llama3 fixture (random weights, a few layers) with a byte-level tokenizer."""
+    folder = tmp_path_factory.mktemp("llama3_tiny")
+    for f in (FIXTURES / "llama3").iterdir():
+        shutil.copy(f, folder / f.name)
+    config = json.loads((folder / "config.json").read_text())
+    eos = config["eos_token_id"]
+    make_tokenizer(folder, config["bos_token_id"], eos[0] if isinstance(eos, list) else eos)
+    return folder
+
+
+def child_env():
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return env
