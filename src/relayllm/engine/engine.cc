@@ -239,9 +239,12 @@ BatchPlan Engine::build_plan(const std::vector<ScheduledSequence>& batch,
   // Registered prefixes are pinned outermost groups; automatic groups grow inside them
   // (or alone) over the own blocks that scheduled requests share.
   std::vector<RelayCandidate> candidates(batch.size());
-  const bool auto_groups = config_.enable_relay_attention && config_.auto_relay_groups &&
-                           config_.scheduler.enable_prefix_caching;
   const int32_t levels = backend_->max_relay_levels();
+  // Automatic groups only where the backend takes nested groups (the CPU reference): on a
+  // one-level backend (CUDA) they stay off, so its plans are the registered prefixes its GPU
+  // tests cover, until those tests cover automatic groups too.
+  const bool auto_groups = config_.enable_relay_attention && config_.auto_relay_groups &&
+                           config_.scheduler.enable_prefix_caching && levels > 1;
   for (size_t i = 0; i < batch.size(); ++i) {
     const Sequence& seq = *batch[i].seq;
     RelayCandidate& c = candidates[i];
