@@ -6,21 +6,30 @@
 namespace relayllm {
 namespace {
 
+// The opening both forced shapes share: leading space skipped, an output of only space held
+// back, anything else that does not start with `opener` malformed. Returns the opener's
+// position, or npos when `out` is already the scan's answer.
+size_t open_forced_shape(std::string_view text, char opener, ToolCallScan& out) {
+  const size_t pos = skip_json_space(text, 0);
+  if (pos == text.size()) {
+    out.hold_back = text.size();
+    return std::string_view::npos;
+  }
+  out.calls_started = true;
+  if (text[pos] != opener) {
+    out.malformed = true;
+    return std::string_view::npos;
+  }
+  return pos;
+}
+
 class NamedCallFormat : public ToolCallFormat {
  public:
   explicit NamedCallFormat(std::string name) : name_(std::move(name)) {}
   ToolCallScan scan(std::string_view text, bool) const override {
     ToolCallScan out;
-    size_t pos = skip_json_space(text, 0);
-    if (pos == text.size()) {
-      out.hold_back = text.size();
-      return out;
-    }
-    out.calls_started = true;
-    if (text[pos] != '{') {
-      out.malformed = true;
-      return out;
-    }
+    const size_t pos = open_forced_shape(text, '{', out);
+    if (pos == std::string_view::npos) return out;
     PartialCall call;
     call.name = name_;
     call.name_complete = true;
@@ -61,16 +70,8 @@ class RequiredCallsFormat : public ToolCallFormat {
  public:
   ToolCallScan scan(std::string_view text, bool) const override {
     ToolCallScan out;
-    size_t pos = skip_json_space(text, 0);
-    if (pos == text.size()) {
-      out.hold_back = text.size();
-      return out;
-    }
-    out.calls_started = true;
-    if (text[pos] != '[') {
-      out.malformed = true;
-      return out;
-    }
+    const size_t pos = open_forced_shape(text, '[', out);
+    if (pos == std::string_view::npos) return out;
     size_t end = scan_call_array(text, pos, out);
     if (end != std::string_view::npos && skip_json_space(text, end) != text.size())
       out.malformed = true;
