@@ -22,3 +22,7 @@ target_compile_definitions(relayllm_xgrammar PUBLIC XGRAMMAR_ENABLE_CPPTRACE=0)
 # Third-party code: its warnings are not ours to fix.
 target_compile_options(relayllm_xgrammar PRIVATE -w)
 target_link_libraries(relayllm_xgrammar PUBLIC Threads::Threads)
+# The left-recursion check (structured/left_recursion.cc) walks xgrammar's grammar
+# representation, which only its internal headers declare.
+set_source_files_properties(${PROJECT_SOURCE_DIR}/src/relayllm/structured/left_recursion.cc
+  PROPERTIES INCLUDE_DIRECTORIES "${RELAYLLM_XGRAMMAR_DIR}/cpp")
