@@ -198,6 +198,7 @@ TEST(StructuredCompiler, LeftRecursiveGrammarsAreRefusedOthersRun) {
           {ConstraintKind::kEbnf, "root ::= (\"a\" \"b\"?)* \"c\""},
           {ConstraintKind::kEbnf, "root ::= \"(\" root \")\" | \"x\""},
           {ConstraintKind::kRegex, "a*b?c+"},
+          {ConstraintKind::kRegex, ""},  // the empty string: xgrammar's converter read past it
           {ConstraintKind::kRegex, "(ab?)*c"},
           {ConstraintKind::kJsonSchema, R"({"type": "array", "items": {"$ref": "#"}})"},
           {ConstraintKind::kJsonSchema,
