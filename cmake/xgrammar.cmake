@@ -30,3 +30,7 @@ if(RELAYLLM_SANITIZE OR RELAYLLM_BUILD_FUZZERS)
   list(FILTER relayllm_xgrammar_options EXCLUDE REGEX "^-fsanitize")
   set_target_properties(relayllm_xgrammar PROPERTIES COMPILE_OPTIONS "${relayllm_xgrammar_options}")
 endif()
+# The left-recursion check (structured/left_recursion.cc) walks xgrammar's grammar
+# representation, which only its internal headers declare.
+set_source_files_properties(${PROJECT_SOURCE_DIR}/src/relayllm/structured/left_recursion.cc
+  PROPERTIES INCLUDE_DIRECTORIES "${RELAYLLM_XGRAMMAR_DIR}/cpp")

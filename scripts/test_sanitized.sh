@@ -21,7 +21,7 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1
   -DRELAYLLM_FUZZ_SECONDS="$fuzz_seconds" >&2
 # Only what the tests run: the CLI (server tests), the unit tests and the fuzzers.
 cmake --build "$build" -j"$jobs" --target relayllm relayllm_unit_tests \
-  fuzz_http_request fuzz_chat_template fuzz_model_json fuzz_gguf fuzz_safetensors >&2
+  fuzz_http_request fuzz_chat_template fuzz_model_json fuzz_gguf fuzz_safetensors fuzz_constraint >&2
 echo "sanitizer stage: build took $(( $(date +%s) - start )) s" >&2
 
 logs=$PWD/$build/sanitizer-logs

@@ -287,6 +287,14 @@ py::list LlmEngine::generate(const py::list& requests, const py::object& progres
     py::gil_scoped_release release;
     std::lock_guard lock(mutex_);
     Engine& eng = engine();
+    // With a context, the fields a JSONL line of `relayllm generate` takes are all read here
+    // too: structured outputs (guided_*, response_format), logit_bias, allowed_token_ids and
+    // bad_words.
+    RequestContext context;
+    context.tokenizer = &eng.tokenizer();
+    context.defaults = defaults_;
+    context.vocab_size = int32_t(eng.model_config().vocab_size);
+    context.grammar_compiler = serving_.grammar_compiler.get();
     // (prompt index, choice) of each engine request, in the order added.
     std::vector<std::pair<size_t, int32_t>> owners;
     std::vector<int64_t> ids;
@@ -307,7 +315,7 @@ py::list LlmEngine::generate(const py::list& requests, const py::object& progres
             prompt = std::move(in.ids);
           }
           GenerationRequest request =
-              parse_generation_request(std::move(prompt), *in.fields, defaults_);
+              parse_generation_request(std::move(prompt), *in.fields, defaults_, &context);
           if (in.auto_prefix_len > 0 && eng.config().enable_relay_attention &&
               request.relay_prefix.empty())
             eng.relay_prefixes().use_automatic(

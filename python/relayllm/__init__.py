@@ -11,10 +11,10 @@ options (enable_relay_attention, sys_prompt, sys_schema, fill_prefix_kv_cache).
 
 from .llm import LLM
 from .outputs import CompletionOutput, Logprob, RequestMetrics, RequestOutput
-from .sampling_params import SamplingParams
+from .sampling_params import GuidedDecodingParams, SamplingParams
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
-__all__ = ["LLM", "SamplingParams", "RequestOutput", "CompletionOutput", "Logprob",
+__all__ = ["LLM", "SamplingParams", "GuidedDecodingParams", "RequestOutput", "CompletionOutput", "Logprob",
            "RequestMetrics", "Tokenizer", "__version__"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Union
 
-__all__ = ["SamplingParams"]
+from .guided_decoding import GuidedDecodingParams
+
+__all__ = ["SamplingParams", "GuidedDecodingParams"]
 
 _UNSET: Any = object()
 
@@ -15,12 +17,8 @@ _MODEL_DEFAULTS = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "repetition_pen
 # vLLM fields relayllm does not implement: accepted at their "off" value only.
 _UNSUPPORTED_OFF = {
     "best_of": None,
-    "bad_words": None,
     "logits_processors": None,
     "truncate_prompt_tokens": None,
-    "guided_decoding": None,
-    "logit_bias": None,
-    "allowed_token_ids": None,
     "extra_args": None,
     "detokenize": True,
     "spaces_between_special_tokens": True,
@@ -70,11 +68,16 @@ class SamplingParams:
         prompt_logprobs: The same for every prompt token.
         include_stop_str_in_output: Keep the matched stop string in the text.
         skip_special_tokens: Leave special tokens out of the text.
+        bad_words: Words never generated (each as it tokenizes with and without a leading
+            space).
+        guided_decoding: A GuidedDecodingParams: the output follows a JSON schema, a regex,
+            a choice, an EBNF grammar or any JSON object (compiled with xgrammar).
+        logit_bias: {token id: bias} added to the logits, bias in [-100, 100].
+        allowed_token_ids: Only these token ids may be generated.
 
-    The other vLLM fields (best_of, bad_words, logits_processors, truncate_prompt_tokens,
-    guided_decoding, logit_bias, allowed_token_ids, extra_args, detokenize,
-    spaces_between_special_tokens, output_kind) are accepted at their default only; any
-    other value raises ValueError naming the field.
+    The other vLLM fields (best_of, logits_processors, truncate_prompt_tokens, extra_args,
+    detokenize, spaces_between_special_tokens, output_kind) are accepted at their default
+    only; any other value raises ValueError naming the field.
     """
 
     def __init__(
@@ -205,6 +208,7 @@ class SamplingParams:
                     f"SamplingParams: stop_token_ids[{i}] must be int, got {type(t).__name__}")
         for name in ("ignore_eos", "skip_special_tokens", "include_stop_str_in_output"):
             _check_type(name, getattr(self, name), (bool,))
+        self._verify_constraints()
         for name, off in _UNSUPPORTED_OFF.items():
             value = getattr(self, name)
             if name == "best_of" and value is not None and value == self.n:
@@ -213,6 +217,36 @@ class SamplingParams:
                 raise ValueError(
                     f"SamplingParams: {name}={value!r} is not supported by relayllm "
                     f"(only {off!r})")
+
+    def _verify_constraints(self) -> None:
+        # Types here; ranges and ids against the vocabulary are checked by the engine, which
+        # names the field in its error as the server does.
+        if self.guided_decoding is not None and not isinstance(self.guided_decoding,
+                                                               GuidedDecodingParams):
+            raise TypeError("SamplingParams: guided_decoding must be GuidedDecodingParams, "
+                            f"got {type(self.guided_decoding).__name__}")
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict):
+                raise TypeError("SamplingParams: logit_bias must be a dict of token id to "
+                                f"bias, got {type(self.logit_bias).__name__}")
+            for k, v in self.logit_bias.items():
+                if isinstance(k, bool) or not isinstance(k, int):
+                    raise TypeError(f"SamplingParams: logit_bias key {k!r} must be an int")
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise TypeError(f"SamplingParams: logit_bias[{k}] must be a number, "
+                                    f"got {type(v).__name__}")
+        for name in ("allowed_token_ids", "bad_words"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"SamplingParams: {name} must be a list, "
+                                f"got {type(value).__name__}")
+            item = str if name == "bad_words" else int
+            for i, v in enumerate(value):
+                if isinstance(v, bool) or not isinstance(v, item):
+                    raise TypeError(f"SamplingParams: {name}[{i}] must be {item.__name__}, "
+                                    f"got {type(v).__name__}")
 
     def _engine_fields(self) -> Dict[str, Any]:
         """The fields as the engine's request parser reads them (one JSONL line of
@@ -235,6 +269,14 @@ class SamplingParams:
             fields["stop"] = list(self.stop)
         if self.stop_token_ids:
             fields["stop_token_ids"] = list(self.stop_token_ids)
+        if self.guided_decoding is not None:
+            fields.update(self.guided_decoding.engine_fields())
+        if self.logit_bias:
+            fields["logit_bias"] = {str(k): float(v) for k, v in self.logit_bias.items()}
+        if self.allowed_token_ids is not None:
+            fields["allowed_token_ids"] = list(self.allowed_token_ids)
+        if self.bad_words:
+            fields["bad_words"] = list(self.bad_words)
         for name in self._explicit:
             value = getattr(self, name)
             fields[name] = value if name == "top_k" else float(value)

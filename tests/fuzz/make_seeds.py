@@ -222,9 +222,30 @@ def safetensors_seeds():
     put("safetensors", "one", safetensors_file([("w", "F32", [2], np.ones(2, np.float32).tobytes())]))
 
 
+def constraint_seeds():
+    """The first byte picks the kind (constraint_fuzz.cc): 0 JSON schema, 1 regex, 2 EBNF,
+    3 choices (one per line), 4 a structural tag (tag name, newline, schema); +0x80 allows
+    any whitespace."""
+    schema = {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 8}, "n": {"type": "integer", "minimum": 0},
+        "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 3},
+        "x": {"anyOf": [{"type": "number"}, {"type": "null"}]}}, "required": ["name"]}
+    put("constraint", "schema_object", bytes([0]) + json.dumps(schema).encode())
+    put("constraint", "schema_any_ws", bytes([0x80]) + json.dumps(schema).encode())
+    put("constraint", "schema_recursive", bytes([0]) + json.dumps(
+        {"type": "array", "items": {"$ref": "#"}}).encode())
+    put("constraint", "schema_pattern", bytes([0]) + json.dumps(
+        {"type": "string", "pattern": "[a-z]{2,4}-[0-9]+"}).encode())
+    put("constraint", "regex", bytes([1]) + b"(ab|c)*d?[0-9]{1,3}\.x+")
+    put("constraint", "ebnf", bytes([2]) + b'root ::= item ("," item)*\nitem ::= [a-z]+ | "(" root ")"')
+    put("constraint", "choices", bytes([3]) + b"yes\nno\nmaybe so")
+    put("constraint", "structural_tag", bytes([4]) + b"f\n" + json.dumps(schema).encode())
+
+
 if __name__ == "__main__":
     model_json_seeds()
     chat_template_seeds()
     http_seeds()
     gguf_seeds()
     safetensors_seeds()
+    constraint_seeds()

@@ -247,8 +247,13 @@ def test_bad_llm_arguments(kwargs, error, needle):
     (dict(stop_token_ids=["x"]), TypeError, "stop_token_ids"),
     (dict(ignore_eos=1), TypeError, "ignore_eos"),
     (dict(best_of=3), ValueError, "best_of"),
-    (dict(logit_bias={1: 2.0}), ValueError, "logit_bias"),
-    (dict(guided_decoding=object()), ValueError, "guided_decoding"),
+    (dict(logit_bias=[1, 2]), TypeError, "logit_bias"),
+    (dict(logit_bias={"1": 2.0}), TypeError, "logit_bias"),
+    (dict(logit_bias={1: "x"}), TypeError, r"logit_bias\[1\]"),
+    (dict(allowed_token_ids=[1, "a"]), TypeError, r"allowed_token_ids\[1\]"),
+    (dict(bad_words="word"), TypeError, "bad_words"),
+    (dict(guided_decoding=object()), TypeError, "guided_decoding"),
+    (dict(guided_decoding={"json": {}}), TypeError, "guided_decoding"),
 ])
 def test_bad_sampling_params(kwargs, error, needle):
     with pytest.raises(error, match=needle):

@@ -156,3 +156,33 @@ def test_malformed_bodies_are_400(server, body):
     assert r.status_code == 400, r.text[:300]
     assert r.json()["error"]["type"] == "invalid_request_error"
     assert_alive(server)
+
+
+# Constraints whose grammar can reach a rule again before matching a character (left
+# recursion, and repetitions of parts that can be empty) made the grammar matcher recurse until
+# the stack ended; every way to write one is a 400 naming the field, and the server keeps serving.
+LEFT_RECURSIVE = [
+    ("guided_grammar", "root ::= root"),
+    ("guided_grammar", 'root ::= x "a"\nx ::= "" | x'),
+    ("guided_grammar", 'root ::= ("a"?)*'),
+    ("guided_regex", "(a?)*"),
+    ("guided_regex", "(a*)*b"),
+    ("guided_regex", "(x|y?)+z"),
+    ("guided_json", {"anyOf": [{"$ref": "#"}, {"type": "integer"}]}),
+    ("guided_json", {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}),
+    ("response_format", {"type": "json_schema", "json_schema": {
+        "name": "loop", "schema": {"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}}}),
+]
+
+
+@pytest.mark.parametrize("case", range(len(LEFT_RECURSIVE)))
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_left_recursive_constraints_are_400(server, case, path):
+    field, value = LEFT_RECURSIVE[case]
+    body = {"prompt": "hi"} if path == "/v1/completions" else {
+        "messages": [{"role": "user", "content": "hi"}]}
+    body[field] = value
+    r = post(server, path, body)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]["message"] and "left-recursive" in r.text
+    assert_alive(server)

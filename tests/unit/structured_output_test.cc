@@ -1,9 +1,11 @@
 // The grammar layer (structured/): limits, the token table, the compiler's cache and errors, the
 // matcher's masks; the sampler's restrictions; the engine finishing constrained requests.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <random>
 #include <regex>
 #include <set>
 #include <string>
@@ -145,6 +147,134 @@ TEST(StructuredCompiler, CachesByTextAndReportsErrors) {
   }
   // A failure is not cached: the same text fails again.
   EXPECT_THROW(c.compile(spec_of(ConstraintKind::kRegex, "(ab")), ConstraintError);
+}
+
+// Runs a matcher over a grammar for a few greedy steps: the first allowed token each time.
+// A grammar xgrammar cannot run kills the process here (stack overflow), failing the test.
+void walk(GrammarCompiler& c, const ConstraintSpec& spec, int steps = 8) {
+  GrammarMatcher m(c.compile(spec));
+  for (int i = 0; i < steps && !m.is_terminated(); ++i) {
+    std::set<int32_t> ok = allowed(m);
+    ASSERT_FALSE(ok.empty());
+    ASSERT_TRUE(m.accept_token(*ok.begin()));
+  }
+}
+
+void expect_refused(GrammarCompiler& c, const ConstraintSpec& spec, const std::string& words) {
+  try {
+    c.compile(spec);
+    ADD_FAILURE() << "compiled: " << spec.text;
+  } catch (const ConstraintError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("field '" + spec.field + "'"), std::string::npos) << what;
+    EXPECT_NE(what.find(words), std::string::npos) << what;
+  }
+}
+
+// xgrammar's matcher recurses without end on a rule that can reach itself before matching a
+// byte; the compiler refuses those (every way to write one), and runs the look-alikes that
+// consume first.
+TEST(StructuredCompiler, LeftRecursiveGrammarsAreRefusedOthersRun) {
+  GrammarCompiler c = byte_compiler();
+  for (auto [kind, text] : std::vector<std::pair<ConstraintKind, std::string>>{
+           {ConstraintKind::kEbnf, "root ::= root"},
+           {ConstraintKind::kEbnf, "root ::= root \"a\" | \"b\""},
+           {ConstraintKind::kEbnf, "root ::= x \"a\"\nx ::= \"\" | x"},
+           {ConstraintKind::kEbnf, "root ::= a\na ::= b \"x\"\nb ::= c\nc ::= \"\" | a"},
+           {ConstraintKind::kEbnf, "root ::= (\"a\"?)*"},
+           {ConstraintKind::kEbnf, "root ::= ([a-z]*)+ \"!\""},
+           {ConstraintKind::kRegex, "(a?)*"},
+           {ConstraintKind::kRegex, "(a*)*b"},
+           {ConstraintKind::kRegex, "(a|b?)+c"},
+           {ConstraintKind::kJsonSchema, R"({"anyOf": [{"$ref": "#"}, {"type": "integer"}]})"},
+           {ConstraintKind::kJsonSchema,
+            R"({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}})"},
+       })
+    expect_refused(c, spec_of(kind, text, "guided_x"), "left-recursive");
+
+  for (
+      auto [kind, text] : std::vector<std::pair<ConstraintKind, std::string>>{
+          {ConstraintKind::kEbnf, "root ::= x \"a\"\nx ::= \"\" | \"b\" x"},
+          {ConstraintKind::kEbnf, "root ::= (\"a\" \"b\"?)* \"c\""},
+          {ConstraintKind::kEbnf, "root ::= \"(\" root \")\" | \"x\""},
+          {ConstraintKind::kRegex, "a*b?c+"},
+          {ConstraintKind::kRegex, ""},  // the empty string: xgrammar's converter read past it
+          {ConstraintKind::kRegex, "(ab?)*c"},
+          {ConstraintKind::kJsonSchema, R"({"type": "array", "items": {"$ref": "#"}})"},
+          {ConstraintKind::kJsonSchema,
+           R"({"type": "object", "properties": {"a": {"anyOf": [{"$ref": "#"}, {"type": "null"}]}}})"},
+      })
+    walk(c, spec_of(kind, text));
+}
+
+// A chain of rules that can each begin the next is expanded by recursion too: long ones are
+// refused before they reach the stack's end; shorter ones run.
+TEST(StructuredCompiler, LongChainsOfLeadingRulesAreBounded) {
+  GrammarCompiler c = byte_compiler();
+  auto chain = [](int n) {
+    std::string g = "root ::= r0 \"!\"\n";
+    for (int i = 0; i < n; ++i)
+      g += fmt::format("r{} ::= r{} \"a\" | \"b\"\n", i, i + 1);  // r{i} starts with r{i+1}
+    return g + fmt::format("r{} ::= \"c\"\n", n);
+  };
+  walk(c, spec_of(ConstraintKind::kEbnf, chain(100)));
+  expect_refused(c, spec_of(ConstraintKind::kEbnf, chain(2000), "guided_grammar"), "chain");
+}
+
+// Random small grammars over three rules, bodies drawn from bytes, empty strings, rule
+// references, optional and repeated parts: each is refused with a ConstraintError or runs.
+TEST(StructuredCompiler, RandomGrammarsAreRefusedOrRunNeverCrash) {
+  GrammarCompiler c = byte_compiler();
+  std::mt19937 rng(1234);
+  auto pick = [&](int n) { return int(rng() % uint32_t(n)); };
+  const char* names[] = {"root", "x", "y"};
+  auto atom = [&]() -> std::string {
+    switch (pick(7)) {
+      case 0:
+      case 1:
+        return "\"a\"";
+      case 2:
+        return "\"\"";
+      case 3:
+        return "[bc]";
+      default:
+        return names[pick(3)];
+    }
+  };
+  auto part = [&]() -> std::string {
+    std::string a = atom();
+    switch (pick(5)) {
+      case 0:
+        return "(" + a + ")?";
+      case 1:
+        return "(" + a + ")*";
+      case 2:
+        return "(" + a + " " + atom() + ")+";
+      default:
+        return a;
+    }
+  };
+  int refused = 0, ran = 0, left_recursive = 0;
+  for (int i = 0; i < 300; ++i) {
+    std::string g;
+    for (const char* name : names) {
+      g += std::string(name) + " ::= ";
+      const int alternatives = 1 + pick(3);
+      for (int k = 0; k < alternatives; ++k) g += (k ? " | " : "") + part() + " " + part();
+      g += "\n";
+    }
+    try {
+      walk(c, spec_of(ConstraintKind::kEbnf, g), 4);
+      ++ran;
+    } catch (const ConstraintError& e) {
+      ++refused;
+      left_recursive += std::string(e.what()).find("left-recursive") != std::string::npos;
+    }
+  }
+  std::printf("random grammars: %d ran, %d refused (%d as left-recursive)\n", ran, refused,
+              left_recursive);
+  EXPECT_GT(left_recursive, 0);
+  EXPECT_GT(ran, 0);
 }
 
 TEST(StructuredMatcher, MasksFollowTheGrammarAndEndWithTheStopToken) {

@@ -12,6 +12,7 @@
 
 #include "relayllm/structured/compiled_constraint_impl.h"
 #include "relayllm/structured/constraint_limits.h"
+#include "relayllm/structured/left_recursion.h"
 #include "relayllm/structured/token_table.h"
 
 namespace relayllm::structured {
@@ -49,6 +50,8 @@ xgrammar::Grammar to_grammar(const ConstraintSpec& spec) {
                                                std::nullopt, std::nullopt, false);
     }
     case ConstraintKind::kRegex:
+      // The empty regex matches the empty string; xgrammar's converter reads past its end.
+      if (spec.text.empty()) return xgrammar::Grammar::FromEBNF("root ::= \"\"");
       return xgrammar::Grammar::FromRegex(spec.text);
     case ConstraintKind::kEbnf:
       return xgrammar::Grammar::FromEBNF(spec.text);
@@ -158,6 +161,7 @@ std::shared_ptr<const CompiledConstraint> GrammarCompiler::compile(const Constra
       throw ConstraintError(fmt::format(
           "field '{}': the grammar it expands to has {} bytes, more than the {} allowed",
           spec.field, grammar_bytes, limits_.max_grammar_bytes));
+    check_left_recursion(grammar, spec.field);
     auto impl = std::make_shared<CompiledConstraint::Impl>(
         CompiledConstraint::Impl{state_->compiler->CompileGrammar(grammar), vocab_size_});
     auto compiled = std::make_shared<const CompiledConstraint>(std::move(impl));
