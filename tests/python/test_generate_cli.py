@@ -114,12 +114,17 @@ def log_softmax(row):
     return [x - m - s for x in row]
 
 
-def test_prompt_logprobs_match_transformers(binary, model_dir):
+# --dtype float32 is the reference path (fp32 weights and KV cache): fp32 rounding only, 1e-4.
+# The default CPU path keeps the KV cache in fp16 (2^-11 relative rounding of each K and V
+# value); tests/unit/cpu_kv_half_test.cc measures the logits moving up to 7.9e-4 relative on
+# these fixtures (8.1e-4 in logprob here): bound 5e-3.
+@pytest.mark.parametrize("dtype, bound", [("float32", 1e-4), ("auto", 5e-3)])
+def test_prompt_logprobs_match_transformers(binary, model_dir, dtype, bound):
     expected = json.loads((FIXTURES / "llama3" / "expected.json").read_text())
     worst = 0.0
     for seq in expected["sequences"]:
         ids = seq["input_ids"]
-        _, out = generate(binary, model_dir, ["--temperature", "0", "--max-tokens", "1"],
+        _, out = generate(binary, model_dir, ["--temperature", "0", "--max-tokens", "1", "--dtype", dtype],
                           [{"prompt_token_ids": ids, "prompt_logprobs": 3, "logprobs": 2}])
         result = out[0]
         plp = result["prompt_logprobs"]
@@ -135,7 +140,7 @@ def test_prompt_logprobs_match_transformers(binary, model_dir):
         last = seq["logits"][-1]
         assert result["token_ids"][0] == max(range(len(last)), key=lambda i: (last[i], -i))
         assert len(result["logprobs"]) == 1
-    assert worst < 1e-4, worst
+    assert worst < bound, worst
 
 
 def test_json_contract_stop_strings_and_errors(binary, model_dir):
