@@ -143,6 +143,25 @@ def test_prompt_logprobs_match_transformers(binary, model_dir, dtype, bound):
     assert worst < bound, worst
 
 
+def test_quantization_q8_0_and_the_default_kv_pool(binary, model_dir):
+    args = ["--temperature", "0", "--max-tokens", "4", "--ignore-eos", "--prompt", "Hello"]
+    proc, out = generate(binary, model_dir, args + ["--quantization", "q8_0"])
+    err = proc.stderr.decode()
+    assert "weight tensors quantized to Q8_0 at load" in err and " 0 weight tensors" not in err
+    assert len(out[0]["token_ids"]) == 4
+    # The pool is sized from the model and the workload unless --kv-cache-memory is given.
+    assert "kv cache:" in err and "--max-num-seqs 256" in err
+    proc, _ = generate(binary, model_dir, args + ["--kv-cache-memory", "0.01"])
+    assert "kv cache:" not in proc.stderr.decode()
+    proc, _ = generate(binary, model_dir, args + ["--max-num-seqs", "2", "--max-model-len", "64"])
+    # 2 x 64 tokens, fp16: 2 layers x 2 KV heads x 16 x 2 x 2 bytes = 256 B a token.
+    assert "kv cache: 0 MiB, 128 tokens of " in proc.stderr.decode()
+    proc, _ = generate(binary, model_dir, args + ["--quantization", "q8_0", "--dtype", "float32"],
+                       check=False)
+    assert proc.returncode != 0
+    assert "does not run Q8_0 weights" in proc.stderr.decode().strip().splitlines()[-1]
+
+
 def test_json_contract_stop_strings_and_errors(binary, model_dir):
     lines = [{"prompt": "abc", "max_tokens": 5, "temperature": 0},
              {"prompt": "x" * 400, "max_tokens": 5},                      # longer than max model len
@@ -199,6 +218,7 @@ def test_profile_ops_prints_a_table_per_step_kind_and_changes_no_token(binary, m
 @pytest.mark.parametrize("args, message", [
     (["--model", "/nonexistent-model-folder"], "does not exist"),
     (["--temperature", "-1"], "temperature"),
+    (["--quantization", "awq"], "--quantization awq"),
     (["--sys-schema", "no user marker"], "{__USR_PROMPT}"),
     (["--relay-prefix", "x=/no/such/file"], "--enable-relay-attention"),
     (["--enable-relay-attention", "--relay-prefix", "x=/no/such/file"], "/no/such/file"),
