@@ -10,8 +10,8 @@
 #include "relayllm/model/model_loader.h"
 #include "relayllm/model/weight_quantization.h"
 #include "relayllm/serving/backend_factory.h"
-#include "relayllm/serving/host_kv_budget.h"
 #include "relayllm/serving/default_model.h"
+#include "relayllm/serving/host_kv_budget.h"
 
 namespace relayllm {
 namespace {
@@ -93,8 +93,8 @@ ServingEngine create_engine(const EngineOptions& options) {
     config.kv_cache_budget =
         device_kv_budget(*backend, options.gpu_memory_utilization, config.scheduler);
     if (!config.kv_cache_budget && !options.kv_cache_memory_given)
-      config.kv_cache_budget = host_kv_budget(config.scheduler.max_num_seqs,
-                                              config.max_model_len, config.block_size);
+      config.kv_cache_budget =
+          host_kv_budget(config.scheduler.max_num_seqs, config.max_model_len, config.block_size);
   }
 
   std::string sys_prompt =

@@ -104,8 +104,8 @@ Tensor CpuBackend::empty(std::vector<int64_t> shape, DType dtype) {
   // resident only as blocks fill.
   const size_t n = std::max<size_t>(size_t(t.numel()), 1);
   if (dtype == DType::kF16)
-    t.storage = std::shared_ptr<void>(new uint16_t[n],
-                                      [](void* p) { delete[] static_cast<uint16_t*>(p); });
+    t.storage =
+        std::shared_ptr<void>(new uint16_t[n], [](void* p) { delete[] static_cast<uint16_t*>(p); });
   else
     t.storage =
         std::shared_ptr<void>(new float[n], [](void* p) { delete[] static_cast<float*>(p); });

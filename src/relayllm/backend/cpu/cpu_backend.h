@@ -78,8 +78,7 @@ class CpuBackend final : public Backend {
   template <typename Elem, typename Rows>
   void attention_rows(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
                       const BatchPlan& plan, Tensor& out, const Rows& kv_rows);
-  void linear_blocks_sgemm(const Tensor& x, const Tensor& weight, const Tensor* bias,
-                           Tensor& out);
+  void linear_blocks_sgemm(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
 
   ThreadPool pool_;
   bool block_weights_;
