@@ -1,10 +1,13 @@
 // The prefill path on block weights (cpu_linear_sgemm.cc: weight panels dequantized to fp32,
-// OpenBLAS sgemm) against the fp32 reference linear on the same decoded weights. Both are
-// fp32 products of identical values summed in different orders, so per output
-// |got - ref| <= K 2^-22 sum_i |w_i x_i| (a generous fp32 rounding bound; no activation
-// quantization on this path). Run for every block format, token counts around the switch
-// (sgemm_min_rows) and across several weight panels, with a bias, on 1 and 3 threads; and
-// below the switch the op must still be the integer kernels (their 8-bit error shows).
+// OpenBLAS sgemm) against the integer kernels (the same backend with the switch off), which
+// cpu_quant_kernels_test checks against the fp32 oracle. For quantized formats both paths
+// multiply the decoded weights by the same 8-bit activations (x~ = d q per 32 values); for
+// F16/BF16 both take x as it is. So they differ only by fp32 rounding, in different orders:
+// per output |got - ref| <= K 2^-22 sum_i |w_i x~_i| (generous). A path that skipped the
+// activation rounding would differ by up to d/2 per value (far above this bound). Run for
+// every block format, token counts around the switch (sgemm_min_rows) and across several
+// weight panels, with a bias, on 1 and 3 threads; below the switch the op must be the
+// integer kernels exactly.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -60,12 +63,13 @@ GgmlType ggml_type_of(WeightFormat f) {
   return GgmlType::kF32;
 }
 
-TEST(CpuSgemmPrefill, ManyRowsRunAsSgemmWithinFp32Rounding) {
+TEST(CpuSgemmPrefill, ManyRowsRunAsSgemmWithinFp32RoundingOfTheIntegerKernels) {
   CpuBackend probe(CpuBackendOptions{.num_threads = 1});
   if (probe.sgemm_min_rows() == 0) GTEST_SKIP() << "built without OpenBLAS";
   std::mt19937 rng(12);
   std::normal_distribution<float> normal;
-  CpuBackend reference(CpuBackendOptions{.num_threads = 1, .block_weights = false});
+  CpuBackend host(CpuBackendOptions{.num_threads = 1, .block_weights = false});
+  CpuBackend reference(CpuBackendOptions{.num_threads = 1, .sgemm_min_rows = 0});
   for (int threads : {1, 3}) {
     CpuBackend backend(CpuBackendOptions{.num_threads = threads, .sgemm_min_rows = 16});
     for (WeightFormat f :
@@ -79,16 +83,26 @@ TEST(CpuSgemmPrefill, ManyRowsRunAsSgemmWithinFp32Rounding) {
       const int64_t be = weight_block_layout(f).block_elements;
       dequantize_blocks(ggml_type_of(f), bytes, 0, size_t(n * k / be), w.data());
       Tensor wq = backend.upload_blocks(f, bytes, {n, k});
-      Tensor wf = reference.upload(w, {n, k}, DType::kF32);
+      Tensor wf = reference.upload_blocks(f, bytes, {n, k});
+      const bool quantized = f != WeightFormat::kF16 && f != WeightFormat::kBF16;
       std::vector<float> bias_host(static_cast<size_t>(n));
       for (float& v : bias_host) v = normal(rng);
-      Tensor bias = reference.upload(bias_host, {n}, DType::kF32);
+      Tensor bias = host.upload(bias_host, {n}, DType::kF32);
       for (int64_t t : {16, 17, 40}) {
         std::vector<float> xh(size_t(t * k));
         for (float& v : xh) v = normal(rng);
-        Tensor x = reference.upload(xh, {t, k}, DType::kF32);
-        Tensor out = backend.empty({t, n}, DType::kF32);
-        Tensor want = reference.empty({t, n}, DType::kF32);
+        Tensor x = host.upload(xh, {t, k}, DType::kF32);
+        Tensor out = host.empty({t, n}, DType::kF32);
+        Tensor want = host.empty({t, n}, DType::kF32);
+        // x~: the activations both paths multiply (8-bit rounded for quantized formats).
+        std::vector<float> xr = xh;
+        if (quantized)
+          for (int64_t r = 0; r < t; ++r) {
+            std::vector<cpu_quant::ActBlock> a(static_cast<size_t>(k / 32));
+            backend.kernels().quantize_row(xh.data() + r * k, k, a.data());
+            for (int64_t i = 0; i < k; ++i)
+              xr[size_t(r * k + i)] = a[size_t(i / 32)].d * float(a[size_t(i / 32)].qs[i % 32]);
+          }
         std::fill(out.data<float>(), out.data<float>() + t * n, std::nanf(""));
         backend.linear(x, wq, &bias, out);
         reference.linear(x, wf, &bias, want);
@@ -96,7 +110,7 @@ TEST(CpuSgemmPrefill, ManyRowsRunAsSgemmWithinFp32Rounding) {
           for (int64_t j = 0; j < n; ++j) {
             double abs_dot = std::fabs(bias_host[size_t(j)]);
             for (int64_t i = 0; i < k; ++i)
-              abs_dot += std::fabs(double(w[size_t(j * k + i)]) * xh[size_t(r * k + i)]);
+              abs_dot += std::fabs(double(w[size_t(j * k + i)]) * xr[size_t(r * k + i)]);
             const double bound = double(k) * std::ldexp(1.0, -22) * abs_dot + 1e-30;
             ASSERT_LE(
                 std::fabs(double(out.data<float>()[r * n + j]) - want.data<float>()[r * n + j]),

@@ -88,6 +88,8 @@ class CpuBackend final : public Backend {
   // The activation rows of the current linear op, quantized (one engine thread drives
   // a backend, so one buffer serves every op).
   std::vector<cpu_quant::ActBlock> act_;
+  // The same rows rounded back to fp32 (d * q), the sgemm prefill path's input.
+  std::vector<float> x_rounded_;
 };
 
 }  // namespace relayllm

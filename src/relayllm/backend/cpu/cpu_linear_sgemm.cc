@@ -4,7 +4,8 @@
 // integer dot kernels, whose cost is per (token, weight block) pair: measured in
 // bench/results/cpu_prefill_2026-12-05.md. The dequantized panel (kPanelRows weight rows)
 // stays in L2 while sgemm streams every token of x past it, so decoding W costs once per
-// op, not once per token. Compiled only when the build found OpenBLAS (RELAYLLM_HAVE_OPENBLAS).
+// op, not once per token. Quantized weights take the integer kernels' 8-bit activations
+// (below). Compiled only when the build found OpenBLAS (RELAYLLM_HAVE_OPENBLAS).
 #include <cblas.h>
 
 #include <algorithm>
@@ -35,6 +36,32 @@ void CpuBackend::linear_blocks_sgemm(const Tensor& x, const Tensor& weight, cons
   const float* xd = x.data<float>();
   const float* bd = bias ? bias->data<float>() : nullptr;
   float* od = out.data<float>();
+  if (weight.format != WeightFormat::kF16 && weight.format != WeightFormat::kBF16) {
+    // The same 8-bit activations as the integer kernels (x ~= d q per 32 values), so a row's
+    // result differs from the integer path only by fp32 rounding, not by the activation
+    // rounding: a request's greedy output then does not depend on how many rows its step
+    // had (prefix-cache hits, chunked prefill, batching move rows across the switch).
+    const int64_t blocks = k / cpu_quant::kActBlock;
+    act_.resize(size_t(t * blocks));
+    x_rounded_.resize(size_t(t * k));
+    cpu_quant::ActBlock* act = act_.data();
+    float* xr = x_rounded_.data();
+    const cpu_quant::QuantizeRowFn quantize = kernels_->quantize_row;
+    pool_.parallel_for(
+        size_t(t),
+        [&](size_t b, size_t e) {
+          for (size_t r = b; r < e; ++r) {
+            quantize(xd + r * size_t(k), k, act + r * size_t(blocks));
+            for (int64_t i = 0; i < k; ++i) {
+              const cpu_quant::ActBlock& a =
+                  act[r * size_t(blocks) + size_t(i / cpu_quant::kActBlock)];
+              xr[r * size_t(k) + size_t(i)] = a.d * float(a.qs[i % cpu_quant::kActBlock]);
+            }
+          }
+        },
+        16);
+    xd = xr;
+  }
   pool_.parallel_for(
       size_t(n),
       [&](size_t nb, size_t ne) {
