@@ -43,6 +43,7 @@ EngineOptions options_from_dict(const py::dict& options) {
                                        "block_size",
                                        "num_kv_blocks",
                                        "kv_cache_memory",
+                                       "quantization",
                                        "max_model_len",
                                        "max_num_batched_tokens",
                                        "max_num_seqs",
@@ -78,7 +79,11 @@ EngineOptions options_from_dict(const py::dict& options) {
   read(options, "num_kv_blocks", e.num_kv_blocks);
   double kv_gib = 0;
   read(options, "kv_cache_memory", kv_gib);
-  if (kv_gib > 0) e.kv_cache_bytes = size_t(kv_gib * double(size_t(1) << 30));
+  if (kv_gib > 0) {
+    e.kv_cache_bytes = size_t(kv_gib * double(size_t(1) << 30));
+    o.kv_cache_memory_given = true;
+  }
+  read(options, "quantization", o.quantization);
   read(options, "max_model_len", e.max_model_len);
   read(options, "max_num_batched_tokens", e.scheduler.max_num_batched_tokens);
   read(options, "max_num_seqs", e.scheduler.max_num_seqs);

@@ -39,7 +39,7 @@ _ENGINE_KWARGS: Dict[str, Tuple[type, ...]] = {
 _IGNORED_KWARGS = {"trust_remote_code", "disable_log_stats", "swap_space", "disable_custom_all_reduce",
                    "max_seq_len_to_capture", "disable_async_output_proc", "compilation_config"}
 # vLLM arguments relayllm does not implement: accepted at their default only.
-_UNSUPPORTED_KWARGS = {"quantization": None, "revision": None, "tokenizer_revision": None,
+_UNSUPPORTED_KWARGS = {"revision": None, "tokenizer_revision": None,
                        "pipeline_parallel_size": 1, "speculative_config": None,
                        "enable_lora": False, "cpu_offload_gb": 0, "hf_overrides": None,
                        "kv_cache_dtype": "auto", "download_dir": None}
@@ -92,7 +92,8 @@ class LLM:
         gpu_memory_utilization: cuda: share of device memory for weights, KV and activations.
         max_num_seqs: Most requests running at once (None: 256).
         **kwargs: The CLI's other engine options by name: load_format, num_threads,
-            block_size, num_kv_blocks, kv_cache_memory (GiB, CPU), max_num_batched_tokens,
+            block_size, num_kv_blocks, kv_cache_memory (GiB, CPU), quantization ("q8_0":
+            weights quantized to Q8_0 at load, CPU), max_num_batched_tokens,
             enable_chunked_prefill, max_relay_prefix_kv_fraction, relay_prefixes
             ({name: file}), cuda_graph_max_batch.
     """
@@ -182,6 +183,14 @@ class LLM:
             if name in _UNSUPPORTED_KWARGS:
                 if value != _UNSUPPORTED_KWARGS[name]:
                     raise ValueError(f"LLM: {name}={value!r} is not supported by relayllm")
+                continue
+            if name == "quantization":  # vLLM's argument: q8_0 quantizes at load (CPU)
+                if value in (None, "none", "gguf"):
+                    continue
+                if value != "q8_0":
+                    raise ValueError(f"LLM: quantization={value!r} is not supported by relayllm "
+                                     "(only 'q8_0', or None)")
+                options[name] = value
                 continue
             if name not in _ENGINE_KWARGS:
                 raise TypeError(f"LLM() got an unexpected keyword argument '{name}'")

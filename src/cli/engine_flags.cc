@@ -18,6 +18,9 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
   app.add_option("--dtype", o.dtype,
                  "auto | float32 | bfloat16 | float16 (cpu computes in float32)")
       ->capture_default_str();
+  app.add_option("--quantization,-q", o.quantization,
+                 "q8_0: quantize fp32/bf16/fp16 linear and embedding weights to Q8_0 at load "
+                 "(cpu); none or gguf: weights as stored (GGUF block formats stay)");
   app.add_option("--num-threads", o.num_threads, "CPU backend threads (0: one per core)")
       ->capture_default_str();
   app.add_option("--block-size", e.block_size, "Tokens per KV block")
@@ -28,8 +31,13 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option_function<double>(
-         "--kv-cache-memory", [&e](double gib) { e.kv_cache_bytes = size_t(gib * (1 << 30)); },
-         "KV cache size in GiB when --num-kv-blocks is 0 on the cpu backend (default 1)")
+         "--kv-cache-memory",
+         [&o](double gib) {
+           o.engine.kv_cache_bytes = size_t(gib * double(size_t(1) << 30));
+           o.kv_cache_memory_given = true;
+         },
+         "cpu: KV cache size in GiB when --num-kv-blocks is 0 (default: --max-num-seqs x "
+         "--max-model-len tokens, at most a quarter of the machine's memory)")
       ->check(CLI::PositiveNumber);
   app.add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
                  "cuda: share of the device's memory for weights, KV cache and activations; "

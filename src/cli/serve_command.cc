@@ -18,6 +18,7 @@
 #include "engine_flags.h"
 #include "relayllm/common/error.h"
 #include "relayllm/model/generation_config.h"
+#include "relayllm/model/weight_quantization.h"
 #include "relayllm/server/http_server.h"
 #include "relayllm/server/openai_server.h"
 #include "vllm_flags.h"
@@ -68,6 +69,7 @@ void apply_vllm_flags(ServeArgs& args) {
   VllmFlags& v = args.vllm;
   if (!v.log_level.empty()) spdlog::set_level(spdlog::level::from_str(v.log_level));
   check_vllm_flags(v);
+  parse_load_quantization(args.engine.quantization);  // a refused value fails before listening
   if (!v.positional_model.empty()) {
     RELAYLLM_CHECK(args.engine.model.empty() || args.engine.model == v.positional_model,
                    "the model is given twice: '{}' and --model '{}'", v.positional_model,

@@ -69,9 +69,6 @@ void add_vllm_flags(CLI::App& cmd, VllmFlags& f) {
                  "Sampling defaults: auto (the model's generation_config.json), vllm (none: "
                  "only the sampling flags), or a folder holding a generation_config.json")
       ->capture_default_str();
-  cmd.add_option("--quantization,-q", f.quantization,
-                 "Only gguf (GGUF files, dequantized at load) or none: no other quantized "
-                 "checkpoints are read");
   cmd.add_option("--max-logprobs", f.max_logprobs,
                  "Most logprobs and prompt_logprobs a request may ask for")
       ->capture_default_str()
@@ -118,11 +115,6 @@ void check_vllm_flags(const VllmFlags& f) {
                  "--kv-cache-dtype {}: not supported; the KV cache is kept in the compute dtype "
                  "(--dtype), only 'auto' is accepted",
                  f.kv_cache_dtype);
-  const std::string& q = f.quantization;
-  RELAYLLM_CHECK(q.empty() || q == "gguf" || q == "none" || q == "None",
-                 "--quantization {}: not supported; relayllm reads safetensors in their own dtype "
-                 "and GGUF files (dequantized at load), so only 'gguf' or 'none' is accepted",
-                 q);
   const std::string& m = f.tokenizer_mode;
   RELAYLLM_CHECK(m == "auto" || m == "hf" || m == "slow",
                  "--tokenizer-mode {}: not supported; relayllm reads the Hugging Face "

@@ -26,7 +26,6 @@ struct VllmFlags {
   std::string kv_cache_dtype = "auto";
   double swap_space = 4;
   std::string generation_config = "auto";
-  std::string quantization;
   int32_t max_logprobs = 20;
   std::string tokenizer_mode = "auto";
   std::string allowed_origins = "[\"*\"]", allowed_methods = "[\"*\"]", allowed_headers = "[\"*\"]";

@@ -138,35 +138,41 @@ TEST_P(HfLogitsBlocks, BlockKernelsMatchTheFp32PathAndTransformers) {
       for (auto [prefix, chunk] : variants)
         want[s].push_back(run_paged(ref_model, f.inputs[s], prefix,
                                     chunk > 0 ? chunk : int32_t(f.inputs[s].size())));
-    for (const cpu_quant::QuantKernels* table : cpu_quant::usable_quant_kernels()) {
-      CpuBackend backend(CpuBackendOptions{.num_threads = 2, .kernels = table->isa});
-      LlamaModel model(f.config, f.weights, backend, f.config.max_position_embeddings);
-      double worst_path = 0, worst_hf = 0;
-      for (size_t s = 0; s < f.inputs.size(); ++s) {
-        const auto& tokens = f.inputs[s];
-        const int32_t n = int32_t(tokens.size());
-        for (size_t v = 0; v < std::size(variants); ++v) {
-          const auto [prefix, chunk0] = variants[v];
-          const int32_t chunk = chunk0 > 0 ? chunk0 : n;
-          auto rows = run_paged(model, tokens, prefix, chunk);
-          for (size_t r = 0; r < rows.size(); ++r) {
-            const double e = relative_error(rows[r], want[s][v][r]);
-            worst_path = std::max(worst_path, e);
-            EXPECT_LT(e, c.bound_vs_fp32_path)
-                << GetParam() << " " << weight_format_name(c.format) << " " << table->isa
-                << " sequence " << s << " prefix " << prefix << " chunk " << chunk << " row " << r;
-            if (c.bound_vs_transformers > 0) {
-              const double h = relative_error(rows[r], f.logits[s][prefix + r]);
-              worst_hf = std::max(worst_hf, h);
-              EXPECT_LT(h, c.bound_vs_transformers) << GetParam() << " vs transformers";
+    // Both KV caches: fp32, and fp16 as the serving layer sets it up (cpu_kv_half_test bounds
+    // the fp16 rounding alone at 5e-3, well inside these bounds).
+    for (const cpu_quant::QuantKernels* table : cpu_quant::usable_quant_kernels())
+      for (DType kv : {DType::kF32, DType::kF16}) {
+        CpuBackend backend(
+            CpuBackendOptions{.num_threads = 2, .kernels = table->isa, .kv_dtype = kv});
+        LlamaModel model(f.config, f.weights, backend, f.config.max_position_embeddings);
+        double worst_path = 0, worst_hf = 0;
+        for (size_t s = 0; s < f.inputs.size(); ++s) {
+          const auto& tokens = f.inputs[s];
+          const int32_t n = int32_t(tokens.size());
+          for (size_t v = 0; v < std::size(variants); ++v) {
+            const auto [prefix, chunk0] = variants[v];
+            const int32_t chunk = chunk0 > 0 ? chunk0 : n;
+            auto rows = run_paged(model, tokens, prefix, chunk);
+            for (size_t r = 0; r < rows.size(); ++r) {
+              const double e = relative_error(rows[r], want[s][v][r]);
+              worst_path = std::max(worst_path, e);
+              EXPECT_LT(e, c.bound_vs_fp32_path)
+                  << GetParam() << " " << weight_format_name(c.format) << " " << table->isa
+                  << " sequence " << s << " prefix " << prefix << " chunk " << chunk << " row "
+                  << r;
+              if (c.bound_vs_transformers > 0) {
+                const double h = relative_error(rows[r], f.logits[s][prefix + r]);
+                worst_hf = std::max(worst_hf, h);
+                EXPECT_LT(h, c.bound_vs_transformers) << GetParam() << " vs transformers";
+              }
             }
           }
         }
+        std::printf(
+            "%s %s %s, %s KV: worst relative error %.2e vs the fp32 path, %.2e vs transformers\n",
+            GetParam().c_str(), weight_format_name(c.format).c_str(), table->isa,
+            dtype_name(kv).c_str(), worst_path, worst_hf);
       }
-      std::printf("%s %s %s: worst relative error %.2e vs the fp32 path, %.2e vs transformers\n",
-                  GetParam().c_str(), weight_format_name(c.format).c_str(), table->isa, worst_path,
-                  worst_hf);
-    }
   }
 }
 

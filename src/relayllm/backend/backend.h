@@ -44,6 +44,9 @@ class Backend {
   virtual std::string name() const = 0;
   // The dtype activations, weights and KV are kept in.
   virtual DType compute_dtype() const = 0;
+  // The dtype of the paged KV cache (KvLayer), which may be narrower than the compute
+  // dtype (the CPU backend keeps fp16 KV and computes in fp32).
+  virtual DType kv_dtype() const { return compute_dtype(); }
 
   // Memory. Contents of a new tensor are unspecified.
   virtual Tensor empty(std::vector<int64_t> shape, DType dtype) = 0;

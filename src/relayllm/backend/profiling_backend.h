@@ -23,6 +23,7 @@ class ProfilingBackend final : public Backend {
 
   std::string name() const override { return inner_->name(); }
   DType compute_dtype() const override { return inner_->compute_dtype(); }
+  DType kv_dtype() const override { return inner_->kv_dtype(); }
   Tensor empty(std::vector<int64_t> shape, DType dtype) override {
     return inner_->empty(std::move(shape), dtype);
   }

@@ -53,7 +53,7 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
   prefixes_.set_max_pinned_fraction(config_.max_prefix_kv_fraction);
   relay_cost_ = RelayCostModel::for_shape(pool_.block_size(), int32_t(config.num_heads),
                                           int32_t(config.num_kv_heads), int32_t(config.head_dim),
-                                          int32_t(dtype_size(backend_->compute_dtype())));
+                                          int32_t(dtype_size(backend_->kv_dtype())));
   set_enforce_eager(config_.enforce_eager);
   std::vector<int32_t> eos_ids = config.eos_token_ids;
   if (auto eos = tokenizer_.eos_token_id();

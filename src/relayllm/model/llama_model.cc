@@ -67,7 +67,7 @@ Tensor LlamaModel::upload(const HostTensor& host) {
 
 std::vector<KvLayer> LlamaModel::allocate_kv_cache(int32_t num_blocks, int32_t block_size) {
   std::vector<KvLayer> cache;
-  DType dtype = backend_.compute_dtype();
+  DType dtype = backend_.kv_dtype();
   for (int64_t l = 0; l < config_.num_layers; ++l)
     cache.push_back(
         {backend_.empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, dtype),
@@ -77,7 +77,7 @@ std::vector<KvLayer> LlamaModel::allocate_kv_cache(int32_t num_blocks, int32_t b
 
 size_t LlamaModel::kv_bytes_per_block(int32_t block_size) const {
   return size_t(2) * config_.num_layers * block_size * config_.num_kv_heads * config_.head_dim *
-         dtype_size(backend_.compute_dtype());
+         dtype_size(backend_.kv_dtype());
 }
 
 LlamaModel::Activations LlamaModel::make_activations(int64_t t, int64_t logit_rows) {

@@ -84,7 +84,8 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
           config.eos_token_ids.end())
         config.eos_token_ids.push_back(id);
   bool random = format == LoadFormat::kDummy;
-  ModelWeights weights = random ? make_dummy_weights(config, seed) : load_weights(dir, config);
+  ModelWeights weights =
+      random ? make_dummy_weights(config, seed) : load_weights(dir, config, nullptr, keep_formats);
   Tokenizer tokenizer = load_tokenizer(tokenizer_dir.empty() ? dir : tokenizer_dir);
   RELAYLLM_CHECK(tokenizer.vocab_size() <= config.vocab_size,
                  "{}: the tokenizer has {} tokens but the model's vocab_size is {}",

@@ -35,8 +35,9 @@ struct LoadedModel {
 // and, unless format is kDummy, the safetensors checkpoint. Eos ids of
 // generation_config.json are merged into config.eos_token_ids. The tokenizer comes
 // from tokenizer_dir when given, else from dir.
-// `keep_formats`: which block formats of a GGUF file stay as they are (see
-// load_gguf_weights); empty: all weights in fp32.
+// `keep_formats`: which block formats of a GGUF file, and which 16-bit float dtypes of a
+// safetensors checkpoint, stay as they are (see load_gguf_weights, load_weights); empty:
+// all weights in fp32.
 LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
                        const std::filesystem::path& tokenizer_dir = {},
                        const WeightFormatFilter& keep_formats = {});

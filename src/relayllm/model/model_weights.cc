@@ -92,7 +92,7 @@ std::vector<WeightSlot> weight_slots(ModelWeights& w, const ModelConfig& c) {
 }
 
 ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config,
-                          ThreadPool* pool) {
+                          ThreadPool* pool, const WeightFormatFilter& keep) {
   const auto start = std::chrono::steady_clock::now();
   SafetensorsCheckpoint checkpoint(model_dir);
   check_layer_tensors(checkpoint.tensor_names(), "model.layers.", config.num_layers,
@@ -130,6 +130,18 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
     const TensorView& view = *views[i];
     HostTensor& tensor = *slots[i].tensor;
     tensor.shape = slots[i].shape;
+    const WeightKind kind = slots[i].kind;
+    const WeightFormat half = view.dtype == SafetensorsDType::kBF16  ? WeightFormat::kBF16
+                              : view.dtype == SafetensorsDType::kF16 ? WeightFormat::kF16
+                                                                     : WeightFormat::kNone;
+    if ((kind == WeightKind::kLinear || kind == WeightKind::kEmbedding) &&
+        half != WeightFormat::kNone && keep && keep(half) && tensor.shape.size() == 2) {
+      // Same little-endian 16-bit values as the backend's kF16/kBF16 rows: copied as they are.
+      tensor.format = half;
+      tensor.blocks.assign(view.bytes.begin(), view.bytes.end());
+      done_bytes += view.bytes.size();
+      continue;
+    }
     tensor.data.resize(size_t(view.numel()));
     float* out = tensor.data.data();
     workers.parallel_for(

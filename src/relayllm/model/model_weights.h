@@ -60,11 +60,14 @@ struct WeightSlot {
 std::vector<WeightSlot> weight_slots(ModelWeights& weights, const ModelConfig& config);
 
 // Loads model.safetensors or the sharded index from model_dir, converting F32/F16/BF16
-// to fp32. Missing tensors and wrong shapes throw Error naming the file and tensor;
-// tensors the config does not need (rotary inv_freq, a tied lm_head) are ignored.
-// Conversion runs on `pool` when given, else on a pool of its own.
+// to fp32. Linear and embedding tensors stored in BF16 or F16 stay 16-bit (`blocks`, format
+// kBF16/kF16) when `keep` accepts that format: a bf16 checkpoint then takes half the memory
+// of its fp32 copy and the backend's half kernels read it. Missing tensors and wrong shapes
+// throw Error naming the file and tensor; tensors the config does not need (rotary
+// inv_freq, a tied lm_head) are ignored. Conversion runs on `pool` when given, else on a
+// pool of its own.
 ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config,
-                          ThreadPool* pool = nullptr);
+                          ThreadPool* pool = nullptr, const WeightFormatFilter& keep = {});
 
 // Random weights from the config alone, identical bytes for the same seed on any
 // platform and thread count. Linear/embedding weights ~ U(-a, a), a = sqrt(3 / in_features)

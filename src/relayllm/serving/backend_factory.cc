@@ -33,11 +33,25 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
   cpu.num_threads = options.num_threads;
   // --dtype float32 is the reference path: every weight dequantized to fp32 at load.
   cpu.block_weights = options.dtype == "auto" || parse_dtype(options.dtype) != DType::kF32;
+  // The same switch picks the KV cache: fp16 on the fast path, fp32 on the reference path.
+  cpu.kv_dtype = cpu.block_weights ? DType::kF16 : DType::kF32;
   if (const char* kernels = std::getenv("RELAYLLM_CPU_KERNELS")) cpu.kernels = kernels;
   if (const char* pin = std::getenv("RELAYLLM_CPU_PIN")) cpu.pin_threads = std::string(pin) == "1";
+  if (const char* rows = std::getenv("RELAYLLM_CPU_SGEMM_MIN_ROWS")) {
+    char* end = nullptr;
+    const long v = std::strtol(rows, &end, 10);
+    RELAYLLM_CHECK(end != rows && *end == '\0' && v >= 0 && v <= (1 << 30),
+                   "RELAYLLM_CPU_SGEMM_MIN_ROWS={}: expected a row count >= 0 (0: never sgemm)",
+                   rows);
+    cpu.sgemm_min_rows = int(v);
+  }
   auto backend = std::make_unique<CpuBackend>(cpu);
-  spdlog::info("cpu backend: {} threads, {} weights, {} kernels", backend->pool().size(),
-               cpu.block_weights ? "block-format" : "fp32", backend->kernels().isa);
+  spdlog::info("cpu backend: {} threads, {} weights, {} kernels, {} KV cache, prefill {}",
+               backend->pool().size(), cpu.block_weights ? "block-format" : "fp32",
+               backend->kernels().isa, dtype_name(cpu.kv_dtype),
+               backend->sgemm_min_rows() > 0
+                   ? fmt::format("sgemm from {} rows", backend->sgemm_min_rows())
+                   : std::string("on the integer kernels"));
   return backend;
 }
 

@@ -8,8 +8,10 @@
 #include "relayllm/backend/profiling_backend.h"
 #include "relayllm/common/error.h"
 #include "relayllm/model/model_loader.h"
+#include "relayllm/model/weight_quantization.h"
 #include "relayllm/serving/backend_factory.h"
 #include "relayllm/serving/default_model.h"
+#include "relayllm/serving/host_kv_budget.h"
 
 namespace relayllm {
 namespace {
@@ -50,6 +52,8 @@ SamplingParams default_sampling_params(const std::optional<GenerationConfig>& ge
 ServingEngine create_engine(const EngineOptions& options) {
   std::unique_ptr<Backend> backend =
       make_backend(BackendOptions{options.device, options.dtype, options.num_threads});
+  // Checked before loading, so a bad value fails fast.
+  const LoadQuantization quantization = parse_load_quantization(options.quantization);
   std::string default_sys_schema, default_sys_prompt;
   std::optional<LoadedModel> model;
   // Weights in a format the backend runs directly stay in it (GGUF blocks on the cpu).
@@ -67,17 +71,30 @@ ServingEngine create_engine(const EngineOptions& options) {
                              options.tokenizer, keep));
   }
   LoadedModel& loaded = *model;
+  if (quantization != LoadQuantization::kNone) {
+    RELAYLLM_CHECK(backend->supports_weight_format(WeightFormat::kQ8_0),
+                   "--quantization {}: the {} backend does not run Q8_0 weights here (the cpu "
+                   "backend does, except with --dtype float32, the fp32 reference path)",
+                   options.quantization, backend->name());
+    const size_t n = quantize_weights(loaded.weights, loaded.config, quantization);
+    spdlog::info("--quantization {}: {} weight tensors quantized to Q8_0 at load",
+                 options.quantization, n);
+  }
   EngineConfig config = options.engine;
   config.seed = options.seed;
-  if (config.num_kv_blocks == 0)
-    config.kv_cache_budget =
-        device_kv_budget(*backend, options.gpu_memory_utilization, config.scheduler);
   if (loaded.config.sliding_window &&
       (config.max_model_len <= 0 || config.max_model_len > *loaded.config.sliding_window)) {
     // Attention here is over the full context; capping the length keeps it exact.
     spdlog::warn("the model uses a sliding window of {} tokens: capping max model len to it",
                  *loaded.config.sliding_window);
     config.max_model_len = int32_t(*loaded.config.sliding_window);
+  }
+  if (config.num_kv_blocks == 0) {
+    config.kv_cache_budget =
+        device_kv_budget(*backend, options.gpu_memory_utilization, config.scheduler);
+    if (!config.kv_cache_budget && !options.kv_cache_memory_given)
+      config.kv_cache_budget =
+          host_kv_budget(config.scheduler.max_num_seqs, config.max_model_len, config.block_size);
   }
 
   std::string sys_prompt =

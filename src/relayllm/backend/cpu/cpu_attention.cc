@@ -15,16 +15,18 @@
 namespace relayllm {
 namespace {
 
+// One KV head of a paged pool, K and V rows of `Elem` (float, or uint16_t for fp16).
+template <typename Elem>
 struct PagedKv {
-  const float* k;
-  const float* v;
+  const Elem* k;
+  const Elem* v;
   const int32_t* block_table;
   int32_t block_size;
   int64_t token_stride;  // num_kv_heads * head_dim
   int64_t head_offset;   // kv_head * head_dim
 
-  const float* key(int32_t token) const { return k + offset(token); }
-  const float* value(int32_t token) const { return v + offset(token); }
+  const Elem* key(int32_t token) const { return k + offset(token); }
+  const Elem* value(int32_t token) const { return v + offset(token); }
   int64_t offset(int32_t token) const {
     int64_t slot = int64_t(block_table[token / block_size]) * block_size + token % block_size;
     return slot * token_stride + head_offset;
@@ -44,12 +46,32 @@ float dot(const float* q, const float* k, int32_t n) {
   return sum;
 }
 
+// The two row operations attention needs, per KV element type. fp32 rows: inline loops
+// (the reference path). fp16 rows: the kernel table's, F16C/AVX-512 conversions when the
+// CPU has them (chosen by CPUID with the rest of the table), fp32 products and sums.
+struct F32Rows {
+  float dot(const float* q, const float* k, int32_t n) const { return relayllm::dot(q, k, n); }
+  void axpy(float p, const float* v, float* o, int32_t n) const {
+    for (int32_t d = 0; d < n; ++d) o[d] += p * v[d];
+  }
+};
+struct F16Rows {
+  const cpu_quant::QuantKernels* kernels;
+  float dot(const float* q, const uint16_t* k, int32_t n) const {
+    return kernels->half_dot[int(WeightFormat::kF16)](n, k, q);
+  }
+  void axpy(float p, const uint16_t* v, float* o, int32_t n) const {
+    kernels->f16_axpy(n, p, v, o);
+  }
+};
+
 // Softmax attention of one query over tokens [0, n), fp32 accumulation. Keys are taken a
 // chunk at a time: the chunk's scores first, then one max and one rescale of o per chunk
 // (not per token), then the values (o += p * v vectorises). Writes o (head_dim) and
 // returns the natural-log partition lse.
-float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, float scale,
-             float* o) {
+template <typename Elem, typename Rows>
+float attend(const float* q, const PagedKv<Elem>& kv, int32_t n, int32_t head_dim, float scale,
+             const Rows& rows, float* o) {
   constexpr int32_t kChunk = 32;
   for (int32_t d = 0; d < head_dim; ++d) o[d] = 0;
   if (n == 0) return -std::numeric_limits<float>::infinity();
@@ -60,7 +82,7 @@ float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, flo
     const int32_t c = std::min(kChunk, n - t0);
     float chunk_max = -std::numeric_limits<float>::infinity();
     for (int32_t i = 0; i < c; ++i) {
-      s[i] = dot(q, kv.key(t0 + i), head_dim) * scale;
+      s[i] = rows.dot(q, kv.key(t0 + i), head_dim) * scale;
       chunk_max = std::max(chunk_max, s[i]);
     }
     const float new_max = std::max(running_max, chunk_max);
@@ -70,8 +92,7 @@ float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, flo
     for (int32_t i = 0; i < c; ++i) {
       const float p = std::exp(s[i] - new_max);
       denominator += p;
-      const float* value = kv.value(t0 + i);
-      for (int32_t d = 0; d < head_dim; ++d) o[d] += p * value[d];
+      rows.axpy(p, kv.value(t0 + i), o, head_dim);
     }
     running_max = new_max;
   }
@@ -83,6 +104,17 @@ float attend(const float* q, const PagedKv& kv, int32_t n, int32_t head_dim, flo
 
 void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
                            const BatchPlan& plan, Tensor& out) {
+  RELAYLLM_CHECK(
+      kv.k.dtype == kv.v.dtype && (kv.k.dtype == DType::kF32 || kv.k.dtype == DType::kF16),
+      "cpu attention: KV cache of {} (expected float32 or float16)", dtype_name(kv.k.dtype));
+  if (kv.k.dtype == DType::kF16)
+    return attention_rows<uint16_t>(q, kv, shape, plan, out, F16Rows{kernels_});
+  attention_rows<float>(q, kv, shape, plan, out, F32Rows{});
+}
+
+template <typename Elem, typename Rows>
+void CpuBackend::attention_rows(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
+                                const BatchPlan& plan, Tensor& out, const Rows& kv_rows) {
   const int32_t hq = shape.num_heads, hk = shape.num_kv_heads, d = shape.head_dim;
   const int32_t group_size = hq / hk;
   const int32_t rows = plan.num_rows();
@@ -90,8 +122,9 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
   float* od = out.data<float>();
 
   auto paged = [&](int32_t table_start, int32_t kv_head) {
-    return PagedKv{kv.k.data<float>(), kv.v.data<float>(), plan.block_tables.data() + table_start,
-                   plan.block_size,    int64_t(hk) * d,    int64_t(kv_head) * d};
+    return PagedKv<Elem>{
+        kv.k.data<Elem>(), kv.v.data<Elem>(), plan.block_tables.data() + table_start,
+        plan.block_size,   int64_t(hk) * d,   int64_t(kv_head) * d};
   };
 
   // Stage 1: one item per (group, row) of every group; a row of a nested group is in
@@ -124,7 +157,7 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
       int32_t row = prefix_items[item].row;
       prefix_lse[i] =
           attend(qd + (int64_t(row) * hq + h) * d, paged(group.block_table_start, h / group_size),
-                 group.prefix_len, d, shape.scale, prefix_o.data() + i * d);
+                 group.prefix_len, d, shape.scale, kv_rows, prefix_o.data() + i * d);
     }
   });
 
@@ -143,7 +176,7 @@ void CpuBackend::attention(const Tensor& q, const KvLayer& kv, const AttentionSh
       float* o = od + (int64_t(row) * hq + h) * d;
       float lse_own =
           attend(qd + (int64_t(row) * hq + h) * d, paged(seq.block_table_start, h / group_size),
-                 visible, d, shape.scale, own.data());
+                 visible, d, shape.scale, kv_rows, own.data());
       const int32_t first_item = items_per_row[size_t(row)];
       const int32_t last_item = items_per_row[size_t(row) + 1];
       if (first_item == last_item) {

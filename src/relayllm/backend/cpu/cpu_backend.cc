@@ -26,6 +26,10 @@ void rmsnorm_row(const float* x, const float* w, float eps, int64_t n, float* ou
 
 }  // namespace
 
+#ifdef RELAYLLM_HAVE_OPENBLAS
+void cpu_sgemm_init();  // cpu_linear_sgemm.cc
+#endif
+
 CpuBackend::CpuBackend(int num_threads)
     : CpuBackend([num_threads] {
         CpuBackendOptions options;
@@ -36,7 +40,16 @@ CpuBackend::CpuBackend(int num_threads)
 CpuBackend::CpuBackend(const CpuBackendOptions& options)
     : pool_(options.num_threads, options.pin_threads),
       block_weights_(options.block_weights),
-      kernels_(&cpu_quant::select_quant_kernels(options.kernels)) {}
+      kernels_(&cpu_quant::select_quant_kernels(options.kernels)),
+      kv_dtype_(options.kv_dtype) {
+  RELAYLLM_CHECK(kv_dtype_ == DType::kF32 || kv_dtype_ == DType::kF16,
+                 "cpu backend: KV cache in {} is not supported (float32 or float16)",
+                 dtype_name(kv_dtype_));
+#ifdef RELAYLLM_HAVE_OPENBLAS
+  cpu_sgemm_init();
+  sgemm_min_rows_ = std::max(options.sgemm_min_rows, 0);
+#endif
+}
 
 double CpuBackend::measure_copy_bandwidth() {
   const size_t bytes = size_t(64) << 20;
@@ -80,14 +93,22 @@ Tensor CpuBackend::upload_blocks(WeightFormat format, std::span<const std::byte>
 }
 
 Tensor CpuBackend::empty(std::vector<int64_t> shape, DType dtype) {
-  RELAYLLM_CHECK(dtype == DType::kF32, "cpu backend: tensors are float32, not {}",
+  // float16 only for the KV cache; every op's activations are float32.
+  RELAYLLM_CHECK(dtype == DType::kF32 || dtype == DType::kF16,
+                 "cpu backend: tensors are float32 (or a float16 KV cache), not {}",
                  dtype_name(dtype));
   Tensor t;
   t.dtype = dtype;
   t.shape = std::move(shape);
-  size_t n = size_t(t.numel());
-  t.storage = std::shared_ptr<void>(new float[n > 0 ? n : 1],
-                                    [](void* p) { delete[] static_cast<float*>(p); });
+  // Uninitialised (new T[n], not value-initialised): a large KV pool's pages become
+  // resident only as blocks fill.
+  const size_t n = std::max<size_t>(size_t(t.numel()), 1);
+  if (dtype == DType::kF16)
+    t.storage =
+        std::shared_ptr<void>(new uint16_t[n], [](void* p) { delete[] static_cast<uint16_t*>(p); });
+  else
+    t.storage =
+        std::shared_ptr<void>(new float[n], [](void* p) { delete[] static_cast<float*>(p); });
   return t;
 }
 
@@ -194,16 +215,22 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
 }
 
 void CpuBackend::write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) {
-  int64_t row_size = k.numel() / plan.num_rows();  // num_kv_heads * head_dim
-  int64_t pool_slots = kv.k.numel() / row_size;
+  const int64_t row_size = k.numel() / plan.num_rows();  // num_kv_heads * head_dim
+  const int64_t pool_slots = kv.k.numel() / row_size;
+  const bool half = kv.k.dtype == DType::kF16;
   for (int32_t r = 0; r < plan.num_rows(); ++r) {
     int64_t slot = plan.slot_mapping[r];
     RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)",
                    slot, pool_slots);
-    std::memcpy(kv.k.data<float>() + slot * row_size, k.data<float>() + r * row_size,
-                row_size * sizeof(float));
-    std::memcpy(kv.v.data<float>() + slot * row_size, v.data<float>() + r * row_size,
-                row_size * sizeof(float));
+    const float* kr = k.data<float>() + r * row_size;
+    const float* vr = v.data<float>() + r * row_size;
+    if (half) {
+      kernels_->to_f16_row(kr, row_size, kv.k.data<uint16_t>() + slot * row_size);
+      kernels_->to_f16_row(vr, row_size, kv.v.data<uint16_t>() + slot * row_size);
+      continue;
+    }
+    std::memcpy(kv.k.data<float>() + slot * row_size, kr, row_size * sizeof(float));
+    std::memcpy(kv.v.data<float>() + slot * row_size, vr, row_size * sizeof(float));
   }
 }
 

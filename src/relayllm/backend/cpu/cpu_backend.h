@@ -1,4 +1,5 @@
-// The CPU backend: fp32 activations and accumulation, multi-threaded loops. Weights are
+// The CPU backend: fp32 activations and accumulation, multi-threaded loops; the KV cache
+// in fp32 (reference) or fp16. Weights are
 // fp32 (the reference path, what every other backend and kernel is tested against) or,
 // when the loader keeps them so, GGUF block formats and 16-bit floats run directly by the
 // SIMD kernels of quant_kernels.h.
@@ -20,6 +21,15 @@ struct CpuBackendOptions {
   std::string kernels;        // quantized kernel table: "" or "auto" (best for this CPU),
                               // "portable", "avx2", "avx512vnni"
   bool pin_threads = false;   // bind worker i to the i-th usable CPU
+  // Linear ops on block weights over at least this many rows (prefill) dequantize weight
+  // panels to fp32 and multiply them by OpenBLAS's sgemm, which beats the integer kernels
+  // there (measured: bench/results/cpu_prefill_2026-12-05.md); fewer rows (decode) stay on
+  // the integer kernels, which read 4-8x fewer bytes. 0: never. A build without OpenBLAS
+  // always uses the integer kernels.
+  int sgemm_min_rows = 16;
+  // The paged KV cache: float16 halves its bytes (attention reads every cached token each
+  // decode step); products and sums stay fp32. float32 is the reference.
+  DType kv_dtype = DType::kF32;
 };
 
 class CpuBackend final : public Backend {
@@ -29,6 +39,7 @@ class CpuBackend final : public Backend {
 
   std::string name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::kF32; }
+  DType kv_dtype() const override { return kv_dtype_; }
 
   Tensor empty(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
@@ -59,16 +70,26 @@ class CpuBackend final : public Backend {
 
   ThreadPool& pool() { return pool_; }
   const cpu_quant::QuantKernels& kernels() const { return *kernels_; }
+  // Rows from which linear ops on block weights run as sgemm; 0 when they never do.
+  int sgemm_min_rows() const { return sgemm_min_rows_; }
 
  private:
   void linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
+  template <typename Elem, typename Rows>
+  void attention_rows(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
+                      const BatchPlan& plan, Tensor& out, const Rows& kv_rows);
+  void linear_blocks_sgemm(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
 
   ThreadPool pool_;
   bool block_weights_;
   const cpu_quant::QuantKernels* kernels_;
+  int sgemm_min_rows_ = 0;
+  DType kv_dtype_;
   // The activation rows of the current linear op, quantized (one engine thread drives
   // a backend, so one buffer serves every op).
   std::vector<cpu_quant::ActBlock> act_;
+  // The same rows rounded back to fp32 (d * q), the sgemm prefill path's input.
+  std::vector<float> x_rounded_;
 };
 
 }  // namespace relayllm

@@ -24,6 +24,8 @@ void CpuBackend::linear_blocks(const Tensor& x, const Tensor& weight, const Tens
   RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
   RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
                  t * n);
+  // Prefill: a tuned fp32 GEMM on dequantized panels (cpu_linear_sgemm.cc).
+  if (sgemm_min_rows_ > 0 && t >= sgemm_min_rows_) return linear_blocks_sgemm(x, weight, bias, out);
   const size_t row_bytes = weight.bytes() / size_t(n);
   const std::byte* wd = weight.data<std::byte>();
   const float* xd = x.data<float>();

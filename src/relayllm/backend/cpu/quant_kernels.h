@@ -32,6 +32,11 @@ using QuantDotFn = float (*)(int64_t k, const void* weight_row, const ActBlock* 
 // Dots one 16-bit float weight row (F16 or BF16) with an fp32 activation row.
 using HalfDotFn = float (*)(int64_t k, const void* weight_row, const float* x);
 using QuantizeRowFn = void (*)(const float* x, int64_t k, ActBlock* out);
+// The fp16 KV cache: y[0, n) += a * v[0, n) for a row v of F16 values (attention's value
+// sum), and fp32 -> F16 of a row with round-to-nearest-even (what write_kv stores; every
+// table rounds identically, so the stored cache does not depend on the CPU).
+using HalfAxpyFn = void (*)(int64_t n, float a, const void* v, float* y);
+using ToHalfRowFn = void (*)(const float* x, int64_t n, void* out);
 
 // Indexed by WeightFormat's value (kNone's slot is null).
 constexpr int kNumWeightFormats = 9;
@@ -41,6 +46,8 @@ struct QuantKernels {
   QuantizeRowFn quantize_row;
   QuantDotFn dot[kNumWeightFormats];
   HalfDotFn half_dot[kNumWeightFormats];
+  HalfAxpyFn f16_axpy;
+  ToHalfRowFn to_f16_row;
 };
 
 // The tables built into this binary; a table is usable only on a CPU that has its ISA.

@@ -119,7 +119,9 @@ const QuantKernels& portable_kernels() {
       "portable",
       quantize_row_act,
       {nullptr, nullptr, nullptr, dot_q8_0, dot_q4_0, dot_q4_1, dot_q4_k, dot_q5_k, dot_q6_k},
-      {nullptr, half_dot_f16_scalar, half_dot_bf16_scalar}};
+      {nullptr, half_dot_f16_scalar, half_dot_bf16_scalar},
+      f16_axpy_scalar,
+      to_f16_row_scalar};
   return table;
 }
 
