@@ -1,5 +1,7 @@
 #include "relayllm/backend/cpu/cpu_backend.h"
 
+#include "relayllm/backend/cpu/openblas_library.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -26,10 +28,6 @@ void rmsnorm_row(const float* x, const float* w, float eps, int64_t n, float* ou
 
 }  // namespace
 
-#ifdef RELAYLLM_HAVE_OPENBLAS
-void cpu_sgemm_init();  // cpu_linear_sgemm.cc
-#endif
-
 CpuBackend::CpuBackend(int num_threads)
     : CpuBackend([num_threads] {
         CpuBackendOptions options;
@@ -45,10 +43,8 @@ CpuBackend::CpuBackend(const CpuBackendOptions& options)
   RELAYLLM_CHECK(kv_dtype_ == DType::kF32 || kv_dtype_ == DType::kF16,
                  "cpu backend: KV cache in {} is not supported (float32 or float16)",
                  dtype_name(kv_dtype_));
-#ifdef RELAYLLM_HAVE_OPENBLAS
-  cpu_sgemm_init();
-  sgemm_min_rows_ = std::max(options.sgemm_min_rows, 0);
-#endif
+  // The sgemm prefill path only where OpenBLAS can be opened (it is loaded at run time).
+  if (openblas::library()) sgemm_min_rows_ = std::max(options.sgemm_min_rows, 0);
 }
 
 double CpuBackend::measure_copy_bandwidth() {

@@ -5,13 +5,14 @@
 // bench/results/cpu_prefill_2026-12-05.md. The dequantized panel (kPanelRows weight rows)
 // stays in L2 while sgemm streams every token of x past it, so decoding W costs once per
 // op, not once per token. Quantized weights take the integer kernels' 8-bit activations
-// (below). Compiled only when the build found OpenBLAS (RELAYLLM_HAVE_OPENBLAS).
-#include <cblas.h>
-
+// (below). OpenBLAS is opened at run time (openblas_library.h); the backend takes this path
+// only when it was found.
 #include <algorithm>
 #include <vector>
 
 #include "relayllm/backend/cpu/cpu_backend.h"
+#include "relayllm/backend/cpu/openblas_library.h"
+#include "relayllm/common/error.h"
 #include "relayllm/backend/cpu/quant_dequant.h"
 
 namespace relayllm {
@@ -22,14 +23,10 @@ constexpr int64_t kPanelRows = 64;
 
 }  // namespace
 
-void cpu_sgemm_init() {
-  // The backend's pool runs one sgemm per thread; OpenBLAS's own threads would compete
-  // with it for the same cores.
-  openblas_set_num_threads(1);
-}
-
 void CpuBackend::linear_blocks_sgemm(const Tensor& x, const Tensor& weight, const Tensor* bias,
                                      Tensor& out) {
+  const openblas::Library* blas = openblas::library();
+  RELAYLLM_CHECK(blas != nullptr, "cpu backend: the sgemm path needs OpenBLAS");
   const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
   const size_t row_bytes = weight.bytes() / size_t(n);
   const std::byte* wd = weight.data<std::byte>();
@@ -72,8 +69,8 @@ void CpuBackend::linear_blocks_sgemm(const Tensor& x, const Tensor& weight, cons
             cpu_quant::dequantize_row(weight.format, wd + (p0 + size_t(j)) * row_bytes, k,
                                       panel.data() + j * k);
           // out[:, p0:p0+rows] = x * panel^T (row-major, ldc = n).
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(t), int(rows), int(k), 1.0f, xd,
-                      int(k), panel.data(), int(k), 0.0f, od + p0, int(n));
+          blas->sgemm(openblas::kRowMajor, openblas::kNoTrans, openblas::kTrans, int(t), int(rows),
+                      int(k), 1.0f, xd, int(k), panel.data(), int(k), 0.0f, od + p0, int(n));
           if (bd)
             for (int64_t r = 0; r < t; ++r)
               for (int64_t j = 0; j < rows; ++j) od[r * n + int64_t(p0) + j] += bd[p0 + size_t(j)];
