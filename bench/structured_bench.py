@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Structured-output benchmark: generated tokens/s of `relayllm generate` at batch BATCH with
-and without a JSON schema, and the grammar compile time of a typical tool schema (first compile
+and without a JSON schema and with a tool's argument schema, and the grammar compile time of a typical tool schema (first compile
 and cached), from the engine's own debug log lines.
 
     bench/structured_bench.py --bin build/relayllm [--batch 16] [--max-tokens 64] [--rounds 3]
@@ -8,10 +8,12 @@ and cached), from the engine's own debug log lines.
 
 Every mode runs --rounds times in rotated order; medians are printed (the machine may be shared
 and noisy). Free-text requests ignore EOS so they generate max_tokens; the schema's strings are
-unbounded, so constrained requests mostly do too (the rate is per generated token either way)."""
+unbounded, so constrained requests mostly do too (the rate is per generated token either way);
+tool-schema outputs are short objects that end on their own, so their batch thins out sooner."""
 import argparse
 import json
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,25 +39,34 @@ def run_generate(binary, lines, extra, debug=False):
     cmd = [binary] + (["--log-level", "debug"] if debug else []) + \
         ["generate", "--prompts-file", f.name, *extra]
     start = time.perf_counter()
+    cpu_start = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    cpu_end = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter() - start
+    # CPU seconds of the run (all its threads): on a shared machine they say what the work
+    # costs, where the wall-clock rate also says how busy the neighbours were.
+    cpu = (cpu_end.ru_utime - cpu_start.ru_utime) + (cpu_end.ru_stime - cpu_start.ru_stime)
     results = [json.loads(l) for l in out.stdout.splitlines()]
-    return results, wall, out.stderr
+    return results, (wall, cpu), out.stderr
 
 
 def throughput(binary, batch, max_tokens, schema, extra):
+    """max_tokens: one number, or one per request (free text as long as another mode's outputs)."""
     lines = []
     for i in range(batch):
+        limit = max_tokens[i] if isinstance(max_tokens, list) else max_tokens
         line = {"prompt": PROMPTS[i % len(PROMPTS)].format(TOPICS[i % len(TOPICS)]),
-                "max_tokens": max_tokens, "ignore_eos": schema is None}
+                "max_tokens": limit, "ignore_eos": schema is None}
         if schema is not None:
             line["guided_json"] = schema
         lines.append(line)
-    results, wall, _ = run_generate(binary, lines, extra)
+    results, (wall, cpu), log = run_generate(binary, lines, extra)
     tokens = sum(len(r["token_ids"]) for r in results)
     # Decode time: from the first request's first token to the last request's end.
     span = max(r["timings"]["e2e_s"] for r in results) - min(r["timings"]["ttft_s"] for r in results)
-    return tokens, tokens / span if span > 0 else float("nan"), wall
+    masks = re.findall(r"grammar masks: .*", log)
+    return tokens, tokens / span if span > 0 else float("nan"), wall, cpu, \
+        [len(r["token_ids"]) for r in results], masks
 
 
 def compile_times(binary, extra, variants=5):
@@ -79,20 +90,41 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
-    modes = {"free text": None, "json schema": BENCH_SCHEMA}
+    # "free text, tool lengths": each request as long as its tool-schema output of the same
+    # round (ignore_eos), so the batch thins out the same way: the fair baseline of the tool mode.
+    modes = {"free text": None, "json schema": BENCH_SCHEMA, "tool schema": TOOL_SCHEMA,
+             "free text, tool lengths": None}
     rates = {m: [] for m in modes}
+    cpu_rates = {m: [] for m in modes}
+    counts = {m: [] for m in modes}
     names = list(modes)
+    first = names[:3]  # the paired baseline runs right after its tool-schema run
     for r in range(a.rounds):
-        for m in names[r % 2:] + names[:r % 2]:
-            tokens, rate, wall = throughput(a.bin, a.batch, a.max_tokens, modes[m], a.extra)
+        order = first[r % 3:] + first[:r % 3]
+        order.insert(order.index("tool schema") + 1, "free text, tool lengths")
+        tool_lengths = None
+        for m in order:
+            limit = tool_lengths if m == "free text, tool lengths" else a.max_tokens
+            tokens, rate, wall, cpu, lengths, masks = throughput(a.bin, a.batch, limit, modes[m],
+                                                                 a.extra)
+            if m == "tool schema":
+                tool_lengths = [max(n, 1) for n in lengths]
             rates[m].append(rate)
-            print(f"round {r} {m}: {tokens} tokens, {rate:.1f} tokens/s (decode span), {wall:.1f} s wall",
-                  file=sys.stderr)
-    base = statistics.median(rates["free text"])
-    print(f"| mode | batch | median tokens/s | vs free text |\n| --- | --- | --- | --- |")
+            cpu_rates[m].append(tokens / cpu)
+            counts[m].append(tokens)
+            print(f"round {r} {m}: {tokens} tokens, {rate:.1f} tokens/s (decode span), {wall:.1f} s wall, "
+                  f"{cpu:.1f} s CPU {' '.join(masks)}", file=sys.stderr)
+    base = {m: statistics.median(rates["free text"]) for m in names}
+    cpu_base = {m: statistics.median(cpu_rates["free text"]) for m in names}
+    base["tool schema"] = statistics.median(rates["free text, tool lengths"])
+    cpu_base["tool schema"] = statistics.median(cpu_rates["free text, tool lengths"])
+    print("| mode | batch | tokens generated | median tokens/s (decode span) | vs free text "
+          "| tokens per CPU second (whole run) | vs free text |\n| --- | --- | --- | --- | --- | --- | --- |")
     for m in names:
-        med = statistics.median(rates[m])
-        print(f"| {m} | {a.batch} | {med:.1f} | {med / base:.3f} |")
+        med, cmed = statistics.median(rates[m]), statistics.median(cpu_rates[m])
+        print(f"| {m} | {a.batch} | {statistics.median(counts[m]):.0f} | {med:.1f} | {med / base[m]:.3f} "
+              f"| {cmed:.1f} | {cmed / cpu_base[m]:.3f} |")
+    print("(tool schema is compared with free text of the same lengths, the other modes with free text)")
     ms, table = compile_times(a.bin, a.extra)
     print(f"\ntoken table: {table}")
     print(f"tool-schema grammar compile: {len(ms)} compiles (6 requests, the last a cache hit), "

@@ -12,7 +12,33 @@ if(NOT EXISTS "${RELAYLLM_XGRAMMAR_DIR}/include/xgrammar/xgrammar.h")
     "run scripts/install_deps.sh (it fetches them) or pass -DRELAYLLM_XGRAMMAR_DIR=DIR")
 endif()
 file(GLOB RELAYLLM_XGRAMMAR_SOURCES "${RELAYLLM_XGRAMMAR_DIR}/cpp/*.cc" "${RELAYLLM_XGRAMMAR_DIR}/cpp/support/*.cc")
+
+# One change to its grammar compiler, made on a copy in the build folder (the unpacked sources
+# stay as the sdist has them): the token-mask scan rejects a run of tokens that share a
+# rejected first byte at once (cmake/xgrammar/bulk_reject.inc says why). Same masks, faster
+# compiles. The anchor line must exist, so a different xgrammar version fails here, loudly.
+set(_xg_original "${RELAYLLM_XGRAMMAR_DIR}/cpp/grammar_compiler.cc")
+set(_xg_insert_file "${PROJECT_SOURCE_DIR}/cmake/xgrammar/bulk_reject.inc")
+file(READ "${_xg_original}" _xg_source)
+file(READ "${_xg_insert_file}" _xg_insert)
+set(_xg_anchor "    bool can_reach_end = tmp_can_reach_end_prefix_or_stack_.back();")
+string(FIND "${_xg_source}" "${_xg_anchor}" _xg_at)
+if(_xg_at EQUAL -1)
+  message(FATAL_ERROR "${_xg_original}: the line cmake/xgrammar/bulk_reject.inc goes before is missing")
+endif()
+string(REPLACE "${_xg_anchor}" "${_xg_insert}${_xg_anchor}" _xg_source "${_xg_source}")
+string(REPLACE "#include <cstddef>" "#include <algorithm>\n#include <cstddef>" _xg_source "${_xg_source}")
+set(_xg_patched "${CMAKE_BINARY_DIR}/xgrammar-patched/grammar_compiler.cc")
+file(WRITE "${_xg_patched}.new" "${_xg_source}")
+# Rewritten only when it changes, so a reconfigure does not recompile it.
+configure_file("${_xg_patched}.new" "${_xg_patched}" COPYONLY)
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${_xg_original}" "${_xg_insert_file}")
+list(REMOVE_ITEM RELAYLLM_XGRAMMAR_SOURCES "${_xg_original}")
+list(APPEND RELAYLLM_XGRAMMAR_SOURCES "${_xg_patched}")
+
 add_library(relayllm_xgrammar STATIC ${RELAYLLM_XGRAMMAR_SOURCES})
+# The patched copy includes its neighbours ("grammar_matcher_base.h") from the build folder.
+target_include_directories(relayllm_xgrammar PRIVATE "${RELAYLLM_XGRAMMAR_DIR}/cpp")
 set_target_properties(relayllm_xgrammar PROPERTIES CXX_STANDARD 17 CXX_STANDARD_REQUIRED ON
   POSITION_INDEPENDENT_CODE ON)
 target_include_directories(relayllm_xgrammar PUBLIC "${RELAYLLM_XGRAMMAR_DIR}/include")

@@ -126,6 +126,12 @@ int run_generate(GenerateArgs& args) {
       total, seconds, stats.prompt_tokens, stats.generation_tokens,
       double(stats.generation_tokens) / std::max(seconds, 1e-9), stats.steps, sched.num_preemptions,
       stats.relay_attached_requests, sched.prefix_cache_hits, sched.prefix_cache_queries);
+  if (stats.grammar_masks > 0)
+    spdlog::info(
+        "grammar masks: {} filled, {:.1f} us each on the mask thread during forward passes, "
+        "{:.2f} ms in all waited for after them",
+        stats.grammar_masks, stats.grammar_mask_fill_seconds * 1e6 / double(stats.grammar_masks),
+        stats.grammar_mask_wait_seconds * 1e3);
   if (stats.decode_steps > 0) {
     // One KV row: K and V of one token in every layer.
     const ModelConfig& mc = engine.model_config();

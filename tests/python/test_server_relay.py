@@ -155,3 +155,70 @@ def test_named_prefix_wins_over_a_longer_match(server):
         for name in ("short", "long"):
             assert httpx.delete(server.url(f"/v1/relay_prefixes/{name}")).status_code == 200
     assert not {"short", "long"} & set(prefixes(server))
+
+
+def usage_details(response):
+    usage = response["usage"]
+    return usage["prompt_tokens_details"]["cached_tokens"], usage["prompt_tokens_details"][
+        "relay_prefix_tokens"], usage["prompt_tokens"]
+
+
+def streamed_usage(server, path, body):
+    """The usage of a streamed response's usage chunk (stream_options.include_usage)."""
+    body = body | {"stream": True, "stream_options": {"include_usage": True}}
+    usages = []
+    with httpx.stream("POST", server.url(path), json=body, timeout=120) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if line.startswith("data: {"):
+                chunk = httpx.Response(200, content=line[6:]).json()
+                if chunk.get("usage"):
+                    usages.append(chunk)
+    assert len(usages) == 1, usages
+    return usages[0]
+
+
+def test_usage_reports_relay_prefix_tokens(server):
+    """usage.prompt_tokens_details carries relay_prefix_tokens beside cached_tokens, whole and
+    streamed, on both APIs; a prompt without a prefix reports 0; n choices count a prompt once."""
+    ids = httpx.post(server.url("/tokenize"), json={"prompt": SYSTEM}).json()["tokens"]
+    assert httpx.post(server.url("/v1/relay_prefixes"),
+                      json={"name": "usage", "token_ids": ids}).status_code == 200
+    try:
+        body = {"model": MODEL, "prompt": SYSTEM + "Where is my parcel?", "max_tokens": 3,
+                "temperature": 0, "ignore_eos": True, "relay_prefix": "usage"}
+        whole = httpx.post(server.url("/v1/completions"), json=body, timeout=120).json()
+        cached, relay, prompt = usage_details(whole)
+        assert relay == len(ids) and cached >= relay and prompt > relay, whole["usage"]
+        # cached_tokens may grow on a repeat (the prefix cache); the relay part may not.
+        s_cached, s_relay, s_prompt = usage_details(streamed_usage(server, "/v1/completions", body))
+        assert (s_relay, s_prompt) == (relay, prompt) and s_cached >= s_relay
+        # Two choices of one prompt: the prompt's tokens are counted once, as prompt_tokens are.
+        two = httpx.post(server.url("/v1/completions"), json=body | {"n": 2}, timeout=120).json()
+        assert len(two["choices"]) == 2
+        assert usage_details(two)[1:] == (len(ids), prompt), two["usage"]
+        # Two prompts that both use the prefix: counted once each.
+        both = httpx.post(server.url("/v1/completions"), timeout=120, json=body | {
+            "prompt": [SYSTEM + "Where is my parcel?", SYSTEM + "What does a pallet cost?"]}).json()
+        assert usage_details(both)[1] == 2 * len(ids), both["usage"]
+        plain = httpx.post(server.url("/v1/completions"), timeout=120, json={
+            "model": MODEL, "prompt": "No prefix here at all", "max_tokens": 2}).json()
+        assert usage_details(plain)[1] == 0, plain["usage"]
+    finally:
+        assert httpx.delete(server.url("/v1/relay_prefixes/usage")).status_code == 200
+
+    # Chat: the system part becomes an automatic prefix; a later request reads it through relay.
+    system = "You answer questions about parcels and pallets, briefly.\n" * 2
+    chat = {"model": MODEL, "max_tokens": 3, "temperature": 0, "ignore_eos": True,
+            "messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": "Where is my parcel?"}]}
+    first = httpx.post(server.url("/v1/chat/completions"), json=chat, timeout=120)
+    assert first.status_code == 200, first.text
+    auto = [p for name, p in prefixes(server).items()
+            if p["auto"] and p["num_tokens"] > 0 and name.startswith("chat-system-")]
+    lengths = {p["num_tokens"] for p in auto}
+    whole = httpx.post(server.url("/v1/chat/completions"), json=chat, timeout=120).json()
+    cached, relay, prompt = usage_details(whole)
+    assert relay in lengths and cached >= relay and prompt > relay, (whole["usage"], lengths)
+    s_cached, s_relay, s_prompt = usage_details(streamed_usage(server, "/v1/chat/completions", chat))
+    assert (s_relay, s_prompt) == (relay, prompt) and s_cached >= s_relay

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <future>
 
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/common/error.h"
@@ -374,21 +373,28 @@ std::vector<RequestOutput> Engine::step() {
   std::vector<int32_t> first_logit;
   BatchPlan plan = build_plan(batch, first_logit);
   // The grammar masks of the tokens sampled this step depend only on tokens already accepted,
-  // so they are computed on a worker thread while the forward pass runs.
+  // so they are computed on the mask worker's thread while the forward pass runs.
   std::vector<Sequence*> masked;
   for (const ScheduledSequence& s : batch)
     if (s.seq->grammar && s.seq->num_computed + s.num_tokens == s.seq->own_len())
       masked.push_back(s.seq);
-  std::future<void> masks;
-  if (!masked.empty())
-    masks = std::async(std::launch::async, [&masked] { fill_grammar_masks(masked); });
+  if (!masked.empty()) {
+    if (!mask_worker_) mask_worker_ = std::make_unique<GrammarMaskWorker>();
+    mask_worker_->start(std::move(masked));
+  }
   try {
     runner_.forward(plan, kv_cache_, logits_);
   } catch (...) {
-    if (masks.valid()) masks.wait();
+    if (mask_worker_) mask_worker_->wait();
     throw;
   }
-  if (masks.valid()) masks.get();
+  if (mask_worker_) {
+    mask_worker_->wait();
+    const GrammarMaskStats& m = mask_worker_->stats();
+    stats_.grammar_masks = m.masks;
+    stats_.grammar_mask_fill_seconds = m.fill_seconds;
+    stats_.grammar_mask_wait_seconds = m.wait_seconds;
+  }
   ++stats_.steps;
   stats_.graph_steps = runner_.graph_steps();
 
@@ -411,16 +417,6 @@ std::vector<RequestOutput> Engine::step() {
     if (!out.new_token_ids.empty() || out.finished) outputs.push_back(std::move(out));
   }
   return outputs;
-}
-
-void Engine::fill_grammar_masks(const std::vector<Sequence*>& seqs) {
-  for (Sequence* seq : seqs) {
-    try {
-      seq->grammar->fill_next_token_bitmask(seq->token_bitmask);
-    } catch (const std::exception& e) {
-      seq->grammar_error = fmt::format("structured output: {}", e.what());
-    }
-  }
 }
 
 std::vector<int32_t> Engine::banned_ids(const Sequence& seq) const {

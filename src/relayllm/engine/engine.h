@@ -16,6 +16,7 @@
 #include "relayllm/backend/backend.h"
 #include "relayllm/backend/relay_group_planner.h"
 #include "relayllm/common/error.h"
+#include "relayllm/engine/grammar_mask_worker.h"
 #include "relayllm/engine/model_runner.h"
 #include "relayllm/engine/output_processor.h"
 #include "relayllm/engine/scheduler.h"
@@ -85,6 +86,12 @@ struct EngineStats {
   int64_t decode_steps = 0;
   int64_t decode_attention_kv_rows = 0;
   int64_t decode_paged_kv_rows = 0;
+  // Grammar masks (structured outputs): how many were filled, the seconds their worker spent
+  // filling them while forward passes ran, and the seconds the engine thread still waited for
+  // them after a forward pass (near zero when the overlap hides the fill).
+  int64_t grammar_masks = 0;
+  double grammar_mask_fill_seconds = 0;
+  double grammar_mask_wait_seconds = 0;
 };
 
 class Engine {
@@ -144,9 +151,6 @@ class Engine {
   BatchPlan build_plan(const std::vector<ScheduledSequence>& batch,
                        std::vector<int32_t>& first_logit_index);
   void record_relay_stats(const BatchPlan& plan, const RelayGroupPlan& groups);
-  // Fills the grammar masks of the sequences that sample this step (on a worker thread, while
-  // the forward pass runs).
-  static void fill_grammar_masks(const std::vector<Sequence*>& seqs);
   std::vector<int32_t> banned_ids(const Sequence& seq) const;
   void process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
                       RequestOutput& out);
@@ -170,6 +174,9 @@ class Engine {
   RelayCostModel relay_cost_;
   std::vector<float> logits_;
   std::vector<float> scratch_;
+  // Started by the first step that samples a constrained token; last, so that its thread
+  // ends before the sequences it may be filling masks of are destroyed.
+  std::unique_ptr<GrammarMaskWorker> mask_worker_;
 };
 
 }  // namespace relayllm

@@ -117,12 +117,21 @@ void apply_restrictions(const SampleInput& in, float* x, size_t vocab) {
     if (in.token_bitmask.size() * 32 < vocab)
       fail("sampler: token bitmask of {} words is short for the vocab of {}",
            in.token_bitmask.size(), vocab);
+    // Grammar masks are mostly whole words: all ones inside free text, all zeros where the
+    // grammar expects punctuation. Those take no per-bit work (a zero word is a plain fill,
+    // which the compiler vectorises); only mixed words go bit by bit.
     for (size_t w = 0; w < in.token_bitmask.size(); ++w) {
       const uint32_t word = uint32_t(in.token_bitmask[w]);
       if (word == 0xffffffffu) continue;
-      const size_t end = std::min(vocab, (w + 1) * 32);
-      for (size_t id = w * 32; id < end; ++id)
-        if (!((word >> (id - w * 32)) & 1u)) x[id] = kNegInf;
+      const size_t begin = w * 32;
+      if (begin >= vocab) break;
+      const size_t end = std::min(vocab, begin + 32);
+      if (word == 0) {
+        std::fill(x + begin, x + end, kNegInf);
+        continue;
+      }
+      for (size_t id = begin; id < end; ++id)
+        if (!((word >> (id - begin)) & 1u)) x[id] = kNegInf;
     }
   }
   for (const auto& [id, bias] : p.logit_bias) {

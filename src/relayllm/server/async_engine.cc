@@ -183,6 +183,7 @@ void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq
   update.num_prompt_tokens = int32_t(seq.prompt_ids.size());
   update.prompt_logprobs = seq.prompt_logprobs;
   update.num_cached_tokens = seq.prefix_len + seq.num_prefix_cache_hit_tokens;
+  update.relay_prefix_tokens = seq.relay_prefix_tokens;
   Clock::time_point end = seq.finish_time.value_or(Clock::now());
   FinishedRequestTimes times;
   times.e2e = seconds_between(seq.arrival_time, end);

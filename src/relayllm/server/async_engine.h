@@ -38,6 +38,9 @@ struct RequestUpdate {
   int32_t num_prompt_tokens = 0;           // set on the final update
   // Of those, tokens served from the prefix cache or a relay prefix (set on the final update).
   int32_t num_cached_tokens = 0;
+  // Of those, tokens read through relay groups (a registered or automatic relay prefix), as
+  // `relayllm generate`'s relay_prefix_tokens (set on the final update).
+  int32_t relay_prefix_tokens = 0;
   std::vector<PromptLogprob> prompt_logprobs;  // set on the final update, when asked for
   std::optional<int> error_status;  // the engine refused the request (finish_reason "error")
   std::string error_message;

@@ -25,7 +25,8 @@ struct ChoiceState {
   bool finished = false;
   std::string finish_reason;
   std::optional<std::string> stop_reason;
-  int32_t num_cached_tokens = 0;  // of the prompt, from the prefix cache or a relay prefix
+  int32_t num_cached_tokens = 0;    // of the prompt, from the prefix cache or a relay prefix
+  int32_t relay_prefix_tokens = 0;  // of the context, read through relay groups
   bool first_chunk_sent = false;
   size_t text_offset = 0;                           // streamed completions' logprobs offsets
   std::unique_ptr<ToolCallStreamer> tool_streamer;  // streamed chat with tool parsing
@@ -133,6 +134,7 @@ class Job : public std::enable_shared_from_this<Job> {
       c.stop_reason = u.stop_reason;
       c.prompt_logprobs = std::move(u.prompt_logprobs);
       c.num_cached_tokens = u.num_cached_tokens;
+      c.relay_prefix_tokens = u.relay_prefix_tokens;
       ++num_finished_;
     }
     if (output.stream) {
@@ -257,9 +259,12 @@ class Job : public std::enable_shared_from_this<Job> {
   }
 
   // Tokens so far; cached_tokens counts each prompt once (its first choice's count,
-  // known when that choice finished), as prompt_tokens does.
+  // known when that choice finished), as prompt_tokens does. relay_prefix_tokens (ours, not
+  // OpenAI's) sits beside it, counted the same way: the prompt tokens read through relay
+  // groups, a registered prefix and automatic groups (`relayllm generate`'s number). It may
+  // exceed cached_tokens: requests that arrive together share blocks none of them found cached.
   nlohmann::json usage() const {
-    int64_t prompt = 0, completion = 0, cached = 0;
+    int64_t prompt = 0, completion = 0, cached = 0, relay = 0;
     for (const auto& p : prompts) prompt += int64_t(p.ids.size());
     std::vector<bool> counted(prompts.size(), false);
     for (const auto& c : choices) {
@@ -267,12 +272,13 @@ class Job : public std::enable_shared_from_this<Job> {
       if (c.finished && !counted[c.prompt_index]) {
         counted[c.prompt_index] = true;
         cached += c.num_cached_tokens;
+        relay += c.relay_prefix_tokens;
       }
     }
     return {{"prompt_tokens", prompt},
             {"completion_tokens", completion},
             {"total_tokens", prompt + completion},
-            {"prompt_tokens_details", {{"cached_tokens", cached}}}};
+            {"prompt_tokens_details", {{"cached_tokens", cached}, {"relay_prefix_tokens", relay}}}};
   }
 
   nlohmann::json whole_response() {

@@ -55,9 +55,17 @@ struct ConstraintSpec {
   // The request field it came from, named in errors: "response_format.json_schema.schema".
   std::string field;
 
-  // The key compiled grammars are cached under: kind, options and text.
+  // The key compiled grammars are cached under: kind, options and text, JSON schema texts with
+  // their insignificant whitespace removed (so the same schema sent pretty-printed or compact
+  // compiles once; key order is kept, since it orders the output's properties).
   std::string cache_key() const;
 };
+
+// `text` without the whitespace JSON ignores: each run of spaces, tabs and newlines outside
+// strings that touches a structural character ({}[]:,) or an end of the text. Runs between two
+// other tokens stay, so an invalid text ("tr ue", "1 2") stays invalid and never meets the key
+// of a valid one. Linear and without recursion, safe for hostile input.
+std::string strip_json_whitespace(const std::string& text);
 
 // Bounds on what a request may ask to compile, so a hostile input cannot take the server's
 // memory or minutes of CPU: checked before any xgrammar code sees the text.

@@ -36,13 +36,21 @@ struct GrammarCompilerStats {
   double compile_seconds = 0;
 };
 
+struct GrammarCompilerOptions {
+  // Threads that compute one grammar's token masks; 0: the usable cores, at most 8.
+  int32_t threads = 0;
+  // Compiled grammars kept, least recently used out first. A typical tool schema's grammar
+  // takes tens of KiB to a few MiB (large vocabularies).
+  size_t max_cached = 256;
+};
+
 class GrammarCompiler {
  public:
   // `vocab_size` is the model's (logit rows), which may exceed the tokenizer's; ids beyond
   // the tokenizer are never allowed. `stop_token_ids` end a constrained output (the
-  // engine's EOS ids). The token table is built on the first compile, not here.
+  // engine's EOS ids). The token table is built by prepare() or the first compile, not here.
   GrammarCompiler(Tokenizer tokenizer, int32_t vocab_size, std::vector<int32_t> stop_token_ids,
-                  ConstraintLimits limits = {});
+                  ConstraintLimits limits = {}, GrammarCompilerOptions options = {});
   ~GrammarCompiler();
   GrammarCompiler(const GrammarCompiler&) = delete;
   GrammarCompiler& operator=(const GrammarCompiler&) = delete;
@@ -50,6 +58,13 @@ class GrammarCompiler {
   // Throws ConstraintError naming spec.field for a spec that breaks the limits or does not
   // compile. Cached by spec.cache_key().
   std::shared_ptr<const CompiledConstraint> compile(const ConstraintSpec& spec);
+
+  // Builds the token table and xgrammar's tokenizer view (~0.1 s for a 50k vocabulary), which
+  // every compile needs; a server calls it at start so the first constrained request does not
+  // pay it. Idempotent and thread-safe; compile() calls it too.
+  void prepare();
+
+  int32_t threads() const { return options_.threads; }
 
   GrammarCompilerStats stats() const;
   const ConstraintLimits& limits() const { return limits_; }
@@ -61,6 +76,7 @@ class GrammarCompiler {
   int32_t vocab_size_;
   std::vector<int32_t> stop_token_ids_;
   ConstraintLimits limits_;
+  GrammarCompilerOptions options_;  // threads resolved
   std::unique_ptr<State> state_;
 };
 

@@ -50,7 +50,12 @@ bool GrammarMatcher::fill_next_token_bitmask(std::span<int32_t> mask) {
 
 bool GrammarMatcher::accept_token(int32_t token) {
   if (impl_->matcher.IsTerminated()) return false;
-  return impl_->matcher.AcceptToken(token);
+  if (token < 0 || token >= vocab_size()) return false;
+  try {
+    return impl_->matcher.AcceptToken(token);
+  } catch (const std::exception&) {
+    return false;  // xgrammar throws for special tokens: they are simply not allowed
+  }
 }
 
 bool GrammarMatcher::accept_string(const std::string& text) {
