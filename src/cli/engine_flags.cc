@@ -18,8 +18,15 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
   app.add_option("--dtype", o.dtype,
                  "auto | float32 | bfloat16 | float16 (cpu computes in float32)")
       ->capture_default_str();
-  app.add_option("--num-threads", o.num_threads, "CPU backend threads (0: one per core)")
+  app.add_option("--num-threads", o.num_threads,
+                 "CPU backend threads (0: one per core, split between the ranks of a host)")
       ->capture_default_str();
+  app.add_option("--tensor-parallel-size", o.tensor_parallel_size,
+                 "Also -tp. Ranks the model is sharded over (Megatron-style, by attention "
+                 "head and MLP column). On one host relayllm starts them itself under Open "
+                 "MPI's mpirun; across hosts run it under mpirun -np N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--block-size", e.block_size, "Tokens per KV block")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));

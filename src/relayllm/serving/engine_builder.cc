@@ -7,7 +7,10 @@
 
 #include "relayllm/backend/profiling_backend.h"
 #include "relayllm/common/error.h"
+#include "relayllm/dist/communicator.h"
+#include "relayllm/engine/tp_worker.h"
 #include "relayllm/model/model_loader.h"
+#include "relayllm/model/tensor_parallel.h"
 #include "relayllm/serving/backend_factory.h"
 #include "relayllm/serving/default_model.h"
 
@@ -47,28 +50,69 @@ SamplingParams default_sampling_params(const std::optional<GenerationConfig>& ge
   return params;
 }
 
-ServingEngine create_engine(const EngineOptions& options) {
-  std::unique_ptr<Backend> backend =
-      make_backend(BackendOptions{options.device, options.dtype, options.num_threads});
-  std::string default_sys_schema, default_sys_prompt;
+namespace {
+
+// The backend and the model (this rank's shard of it under tensor parallelism).
+struct LoadedParts {
+  std::unique_ptr<Backend> backend;
   std::optional<LoadedModel> model;
+  std::string default_sys_schema, default_sys_prompt;
+};
+
+LoadedParts load_parts(const EngineOptions& options) {
+  Communicator* comm = options.communicator.get();
+  const bool sharded = comm && comm->size() > 1;
+  LoadedParts parts;
+  parts.backend = make_backend(BackendOptions{options.device, options.dtype, options.num_threads,
+                                              sharded ? comm->local_rank() : 0,
+                                              sharded ? comm->local_size() : 1});
+  std::optional<ShardLayout> shard;
+  if (sharded) {
+    shard.emplace();  // rank and size; the loaders derive the rest from the config
+    shard->rank = comm->rank();
+    shard->size = comm->size();
+  }
+  const ShardLayout* part = shard ? &*shard : nullptr;
   // Weights in a format the backend runs directly stay in it (GGUF blocks on the cpu).
-  Backend* be = backend.get();
+  Backend* be = parts.backend.get();
   const WeightFormatFilter keep = [be](WeightFormat f) { return be->supports_weight_format(f); };
   if (options.model.empty()) {
     std::vector<std::filesystem::path> extra_venvs(options.default_model_venvs.begin(),
                                                    options.default_model_venvs.end());
-    DefaultModel fallback = make_embedded_default_model(options.seed, keep, extra_venvs);
-    model.emplace(std::move(fallback.loaded));
-    default_sys_schema = std::move(fallback.sys_schema);
-    default_sys_prompt = std::move(fallback.sys_prompt);
+    DefaultModel fallback = make_embedded_default_model(options.seed, keep, extra_venvs, part);
+    parts.model.emplace(std::move(fallback.loaded));
+    parts.default_sys_schema = std::move(fallback.sys_schema);
+    parts.default_sys_prompt = std::move(fallback.sys_prompt);
   } else {
-    model.emplace(load_model(options.model, parse_load_format(options.load_format), options.seed,
-                             options.tokenizer, keep));
+    parts.model.emplace(load_model(options.model, parse_load_format(options.load_format),
+                                   options.seed, options.tokenizer, keep, part));
   }
+  return parts;
+}
+
+}  // namespace
+
+void run_tensor_parallel_worker(const EngineOptions& options) {
+  RELAYLLM_CHECK(options.communicator && options.communicator->rank() != 0,
+                 "run_tensor_parallel_worker runs on ranks 1..N-1 of a tensor-parallel job");
+  LoadedParts parts = load_parts(options);
+  run_tp_worker(parts.model->config, parts.model->weights, std::move(parts.backend),
+                options.communicator);
+}
+
+ServingEngine create_engine(const EngineOptions& options) {
+  LoadedParts parts = load_parts(options);
+  std::unique_ptr<Backend> backend = std::move(parts.backend);
+  std::string default_sys_schema = std::move(parts.default_sys_schema),
+              default_sys_prompt = std::move(parts.default_sys_prompt);
+  std::optional<LoadedModel>& model = parts.model;
   LoadedModel& loaded = *model;
   EngineConfig config = options.engine;
   config.seed = options.seed;
+  if (options.communicator && options.communicator->size() > 1)
+    config.tensor_parallel = options.tensor_parallel
+                                 ? options.tensor_parallel
+                                 : std::make_shared<TpChannel>(options.communicator);
   if (config.num_kv_blocks == 0)
     config.kv_cache_budget =
         device_kv_budget(*backend, options.gpu_memory_utilization, config.scheduler);
