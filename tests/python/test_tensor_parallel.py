@@ -112,6 +112,30 @@ def test_server_on_two_ranks_and_a_killed_rank_ends_the_job(tmp_path):
         assert "rank 1" in log and "the tensor-parallel job of 2 ranks failed" in log, log[-3000:]
 
 
+def test_sigterm_drains_requests_on_rank_0_while_the_others_run_its_steps(tmp_path):
+    # The launcher hands SIGTERM to rank 0 alone: the server drains as with one rank, then
+    # stops the other ranks, and the job ends cleanly.
+    with run_server(tmp_path, ["--dtype", "float32", "--tensor-parallel-size", "2"],
+                    env={**TINY, **MPI_ENV}) as s:
+        result = []
+
+        def long_request():
+            r = httpx.post(s.url("/v1/completions"), timeout=60,
+                           json={"prompt": [1, 2, 3], "max_tokens": 400, "temperature": 0,
+                                 "ignore_eos": True})
+            result.append(r)
+
+        worker = threading.Thread(target=long_request)
+        worker.start()
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        worker.join(timeout=60)
+        assert s.proc.wait(timeout=60) == 0, s.log()[-3000:]
+        assert result and result[0].status_code == 200, s.log()[-3000:]
+        assert result[0].json()["usage"]["completion_tokens"] > 0
+        assert "shutdown complete" in s.log()
+
+
 def test_ranks_of_different_builds_are_refused(tmp_path):
     # The same binary with one byte appended: it runs, but is another build.
     other = tmp_path / "relayllm"

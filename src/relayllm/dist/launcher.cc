@@ -8,7 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
+#include <sstream>
 
 #include "relayllm/common/error.h"
 #include "relayllm/dist/mpi_loader.h"
@@ -22,12 +25,35 @@ std::string self_executable(const std::string& argv0) {
   return ec ? argv0 : exe.string();
 }
 
-// mpirun's pid for the signal handler (a plain value handed to one process-wide handler,
-// which is all a signal handler can reach).
-volatile sig_atomic_t g_child_pid = 0;
+// The signal the launcher got, for its wait loop (a signal handler can only set a flag).
+volatile sig_atomic_t g_signal = 0;
 
-void forward_signal(int sig) {
-  if (g_child_pid > 0) kill(pid_t(g_child_pid), sig);
+void note_signal(int sig) { g_signal = sig; }
+
+// The rank-0 process among mpirun's children: the one whose environment says so. Signals
+// go to it alone, so that `serve` drains its requests while the other ranks keep running
+// its steps (mpirun itself would end every rank at once).
+pid_t find_rank0(pid_t mpirun) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    long ppid = 0;
+    rest >> state >> ppid;
+    if (ppid != mpirun) continue;
+    std::ifstream env_file(entry.path() / "environ", std::ios::binary);
+    std::string env((std::istreambuf_iterator<char>(env_file)), std::istreambuf_iterator<char>());
+    if (env.find(std::string("OMPI_COMM_WORLD_RANK=0") + '\0') != std::string::npos)
+      return pid_t(std::stol(name));
+  }
+  return -1;
 }
 
 }  // namespace
@@ -40,6 +66,12 @@ std::vector<std::string> mpirun_command(int ranks, const std::vector<std::string
                                   "--oversubscribe", "--bind-to", "none"};
   // Open MPI refuses root unless told; a container's CI runs as root.
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
+  // mpirun runs in a background process group (launch_ranks_if_needed), where reading a
+  // terminal would stop it; stdin that is a file or pipe still reaches rank 0.
+  if (isatty(STDIN_FILENO)) {
+    cmd.push_back("--stdin");
+    cmd.push_back("none");
+  }
   cmd.push_back(self_executable(args.empty() ? "relayllm" : args[0]));
   cmd.insert(cmd.end(), args.begin() + (args.empty() ? 0 : 1), args.end());
   return cmd;
@@ -55,6 +87,9 @@ std::optional<int> launch_ranks_if_needed(int ranks, const std::vector<std::stri
   RELAYLLM_CHECK(pid >= 0, "--tensor-parallel-size {}: fork failed: {}", ranks,
                  std::strerror(errno));
   if (pid == 0) {
+    // A process group of its own: a terminal's Ctrl-C reaches this launcher alone, which
+    // hands it to rank 0 (below); mpirun would otherwise end every rank at once.
+    setpgid(0, 0);
     execvp(argv[0], argv.data());
     std::cerr << "error: --tensor-parallel-size " << ranks << " starts its ranks with " << argv[0]
               << ", which could not run (" << std::strerror(errno)
@@ -62,15 +97,20 @@ std::optional<int> launch_ranks_if_needed(int ranks, const std::vector<std::stri
                  "RELAYLLM_MPIRUN\n";
     _exit(127);
   }
-  g_child_pid = pid;
   struct sigaction action = {};
-  action.sa_handler = forward_signal;
+  action.sa_handler = note_signal;  // no SA_RESTART: waitpid returns to look at it
   sigemptyset(&action.sa_mask);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &action, nullptr);
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  for (;;) {
+    if (waitpid(pid, &status, 0) == pid) break;
+    if (errno != EINTR) break;
+    if (const int sig = g_signal; sig != 0) {
+      g_signal = 0;
+      const pid_t rank0 = find_rank0(pid);
+      kill(rank0 > 0 ? rank0 : pid, sig);
+    }
   }
-  g_child_pid = 0;
   const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   if (code != 0 && code != 127)
     std::cerr << "error: the tensor-parallel job of " << ranks << " ranks failed (mpirun exit code "

@@ -14,9 +14,10 @@ namespace relayllm {
 // `ranks` ranks on this host.
 std::vector<std::string> mpirun_command(int ranks, const std::vector<std::string>& args);
 
-// When ranks > 1 and this process is not a rank of an MPI job: runs the job, forwarding
-// SIGINT/SIGTERM to mpirun, and returns the exit code for main to return (after one
-// error line when the job failed). Otherwise nullopt: go on in this process.
+// When ranks > 1 and this process is not a rank of an MPI job: runs the job and returns
+// its exit code for main to return (after one error line when it failed). SIGINT, SIGTERM
+// and SIGHUP go to rank 0 alone, which shuts down as one rank would and then stops the
+// others. Otherwise nullopt: go on in this process.
 std::optional<int> launch_ranks_if_needed(int ranks, const std::vector<std::string>& args);
 
 }  // namespace relayllm

@@ -4,13 +4,13 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <thread>
 
 #include "relayllm/backend/cpu/cpu_backend.h"
 #ifdef RELAYLLM_WITH_CUDA
 #include "relayllm/backend/cuda/cuda_backend.h"
 #endif
 #include "relayllm/common/error.h"
+#include "relayllm/common/thread_pool.h"
 
 namespace relayllm {
 
@@ -43,8 +43,7 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
   cpu.num_threads = options.num_threads;
   if (cpu.num_threads == 0 && options.local_ranks > 1) {
     // Ranks of one host share its cores: one pool per core each would oversubscribe them.
-    const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
-    cpu.num_threads = std::max(1, cores / options.local_ranks);
+    cpu.num_threads = std::max(1, usable_cpu_count() / options.local_ranks);
   }
   // --dtype float32 is the reference path: every weight dequantized to fp32 at load.
   cpu.block_weights = options.dtype == "auto" || parse_dtype(options.dtype) != DType::kF32;
