@@ -66,6 +66,11 @@ LoadedParts load_parts(const EngineOptions& options) {
   parts.backend = make_backend(BackendOptions{options.device, options.dtype, options.num_threads,
                                               sharded ? comm->local_rank() : 0,
                                               sharded ? comm->local_size() : 1});
+  // The CUDA backend's all-reduce (NCCL) has not run on GPUs yet, so it is not offered.
+  RELAYLLM_CHECK(!sharded || parts.backend->name() == "cpu",
+                 "--tensor-parallel-size {}: the {} backend does not support tensor parallelism "
+                 "yet; use --device cpu",
+                 comm ? comm->size() : 1, parts.backend->name());
   std::optional<ShardLayout> shard;
   if (sharded) {
     shard.emplace();  // rank and size; the loaders derive the rest from the config
