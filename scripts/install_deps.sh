@@ -10,7 +10,8 @@ with_tests=0
 
 packages=(build-essential cmake pkg-config python3-venv python3-dev
           nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev libpcre2-dev libxxhash-dev
-          libgtest-dev libboost-dev curl clang libclang-rt-dev)
+          libgtest-dev libboost-dev curl clang libclang-rt-dev
+          libopenmpi-dev openmpi-bin)
 # OpenBLAS: the CPU backend's prefill GEMM, opened at run time when installed.
 packages+=(libopenblas0)
 # The tests also check the sources' formatting (scripts/check_format.sh).

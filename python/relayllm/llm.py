@@ -87,7 +87,7 @@ class LLM:
             filled with them, and its part before {__USR_PROMPT} is the shared prefix.
         seed: Seeds requests that bring no seed (and dummy weights).
         device: "auto", "cpu" or "cuda".
-        tensor_parallel_size: 1 only.
+        tensor_parallel_size: 1 only (for more, `relayllm serve --tensor-parallel-size N`).
         enforce_eager: cuda: no CUDA graphs for decode steps.
         gpu_memory_utilization: cuda: share of device memory for weights, KV and activations.
         max_num_seqs: Most requests running at once (None: 256).
@@ -164,8 +164,10 @@ class LLM:
         _check("tensor_parallel_size", tensor_parallel_size, (int,))
         if tensor_parallel_size != 1:
             raise ValueError(
-                f"LLM: tensor_parallel_size={tensor_parallel_size} is not supported "
-                "(relayllm runs one device per engine)")
+                f"LLM: tensor_parallel_size={tensor_parallel_size} is not supported in the "
+                "Python package (its engine runs in this process); serve the model with "
+                f"`relayllm serve --tensor-parallel-size {tensor_parallel_size}` and use an "
+                "OpenAI client")
         _check("enforce_eager", enforce_eager, (bool,))
         options["enforce_eager"] = enforce_eager
         _check("gpu_memory_utilization", gpu_memory_utilization, (int, float))

@@ -21,8 +21,15 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
   app.add_option("--quantization,-q", o.quantization,
                  "q8_0: quantize fp32/bf16/fp16 linear and embedding weights to Q8_0 at load "
                  "(cpu); none or gguf: weights as stored (GGUF block formats stay)");
-  app.add_option("--num-threads", o.num_threads, "CPU backend threads (0: one per core)")
+  app.add_option("--num-threads", o.num_threads,
+                 "CPU backend threads (0: one per core, split between the ranks of a host)")
       ->capture_default_str();
+  app.add_option("--tensor-parallel-size", o.tensor_parallel_size,
+                 "Also -tp. Ranks the model is sharded over (Megatron-style, by attention "
+                 "head and MLP column). On one host relayllm starts them itself under Open "
+                 "MPI's mpirun; across hosts run it under mpirun -np N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--block-size", e.block_size, "Tokens per KV block")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));

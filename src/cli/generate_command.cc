@@ -11,6 +11,7 @@
 #include "relayllm/common/error.h"
 #include "relayllm/serving/request_parser.h"
 #include "request_json.h"
+#include "tensor_parallel_command.h"
 
 namespace relayllm {
 namespace {
@@ -182,7 +183,9 @@ void add_generate_command(CLI::App& app, int& exit_code) {
                 "Time every op (device time on cuda) and print, on stderr at the end, a table per "
                 "step kind: time, bytes, bandwidth and its fraction of the copy bandwidth, FLOP/s; "
                 "steps run op by op (no CUDA graphs), so decode steps are slower than without it");
-  cmd->callback([args, &exit_code] { exit_code = run_generate(*args); });
+  cmd->callback([args, &exit_code] {
+    exit_code = run_tensor_parallel(args->engine, [&] { return run_generate(*args); });
+  });
 }
 
 }  // namespace relayllm

@@ -21,6 +21,7 @@
 #include "relayllm/model/weight_quantization.h"
 #include "relayllm/server/http_server.h"
 #include "relayllm/server/openai_server.h"
+#include "tensor_parallel_command.h"
 #include "vllm_flags.h"
 
 namespace relayllm {
@@ -305,7 +306,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Threads for HTTP I/O (connections, /health, /metrics)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  cmd->callback([args, &exit_code] { exit_code = run_serve(*args); });
+  cmd->callback([args, &exit_code] {
+    exit_code = run_tensor_parallel(args->engine, [&] { return run_serve(*args); });
+  });
 }
 
 }  // namespace relayllm

@@ -36,9 +36,6 @@ void add_vllm_flags(CLI::App& cmd, VllmFlags& f) {
   f.app = &cmd;
   cmd.add_option("model_tag", f.positional_model,
                  "The model, as vLLM takes it: `relayllm serve MODEL` (same as --model MODEL)");
-  cmd.add_option("--tensor-parallel-size", f.tensor_parallel_size,
-                 "Also -tp. Only 1: tensor parallelism is not implemented yet")
-      ->capture_default_str();
   cmd.add_option("--pipeline-parallel-size", f.pipeline_parallel_size,
                  "Also -pp. Only 1: pipeline parallelism is not implemented")
       ->capture_default_str();
@@ -101,10 +98,6 @@ void check_vllm_flags(const VllmFlags& f) {
   auto passed = [&](const char* name) { return f.app->count(name) > 0; };
   for (const RefusedFlag& r : kRefused)
     RELAYLLM_CHECK(!passed(r.name), "{} is not supported: {}", r.name, r.reason);
-  RELAYLLM_CHECK(f.tensor_parallel_size == 1,
-                 "--tensor-parallel-size {}: tensor parallelism is not implemented yet; only 1 "
-                 "(one device) is supported",
-                 f.tensor_parallel_size);
   RELAYLLM_CHECK(f.pipeline_parallel_size == 1,
                  "--pipeline-parallel-size {}: pipeline parallelism is not implemented; only 1 is "
                  "supported",

@@ -1,8 +1,8 @@
 // vLLM's spellings of `serve` flags, so launch scripts written for `vllm serve`
-// run unchanged: a positional MODEL, -tp/-pp, the request/stats log switches,
-// CORS lists, and flags whose meaning relayllm has in another form. A flag whose
-// meaning relayllm lacks is refused with one line saying why, unless ignoring it
-// cannot change any result (then it is accepted and a line says it has no effect).
+// run unchanged: a positional MODEL, -tp/-pp (--tensor-parallel-size is an engine flag), the
+// request/stats log switches, CORS lists, and flags whose meaning relayllm has in another form. A
+// flag whose meaning relayllm lacks is refused with one line saying why, unless ignoring it cannot
+// change any result (then it is accepted and a line says it has no effect).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -14,7 +14,6 @@ namespace relayllm {
 
 struct VllmFlags {
   std::string positional_model;
-  int tensor_parallel_size = 1;
   int pipeline_parallel_size = 1;
   bool enable_log_requests = false;
   bool disable_log_requests = false;

@@ -100,8 +100,9 @@ def test_vllm_launch_line_with_the_common_flags_serves(tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["-tp", "2"], "tensor parallelism"),
-    (["--tensor-parallel-size=4"], "tensor parallelism"),
+    # The default model has 9 attention heads: refused before any rank starts.
+    (["-tp", "2"], "does not divide the model's 9 attention heads"),
+    (["--tensor-parallel-size=4"], "does not divide the model's 9 attention heads"),
     (["-pp", "2"], "pipeline parallelism"),
     (["--kv-cache-dtype", "fp8"], "compute dtype"),
     (["--quantization", "awq"], "--quantization awq"),

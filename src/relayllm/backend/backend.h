@@ -15,6 +15,8 @@
 
 namespace relayllm {
 
+class Communicator;
+
 // One layer's paged KV: K and V, each [num_blocks, block_size, num_kv_heads, head_dim].
 struct KvLayer {
   Tensor k;
@@ -117,6 +119,11 @@ class Backend {
                          const BatchPlan& plan, Tensor& out) = 0;
   // out[i] = x[rows[i]] for the plan's logit rows.
   virtual void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) = 0;
+
+  // Tensor parallelism: x becomes the sum of x over every rank of `comm`, in place, issued
+  // in op order (a device backend on its compute stream, so a captured graph holds it).
+  // The default refuses: a backend offers it only where it was tested.
+  virtual void all_reduce_sum(Tensor& x, Communicator& comm);
 };
 
 }  // namespace relayllm

@@ -143,4 +143,9 @@ void ProfilingBackend::gather_logit_rows(const Tensor& x, const BatchPlan& plan,
         [&] { inner_->gather_logit_rows(x, plan, out); });
 }
 
+void ProfilingBackend::all_reduce_sum(Tensor& x, Communicator& comm) {
+  // Bytes: the tensor once in and once out, the floor of a reduction in place.
+  timed("all-reduce", 2.0 * double(x.bytes()), 0, [&] { inner_->all_reduce_sum(x, comm); });
+}
+
 }  // namespace relayllm

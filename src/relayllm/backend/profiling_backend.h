@@ -61,6 +61,7 @@ class ProfilingBackend final : public Backend {
   void attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
                  const BatchPlan& plan, Tensor& out) override;
   void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) override;
+  void all_reduce_sum(Tensor& x, Communicator& comm) override;
 
   // Adds the ops timed since the last collect to the profile (waits for them).
   // Runs by itself after each step's download and before the next step.

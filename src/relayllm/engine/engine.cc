@@ -7,6 +7,7 @@
 
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/common/error.h"
+#include "relayllm/dist/communicator.h"
 
 namespace relayllm {
 namespace {
@@ -34,9 +35,10 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
     : config_(std::move(engine_config)),
       tokenizer_(std::move(tokenizer)),
       backend_(std::move(backend)),
-      model_(config, weights, *backend_,
-             std::max<int64_t>(resolve_max_model_len(config_, config),
-                               config.max_position_embeddings)),
+      model_(
+          config, weights, *backend_,
+          std::max<int64_t>(resolve_max_model_len(config_, config), config.max_position_embeddings),
+          config_.tensor_parallel ? &config_.tensor_parallel->comm() : nullptr),
       runner_(model_),
       pool_(resolve_num_blocks(config_, model_), config_.block_size),
       prefixes_(
@@ -49,6 +51,18 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
   config_.max_model_len = resolve_max_model_len(config_, config);
   config_.num_kv_blocks = pool_.num_blocks();
   kv_cache_ = model_.allocate_kv_cache(pool_.num_blocks(), pool_.block_size());
+  if (config_.tensor_parallel && config_.tensor_parallel->comm().size() > 1) {
+    RELAYLLM_CHECK(config_.tensor_parallel->comm().rank() == 0,
+                   "the engine runs on rank 0; rank {} runs the worker loop",
+                   config_.tensor_parallel->comm().rank());
+    tp_leader_ = config_.tensor_parallel.get();
+    TpMessage init;
+    init.kind = TpMessage::Kind::kInit;
+    init.init = {pool_.num_blocks(), pool_.block_size(),
+                 std::max<int64_t>(config_.max_model_len, config.max_position_embeddings)};
+    tp_leader_->send(init);
+    runner_.set_leader(tp_leader_);
+  }
   prefixes_.set_max_pinned_fraction(config_.max_prefix_kv_fraction);
   relay_cost_ = RelayCostModel::for_shape(pool_.block_size(), int32_t(config.num_heads),
                                           int32_t(config.num_kv_heads), int32_t(config.head_dim),
@@ -67,7 +81,14 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
       config_.max_model_len);
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (!tp_leader_) return;
+  try {
+    tp_leader_->stop();
+  } catch (const std::exception& e) {
+    spdlog::error("tensor parallelism: could not stop the other ranks: {}", e.what());
+  }
+}
 
 void Engine::set_enforce_eager(bool eager) {
   config_.enforce_eager = eager;

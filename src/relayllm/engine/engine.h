@@ -21,6 +21,7 @@
 #include "relayllm/engine/output_processor.h"
 #include "relayllm/engine/scheduler.h"
 #include "relayllm/engine/sequence.h"
+#include "relayllm/engine/tp_channel.h"
 #include "relayllm/kv/block_pool.h"
 #include "relayllm/kv/relay_prefix_manager.h"
 #include "relayllm/model/llama_model.h"
@@ -50,6 +51,10 @@ struct EngineConfig {
   // that support them (cuda); enforce_eager turns that off.
   bool enforce_eager = false;
   int32_t cuda_graph_max_batch = 256;
+  // Tensor parallelism: rank 0's channel to the job's other ranks (null: one rank). The
+  // weights this engine gets are rank 0's slices; every forward is sent to the other
+  // ranks, which run tp_worker.h's loop, and the engine's destruction stops them.
+  std::shared_ptr<TpChannel> tensor_parallel;
   uint64_t seed = 0;            // seeds requests that bring no seed of their own
   bool capture_logits = false;  // keep each sampled row's logits (tests)
 };
@@ -163,6 +168,7 @@ class Engine {
   std::unique_ptr<Backend> backend_;
   LlamaModel model_;
   ModelRunner runner_;
+  TpChannel* tp_leader_ = nullptr;  // config_.tensor_parallel when other ranks run too
   std::vector<KvLayer> kv_cache_;
   BlockPool pool_;
   RelayPrefixManager prefixes_;

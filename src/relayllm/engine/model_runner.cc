@@ -1,6 +1,7 @@
 #include "relayllm/engine/model_runner.h"
 
 #include "relayllm/common/error.h"
+#include "relayllm/engine/tp_channel.h"
 
 namespace relayllm {
 
@@ -22,6 +23,15 @@ bool ModelRunner::graph_eligible(const BatchPlan& plan) const {
 
 void ModelRunner::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,
                           std::vector<float>& logits) {
+  if (leader_) {
+    // Checked before it leaves: a plan every rank would refuse never starts a step.
+    model_.validate(plan);
+    TpMessage step;
+    step.kind = TpMessage::Kind::kStep;
+    step.plan = plan;
+    step.policy = policy_;
+    leader_->send(step);
+  }
   if (!graph_eligible(plan)) {
     model_.forward(plan, kv_cache, logits);
     return;
@@ -50,6 +60,10 @@ void ModelRunner::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,
                    bucket);
   }
   ++graph_steps_;
+  if (model_.shard().rank != 0) {  // logits exist on rank 0 only
+    logits.clear();
+    return;
+  }
   logits.assign(size_t(n * model_.config().vocab_size), 0.0f);
   Tensor real = a.logits;
   real.shape[0] = n;  // padding rows' logits stay on the device

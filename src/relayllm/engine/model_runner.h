@@ -11,6 +11,8 @@
 
 namespace relayllm {
 
+class TpChannel;
+
 // When decode steps run as captured graphs: steps whose rows are all single decode
 // tokens, up to max_batch rows, run as the graph of the smallest bucket (1, 2, 4, 8,
 // then multiples of 8) that holds them.
@@ -28,6 +30,10 @@ class ModelRunner {
   void forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, std::vector<float>& logits);
 
   void set_graph_policy(const GraphPolicy& policy) { policy_ = policy; }
+  const GraphPolicy& graph_policy() const { return policy_; }
+  // Tensor parallelism, rank 0: every forward first sends its plan to the other ranks,
+  // which run the same forward on their shards (null: one rank).
+  void set_leader(TpChannel* channel) { leader_ = channel; }
   // The bucket a decode step of `rows` rows runs in (rows <= max_batch).
   static int32_t graph_bucket(int32_t rows);
   // Decode steps that ran as graph replays (captures included), for tests and logs.
@@ -38,6 +44,7 @@ class ModelRunner {
 
   LlamaModel& model_;
   GraphPolicy policy_;
+  TpChannel* leader_ = nullptr;
   std::unique_ptr<LlamaModel::Activations> graph_activations_;
   int64_t graph_steps_ = 0;
 };

@@ -11,6 +11,7 @@
 #include "relayllm/common/thread_pool.h"
 #include "relayllm/formats/gguf_dequant.h"
 #include "relayllm/model/model_limits.h"
+#include "relayllm/model/tensor_parallel.h"
 
 namespace relayllm {
 namespace {
@@ -229,7 +230,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
 }
 
 ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config, ThreadPool* pool,
-                               const WeightFormatFilter& keep) {
+                               const WeightFormatFilter& keep, const ShardLayout* shard) {
   const auto start = std::chrono::steady_clock::now();
   const std::string src = file.source();
   ModelWeights weights;
@@ -260,33 +261,73 @@ ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config, 
   for (size_t k = 0; k < slots.size(); ++k) {
     const GgufTensorInfo& t = *infos[k];
     HostTensor& out = *slots[k].tensor;
-    out.shape = slots[k].shape;
+    const WeightSlice slice = shard ? weight_slice(slots[k], *shard) : WeightSlice{};
+    out.shape = sliced_shape(slots[k].shape, slice);
     const WeightFormat format = gguf_weight_format(t.type);
     const bool matrix =
         slots[k].kind == WeightKind::kLinear || slots[k].kind == WeightKind::kEmbedding;
-    if (matrix && format != WeightFormat::kNone && keep && keep(format)) {
+    const bool aligned = slice_keeps_blocks(slice, format);
+    if (matrix && format != WeightFormat::kNone && keep && keep(format) && !aligned)
+      spdlog::info(
+          "{}: tensor {} ({}): this rank's columns [{}, {}) split its blocks, so its slice is "
+          "dequantized to fp32",
+          src, t.name, weight_format_name(format), slice.begin, slice.end);
+    if (matrix && format != WeightFormat::kNone && keep && keep(format) && aligned) {
       out.format = format;
-      out.blocks.assign(t.bytes.begin(), t.bytes.end());
+      // Rows of whole blocks: a row range is one byte range, a block-aligned column range
+      // one byte range per row.
+      const size_t rows = size_t(slots[k].shape[0]), row_bytes = t.bytes.size() / rows;
+      if (slice.axis == SliceAxis::kCols) {
+        const size_t per_block = size_t(weight_block_layout(format).block_bytes),
+                     elems = size_t(weight_block_layout(format).block_elements);
+        const size_t b = size_t(slice.begin) / elems * per_block,
+                     e = size_t(slice.end) / elems * per_block;
+        out.blocks.resize(rows * (e - b));
+        for (size_t r = 0; r < rows; ++r)
+          std::copy(t.bytes.begin() + r * row_bytes + b, t.bytes.begin() + r * row_bytes + e,
+                    out.blocks.begin() + r * (e - b));
+      } else {
+        const size_t b = slice.axis == SliceAxis::kRows ? size_t(slice.begin) * row_bytes : 0;
+        const size_t e =
+            slice.axis == SliceAxis::kRows ? size_t(slice.end) * row_bytes : t.bytes.size();
+        out.blocks.assign(t.bytes.begin() + b, t.bytes.begin() + e);
+      }
       kept_bytes += out.blocks.size();
       ++kept_tensors;
       continue;
     }
-    out.data.resize(size_t(t.numel()));
     const GgmlBlockLayout layout = ggml_block_layout(t.type);
-    const size_t blocks = size_t(t.numel() / layout.block_elements);
-    float* dst = out.data.data();
+    // Blocks never cross rows, so a row range is a block range; a column range is
+    // dequantized whole and cut.
+    const bool cols = slice.axis == SliceAxis::kCols;
+    const int64_t row_elems = t.numel() / slots[k].shape[0];
+    const int64_t first_elem = slice.axis == SliceAxis::kRows ? slice.begin * row_elems : 0;
+    const int64_t count = cols ? t.numel() : out.numel();
+    std::vector<float> values(static_cast<size_t>(count));
+    const size_t first_block = size_t(first_elem / layout.block_elements);
+    const size_t blocks = size_t(count / layout.block_elements);
+    float* dst = values.data();
     workers.parallel_for(
         blocks,
         [&](size_t begin, size_t end) {
-          dequantize_blocks(t.type, t.bytes, begin, end - begin,
+          dequantize_blocks(t.type, t.bytes, first_block + begin, end - begin,
                             dst + begin * size_t(layout.block_elements));
         },
         4096);
+    if (cols) {
+      HostTensor full;
+      full.shape = slots[k].shape;
+      full.data = std::move(values);
+      out.data = slice_host_tensor(full, slice).data;
+    } else {
+      out.data = std::move(values);
+    }
   }
   if (permuted) {
     for (LayerWeights& layer : weights.layers) {
-      unpermute_rows(layer.q_proj, config.num_heads);
-      unpermute_rows(layer.k_proj, config.num_kv_heads);
+      // The permutation is within each head, so a rank's whole heads unpermute alone.
+      unpermute_rows(layer.q_proj, shard ? shard->num_heads : config.num_heads);
+      unpermute_rows(layer.k_proj, shard ? shard->num_kv_heads : config.num_kv_heads);
     }
   }
   const double seconds =

@@ -14,6 +14,7 @@
 namespace relayllm {
 
 class ThreadPool;
+struct ShardLayout;
 
 // Throws Error naming the file and the metadata key for a missing or invalid field and
 // for an unsupported architecture or rope scaling.
@@ -22,8 +23,11 @@ ModelConfig gguf_model_config(const GgufFile& file);
 // Throws Error naming the file and tensor for a missing tensor, a wrong shape or a type
 // that cannot be dequantized. Linear and embedding weights whose format `keep` accepts stay
 // in their block format (HostTensor::blocks); the rest are dequantized to fp32.
+// With `shard`, only this rank's rows (whole blocks) or columns are read; a row-parallel
+// weight whose column cut splits a block is dequantized and cut (logged).
 ModelWeights load_gguf_weights(const GgufFile& file, const ModelConfig& config,
-                               ThreadPool* pool = nullptr, const WeightFormatFilter& keep = {});
+                               ThreadPool* pool = nullptr, const WeightFormatFilter& keep = {},
+                               const ShardLayout* shard = nullptr);
 
 // The block format a ggml tensor type is kept in, kNone for F32 and types without one.
 WeightFormat gguf_weight_format(GgmlType type);

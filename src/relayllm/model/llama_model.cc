@@ -3,13 +3,17 @@
 #include <cmath>
 
 #include "relayllm/common/error.h"
+#include "relayllm/dist/communicator.h"
 #include "relayllm/model/model_limits.h"
 
 namespace relayllm {
 
 LlamaModel::LlamaModel(const ModelConfig& config, const ModelWeights& weights, Backend& backend,
-                       int64_t max_positions)
-    : config_(config), backend_(backend) {
+                       int64_t max_positions, Communicator* comm)
+    : config_(config),
+      backend_(backend),
+      comm_(comm && comm->size() > 1 ? comm : nullptr),
+      shard_(shard_layout(config, comm_ ? comm_->rank() : 0, comm_ ? comm_->size() : 1)) {
   embed_tokens_ = upload(weights.embed_tokens);
   for (const LayerWeights& w : weights.layers) {
     Layer layer;
@@ -55,7 +59,7 @@ LlamaModel::LlamaModel(const ModelConfig& config, const ModelWeights& weights, B
     }
   rope_cos_sin_ = backend_.upload(table, {max_positions, d}, DType::kF32);
 
-  attention_shape_ = {int32_t(config.num_heads), int32_t(config.num_kv_heads),
+  attention_shape_ = {int32_t(shard_.num_heads), int32_t(shard_.num_kv_heads),
                       int32_t(config.head_dim), float(1.0 / std::sqrt(double(config.head_dim)))};
 }
 
@@ -70,20 +74,19 @@ std::vector<KvLayer> LlamaModel::allocate_kv_cache(int32_t num_blocks, int32_t b
   DType dtype = backend_.kv_dtype();
   for (int64_t l = 0; l < config_.num_layers; ++l)
     cache.push_back(
-        {backend_.empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, dtype),
-         backend_.empty({num_blocks, block_size, config_.num_kv_heads, config_.head_dim}, dtype)});
+        {backend_.empty({num_blocks, block_size, shard_.num_kv_heads, config_.head_dim}, dtype),
+         backend_.empty({num_blocks, block_size, shard_.num_kv_heads, config_.head_dim}, dtype)});
   return cache;
 }
 
 size_t LlamaModel::kv_bytes_per_block(int32_t block_size) const {
-  return size_t(2) * config_.num_layers * block_size * config_.num_kv_heads * config_.head_dim *
+  return size_t(2) * config_.num_layers * block_size * shard_.num_kv_heads * config_.head_dim *
          dtype_size(backend_.kv_dtype());
 }
 
 LlamaModel::Activations LlamaModel::make_activations(int64_t t, int64_t logit_rows) {
   const int64_t h = config_.hidden_size, d = config_.head_dim;
-  const int64_t hq = config_.num_heads, hk = config_.num_kv_heads,
-                inter = config_.intermediate_size;
+  const int64_t hq = shard_.num_heads, hk = shard_.num_kv_heads, inter = shard_.intermediate;
   const DType dt = backend_.compute_dtype();
   Backend& be = backend_;
   Activations a;
@@ -133,13 +136,17 @@ void LlamaModel::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,
   backend_.begin_step(plan, StepInfo{attention_shape_, 0});
   Activations a = make_activations(plan.num_rows(), n);
   run(plan, kv_cache, a);
+  if (shard_.rank != 0) {  // logits exist on rank 0 only
+    logits.clear();
+    return;
+  }
   logits.assign(size_t(n * config_.vocab_size), 0.0f);
   if (n > 0) backend_.download(a.logits, logits);
 }
 
 void LlamaModel::run(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, Activations& a) {
   const int64_t t = a.residual.dim(0), d = config_.head_dim;
-  const int64_t hq = config_.num_heads, hk = config_.num_kv_heads;
+  const int64_t hq = shard_.num_heads, hk = shard_.num_kv_heads;
   const float eps = float(config_.rms_norm_eps);
   Backend& be = backend_;
 
@@ -164,17 +171,24 @@ void LlamaModel::run(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, Acti
     attn3.shape = {t, hq, d};
     be.attention(a.q, kv_cache[l], attention_shape_, plan, attn3);
     be.linear(a.attn, layer.o_proj, nullptr, a.proj);
+    all_reduce(a.proj);
     be.add_rmsnorm(a.residual, a.proj, layer.post_attention_norm, eps, a.normed);
     be.linear(a.normed, layer.gate_proj, nullptr, a.gate);
     be.linear(a.normed, layer.up_proj, nullptr, a.up);
     be.silu_mul(a.gate, a.up, a.act);
     be.linear(a.act, layer.down_proj, nullptr, a.proj);
+    all_reduce(a.proj);
     const Tensor& next_norm = l + 1 < layers_.size() ? layers_[l + 1].input_norm : final_norm_;
     be.add_rmsnorm(a.residual, a.proj, next_norm, eps, a.normed);
   }
-  if (a.logits.dim(0) == 0) return;
+  // The lm_head is replicated; its logits are needed only where sampling runs (rank 0).
+  if (a.logits.dim(0) == 0 || shard_.rank != 0) return;
   be.gather_logit_rows(a.normed, plan, a.selected);
   be.linear(a.selected, lm_head_, nullptr, a.logits);
+}
+
+void LlamaModel::all_reduce(Tensor& x) {
+  if (comm_) backend_.all_reduce_sum(x, *comm_);
 }
 
 }  // namespace relayllm

@@ -9,15 +9,21 @@
 #include "relayllm/backend/backend.h"
 #include "relayllm/model/model_config.h"
 #include "relayllm/model/model_weights.h"
+#include "relayllm/model/tensor_parallel.h"
 
 namespace relayllm {
+
+class Communicator;
 
 class LlamaModel {
  public:
   // Uploads the weights to the backend; host weights may be dropped afterwards.
-  // max_positions sizes the rope table.
+  // max_positions sizes the rope table. With `comm` of several ranks (tensor
+  // parallelism), `weights` are this rank's slices (tensor_parallel.h) of the model
+  // `config` describes: attention and the MLP run on the local heads and columns, and
+  // the o and down projections' partial sums are all-reduced; only rank 0 computes logits.
   LlamaModel(const ModelConfig& config, const ModelWeights& weights, Backend& backend,
-             int64_t max_positions);
+             int64_t max_positions, Communicator* comm = nullptr);
 
   const ModelConfig& config() const { return config_; }
   Backend& backend() { return backend_; }
@@ -43,6 +49,7 @@ class LlamaModel {
   // Checks the step's token ids and positions (replayed graphs skip the ops' own checks).
   void validate(const BatchPlan& plan) const;
   const AttentionShape& attention_shape() const { return attention_shape_; }
+  const ShardLayout& shard() const { return shard_; }
 
  private:
   struct Layer {
@@ -52,8 +59,13 @@ class LlamaModel {
 
   Tensor upload(const HostTensor& host);
 
+  // Partial sums of a row-parallel projection become the full output on every rank.
+  void all_reduce(Tensor& x);
+
   ModelConfig config_;
   Backend& backend_;
+  Communicator* comm_ = nullptr;  // null or one rank: no all-reduce
+  ShardLayout shard_;
   Tensor embed_tokens_;
   std::vector<Layer> layers_;
   Tensor final_norm_;

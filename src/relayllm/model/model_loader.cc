@@ -10,6 +10,7 @@
 #include "relayllm/model/gguf_model.h"
 #include "relayllm/model/model_id.h"
 #include "relayllm/model/model_limits.h"
+#include "relayllm/model/tensor_parallel.h"
 #include "relayllm/tokenizer/gguf_tokenizer.h"
 
 namespace relayllm {
@@ -36,7 +37,7 @@ namespace {
 
 LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format, uint64_t seed,
                             const std::filesystem::path& tokenizer_dir,
-                            const WeightFormatFilter& keep_formats) {
+                            const WeightFormatFilter& keep_formats, const ShardLayout* shard) {
   RELAYLLM_CHECK(format != LoadFormat::kSafetensors,
                  "{}: --load-format safetensors cannot read a GGUF file", path.string());
   auto start = std::chrono::steady_clock::now();
@@ -49,8 +50,11 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
                  "{}: the tokenizer has {} tokens but the model's vocab_size is {}", path.string(),
                  tokenizer.vocab_size(), config.vocab_size);
   bool random = format == LoadFormat::kDummy;
-  ModelWeights weights = random ? make_dummy_weights(config, seed)
-                                : load_gguf_weights(file, config, nullptr, keep_formats);
+  std::optional<ShardLayout> layout;
+  if (shard) layout = shard_layout(config, shard->rank, shard->size);  // checks the heads
+  const ShardLayout* part = layout ? &*layout : nullptr;
+  ModelWeights weights = random ? make_dummy_weights(config, seed, nullptr, part)
+                                : load_gguf_weights(file, config, nullptr, keep_formats, part);
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   spdlog::info("loaded {} (GGUF v{}, {}, {} layers, hidden {}, vocab {}){} in {:.2f} s",
                path.string(), file.version(), config.architecture, config.num_layers,
@@ -68,10 +72,10 @@ LoadedModel load_gguf_model(const std::filesystem::path& path, LoadFormat format
 
 LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
                        const std::filesystem::path& tokenizer_dir,
-                       const WeightFormatFilter& keep_formats) {
+                       const WeightFormatFilter& keep_formats, const ShardLayout* shard) {
   // A file named .gguf goes to the GGUF reader even when corrupt, for its precise error.
   if (std::filesystem::is_regular_file(dir) && (dir.extension() == ".gguf" || is_gguf_file(dir)))
-    return load_gguf_model(dir, format, seed, tokenizer_dir, keep_formats);
+    return load_gguf_model(dir, format, seed, tokenizer_dir, keep_formats, shard);
   auto start = std::chrono::steady_clock::now();
   RELAYLLM_CHECK(std::filesystem::is_directory(dir), "model folder {} does not exist",
                  dir.string());
@@ -84,8 +88,11 @@ LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint
           config.eos_token_ids.end())
         config.eos_token_ids.push_back(id);
   bool random = format == LoadFormat::kDummy;
-  ModelWeights weights =
-      random ? make_dummy_weights(config, seed) : load_weights(dir, config, nullptr, keep_formats);
+  std::optional<ShardLayout> layout;
+  if (shard) layout = shard_layout(config, shard->rank, shard->size);  // checks the heads
+  const ShardLayout* part = layout ? &*layout : nullptr;
+  ModelWeights weights = random ? make_dummy_weights(config, seed, nullptr, part)
+                                : load_weights(dir, config, nullptr, keep_formats, part);
   Tokenizer tokenizer = load_tokenizer(tokenizer_dir.empty() ? dir : tokenizer_dir);
   RELAYLLM_CHECK(tokenizer.vocab_size() <= config.vocab_size,
                  "{}: the tokenizer has {} tokens but the model's vocab_size is {}",

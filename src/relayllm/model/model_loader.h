@@ -38,9 +38,12 @@ struct LoadedModel {
 // `keep_formats`: which block formats of a GGUF file, and which 16-bit float dtypes of a
 // safetensors checkpoint, stay as they are (see load_gguf_weights, load_weights); empty:
 // all weights in fp32.
+// `shard` (tensor parallelism): only this rank's slices of the weights are read
+// (tensor_parallel.h); the config stays the whole model's.
 LoadedModel load_model(const std::filesystem::path& dir, LoadFormat format, uint64_t seed,
                        const std::filesystem::path& tokenizer_dir = {},
-                       const WeightFormatFilter& keep_formats = {});
+                       const WeightFormatFilter& keep_formats = {},
+                       const ShardLayout* shard = nullptr);
 
 // Only the tokenizer files of a model folder, or the tokenizer of a .gguf file.
 Tokenizer load_tokenizer(const std::filesystem::path& dir);

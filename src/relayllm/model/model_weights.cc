@@ -13,6 +13,7 @@
 #include "relayllm/common/thread_pool.h"
 #include "relayllm/formats/safetensors.h"
 #include "relayllm/model/model_limits.h"
+#include "relayllm/model/tensor_parallel.h"
 
 namespace relayllm {
 namespace {
@@ -92,7 +93,8 @@ std::vector<WeightSlot> weight_slots(ModelWeights& w, const ModelConfig& c) {
 }
 
 ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config,
-                          ThreadPool* pool, const WeightFormatFilter& keep) {
+                          ThreadPool* pool, const WeightFormatFilter& keep,
+                          const ShardLayout* shard) {
   const auto start = std::chrono::steady_clock::now();
   SafetensorsCheckpoint checkpoint(model_dir);
   check_layer_tensors(checkpoint.tensor_names(), "model.layers.", config.num_layers,
@@ -129,12 +131,15 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
   for (size_t i = 0; i < slots.size(); ++i) {
     const TensorView& view = *views[i];
     HostTensor& tensor = *slots[i].tensor;
-    tensor.shape = slots[i].shape;
+    const WeightSlice slice = shard ? weight_slice(slots[i], *shard) : WeightSlice{};
+    tensor.shape = sliced_shape(slots[i].shape, slice);
     const WeightKind kind = slots[i].kind;
     const WeightFormat half = view.dtype == SafetensorsDType::kBF16  ? WeightFormat::kBF16
                               : view.dtype == SafetensorsDType::kF16 ? WeightFormat::kF16
                                                                      : WeightFormat::kNone;
-    if ((kind == WeightKind::kLinear || kind == WeightKind::kEmbedding) &&
+    // 16-bit tensors stay as they are only when read whole: a tensor-parallel rank's slice is
+    // converted to fp32 (the slicing below works on converted values).
+    if (!shard && (kind == WeightKind::kLinear || kind == WeightKind::kEmbedding) &&
         half != WeightFormat::kNone && keep && keep(half) && tensor.shape.size() == 2) {
       // Same little-endian 16-bit values as the backend's kF16/kBF16 rows: copied as they are.
       tensor.format = half;
@@ -142,11 +147,28 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
       done_bytes += view.bytes.size();
       continue;
     }
-    tensor.data.resize(size_t(view.numel()));
+    tensor.data.resize(size_t(tensor.numel()));
     float* out = tensor.data.data();
-    workers.parallel_for(
-        tensor.data.size(),
-        [&](size_t begin, size_t end) { to_float(view, begin, end, out + begin); }, kChunk);
+    if (slice.axis == SliceAxis::kCols) {
+      // Row-parallel: this rank's columns of every row, read row by row from the map.
+      const size_t cols = size_t(slots[i].shape[1]), width = size_t(slice.end - slice.begin);
+      workers.parallel_for(size_t(slots[i].shape[0]), [&](size_t first, size_t last) {
+        for (size_t r = first; r < last; ++r)
+          to_float(view, r * cols + size_t(slice.begin), r * cols + size_t(slice.end),
+                   out + r * width);
+      });
+    } else {
+      // Whole, or column-parallel: a contiguous run of rows.
+      const size_t offset = slice.axis == SliceAxis::kRows
+                                ? size_t(slice.begin) * size_t(view.numel() / slots[i].shape[0])
+                                : 0;
+      workers.parallel_for(
+          tensor.data.size(),
+          [&](size_t begin, size_t end) {
+            to_float(view, offset + begin, offset + end, out + begin);
+          },
+          kChunk);
+    }
     done_bytes += view.bytes.size();
     if (big && done_bytes >= next_report && done_bytes < total_bytes) {
       spdlog::info("  {}/{} tensors, {:.0f}%", i + 1, slots.size(),
@@ -163,7 +185,8 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
   return weights;
 }
 
-ModelWeights make_dummy_weights(const ModelConfig& config, uint64_t seed, ThreadPool* pool) {
+ModelWeights make_dummy_weights(const ModelConfig& config, uint64_t seed, ThreadPool* pool,
+                                const ShardLayout* shard) {
   ModelWeights weights;
   std::vector<WeightSlot> slots = weight_slots(weights, config);
   size_t total_elements = 0;
@@ -205,6 +228,10 @@ ModelWeights make_dummy_weights(const ModelConfig& config, uint64_t seed, Thread
           data[i] = float(offset + scale * symmetric_uniform(rng));
       }
     });
+    if (shard) {
+      const WeightSlice slice = weight_slice(slot, *shard);
+      if (!slice.whole()) tensor = slice_host_tensor(tensor, slice);
+    }
   }
   return weights;
 }

@@ -15,6 +15,7 @@
 namespace relayllm {
 
 class ThreadPool;
+struct ShardLayout;
 
 // Values in fp32 (`data`), or, for a weight kept in a block format the backend runs
 // directly (a GGUF quantized tensor, 16-bit floats), the rows' bytes as in the file
@@ -61,18 +62,23 @@ std::vector<WeightSlot> weight_slots(ModelWeights& weights, const ModelConfig& c
 
 // Loads model.safetensors or the sharded index from model_dir, converting F32/F16/BF16
 // to fp32. Linear and embedding tensors stored in BF16 or F16 stay 16-bit (`blocks`, format
-// kBF16/kF16) when `keep` accepts that format: a bf16 checkpoint then takes half the memory
-// of its fp32 copy and the backend's half kernels read it. Missing tensors and wrong shapes
-// throw Error naming the file and tensor; tensors the config does not need (rotary
-// inv_freq, a tied lm_head) are ignored. Conversion runs on `pool` when given, else on a
-// pool of its own.
+// kBF16/kF16) when `keep` accepts that format and the tensor is read whole: a bf16 checkpoint
+// then takes half the memory of its fp32 copy and the backend's half kernels read it. Missing
+// tensors and wrong shapes throw Error naming the file and tensor; tensors the config does not
+// need (rotary inv_freq, a tied lm_head) are ignored. Conversion runs on `pool` when given,
+// else on a pool of its own. With `shard` (tensor parallelism), only this rank's slice of each
+// sharded tensor is read and converted to fp32 (tensor_parallel.h); the result holds local
+// shapes.
 ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelConfig& config,
-                          ThreadPool* pool = nullptr, const WeightFormatFilter& keep = {});
+                          ThreadPool* pool = nullptr, const WeightFormatFilter& keep = {},
+                          const ShardLayout* shard = nullptr);
 
 // Random weights from the config alone, identical bytes for the same seed on any
 // platform and thread count. Linear/embedding weights ~ U(-a, a), a = sqrt(3 / in_features)
 // (unit variance in, unit variance out), norms 1 + U(-0.1, 0.1), biases U(-0.05, 0.05).
+// With `shard`, each tensor is drawn whole (so every rank's slices are those of the same
+// full model) and cut at once: memory holds the local weights plus one full tensor.
 ModelWeights make_dummy_weights(const ModelConfig& config, uint64_t seed,
-                                ThreadPool* pool = nullptr);
+                                ThreadPool* pool = nullptr, const ShardLayout* shard = nullptr);
 
 }  // namespace relayllm

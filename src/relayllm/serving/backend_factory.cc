@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "relayllm/backend/cpu/cpu_backend.h"
@@ -9,6 +10,7 @@
 #include "relayllm/backend/cuda/cuda_backend.h"
 #endif
 #include "relayllm/common/error.h"
+#include "relayllm/common/thread_pool.h"
 
 namespace relayllm {
 
@@ -21,6 +23,14 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
        (options.dtype == "auto" || parse_dtype(options.dtype) != DType::kF32))) {
     CudaBackendOptions cuda;
     cuda.dtype = options.dtype == "auto" ? DType::kBF16 : parse_dtype(options.dtype);
+    if (options.local_ranks > 1) {
+      const int count = cuda_device_count();
+      RELAYLLM_CHECK(options.local_ranks <= count,
+                     "tensor parallelism: {} ranks run on this host but it has {} GPU(s); run "
+                     "at most one rank per GPU (mpirun -np N -H host:{})",
+                     options.local_ranks, count, count);
+      cuda.device = options.local_rank;
+    }
     return std::make_unique<CudaBackend>(cuda);
   }
 #else
@@ -31,6 +41,10 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& options) {
     spdlog::warn("--dtype {}: the cpu backend computes in float32", options.dtype);
   CpuBackendOptions cpu;
   cpu.num_threads = options.num_threads;
+  if (cpu.num_threads == 0 && options.local_ranks > 1) {
+    // Ranks of one host share its cores: one pool per core each would oversubscribe them.
+    cpu.num_threads = std::max(1, usable_cpu_count() / options.local_ranks);
+  }
   // --dtype float32 is the reference path: every weight dequantized to fp32 at load.
   cpu.block_weights = options.dtype == "auto" || parse_dtype(options.dtype) != DType::kF32;
   // The same switch picks the KV cache: fp16 on the fast path, fp32 on the reference path.

@@ -18,6 +18,10 @@ struct BackendOptions {
   std::string device = "auto";  // auto | cpu | cuda
   std::string dtype = "auto";
   int num_threads = 0;  // cpu: 0 = one per core
+  // Tensor parallelism: this rank's index among the ranks of its host, and their number.
+  // cuda: the rank runs on GPU local_rank; cpu: the cores are split between the ranks.
+  int local_rank = 0;
+  int local_ranks = 1;
 };
 
 // Throws Error with one clear line on a bad device or dtype.

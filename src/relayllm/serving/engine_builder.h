@@ -45,6 +45,14 @@ struct EngineOptions {
   // time, bytes and FLOPs go into it and steps run op by op (no graphs); see
   // profiling_backend.h.
   std::shared_ptr<OpProfile> op_profile;
+  // Tensor parallelism (tensor_parallel_setup.h): the job's ranks, null for one. Rank 0
+  // calls create_engine (its engine sends each step through a TpChannel over it), every
+  // other rank run_tensor_parallel_worker.
+  int tensor_parallel_size = 1;
+  std::shared_ptr<Communicator> communicator;
+  // Rank 0's channel to the others; create_engine makes it when null. The caller keeps
+  // it to stop the workers when no engine came to be (TpChannel::stop).
+  std::shared_ptr<TpChannel> tensor_parallel;
 };
 
 struct ServingEngine {
@@ -68,6 +76,10 @@ struct ServingEngine {
 
 // Throws Error with one clear line on any bad option or file.
 ServingEngine create_engine(const EngineOptions& options);
+
+// Ranks 1..N-1 of a tensor-parallel job: loads this rank's shard of the same model and
+// runs the forward of every step rank 0's engine plans, until that engine is destroyed.
+void run_tensor_parallel_worker(const EngineOptions& options);
 
 // The sampling defaults a model asks for in generation_config.json (vLLM's
 // `--generation-config auto`), over SamplingParams' own defaults.

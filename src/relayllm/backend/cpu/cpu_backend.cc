@@ -12,6 +12,7 @@
 #include "relayllm/backend/cpu/quant_dequant.h"
 #include "relayllm/backend/cpu/quant_dispatch.h"
 #include "relayllm/common/error.h"
+#include "relayllm/dist/communicator.h"
 
 namespace relayllm {
 namespace {
@@ -235,6 +236,12 @@ void CpuBackend::gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tenso
   for (size_t i = 0; i < plan.logit_rows.size(); ++i)
     std::memcpy(out.data<float>() + i * n, x.data<float>() + int64_t(plan.logit_rows[i]) * n,
                 n * sizeof(float));
+}
+
+void CpuBackend::all_reduce_sum(Tensor& x, Communicator& comm) {
+  // Activations live in host memory in fp32: the communicator reduces them in place.
+  RELAYLLM_CHECK(x.dtype == DType::kF32, "cpu all-reduce: {} tensor", dtype_name(x.dtype));
+  comm.all_reduce_sum(x.data<float>(), size_t(x.numel()));
 }
 
 }  // namespace relayllm

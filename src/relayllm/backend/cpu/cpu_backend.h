@@ -67,6 +67,7 @@ class CpuBackend final : public Backend {
   void attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
                  const BatchPlan& plan, Tensor& out) override;
   void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) override;
+  void all_reduce_sum(Tensor& x, Communicator& comm) override;
 
   ThreadPool& pool() { return pool_; }
   const cpu_quant::QuantKernels& kernels() const { return *kernels_; }

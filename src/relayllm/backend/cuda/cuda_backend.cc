@@ -217,9 +217,11 @@ struct CudaBackend::Impl {
   }
 };
 
-bool cuda_device_available() {
+bool cuda_device_available() { return cuda_device_count() > 0; }
+
+int cuda_device_count() {
   int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
 }
 
 CudaBackend::CudaBackend(const CudaBackendOptions& options)

@@ -82,5 +82,7 @@ class CudaBackend final : public Backend {
 
 // True when the CUDA runtime sees at least one device.
 bool cuda_device_available();
+// GPUs visible to this process (0 when none or no driver).
+int cuda_device_count();
 
 }  // namespace relayllm
