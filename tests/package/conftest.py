@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 
+# These tests compare outputs across batch shapes (the same seed in different batches, relay on
+# and off, the API against the CLI): that needs bit-identical rows whatever the step's row
+# count, so every row stays on the integer kernels (the default model's prefill otherwise
+# switches to OpenBLAS sgemm from 16 rows, which agrees to fp32 rounding only and can flip a
+# near-tied greedy token; README, The CPU backend). Set before any engine starts; the CLI
+# subprocesses inherit it.
+os.environ.setdefault("RELAYLLM_CPU_SGEMM_MIN_ROWS", "0")
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "data" / "hf_fixtures"
 
