@@ -1,7 +1,5 @@
 #include "relayllm/backend/cpu/cpu_backend.h"
 
-#include "relayllm/backend/cpu/openblas_library.h"
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -9,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "relayllm/backend/cpu/openblas_library.h"
 #include "relayllm/backend/cpu/quant_dequant.h"
 #include "relayllm/backend/cpu/quant_dispatch.h"
 #include "relayllm/common/error.h"

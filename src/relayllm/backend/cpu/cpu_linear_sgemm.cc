@@ -12,8 +12,8 @@
 
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cpu/openblas_library.h"
-#include "relayllm/common/error.h"
 #include "relayllm/backend/cpu/quant_dequant.h"
+#include "relayllm/common/error.h"
 
 namespace relayllm {
 namespace {
