@@ -186,3 +186,16 @@ def test_left_recursive_constraints_are_400(server, case, path):
     assert r.status_code == 400, r.text
     assert field in r.json()["error"]["message"] and "left-recursive" in r.text
     assert_alive(server)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("guided_regex", "\u0000abc"),
+    ("guided_grammar", 'root ::= "a\u0000"'),
+    ("guided_json", {"type": "string", "pattern": "\u0000a"}),
+])
+def test_nul_in_constraints_is_400(server, field, value):
+    # xgrammar's regex parser reads C strings; a leading NUL made it read past its buffer.
+    r = post(server, "/v1/completions", {"prompt": "hi", field: value})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"]["message"] and "NUL" in r.text
+    assert_alive(server)

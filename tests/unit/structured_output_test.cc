@@ -191,6 +191,13 @@ TEST(StructuredCompiler, LeftRecursiveGrammarsAreRefusedOthersRun) {
             R"({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}})"},
        })
     expect_refused(c, spec_of(kind, text, "guided_x"), "left-recursive");
+  // A NUL ends xgrammar's C-string regex parser early (at the start: it read past its buffer).
+  expect_refused(c, spec_of(ConstraintKind::kRegex, std::string("\0ab", 3), "guided_regex"), "NUL");
+  expect_refused(c, spec_of(ConstraintKind::kEbnf, std::string("root ::= \"a\0\"", 15), "g"),
+                 "NUL");
+  expect_refused(
+      c, spec_of(ConstraintKind::kJsonSchema, R"({"type": "string", "pattern": "\u0000a"})", "j"),
+      "NUL");
 
   for (
       auto [kind, text] : std::vector<std::pair<ConstraintKind, std::string>>{

@@ -124,7 +124,29 @@ void check_ebnf_limits(const std::string& ebnf, const std::string& field,
   check_regex_limits(skeleton, field, l);
 }
 
+namespace {
+
+// xgrammar's regex parser reads a C string: a NUL byte ends the text early, and one at the
+// start leaves it nothing to read (it then reads past its buffer). A JSON schema reaches that
+// parser through `pattern`, where a NUL arrives escaped as \u0000.
+void check_no_nul(const std::string& text, const std::string& field, bool json) {
+  if (text.find('\0') != std::string::npos)
+    reject(field, "contains a NUL character, which the grammar parser cannot take");
+  if (!json) return;
+  for (size_t at = text.find("\\u"); at != std::string::npos; at = text.find("\\u", at + 1))
+    if (text.size() >= at + 6 && text.compare(at + 2, 4, "0000") == 0)
+      reject(field,
+             "contains an escaped NUL character (\\u0000), which the grammar parser "
+             "cannot take");
+}
+
+}  // namespace
+
 void check_constraint_limits(const ConstraintSpec& spec, const ConstraintLimits& l) {
+  const bool json =
+      spec.kind == ConstraintKind::kJsonSchema || spec.kind == ConstraintKind::kStructuralTag;
+  check_no_nul(spec.text, spec.field, json);
+  for (const StructuralTag& t : spec.tags) check_no_nul(t.schema, spec.field, true);
   switch (spec.kind) {
     case ConstraintKind::kJsonSchema:
       check_json_schema_limits(spec.text, spec.field, l);
