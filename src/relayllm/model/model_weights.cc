@@ -12,6 +12,7 @@
 #include "relayllm/common/error.h"
 #include "relayllm/common/thread_pool.h"
 #include "relayllm/formats/safetensors.h"
+#include "relayllm/model/compressed_tensors.h"
 #include "relayllm/model/model_limits.h"
 #include "relayllm/model/tensor_parallel.h"
 
@@ -97,6 +98,9 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
                           const ShardLayout* shard) {
   const auto start = std::chrono::steady_clock::now();
   SafetensorsCheckpoint checkpoint(model_dir);
+  // An FP8 compressed-tensors checkpoint (its config.json says so; anything else it says
+  // about quantization is refused here, before any tensor is read).
+  const std::optional<Fp8CheckpointScheme> fp8 = read_quantization_config(model_dir);
   check_layer_tensors(checkpoint.tensor_names(), "model.layers.", config.num_layers,
                       checkpoint.source().filename().string(), "config.json num_hidden_layers");
   ModelWeights weights;
@@ -113,9 +117,22 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
     if (view->shape != slot.shape)
       fail("{}: tensor {} has shape [{}], expected [{}]", file, slot.name,
            fmt::join(view->shape, ", "), fmt::join(slot.shape, ", "));
-    if (view->dtype == SafetensorsDType::kOther)
-      fail("{}: tensor {} has dtype {}, expected F32, F16 or BF16", file, slot.name,
-           view->dtype_name);
+    if (view->dtype_name == "F8_E4M3") {
+      RELAYLLM_CHECK(fp8.has_value(),
+                     "{}: tensor {} is F8_E4M3 but config.json has no compressed-tensors "
+                     "quantization_config",
+                     file, slot.name);
+      RELAYLLM_CHECK(slot.kind == WeightKind::kLinear,
+                     "{}: tensor {} is F8_E4M3; only linear layers' weights may be FP8", file,
+                     slot.name);
+      RELAYLLM_CHECK(shard == nullptr,
+                     "{}: FP8 checkpoints with tensor parallelism are not supported yet (run "
+                     "one rank)",
+                     file);
+    } else if (view->dtype == SafetensorsDType::kOther) {
+      fail("{}: tensor {} has dtype {}, expected F32, F16 or BF16{}", file, slot.name,
+           view->dtype_name, fp8 ? " (or F8_E4M3 for linear weights)" : "");
+    }
     views.push_back(view);
     total_elements += size_t(view->numel());
     total_bytes += view->bytes.size();
@@ -134,6 +151,12 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
     const WeightSlice slice = shard ? weight_slice(slots[i], *shard) : WeightSlice{};
     tensor.shape = sliced_shape(slots[i].shape, slice);
     const WeightKind kind = slots[i].kind;
+    if (view.dtype_name == "F8_E4M3") {
+      const TensorLookup lookup = [&](const std::string& name) { return checkpoint.find(name); };
+      load_fp8_linear(view, *fp8, lookup, keep && keep(WeightFormat::kFP8), tensor);
+      done_bytes += view.bytes.size();
+      continue;
+    }
     const WeightFormat half = view.dtype == SafetensorsDType::kBF16  ? WeightFormat::kBF16
                               : view.dtype == SafetensorsDType::kF16 ? WeightFormat::kF16
                                                                      : WeightFormat::kNone;
