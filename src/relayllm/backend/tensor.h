@@ -16,7 +16,7 @@ enum class DType { kF32, kBF16, kF16 };
 // GGUF block formats (kept as they are in the file, rows of whole blocks) and 16-bit
 // floats kept as half. kNone: plain `dtype` values. Only backends that say so
 // (Backend::supports_weight_format) take these; activations and KV are always kNone.
-// kFP8: e4m3 codes with one fp32 scale per output row (backend/fp8.h has the layout).
+// kFP8: e4m3 codes with one fp32 scale per output row (backend/fp8_weight.h has the layout).
 enum class WeightFormat : uint8_t {
   kNone,
   kF16,
