@@ -144,7 +144,7 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
 
   std::optional<ThreadPool> own_pool;
   ThreadPool& workers = pick_pool(pool, own_pool, total_elements);
-  size_t done_bytes = 0, next_report = total_bytes / 10;
+  size_t done_bytes = 0, next_report = total_bytes / 10, fp8_dequantized = 0;
   for (size_t i = 0; i < slots.size(); ++i) {
     const TensorView& view = *views[i];
     HostTensor& tensor = *slots[i].tensor;
@@ -154,6 +154,7 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
     if (view.dtype_name == "F8_E4M3") {
       const TensorLookup lookup = [&](const std::string& name) { return checkpoint.find(name); };
       load_fp8_linear(view, *fp8, lookup, keep && keep(WeightFormat::kFP8), tensor);
+      fp8_dequantized += tensor.format != WeightFormat::kFP8;
       done_bytes += view.bytes.size();
       continue;
     }
@@ -199,6 +200,9 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
       next_report += total_bytes / 10;
     }
   }
+  if (fp8_dequantized > 0)
+    spdlog::warn("{} FP8 weight tensors dequantized at load: this backend does not run FP8 GEMMs",
+                 fp8_dequantized);
   if (big) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
