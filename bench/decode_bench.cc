@@ -6,8 +6,9 @@
 // decode step against the floor (weight bytes + KV bytes) / copy bandwidth, the copy
 // measured in the same run.
 //
-// Usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]
-// (MODEL_DIR holds config.json; weights are random: --load-format dummy).
+// Usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens] [quantization]
+// (MODEL_DIR holds config.json; weights are random: --load-format dummy; quantization as
+// --quantization, e.g. fp8: the floor then counts one byte per linear weight).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -23,9 +24,11 @@ namespace {
 
 int run(int argc, char** argv) {
   RELAYLLM_CHECK(argc >= 3,
-                 "usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens]");
+                 "usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens] "
+                 "[quantization]");
   const int steps = argc > 3 ? std::stoi(argv[3]) : 128;
   const int prompt_len = argc > 4 ? std::stoi(argv[4]) : 32;
+  const std::string quantization = argc > 5 ? argv[5] : "";
   // Measured before the engine takes the memory, on a backend of its own.
   const double bw = CudaBackend().measure_copy_bandwidth(size_t(2) << 30, 10);
   RELAYLLM_CHECK(bw > 0, "decode_bench: no room for two 2 GiB copy buffers");
@@ -37,6 +40,7 @@ int run(int argc, char** argv) {
   options.device = "cuda";
   options.dtype = "bfloat16";
   options.gpu_memory_utilization = 0.9;
+  options.quantization = quantization;
   options.op_profile = std::make_shared<OpProfile>();
   options.op_profile->set_recording(false);  // until the third run
   options.op_profile->set_copy_bandwidth(bw);
@@ -81,25 +85,29 @@ int run(int argc, char** argv) {
 
   const ModelConfig& c = engine.model_config();
   const double elem = 2;
-  const double per_layer = double(c.hidden_size) * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim +
-                           double(c.num_heads) * c.head_dim * c.hidden_size +
-                           3.0 * c.hidden_size * c.intermediate_size + 2.0 * c.hidden_size;
+  // fp8: the decoder layers' linear weights are one byte each (their per-row scales are noise).
+  const double linear_elem = quantization == "fp8" ? 1 : elem;
+  const double linears = double(c.hidden_size) * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim +
+                         double(c.num_heads) * c.head_dim * c.hidden_size +
+                         3.0 * c.hidden_size * c.intermediate_size;
+  const double per_layer = linear_elem * linears + elem * 2.0 * c.hidden_size;
   const double weight_bytes =
-      elem * (per_layer * c.num_layers + double(c.vocab_size) * c.hidden_size + c.hidden_size);
+      per_layer * c.num_layers + elem * (double(c.vocab_size) * c.hidden_size + c.hidden_size);
   const double mean_ctx = prompt_len + steps / 2.0;
   const double kv_bytes = elem * 2.0 * c.num_layers * mean_ctx * c.num_kv_heads * c.head_dim;
   const double floor_ms = (weight_bytes + kv_bytes) / bw * 1e3;
   std::printf(
-      "{\"kind\": \"decode\", \"load_s\": %.1f, \"kv_blocks\": %d, \"block_size\": %d, \"steps\": "
+      "{\"kind\": \"decode\", \"quantization\": \"%s\", \"load_s\": %.1f, \"kv_blocks\": %d, "
+      "\"block_size\": %d, \"steps\": "
       "%zu, "
       "\"prompt\": %d, \"median_step_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, "
       "\"weight_gb\": %.3f, \"kv_gb_mean\": %.4f, \"copy_bw_gbs\": %.1f, \"floor_ms\": %.3f, "
       "\"fraction_of_floor\": %.3f, \"graph_steps\": %lld, \"eager_median_step_ms\": %.3f, "
       "\"eager_fraction_of_floor\": %.3f, \"profiled_median_step_ms\": %.3f}\n",
-      load_s, engine.config().num_kv_blocks, engine.config().block_size, decode.size(), prompt_len,
-      med, decode[decode.size() / 10], decode[decode.size() * 9 / 10], weight_bytes / 1e9,
-      kv_bytes / 1e9, bw / 1e9, floor_ms, floor_ms / med, (long long)graph_steps, eager_med,
-      floor_ms / eager_med, profiled_med);
+      quantization.empty() ? "none" : quantization.c_str(), load_s, engine.config().num_kv_blocks,
+      engine.config().block_size, decode.size(), prompt_len, med, decode[decode.size() / 10],
+      decode[decode.size() * 9 / 10], weight_bytes / 1e9, kv_bytes / 1e9, bw / 1e9, floor_ms,
+      floor_ms / med, (long long)graph_steps, eager_med, floor_ms / eager_med, profiled_med);
   return 0;
 }
 

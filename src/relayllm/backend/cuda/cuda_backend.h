@@ -23,6 +23,10 @@ struct CudaBackendOptions {
   // an H100: bench/results/).
   int32_t attention_items_per_sm = 8;
   int32_t attention_min_split = 64;
+  // FP8 linear ops (WeightFormat::kFP8, sm_89+): per-row weight and per-token activation
+  // scales applied by cuBLASLt's outer-vector scale modes; false (or a cuBLASLt that finds no
+  // algorithm for them) runs a unit-scale FP8 GEMM into fp32 and a rescale kernel.
+  bool fp8_outer_vector_scales = true;
 };
 
 class CudaBackend final : public Backend {
@@ -32,6 +36,10 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   DType compute_dtype() const override { return dtype_; }
+  // kFP8 on GPUs with FP8 tensor cores (sm_89 and newer).
+  bool supports_weight_format(WeightFormat format) const override;
+  Tensor upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
+                       std::vector<int64_t> shape) override;
 
   Tensor empty(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
@@ -70,11 +78,14 @@ class CudaBackend final : public Backend {
   void synchronize();
   // The backend's stream, as a cudaStream_t.
   void* stream() const;
+  // Whether the latest FP8 linear op ran with cuBLASLt's outer-vector scales (for tests).
+  bool last_fp8_used_outer_vector_scales() const;
   // The work list attention runs for `plan` in this layout, summarised (for benchmarks).
   cuda::AttentionWorkSummary attention_work_summary(const BatchPlan& plan,
                                                     const AttentionShape& shape);
 
  private:
+  void linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   DType dtype_;

@@ -1,0 +1,100 @@
+// FP8 linear op helpers: per-token activation quantization to e4m3 and the rescale epilogue.
+// Both are memory-bound single passes. The conversion is __nv_cvt_float_to_fp8 with
+// __NV_SATFINITE (round to nearest even, saturate to +-448), which common/fp8.h reproduces
+// on the host bit for bit, and the scale is computed as on the host (absmax / 448, then
+// x * (1 / s)) so the CPU reference quantizes to the same codes.
+#include <cuda_fp8.h>
+
+#include "relayllm/backend/cuda/cuda_check.cuh"
+#include "relayllm/backend/cuda/cuda_fp8.cuh"
+
+namespace relayllm::cuda {
+namespace {
+
+constexpr int kQuantThreads = 512;
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) / 32;
+  v = threadIdx.x < warps ? scratch[threadIdx.x] : 0.0f;
+  if (warp == 0)
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if (threadIdx.x == 0) scratch[0] = v;
+  __syncthreads();
+  return scratch[0];
+}
+
+template <typename T>
+__global__ void quantize_rows_kernel(const T* x, int64_t k, const float* static_scale,
+                                     uint8_t* codes, float* scales) {
+  __shared__ float scratch[32];
+  const T* row = x + int64_t(blockIdx.x) * k;
+  uint8_t* out = codes + int64_t(blockIdx.x) * k;
+  float scale = *static_scale;
+  if (scale == 0.0f) {
+    float m = 0;
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(to_f32(row[i])));
+    m = block_max(m, scratch);
+    scale = m > 0.0f ? m / 448.0f : 1.0f;
+  }
+  if (threadIdx.x == 0) scales[blockIdx.x] = scale;
+  const float inv = 1.0f / scale;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x)
+    out[i] = uint8_t(__nv_cvt_float_to_fp8(to_f32(row[i]) * inv, __NV_SATFINITE, __NV_E4M3));
+}
+
+template <typename T>
+__global__ void rescale_kernel(const float* acc, const float* row_scales, const float* col_scales,
+                               int64_t rows, int64_t n, T* out) {
+  const int64_t total = rows * n;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / n, c = i - r * n;
+    out[i] = from_f32<T>((row_scales[r] * col_scales[c]) * acc[i]);
+  }
+}
+
+template <typename F>
+void dispatch(DType dtype, F&& f) {
+  if (dtype == DType::kBF16)
+    f(__nv_bfloat16{});
+  else if (dtype == DType::kF16)
+    f(__half{});
+  else
+    f(float{});
+}
+
+}  // namespace
+
+void launch_quantize_fp8_rows(DType dtype, const void* x, int64_t rows, int64_t k,
+                              const float* static_scale, uint8_t* codes, float* scales,
+                              cudaStream_t stream) {
+  if (rows == 0) return;
+  dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    quantize_rows_kernel<T><<<unsigned(rows), kQuantThreads, 0, stream>>>(
+        static_cast<const T*>(x), k, static_scale, codes, scales);
+  });
+  RELAYLLM_CUDA_LAUNCH_CHECK("quantize_fp8_rows");
+}
+
+void launch_fp8_rescale(DType dtype, const float* acc, const float* row_scales,
+                        const float* col_scales, int64_t rows, int64_t n, void* out,
+                        cudaStream_t stream) {
+  const int64_t total = rows * n;
+  if (total == 0) return;
+  const unsigned grid = unsigned(
+      (total + kThreads - 1) / kThreads < 65536 ? (total + kThreads - 1) / kThreads : 65536);
+  dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    rescale_kernel<T>
+        <<<grid, kThreads, 0, stream>>>(acc, row_scales, col_scales, rows, n, static_cast<T*>(out));
+  });
+  RELAYLLM_CUDA_LAUNCH_CHECK("fp8_rescale");
+}
+
+}  // namespace relayllm::cuda

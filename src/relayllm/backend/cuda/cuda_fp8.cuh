@@ -1,0 +1,26 @@
+// Launchers of the CUDA backend's FP8 linear op helpers (the math: backend/fp8_weight.h).
+// Pointers are device memory.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "relayllm/backend/tensor.h"
+
+namespace relayllm::cuda {
+
+// codes[r, :] = e4m3(x[r, :] / s[r]) for x [rows, k] in `dtype` (bf16, fp16 or fp32), with
+// s[r] = *static_scale when that is nonzero (a checkpoint's input_scale), else the row's
+// max|x| / 448 (1 for an all-zero row). scales[r] = s[r]. One CTA per row.
+void launch_quantize_fp8_rows(DType dtype, const void* x, int64_t rows, int64_t k,
+                              const float* static_scale, uint8_t* codes, float* scales,
+                              cudaStream_t stream);
+
+// out[r, c] = (row_scales[r] * col_scales[c]) * acc[r, c] in `dtype`: the epilogue of an FP8
+// GEMM run with unit scales, for cuBLASLt builds without per-row/per-column scale vectors.
+void launch_fp8_rescale(DType dtype, const float* acc, const float* row_scales,
+                        const float* col_scales, int64_t rows, int64_t n, void* out,
+                        cudaStream_t stream);
+
+}  // namespace relayllm::cuda
