@@ -31,6 +31,7 @@
 #include <limits>
 #include <memory>
 #include <random>
+#include <string>
 
 #include "../common/paged_forward.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
@@ -169,14 +170,18 @@ TEST(CudaFp8, HostConversionMatchesCudasOnEdgeCases) {
 TEST(CudaFp8, LinearMatchesTheCpuReferenceOnBothScalePaths) {
   if (!gpu_has_fp8()) GTEST_SKIP() << "no FP8 tensor cores on this GPU";
   CpuBackend cpu(4);
-  CudaBackend outer;
-  CudaBackend unit{CudaBackendOptions{.fp8_outer_vector_scales = false}};
+  // The gemv kernel for up to 4 rows (the default), cuBLASLt with outer-vector scales, and
+  // the unit-scale GEMM with the rescale kernel.
+  CudaBackend gemv;
+  CudaBackend outer{CudaBackendOptions{.fp8_gemv_max_tokens = 0}};
+  CudaBackend unit{CudaBackendOptions{.fp8_outer_vector_scales = false, .fp8_gemv_max_tokens = 0}};
   std::mt19937_64 rng(11);
   struct Shape {
     int64_t t, n, k;
   };
-  for (Shape s : {Shape{1, 256, 128}, Shape{37, 304, 208}, Shape{130, 512, 1024},
-                  Shape{1, 11008, 4096}, Shape{16, 4096, 11008}}) {
+  for (Shape s : {Shape{1, 256, 128}, Shape{2, 304, 208}, Shape{3, 64, 16}, Shape{4, 512, 1024},
+                  Shape{37, 304, 208}, Shape{130, 512, 1024}, Shape{1, 11008, 4096},
+                  Shape{16, 4096, 11008}}) {
     auto x = random_bf16(rng, size_t(s.t * s.k), 1.0f);
     auto w = random_bf16(rng, size_t(s.n * s.k), 0.05f);
     auto b = random_bf16(rng, size_t(s.n), 1.0f);
@@ -188,7 +193,7 @@ TEST(CudaFp8, LinearMatchesTheCpuReferenceOnBothScalePaths) {
       cpu.linear(cx, cw, with_bias ? &cb : nullptr, cout);
       std::vector<float> want(size_t(s.t * s.n));
       cpu.download(cout, want);
-      for (CudaBackend* gpu : {&outer, &unit}) {
+      for (CudaBackend* gpu : {&gemv, &outer, &unit}) {
         Tensor gw = gpu->upload_blocks(WeightFormat::kFP8, w8, {s.n, s.k});
         Tensor gx = gpu->upload(x, {s.t, s.k}, DType::kBF16);
         Tensor gb = gpu->upload(b, {s.n}, DType::kBF16);
@@ -197,26 +202,29 @@ TEST(CudaFp8, LinearMatchesTheCpuReferenceOnBothScalePaths) {
         gpu->linear(gx, gw, with_bias ? &gb : nullptr, gout);
         std::vector<float> got(want.size());
         gpu->download(gout, got);
-        const bool outer_ran = gpu->last_fp8_used_outer_vector_scales();
+        const std::string path = gpu->last_fp8_path();
         const double err = relative_error(got, want);
         EXPECT_LT(err, kFp8OpBound) << "t=" << s.t << " n=" << s.n << " k=" << s.k
-                                    << " bias=" << with_bias << " outer=" << outer_ran;
-        if (gpu == &unit) EXPECT_FALSE(outer_ran);
+                                    << " bias=" << with_bias << " path=" << path;
+        if (gpu == &unit) EXPECT_EQ(path, "unit+rescale");
+        if (gpu == &gemv) EXPECT_EQ(path, s.t <= 4 ? "gemv" : path);
+        if (gpu != &gemv) EXPECT_NE(path, "gemv");
         if (!with_bias)
-          std::printf("[fp8] linear t=%lld n=%lld k=%lld %s scales: rel err vs cpu %.2e\n",
-                      (long long)s.t, (long long)s.n, (long long)s.k,
-                      outer_ran ? "outer-vector" : "unit+rescale", err);
+          std::printf("[fp8] linear t=%lld n=%lld k=%lld %s: rel err vs cpu %.2e\n", (long long)s.t,
+                      (long long)s.n, (long long)s.k, path.c_str(), err);
       }
       // float32 output (the logits' path): without bias.
-      if (!with_bias) {
-        Tensor gw = outer.upload_blocks(WeightFormat::kFP8, w8, {s.n, s.k});
-        Tensor gx = outer.upload(x, {s.t, s.k}, DType::kBF16);
-        Tensor gout = outer.empty({s.t, s.n}, DType::kF32);
-        outer.linear(gx, gw, nullptr, gout);
-        std::vector<float> got(want.size());
-        outer.download(gout, got);
-        EXPECT_LT(relative_error(got, want), kFp8OpBound / 4) << "fp32 out t=" << s.t;
-      }
+      if (!with_bias)
+        for (CudaBackend* gpu : {&gemv, &outer}) {
+          Tensor gw = gpu->upload_blocks(WeightFormat::kFP8, w8, {s.n, s.k});
+          Tensor gx = gpu->upload(x, {s.t, s.k}, DType::kBF16);
+          Tensor gout = gpu->empty({s.t, s.n}, DType::kF32);
+          gpu->linear(gx, gw, nullptr, gout);
+          std::vector<float> got(want.size());
+          gpu->download(gout, got);
+          EXPECT_LT(relative_error(got, want), kFp8OpBound / 4)
+              << "fp32 out t=" << s.t << " " << gpu->last_fp8_path();
+        }
     }
   }
 }

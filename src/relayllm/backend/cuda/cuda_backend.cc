@@ -126,9 +126,10 @@ struct CudaBackend::Impl {
   size_t workspace_bytes = size_t(32) << 20;
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int>, GemmPlan> gemm_plans;
   int num_sms = 0;
-  bool fp8 = false;            // FP8 tensor cores (sm_89+)
-  bool fp8_outer = true;       // try cuBLASLt's outer-vector scales first
-  bool fp8_outer_ran = false;  // the latest FP8 linear used them
+  bool fp8 = false;                 // FP8 tensor cores (sm_89+)
+  bool fp8_outer = true;            // try cuBLASLt's outer-vector scales first
+  int32_t fp8_gemv_max_tokens = 0;  // FP8 ops on this many rows or fewer: the gemv kernel
+  const char* fp8_path = "";        // how the latest FP8 linear ran
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
 
@@ -304,6 +305,11 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   impl_->num_sms = prop.multiProcessorCount;
   impl_->fp8 = prop.major * 10 + prop.minor >= 89;
   impl_->fp8_outer = options.fp8_outer_vector_scales;
+  RELAYLLM_CHECK(
+      options.fp8_gemv_max_tokens >= 0 && options.fp8_gemv_max_tokens <= cuda::kFp8GemvMaxTokens,
+      "cuda backend: fp8_gemv_max_tokens {} is outside [0, {}]", options.fp8_gemv_max_tokens,
+      cuda::kFp8GemvMaxTokens);
+  impl_->fp8_gemv_max_tokens = options.fp8_gemv_max_tokens;
   impl_->split_kv = options.split_kv;
   impl_->items_per_sm = options.attention_items_per_sm;
   impl_->min_split = options.attention_min_split;
@@ -602,7 +608,7 @@ bool CudaBackend::supports_weight_format(WeightFormat format) const {
   return format == WeightFormat::kFP8 && impl_->fp8;
 }
 
-bool CudaBackend::last_fp8_used_outer_vector_scales() const { return impl_->fp8_outer_ran; }
+const char* CudaBackend::last_fp8_path() const { return impl_->fp8_path; }
 
 Tensor CudaBackend::upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
                                   std::vector<int64_t> shape) {
@@ -649,10 +655,19 @@ void CudaBackend::linear_fp8(const Tensor& x, const Tensor& weight, const Tensor
   cuda::launch_quantize_fp8_rows(x.dtype, x.storage.get(), t, k, input_scale,
                                  static_cast<uint8_t*>(x_codes.get()),
                                  static_cast<float*>(x_scales.get()), stream);
+  if (t <= m.fp8_gemv_max_tokens) {
+    m.fp8_path = "gemv";
+    cuda::launch_fp8_gemv(out.dtype, base, w_scales, static_cast<const uint8_t*>(x_codes.get()),
+                          static_cast<const float*>(x_scales.get()), t, n, k, out.storage.get(),
+                          stream);
+    if (bias)
+      cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, stream);
+    return;
+  }
   const cuda::CublasLtApi& api = cuda::cublaslt_api();
   const float alpha = 1.0f, beta = 0.0f;
   GemmPlan* plan = m.fp8_outer ? m.fp8_gemm_plan(t, n, k, out.dtype, true) : nullptr;
-  m.fp8_outer_ran = plan != nullptr;
+  bool outer_ran = plan != nullptr;
   if (plan) {
     // A is the weight (M = n rows of the product), B the activations (N = t).
     const void* a_scale = w_scales;
@@ -666,9 +681,10 @@ void CudaBackend::linear_fp8(const Tensor& x, const Tensor& weight, const Tensor
                    out.storage.get(), plan->c, out.storage.get(), plan->c, &plan->algo,
                    m.workspace.get(), m.workspace_bytes, stream);
     // A cuBLASLt that lists an algorithm but refuses the call: unit scales from now on.
-    if (st != CUBLAS_STATUS_SUCCESS) m.fp8_outer = m.fp8_outer_ran = false;
+    if (st != CUBLAS_STATUS_SUCCESS) m.fp8_outer = outer_ran = false;
   }
-  if (!m.fp8_outer_ran) {
+  m.fp8_path = outer_ran ? "outer-vector" : "unit+rescale";
+  if (!outer_ran) {
     GemmPlan* unit = m.fp8_gemm_plan(t, n, k, DType::kF32, false);
     std::shared_ptr<void> acc = device_alloc(m.ctx, size_t(t) * size_t(n) * sizeof(float));
     RELAYLLM_CUBLAS_CHECK(api.matmul(m.lt, unit->desc, &alpha, base, unit->a, x_codes.get(),

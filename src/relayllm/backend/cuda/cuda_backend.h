@@ -27,6 +27,10 @@ struct CudaBackendOptions {
   // scales applied by cuBLASLt's outer-vector scale modes; false (or a cuBLASLt that finds no
   // algorithm for them) runs a unit-scale FP8 GEMM into fp32 and a rescale kernel.
   bool fp8_outer_vector_scales = true;
+  // FP8 linear ops on at most this many rows (decode) run the project's matrix-vector kernel,
+  // which streams the weight at full memory width (cuda_fp8.cuh; at most kFp8GemvMaxTokens);
+  // 0: always cuBLASLt.
+  int32_t fp8_gemv_max_tokens = 4;
 };
 
 class CudaBackend final : public Backend {
@@ -78,8 +82,9 @@ class CudaBackend final : public Backend {
   void synchronize();
   // The backend's stream, as a cudaStream_t.
   void* stream() const;
-  // Whether the latest FP8 linear op ran with cuBLASLt's outer-vector scales (for tests).
-  bool last_fp8_used_outer_vector_scales() const;
+  // How the latest FP8 linear op ran (for tests and benchmarks): "gemv", "outer-vector"
+  // (cuBLASLt with outer-vector scales) or "unit+rescale".
+  const char* last_fp8_path() const;
   // The work list attention runs for `plan` in this layout, summarised (for benchmarks).
   cuda::AttentionWorkSummary attention_work_summary(const BatchPlan& plan,
                                                     const AttentionShape& shape);

@@ -58,6 +58,55 @@ __global__ void rescale_kernel(const float* acc, const float* row_scales, const 
   }
 }
 
+// 16 e4m3 codes (one 16-byte load) to fp32: pairs through the hardware's fp8x2 -> half2
+// conversion (sm_89+), then half -> float; both steps are exact.
+__device__ __forceinline__ void decode16(const uint4& v, float* out) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int w = 0; w < 4; ++w)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(
+          __nv_fp8x2_storage_t((words[w] >> (16 * h)) & 0xffffu), __NV_E4M3);
+      const float2 f = __half22float2(__half2(raw));
+      out[4 * w + 2 * h] = f.x;
+      out[4 * w + 2 * h + 1] = f.y;
+    }
+}
+
+// out[t, row] for kTokens activation rows: one warp per weight row, each lane streaming 16-byte
+// chunks of the row (the weight is read once, the activation codes come from L1/L2), products
+// summed in fp32, then a warp reduction and both scales. A decode step's linear op is a
+// matrix-vector product that only has to stream the weight; this kernel does that at full
+// memory width instead of padding the tokens to a tensor-core tile.
+template <typename T, int kTokens>
+__global__ void gemv_kernel(const uint8_t* w, const float* w_scales, const uint8_t* xq,
+                            const float* x_scales, int64_t n, int64_t k, T* out) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
+  if (row >= n) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + row * k);
+  const int64_t chunks = k / 16;
+  float acc[kTokens] = {};
+#pragma unroll 4
+  for (int64_t c = lane; c < chunks; c += 32) {
+    float wf[16], xf[16];
+    decode16(__ldg(wr + c), wf);
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      decode16(__ldg(reinterpret_cast<const uint4*>(xq + t * k) + c), xf);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) acc[t] = fmaf(wf[i], xf[i], acc[t]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    float v = acc[t];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) out[t * n + row] = from_f32<T>((x_scales[t] * w_scales[row]) * v);
+  }
+}
+
 template <typename F>
 void dispatch(DType dtype, F&& f) {
   if (dtype == DType::kBF16)
@@ -95,6 +144,35 @@ void launch_fp8_rescale(DType dtype, const float* acc, const float* row_scales,
         <<<grid, kThreads, 0, stream>>>(acc, row_scales, col_scales, rows, n, static_cast<T*>(out));
   });
   RELAYLLM_CUDA_LAUNCH_CHECK("fp8_rescale");
+}
+
+void launch_fp8_gemv(DType dtype, const uint8_t* w, const float* w_scales, const uint8_t* xq,
+                     const float* x_scales, int64_t tokens, int64_t n, int64_t k, void* out,
+                     cudaStream_t stream) {
+  if (tokens == 0 || n == 0) return;
+  constexpr int kWarps = 4;  // rows per CTA
+  const unsigned grid = unsigned((n + kWarps - 1) / kWarps);
+  dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* o = static_cast<T*>(out);
+    switch (tokens) {
+      case 1:
+        gemv_kernel<T, 1><<<grid, 32 * kWarps, 0, stream>>>(w, w_scales, xq, x_scales, n, k, o);
+        break;
+      case 2:
+        gemv_kernel<T, 2><<<grid, 32 * kWarps, 0, stream>>>(w, w_scales, xq, x_scales, n, k, o);
+        break;
+      case 3:
+        gemv_kernel<T, 3><<<grid, 32 * kWarps, 0, stream>>>(w, w_scales, xq, x_scales, n, k, o);
+        break;
+      case 4:
+        gemv_kernel<T, 4><<<grid, 32 * kWarps, 0, stream>>>(w, w_scales, xq, x_scales, n, k, o);
+        break;
+      default:
+        throw_message("fp8_gemv: 1 to 4 tokens");
+    }
+  });
+  RELAYLLM_CUDA_LAUNCH_CHECK("fp8_gemv");
 }
 
 }  // namespace relayllm::cuda

@@ -23,4 +23,12 @@ void launch_fp8_rescale(DType dtype, const float* acc, const float* row_scales,
                         const float* col_scales, int64_t rows, int64_t n, void* out,
                         cudaStream_t stream);
 
+// The FP8 linear op for 1 to kFp8GemvMaxTokens activation rows (decode): out[t, r] =
+// (x_scales[t] * w_scales[r]) * sum_k e4m3(xq[t, k]) * e4m3(w[r, k]), fp32 sums, k a multiple of
+// 16 and the rows 16-byte aligned.
+inline constexpr int64_t kFp8GemvMaxTokens = 4;
+void launch_fp8_gemv(DType dtype, const uint8_t* w, const float* w_scales, const uint8_t* xq,
+                     const float* x_scales, int64_t tokens, int64_t n, int64_t k, void* out,
+                     cudaStream_t stream);
+
 }  // namespace relayllm::cuda
