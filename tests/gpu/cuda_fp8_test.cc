@@ -170,9 +170,11 @@ TEST(CudaFp8, HostConversionMatchesCudasOnEdgeCases) {
 TEST(CudaFp8, LinearMatchesTheCpuReferenceOnBothScalePaths) {
   if (!gpu_has_fp8()) GTEST_SKIP() << "no FP8 tensor cores on this GPU";
   CpuBackend cpu(4);
-  // The gemv kernel for up to 4 rows (the default), cuBLASLt with outer-vector scales, and
-  // the unit-scale GEMM with the rescale kernel.
-  CudaBackend gemv;
+  // The fused quantize + gemv kernel for up to 4 rows (the default), the quantize kernel then
+  // the gemv kernel, cuBLASLt with outer-vector scales, and the unit-scale GEMM with the
+  // rescale kernel.
+  CudaBackend fused;
+  CudaBackend gemv{CudaBackendOptions{.fp8_fused_gemv = false}};
   CudaBackend outer{CudaBackendOptions{.fp8_gemv_max_tokens = 0}};
   CudaBackend unit{CudaBackendOptions{.fp8_outer_vector_scales = false, .fp8_gemv_max_tokens = 0}};
   std::mt19937_64 rng(11);
@@ -181,7 +183,7 @@ TEST(CudaFp8, LinearMatchesTheCpuReferenceOnBothScalePaths) {
   };
   for (Shape s : {Shape{1, 256, 128}, Shape{2, 304, 208}, Shape{3, 64, 16}, Shape{4, 512, 1024},
                   Shape{37, 304, 208}, Shape{130, 512, 1024}, Shape{1, 11008, 4096},
-                  Shape{16, 4096, 11008}}) {
+                  Shape{16, 4096, 11008}, Shape{4, 64, 12288}}) {
     auto x = random_bf16(rng, size_t(s.t * s.k), 1.0f);
     auto w = random_bf16(rng, size_t(s.n * s.k), 0.05f);
     auto b = random_bf16(rng, size_t(s.n), 1.0f);
@@ -193,7 +195,7 @@ TEST(CudaFp8, LinearMatchesTheCpuReferenceOnBothScalePaths) {
       cpu.linear(cx, cw, with_bias ? &cb : nullptr, cout);
       std::vector<float> want(size_t(s.t * s.n));
       cpu.download(cout, want);
-      for (CudaBackend* gpu : {&gemv, &outer, &unit}) {
+      for (CudaBackend* gpu : {&fused, &gemv, &outer, &unit}) {
         Tensor gw = gpu->upload_blocks(WeightFormat::kFP8, w8, {s.n, s.k});
         Tensor gx = gpu->upload(x, {s.t, s.k}, DType::kBF16);
         Tensor gb = gpu->upload(b, {s.n}, DType::kBF16);
@@ -207,15 +209,19 @@ TEST(CudaFp8, LinearMatchesTheCpuReferenceOnBothScalePaths) {
         EXPECT_LT(err, kFp8OpBound) << "t=" << s.t << " n=" << s.n << " k=" << s.k
                                     << " bias=" << with_bias << " path=" << path;
         if (gpu == &unit) EXPECT_EQ(path, "unit+rescale");
+        // Fused where the rows' codes fit 47 KiB of shared memory.
+        if (gpu == &fused && s.t <= 4)
+          EXPECT_EQ(path, s.t * s.k <= 47 * 1024 ? "fused-gemv" : "gemv");
         if (gpu == &gemv) EXPECT_EQ(path, s.t <= 4 ? "gemv" : path);
-        if (gpu != &gemv) EXPECT_NE(path, "gemv");
+        if (gpu != &gemv && gpu != &fused) EXPECT_NE(path, "gemv");
+        if (s.t > 4) EXPECT_TRUE(path == "outer-vector" || path == "unit+rescale") << path;
         if (!with_bias)
           std::printf("[fp8] linear t=%lld n=%lld k=%lld %s: rel err vs cpu %.2e\n", (long long)s.t,
                       (long long)s.n, (long long)s.k, path.c_str(), err);
       }
       // float32 output (the logits' path): without bias.
       if (!with_bias)
-        for (CudaBackend* gpu : {&gemv, &outer}) {
+        for (CudaBackend* gpu : {&gemv, &outer}) {  // fused: x's dtype out only
           Tensor gw = gpu->upload_blocks(WeightFormat::kFP8, w8, {s.n, s.k});
           Tensor gx = gpu->upload(x, {s.t, s.k}, DType::kBF16);
           Tensor gout = gpu->empty({s.t, s.n}, DType::kF32);
@@ -234,8 +240,7 @@ TEST(CudaFp8, StaticInputScaleIsApplied) {
   CpuBackend cpu(4);
   CudaBackend gpu;
   std::mt19937_64 rng(13);
-  const int64_t t = 5, n = 64, k = 256;
-  auto x = random_bf16(rng, size_t(t * k), 1.0f);
+  const int64_t n = 64, k = 256;
   auto w = random_bf16(rng, size_t(n * k), 0.05f);
   const std::vector<std::byte> dyn = quantize_fp8_weight(w, n, k);
   const Fp8WeightView v = fp8_weight_view(dyn.data(), n, k);
@@ -243,16 +248,19 @@ TEST(CudaFp8, StaticInputScaleIsApplied) {
   std::vector<float> scales(v.scales, v.scales + n);
   // A static scale that clips the largest activations (saturation at 448 on both sides).
   const std::vector<std::byte> w8 = pack_fp8_weight(codes, scales, n, k, 3.0f / 448.0f);
-  Tensor cout = cpu.empty({t, n}, DType::kF32);
-  cpu.linear(cpu.upload(x, {t, k}, DType::kF32), cpu.upload_blocks(WeightFormat::kFP8, w8, {n, k}),
-             nullptr, cout);
-  Tensor gout = gpu.empty({t, n}, DType::kBF16);
-  gpu.linear(gpu.upload(x, {t, k}, DType::kBF16), gpu.upload_blocks(WeightFormat::kFP8, w8, {n, k}),
-             nullptr, gout);
-  std::vector<float> want(size_t(t * n)), got(want.size());
-  cpu.download(cout, want);
-  gpu.download(gout, got);
-  EXPECT_LT(relative_error(got, want), kFp8OpBound);
+  for (int64_t t : {2, 5}) {  // the fused decode kernel and cuBLASLt
+    auto x = random_bf16(rng, size_t(t * k), 1.0f);
+    Tensor cout = cpu.empty({t, n}, DType::kF32);
+    cpu.linear(cpu.upload(x, {t, k}, DType::kF32),
+               cpu.upload_blocks(WeightFormat::kFP8, w8, {n, k}), nullptr, cout);
+    Tensor gout = gpu.empty({t, n}, DType::kBF16);
+    gpu.linear(gpu.upload(x, {t, k}, DType::kBF16),
+               gpu.upload_blocks(WeightFormat::kFP8, w8, {n, k}), nullptr, gout);
+    std::vector<float> want(size_t(t * n)), got(want.size());
+    cpu.download(cout, want);
+    gpu.download(gout, got);
+    EXPECT_LT(relative_error(got, want), kFp8OpBound) << "t=" << t << " " << gpu.last_fp8_path();
+  }
 }
 
 TEST(CudaFp8, ModelLogitsAgainstCpuReferenceAndBf16) {

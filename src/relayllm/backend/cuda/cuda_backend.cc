@@ -129,6 +129,7 @@ struct CudaBackend::Impl {
   bool fp8 = false;                 // FP8 tensor cores (sm_89+)
   bool fp8_outer = true;            // try cuBLASLt's outer-vector scales first
   int32_t fp8_gemv_max_tokens = 0;  // FP8 ops on this many rows or fewer: the gemv kernel
+  bool fp8_fused_gemv = true;       // ... with the activation quantization folded in
   const char* fp8_path = "";        // how the latest FP8 linear ran
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
@@ -310,6 +311,7 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
       "cuda backend: fp8_gemv_max_tokens {} is outside [0, {}]", options.fp8_gemv_max_tokens,
       cuda::kFp8GemvMaxTokens);
   impl_->fp8_gemv_max_tokens = options.fp8_gemv_max_tokens;
+  impl_->fp8_fused_gemv = options.fp8_fused_gemv;
   impl_->split_kv = options.split_kv;
   impl_->items_per_sm = options.attention_items_per_sm;
   impl_->min_split = options.attention_min_split;
@@ -650,6 +652,15 @@ void CudaBackend::linear_fp8(const Tensor& x, const Tensor& weight, const Tensor
   const auto* base = static_cast<const uint8_t*>(weight.storage.get());
   const auto* w_scales = reinterpret_cast<const float*>(base + size_t(n) * size_t(k));
   const float* input_scale = w_scales + n;
+  // Decode: quantization and product in one launch where x's codes fit a CTA's shared memory.
+  if (t <= m.fp8_gemv_max_tokens && m.fp8_fused_gemv && out.dtype == x.dtype &&
+      cuda::launch_fp8_fused_gemv(x.dtype, x.storage.get(), input_scale, base, w_scales, t, n, k,
+                                  out.storage.get(), stream)) {
+    m.fp8_path = "fused-gemv";
+    if (bias)
+      cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, stream);
+    return;
+  }
   std::shared_ptr<void> x_codes = device_alloc(m.ctx, size_t(t) * size_t(k));
   std::shared_ptr<void> x_scales = device_alloc(m.ctx, size_t(t) * sizeof(float));
   cuda::launch_quantize_fp8_rows(x.dtype, x.storage.get(), t, k, input_scale,

@@ -31,6 +31,9 @@ struct CudaBackendOptions {
   // which streams the weight at full memory width (cuda_fp8.cuh; at most kFp8GemvMaxTokens);
   // 0: always cuBLASLt.
   int32_t fp8_gemv_max_tokens = 4;
+  // ... in one launch with the activation quantization where the rows' codes fit a CTA's shared
+  // memory (false: a quantize kernel, then the matrix-vector kernel).
+  bool fp8_fused_gemv = true;
 };
 
 class CudaBackend final : public Backend {
@@ -82,8 +85,8 @@ class CudaBackend final : public Backend {
   void synchronize();
   // The backend's stream, as a cudaStream_t.
   void* stream() const;
-  // How the latest FP8 linear op ran (for tests and benchmarks): "gemv", "outer-vector"
-  // (cuBLASLt with outer-vector scales) or "unit+rescale".
+  // How the latest FP8 linear op ran (for tests and benchmarks): "fused-gemv", "gemv",
+  // "outer-vector" (cuBLASLt with outer-vector scales) or "unit+rescale".
   const char* last_fp8_path() const;
   // The work list attention runs for `plan` in this layout, summarised (for benchmarks).
   cuda::AttentionWorkSummary attention_work_summary(const BatchPlan& plan,

@@ -5,6 +5,8 @@
 // x * (1 / s)) so the CPU reference quantizes to the same codes.
 #include <cuda_fp8.h>
 
+#include <type_traits>
+
 #include "relayllm/backend/cuda/cuda_check.cuh"
 #include "relayllm/backend/cuda/cuda_fp8.cuh"
 
@@ -107,6 +109,59 @@ __global__ void gemv_kernel(const uint8_t* w, const float* w_scales, const uint8
   }
 }
 
+// The decode form of the whole FP8 linear op in one launch, for kTokens rows of 16-bit x:
+// every CTA quantizes x itself (the per-token max is order-independent and the scale and codes
+// are computed as in quantize_rows_kernel, so every CTA gets the same codes) into shared memory,
+// then its warps stream one weight row each as gemv_kernel does. A decode step runs seven FP8
+// linear ops per layer; folding the quantization in saves a launch and a round trip each.
+template <typename T, int kTokens>
+__global__ void fused_gemv_kernel(const T* x, const float* static_scale, const uint8_t* w,
+                                  const float* w_scales, int64_t n, int64_t k, T* out) {
+  extern __shared__ uint4 x_codes_smem[];  // kTokens * k codes
+  uint8_t* xq = reinterpret_cast<uint8_t*>(x_codes_smem);
+  __shared__ float scratch[32];
+  __shared__ float sx[kTokens];
+  for (int t = 0; t < kTokens; ++t) {
+    const T* row = x + t * k;
+    float scale = *static_scale;
+    if (scale == 0.0f) {
+      float m = 0;
+      for (int64_t i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(to_f32(row[i])));
+      m = block_max(m, scratch);
+      scale = m > 0.0f ? m / 448.0f : 1.0f;
+    }
+    if (threadIdx.x == 0) sx[t] = scale;
+    const float inv = 1.0f / scale;
+    for (int64_t i = threadIdx.x; i < k; i += blockDim.x)
+      xq[t * k + i] =
+          uint8_t(__nv_cvt_float_to_fp8(to_f32(row[i]) * inv, __NV_SATFINITE, __NV_E4M3));
+    __syncthreads();  // scratch is reused by the next token's reduction; xq is read below
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
+  if (r >= n) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + r * k);
+  const int64_t chunks = k / 16;
+  float acc[kTokens] = {};
+#pragma unroll 4
+  for (int64_t c = lane; c < chunks; c += 32) {
+    float wf[16], xf[16];
+    decode16(__ldg(wr + c), wf);
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      decode16(reinterpret_cast<const uint4*>(xq + t * k)[c], xf);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) acc[t] = fmaf(wf[i], xf[i], acc[t]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) {
+    float v = acc[t];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) out[t * n + r] = from_f32<T>((sx[t] * w_scales[r]) * v);
+  }
+}
+
 template <typename F>
 void dispatch(DType dtype, F&& f) {
   if (dtype == DType::kBF16)
@@ -173,6 +228,47 @@ void launch_fp8_gemv(DType dtype, const uint8_t* w, const float* w_scales, const
     }
   });
   RELAYLLM_CUDA_LAUNCH_CHECK("fp8_gemv");
+}
+
+bool launch_fp8_fused_gemv(DType dtype, const void* x, const float* static_scale, const uint8_t* w,
+                           const float* w_scales, int64_t tokens, int64_t n, int64_t k, void* out,
+                           cudaStream_t stream) {
+  const size_t smem = size_t(tokens) * size_t(k);
+  if (tokens < 1 || tokens > kFp8GemvMaxTokens || smem > kFp8FusedGemvMaxSharedBytes ||
+      dtype == DType::kF32)
+    return false;
+  if (n == 0) return true;
+  constexpr int kWarps = 8;  // rows per CTA: the x quantization is shared by 8 rows
+  const unsigned grid = unsigned((n + kWarps - 1) / kWarps);
+  bool launched = false;
+  dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (!std::is_same_v<T, float>) {
+      const T* xt = static_cast<const T*>(x);
+      T* o = static_cast<T*>(out);
+      switch (tokens) {
+        case 1:
+          fused_gemv_kernel<T, 1>
+              <<<grid, 32 * kWarps, smem, stream>>>(xt, static_scale, w, w_scales, n, k, o);
+          break;
+        case 2:
+          fused_gemv_kernel<T, 2>
+              <<<grid, 32 * kWarps, smem, stream>>>(xt, static_scale, w, w_scales, n, k, o);
+          break;
+        case 3:
+          fused_gemv_kernel<T, 3>
+              <<<grid, 32 * kWarps, smem, stream>>>(xt, static_scale, w, w_scales, n, k, o);
+          break;
+        default:
+          fused_gemv_kernel<T, 4>
+              <<<grid, 32 * kWarps, smem, stream>>>(xt, static_scale, w, w_scales, n, k, o);
+          break;
+      }
+      launched = true;
+    }
+  });
+  RELAYLLM_CUDA_LAUNCH_CHECK("fp8_fused_gemv");
+  return launched;
 }
 
 }  // namespace relayllm::cuda
