@@ -83,12 +83,13 @@ TEST(RankProcesses, APidNamingAnotherProcessHasExited) {
 TEST(RankWatch, CallsBackOnceForTheRankThatDied) {
   SleepingChild one(1), two(2);
   std::atomic<int> calls{0}, dead_rank{-1};
-  RankWatch watch({this_rank_process(0), one.process, two.process}, 0,
-                  [&](const RankProcess& p) {
-                    dead_rank = p.rank;
-                    ++calls;
-                  },
-                  std::chrono::milliseconds(5));
+  RankWatch watch(
+      {this_rank_process(0), one.process, two.process}, 0,
+      [&](const RankProcess& p) {
+        dead_rank = p.rank;
+        ++calls;
+      },
+      std::chrono::milliseconds(5));
   EXPECT_EQ(watch.num_watched(), 2u);  // not itself
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(calls.load(), 0);
@@ -108,8 +109,9 @@ TEST(RankWatch, LeavesRanksOnOtherMachinesToMpirun) {
   remote.machine = "another-host|pid:[1]";
   remote.pid = 1 << 30;  // no such process here
   std::atomic<int> calls{0};
-  RankWatch watch({this_rank_process(0), remote}, 0, [&](const RankProcess&) { ++calls; },
-                  std::chrono::milliseconds(5));
+  RankWatch watch(
+      {this_rank_process(0), remote}, 0, [&](const RankProcess&) { ++calls; },
+      std::chrono::milliseconds(5));
   EXPECT_EQ(watch.num_watched(), 0u);
   EXPECT_FALSE(watch.find_exited().has_value());
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
