@@ -19,7 +19,9 @@
 // in the same run, the error against paged, and the auto plan's groups and depth.
 //
 // Usage: tree_attention_bench [--shapes llama2-7b,llama3-8b] [--system 1024] [--docs 8]
-//          [--per-doc 8] [--doc 2048] [--owns 101,164,228]
+//          [--per-doc 8] [--doc 2048] [--owns 101,164,228] [--plans-only]
+// --plans-only needs no GPU: per mode the bytes, groups and the work list an H100 (132
+// multiprocessors, two CTAs each) would run, from the host-side work-list builder.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -52,6 +54,7 @@ struct Args {
   std::vector<std::string> shapes{"llama2-7b", "llama3-8b"};
   int system = 1024, docs = 8, per_doc = 8, doc = 2048;
   std::vector<int> owns{101, 164, 228};  // question 100 + 1, 64, 128 generated tokens
+  bool plans_only = false;
 };
 
 // The tree's block tables in one layer's window: [system][document d][own of row r].
@@ -199,6 +202,8 @@ Args parse_args(int argc, char** argv) {
     } else if (k == "--owns") {
       a.owns.clear();
       for (const std::string& s : split_list(value())) a.owns.push_back(std::stoi(s));
+    } else if (k == "--plans-only") {
+      a.plans_only = true;
     } else {
       fail("tree_attention_bench: unknown argument '{}'", k);
     }
@@ -208,7 +213,39 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
+// The plans and their work lists on the host, as an H100 would cut them.
+int plans_only(const Args& args) {
+  for (const std::string& name : args.shapes) {
+    const Shape s = bench::shape_named(name);
+    const RelayCostModel cost = RelayCostModel::for_shape(kBlock, s.hq, s.hk, kHeadDim, 2);
+    const double kv_token = 2.0 * s.hk * kHeadDim * 2, qo_per_row = 2.0 * s.hq * kHeadDim * 2;
+    for (int own : args.owns) {
+      const Tree tree = make_tree(args, own);
+      std::printf("{\"kind\": \"tree_plans\", \"shape\": \"%s\", \"own\": %d, \"rows\": %d", s.name,
+                  own, tree.rows);
+      for (Mode mode : {Mode::kPaged, Mode::kRegistered, Mode::kTree, Mode::kAuto}) {
+        const Built b = build(mode, tree, args, own, cost);
+        cuda::AttentionWorkOptions options;
+        options.num_heads = s.hq;
+        options.num_kv_heads = s.hk;
+        options.num_sms = 132;
+        const cuda::AttentionWork work = cuda::build_attention_work(b.plan, options);
+        const cuda::AttentionWorkSummary sum = cuda::summarize(work, 2 * 132, kHeadDim);
+        const double bytes = kv_token * double(kv_tokens_read(b.plan)) + qo_per_row * tree.rows;
+        std::printf(
+            ", \"%s\": {\"mb\": %.2f, \"groups\": %d, \"depth\": %d, \"units\": %lld, "
+            "\"makespan_stages\": %lld, \"partial_mb\": %.3f}",
+            mode_name(mode), bytes / 1e6, b.groups, b.depth, (long long)sum.units,
+            (long long)sum.makespan_stages, sum.partial_bytes / 1e6);
+      }
+      std::printf("}\n");
+    }
+  }
+  return 0;
+}
+
 int run(const Args& args) {
+  if (args.plans_only) return plans_only(args);
   CudaBackend gpu;
   cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
   const double bw = gpu.measure_copy_bandwidth(size_t(2) << 30, 20);
