@@ -7,7 +7,7 @@
 # attention's KV rows and MB read per step (from the engine's plan: groups once per
 # step, own ranges per request) and the deepest group nesting. REPEAT > 1 runs each
 # mode that many times and prints the median seconds and tokens/s. MODES picks the modes and
-# their order (default: relay-off prefix-caching auto-relay).
+# their order (default: relay-off prefix-caching auto-relay). VERBOSE=1 also shows the engine's log.
 # Usage: [SYSTEM=1024] [DOCS=8] [PER_DOC=8] [DOC_TOKENS=2048] [QUESTION=100] [MAX_TOKENS=128] \
 #        [REPEAT=1] [VOCAB=30000] [MODES=...] bench/prefix_tree.sh [relayllm binary] [generate flags...]
 # On the GPU: bench/prefix_tree.sh BIN/relayllm --model bench/configs/llama2-7b \
@@ -42,8 +42,13 @@ for mode in $modes; do
   [ "$mode" = prefix-caching ] && flags=(--enable-prefix-caching)
   [ "$mode" = auto-relay ] && flags=(--enable-prefix-caching --enable-relay-attention)
   for r in $(seq "$repeat"); do
-    "$bin" generate --prompts-file "$work/prompts.jsonl" --max-tokens "$max_tokens" --ignore-eos \
-      --temperature 0 "${flags[@]}" "$@" >"$work/$mode.$r.jsonl" 2>"$work/$mode.$r.log"
+    if [ "${VERBOSE:-0}" = 1 ]; then  # the engine's log as it runs, too (progress under a timeout)
+      "$bin" generate --prompts-file "$work/prompts.jsonl" --max-tokens "$max_tokens" --ignore-eos \
+        --temperature 0 "${flags[@]}" "$@" 2>&1 >"$work/$mode.$r.jsonl" | tee "$work/$mode.$r.log" >&2
+    else
+      "$bin" generate --prompts-file "$work/prompts.jsonl" --max-tokens "$max_tokens" --ignore-eos \
+        --temperature 0 "${flags[@]}" "$@" >"$work/$mode.$r.jsonl" 2>"$work/$mode.$r.log"
+    fi
   done
   python3 - "$work" "$mode" "$repeat" <<'PY'
 import re, statistics, sys
