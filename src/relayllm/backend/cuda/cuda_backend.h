@@ -36,6 +36,9 @@ class CudaBackend final : public Backend {
   Tensor empty(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
   void download(const Tensor& tensor, std::span<float> host) override;
+  // Nested relay groups of any depth: each level is one more range of its rows'
+  // outputs in the work list (attention_work.h), merged with the others by lse.
+  int32_t max_relay_levels() const override { return 1 << 20; }
   void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override;
   bool supports_graphs() const override;
   void capture_begin() override;
