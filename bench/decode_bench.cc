@@ -11,10 +11,12 @@
 // MODEL_DIR holds config.json; weights are random (--load-format dummy). `batches` is a
 // comma list of batch sizes (default 1), `modes` a comma list of kernel configurations
 // run one after the other on the one loaded model (default "new"):
-//   new      the backend as configured (skinny decode GEMM, fused rope + write_kv)
+//   new      the backend as configured (skinny decode GEMM, fused rope + write_kv,
+//            register-resident norms)
 //   skinnyN  the same with the skinny kernel taking up to N rows (N <= 32)
 //   pdl      new, with the skinny GEMM launched as a programmatic dependent (sm_90)
-//   cublas   cuBLASLt for every projection, rope and write_kv as two kernels
+//   cublas   cuBLASLt for every projection, rope and write_kv as two kernels, the norms'
+//            loop kernels (the step before these changes)
 // Weights are stacked at load unless RELAYLLM_CUDA_FUSE_WEIGHTS=0 (then `cublas` is the
 // step as it was before either change); the JSON line repeats the switches.
 #include <algorithm>
@@ -139,7 +141,7 @@ int run(int argc, char** argv) {
 
     for (const std::string& mode : modes) {
       cuda->set_skinny_gemm_rows(mode_rows(mode, configured_rows));
-      cuda->set_fused_rope_write_kv(mode != "cublas");
+      cuda->set_decode_row_kernels(mode != "cublas");
       cuda->set_programmatic_launch(mode == "pdl");
       engine.set_enforce_eager(false);
       std::vector<double> decode, eager_steps, profiled_steps;

@@ -462,7 +462,7 @@ TEST_P(GpuDecodeKernels, SkinnyFusedAndProgrammaticMatchTheCublasStep) {
     options.fuse_weights = fuse;
     options.programmatic_launch = programmatic;
     auto be = std::make_unique<CudaBackend>(options);
-    if (rows == 0) be->set_fused_rope_write_kv(false);
+    if (rows == 0) be->set_decode_row_kernels(false);
     return be;
   };
   RunResult ref =

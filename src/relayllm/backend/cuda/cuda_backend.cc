@@ -141,7 +141,7 @@ struct CudaBackend::Impl {
   int32_t items_per_sm = 4, min_split = 128;
   int32_t skinny_rows = 8;
   bool fuse_weights = true;
-  bool fused_rope_write_kv = true;
+  bool decode_row_kernels = true;
   bool programmatic = false;  // only where the device has it (sm_90+)
   bool device_has_pdl = false;
 
@@ -342,11 +342,11 @@ void CudaBackend::set_skinny_gemm_rows(int32_t rows) {
   impl_->skinny_rows = int32_t(std::clamp<int64_t>(rows, 0, cuda::kSkinnyGemmMaxRows));
 }
 
-void CudaBackend::set_fused_rope_write_kv(bool fused) {
+void CudaBackend::set_decode_row_kernels(bool fused) {
   RELAYLLM_CHECK(!impl_->capturing, "cuda backend: kernel switch while capturing a graph");
   synchronize();
   impl_->drop_graphs();
-  impl_->fused_rope_write_kv = fused;
+  impl_->decode_row_kernels = fused;
 }
 
 void CudaBackend::set_programmatic_launch(bool on) {
@@ -568,6 +568,10 @@ void CudaBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& 
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   int64_t n = weight.numel();
+  if (impl_->decode_row_kernels &&
+      cuda::launch_rmsnorm_registers(x.dtype, x.storage.get(), weight.storage.get(), eps,
+                                     x.numel() / n, n, out.storage.get(), impl_->ctx->stream))
+    return;
   cuda::launch_rmsnorm(x.dtype, x.storage.get(), weight.storage.get(), eps, x.numel() / n, n,
                        out.storage.get(), impl_->ctx->stream);
 }
@@ -575,6 +579,11 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tens
 void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                               Tensor& out) {
   int64_t n = weight.numel();
+  if (impl_->decode_row_kernels &&
+      cuda::launch_add_rmsnorm_registers(x.dtype, residual.storage.get(), x.storage.get(),
+                                         weight.storage.get(), eps, x.numel() / n, n,
+                                         out.storage.get(), impl_->ctx->stream))
+    return;
   cuda::launch_add_rmsnorm(x.dtype, residual.storage.get(), x.storage.get(), weight.storage.get(),
                            eps, x.numel() / n, n, out.storage.get(), impl_->ctx->stream);
 }
@@ -744,7 +753,7 @@ void CudaBackend::linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor
 
 void CudaBackend::rope_write_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& cos_sin,
                                 KvLayer& kv, const BatchPlan& plan) {
-  if (!impl_->fused_rope_write_kv) {
+  if (!impl_->decode_row_kernels) {
     rope(q, k, cos_sin, plan);
     write_kv(k, v, kv, plan);
     return;

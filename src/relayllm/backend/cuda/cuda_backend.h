@@ -82,10 +82,11 @@ class CudaBackend final : public Backend {
   void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) override;
 
   // Benchmarks' A/B switches on one loaded model (captured graphs are dropped): the
-  // skinny kernel's row limit (0: cuBLASLt always) and whether rope_write_kv runs as one
-  // kernel. Stacked weights stay stacked (cuBLASLt then runs one GEMM per part).
+  // skinny kernel's row limit (0: cuBLASLt always); the decode row kernels (rope_write_kv
+  // as one kernel, the norms with rows in registers; off: the loop kernels); programmatic
+  // launches. Stacked weights stay stacked (cuBLASLt then runs one GEMM per part).
   void set_skinny_gemm_rows(int32_t rows);
-  void set_fused_rope_write_kv(bool fused);
+  void set_decode_row_kernels(bool fused);
   void set_programmatic_launch(bool on);
   int32_t skinny_gemm_rows() const;
 

@@ -93,15 +93,18 @@ __global__ void rope_kernel(T* q, T* k, const float* cos_sin, const int32_t* pos
 }
 
 // rope_kernel and write_kv_kernel in one pass: the rotated k goes both back to k and
-// into the pool, v straight into the pool.
+// into the pool, v straight into the pool. One element pair (or one v element) per
+// thread, a row over grid.y: at decode a row is a few thousand independent loads, and
+// a loop over them in one small block would wait for each in turn.
 template <typename T>
 __global__ void rope_write_kv_kernel(T* q, T* k, const T* v, const float* cos_sin,
                                      const int32_t* positions, const int64_t* slots, int64_t hq,
                                      int64_t hk, int64_t d, T* k_cache, T* v_cache) {
-  const int64_t row = blockIdx.x, half = d / 2, row_size = hk * d;
-  const float* cs = cos_sin + int64_t(positions[row]) * d;
+  const int64_t row = blockIdx.x, half = d / 2, row_size = hk * d, rotations = (hq + hk) * half;
+  const int64_t i = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   const int64_t slot = slots[row];  // -1: a padding row, not stored
-  for (int64_t i = threadIdx.x; i < (hq + hk) * half; i += blockDim.x) {
+  if (i < rotations) {
+    const float* cs = cos_sin + int64_t(positions[row]) * d;
     const int64_t head = i / half, j = i % half;
     const bool is_k = head >= hq;
     T* x = is_k ? k + row * row_size + (head - hq) * d : q + (row * hq + head) * d;
@@ -114,10 +117,10 @@ __global__ void rope_write_kv_kernel(T* q, T* k, const T* v, const float* cos_si
       dst[j] = r1;
       dst[j + half] = r2;
     }
+  } else if (i < rotations + row_size && slot >= 0) {
+    const int64_t j = i - rotations;
+    v_cache[slot * row_size + j] = v[row * row_size + j];
   }
-  if (slot < 0) return;
-  for (int64_t i = threadIdx.x; i < row_size; i += blockDim.x)
-    v_cache[slot * row_size + i] = v[row * row_size + i];
 }
 
 template <typename T>
@@ -230,7 +233,9 @@ void launch_rope_write_kv(DType dtype, void* q, void* k, const void* v, const fl
   if (rows == 0) return;
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
-    rope_write_kv_kernel<T><<<rows, 128, 0, stream>>>(
+    const int64_t items = (hq + hk) * (d / 2) + hk * d;
+    const dim3 grid(unsigned(rows), unsigned((items + kThreads - 1) / kThreads));
+    rope_write_kv_kernel<T><<<grid, kThreads, 0, stream>>>(
         static_cast<T*>(q), static_cast<T*>(k), static_cast<const T*>(v), cos_sin, positions, slots,
         hq, hk, d, static_cast<T*>(k_cache), static_cast<T*>(v_cache));
   });

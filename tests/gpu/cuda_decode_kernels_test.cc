@@ -1,8 +1,9 @@
-// The decode projections' kernel (cuda_skinny_gemm.cu) and the fused ops built on it
-// (linear_parts, linear_silu_mul, rope_write_kv) against the CPU reference: fresh
-// random bf16-rounded inputs, NaN-poisoned outputs, every row count from 1 to past the
-// cutover, feature counts that are not multiples of the 16-row tile and K that is not a
-// multiple of the 32-wide chunk (and one not a multiple of 8, which cuBLASLt takes).
+// The decode step's kernels against the CPU reference: the skinny GEMM
+// (cuda_skinny_gemm.cu) and the fused ops built on it (linear_parts, linear_silu_mul),
+// rope_write_kv and the register-resident norms. Fresh random bf16-rounded inputs,
+// NaN-poisoned outputs, every row count from 1 to past the cutover, feature counts that
+// are not multiples of the 16-row tile and K that is not a multiple of the 32-wide chunk
+// (and one not a multiple of 8, which cuBLASLt takes).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -75,7 +76,7 @@ std::vector<float> slice_rows(const std::vector<float>& m, int64_t cols, int64_t
 
 const std::vector<int64_t> kRowCounts = {1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40};
 
-TEST(CudaSkinnyGemm, LinearEveryRowCountAgainstCpu) {
+TEST(CudaDecodeKernels, LinearEveryRowCountAgainstCpu) {
   Env& e = env();
   struct Shape {
     int64_t n, k;
@@ -105,7 +106,7 @@ TEST(CudaSkinnyGemm, LinearEveryRowCountAgainstCpu) {
   }
 }
 
-TEST(CudaSkinnyGemm, FusedPartsWithBiasAgainstSeparateProjections) {
+TEST(CudaDecodeKernels, FusedPartsWithBiasAgainstSeparateProjections) {
   Env& e = env();
   const int64_t k = 264;
   // q/k/v-like parts; the second set puts part boundaries inside a 16-row tile.
@@ -144,7 +145,7 @@ TEST(CudaSkinnyGemm, FusedPartsWithBiasAgainstSeparateProjections) {
   }
 }
 
-TEST(CudaSkinnyGemm, GatedSiluMulAgainstSeparateOps) {
+TEST(CudaDecodeKernels, GatedSiluMulAgainstSeparateOps) {
   Env& e = env();
   for (int64_t inter : {int64_t(96), int64_t(100)}) {
     const int64_t k = 136;
@@ -175,7 +176,7 @@ TEST(CudaSkinnyGemm, GatedSiluMulAgainstSeparateOps) {
   }
 }
 
-TEST(CudaSkinnyGemm, FuseRowsRefusesMismatchedParts) {
+TEST(CudaDecodeKernels, FuseRowsRefusesMismatchedParts) {
   Env& e = env();
   auto a = e.random(16 * 64), b = e.random(16 * 72);
   Tensor fused = e.skinny.fuse_rows(std::array{e.skinny.upload(a, {16, 64}, DType::kBF16),
@@ -187,10 +188,37 @@ TEST(CudaSkinnyGemm, FuseRowsRefusesMismatchedParts) {
                    .defined());
 }
 
-TEST(CudaSkinnyGemm, RopeWriteKvMatchesRopeThenWriteKv) {
+// The register-resident norms (one or two 16-byte vectors per thread, up to 1024
+// threads) and, past their limits (n % 8 != 0, n > 16384), the loop kernels they fall
+// back to; rmsnorm in place as the per-head q/k norms run it.
+TEST(CudaDecodeKernels, NormsInRegistersAgainstCpu) {
   Env& e = env();
-  for (int64_t hq : {int64_t(4), int64_t(8)}) {
-    const int64_t rows = 11, hk = 2, d = 64, max_pos = 300, pool_blocks = 12, block = 4;
+  for (int64_t n : {64, 128, 4096, 4104, 5000, 8200, 14336, 16384, 16392}) {
+    for (int64_t rows : {1, 3}) {
+      auto x = e.random(size_t(rows * n)), w = e.random(size_t(n)), d = e.random(size_t(rows * n));
+      CudaBackend& g = e.skinny;
+      Tensor cx = e.cpu.upload(x, {rows, n}, DType::kF32), cw = e.cpu.upload(w, {n}, DType::kF32);
+      Tensor cout = e.cpu.empty({rows, n}, DType::kF32);
+      e.cpu.rmsnorm(cx, cw, 1e-5f, cout);
+      Tensor gx = g.upload(x, {rows, n}, DType::kBF16), gw = g.upload(w, {n}, DType::kBF16);
+      g.rmsnorm(gx, gw, 1e-5f, gx);  // in place
+      EXPECT_LT(rel_err(e.host(gx, g), e.host(cout, e.cpu)), kBound) << "rmsnorm n=" << n;
+
+      Tensor cd = e.cpu.upload(d, {rows, n}, DType::kF32);
+      e.cpu.add_rmsnorm(cx, cd, cw, 1e-5f, cout);
+      Tensor gr = g.upload(x, {rows, n}, DType::kBF16), gout = e.poisoned(g, {rows, n});
+      g.add_rmsnorm(gr, g.upload(d, {rows, n}, DType::kBF16), gw, 1e-5f, gout);
+      EXPECT_LT(rel_err(e.host(gr, g), e.host(cx, e.cpu)), kBound) << "residual n=" << n;
+      EXPECT_LT(rel_err(e.host(gout, g), e.host(cout, e.cpu)), kBound) << "add_rmsnorm n=" << n;
+    }
+  }
+}
+
+TEST(CudaDecodeKernels, RopeWriteKvMatchesRopeThenWriteKv) {
+  Env& e = env();
+  for (int64_t hq : {int64_t(4), int64_t(8), int64_t(32)}) {
+    const int64_t rows = 11, hk = hq == 32 ? 8 : 2, d = hq == 32 ? 128 : 64, max_pos = 300,
+                  pool_blocks = 12, block = 4;
     BatchPlan plan;
     std::uniform_int_distribution<int> pos(0, int(max_pos) - 1);
     for (int64_t r = 0; r < rows; ++r) {
