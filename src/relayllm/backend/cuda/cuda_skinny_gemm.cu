@@ -135,8 +135,11 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const SkinnyGe
           wv[u][mt][h] = in && w_ok[mt][h] ? load_stream(w_row[mt][h] + k0) : zero;
     }
   };
-  // x through L2 only (.cg): with a programmatic launch the kernel starts before the one
-  // writing x ends, and no line of x may come from an earlier read.
+  // x is read by every block of the grid: through L1 (.nc) co-resident blocks share it
+  // (at 32 tokens x is twice the weight tile's bytes). With a programmatic launch this
+  // kernel starts before the one writing x ends, so x then goes through L2 only (.cg):
+  // no line of it may come from a read before that kernel's end.
+  const bool x_via_l1 = !args.programmatic;
   auto load_x_and_multiply = [&](int64_t group, const uint4(&wv)[U][MT][2]) {
     uint4 xv[U][NT];
 #pragma unroll
@@ -145,7 +148,9 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const SkinnyGe
       const bool in = k0 < k_len;
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
-        xv[u][nt] = in && x_ok[nt] ? __ldcg(reinterpret_cast<const uint4*>(x_row[nt] + k0)) : zero;
+        xv[u][nt] = !(in && x_ok[nt]) ? zero
+                    : x_via_l1        ? __ldg(reinterpret_cast<const uint4*>(x_row[nt] + k0))
+                                      : __ldcg(reinterpret_cast<const uint4*>(x_row[nt] + k0));
     }
 #pragma unroll
     for (int u = 0; u < U; ++u)
