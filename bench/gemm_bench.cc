@@ -1,6 +1,5 @@
-// The decode step's projections alone: the skinny GEMM (cuda_skinny_gemm.cu, and above
-// 8 rows its wide form, cuda_skinny_wide.cu, beside the narrow form) against cuBLASLt
-// on the shapes of Llama-2-7B and Llama-3-8B, for 1 to 32 rows. Each timing
+// The decode step's projections alone: the skinny GEMM (cuda_skinny_gemm.cu) against
+// cuBLASLt on the shapes of Llama-2-7B and Llama-3-8B, for 1 to 32 rows. Each timing
 // is a CUDA graph of 24 calls that rotate over copies of the weight (at least 512 MB in
 // all, so the weights come from device memory, not L2), replayed 5 times after one
 // warm-up; per call: microseconds, GB/s of its bytes (weight + x + out) and the
@@ -27,12 +26,6 @@ struct Shape {
   const char* name;
   int64_t n, k;
 };
-
-std::string fmt_cell(double us, double percent) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.1f (%.0f%%)", us, percent);
-  return buf;
-}
 
 // Microseconds per call of `calls` projections captured in one graph.
 double time_linear(CudaBackend& be, std::vector<Tensor>& weights, const Tensor& x, Tensor& out,
@@ -68,7 +61,6 @@ int run(int argc, char** argv) {
     for (std::string item; std::getline(in, item, ',');) rows_list.push_back(std::stoll(item));
   }
   CudaBackend skinny(CudaBackendOptions{.skinny_gemm_max_rows = 32});
-  CudaBackend narrow(CudaBackendOptions{.skinny_gemm_max_rows = 32, .skinny_gemm_wide = false});
   CudaBackend cublas(CudaBackendOptions{.skinny_gemm_max_rows = 0});
   const double bw = skinny.measure_copy_bandwidth(size_t(1) << 30, 10);
   cudaDeviceProp prop{};
@@ -76,8 +68,8 @@ int run(int argc, char** argv) {
   std::printf("device: %s, copy bandwidth %.0f GB/s (read + write)\n\n", prop.name, bw / 1e9);
   std::printf(
       "| projection | N x K | rows | cuBLASLt us | skinny us | cuBLASLt GB/s (of copy) | skinny "
-      "GB/s (of copy) | skinny speedup | narrow form above 8 rows: us (of copy) |\n"
-      "|---|---|---|---|---|---|---|---|---|\n");
+      "GB/s (of "
+      "copy) | skinny speedup |\n|---|---|---|---|---|---|---|---|\n");
   const Shape shapes[] = {{"llama2 qkv", 12288, 4096},     {"llama2 o", 4096, 4096},
                           {"llama2 gate_up", 22016, 4096}, {"llama2 down", 4096, 11008},
                           {"llama2 lm_head", 32000, 4096}, {"llama3 qkv", 6144, 4096},
@@ -88,9 +80,9 @@ int run(int argc, char** argv) {
     const double weight_bytes = 2.0 * double(s.n) * double(s.k);
     const size_t copies = size_t(std::max(2.0, std::ceil(512e6 / weight_bytes)));
     for (int64_t t : rows_list) {
-      double us[3] = {0, 0, 0};
-      CudaBackend* backends[3] = {&cublas, &skinny, &narrow};
-      for (int b = 0; b < (t > 8 ? 3 : 2); ++b) {
+      double us[2];
+      CudaBackend* backends[2] = {&cublas, &skinny};
+      for (int b = 0; b < 2; ++b) {
         CudaBackend& be = *backends[b];
         std::vector<Tensor> weights;
         for (size_t c = 0; c < copies; ++c) weights.push_back(be.empty({s.n, s.k}, DType::kBF16));
@@ -103,13 +95,10 @@ int run(int argc, char** argv) {
       }
       const double bytes = weight_bytes + 2.0 * double(t) * double(s.k + s.n);
       auto gbs = [&](double u) { return bytes / (u * 1e-6) / 1e9; };
-      const std::string narrow_cell =
-          t > 8 ? fmt_cell(us[2], 100.0 * gbs(us[2]) * 1e9 / bw) : std::string("-");
       std::printf(
-          "| %s | %lld x %lld | %lld | %.1f | %.1f | %.0f (%.0f%%) | %.0f (%.0f%%) | %.2f | %s |\n",
+          "| %s | %lld x %lld | %lld | %.1f | %.1f | %.0f (%.0f%%) | %.0f (%.0f%%) | %.2f |\n",
           s.name, (long long)s.n, (long long)s.k, (long long)t, us[0], us[1], gbs(us[0]),
-          100.0 * gbs(us[0]) * 1e9 / bw, gbs(us[1]), 100.0 * gbs(us[1]) * 1e9 / bw, us[0] / us[1],
-          narrow_cell.c_str());
+          100.0 * gbs(us[0]) * 1e9 / bw, gbs(us[1]), 100.0 * gbs(us[1]) * 1e9 / bw, us[0] / us[1]);
       std::fflush(stdout);
     }
   }

@@ -24,8 +24,6 @@ constexpr double kBound = 1e-2;  // a few bf16 roundings of each output
 struct Env {
   CpuBackend cpu{4};
   CudaBackend skinny{CudaBackendOptions{.skinny_gemm_max_rows = 32}};  // every t <= 32 skinny
-  // Rows 9-32 on the narrow form (the default backend above takes the wide form there).
-  CudaBackend narrow{CudaBackendOptions{.skinny_gemm_max_rows = 32, .skinny_gemm_wide = false}};
   CudaBackend cublas{CudaBackendOptions{.skinny_gemm_max_rows = 0}};
   std::mt19937_64 rng{777};
 
@@ -85,8 +83,8 @@ TEST(CudaDecodeKernels, LinearEveryRowCountAgainstCpu) {
   };
   // n: a whole tile, a partial last tile, fewer rows than a tile; k: whole chunks, a
   // partial last chunk (k % 32 == 8), more chunks than the warps' first round, k % 8 != 0.
-  for (Shape s : {Shape{256, 128}, Shape{300, 200}, Shape{7, 72}, Shape{130, 4104},
-                  Shape{1000, 2056}, Shape{64, 100}}) {
+  for (Shape s :
+       {Shape{256, 128}, Shape{300, 200}, Shape{7, 72}, Shape{130, 4104}, Shape{64, 100}}) {
     auto w = e.random(size_t(s.n * s.k), 0.05f), b = e.random(size_t(s.n));
     for (int64_t t : kRowCounts) {
       auto x = e.random(size_t(t * s.k));
@@ -94,16 +92,14 @@ TEST(CudaDecodeKernels, LinearEveryRowCountAgainstCpu) {
         const bool with_bias = mode == 1;
         const DType out_dtype = mode == 2 ? DType::kF32 : DType::kBF16;
         const auto ref = e.reference(x, w, with_bias ? &b : nullptr, t, s.n, s.k);
-        for (CudaBackend* be : {&e.skinny, &e.narrow, &e.cublas}) {
+        for (CudaBackend* be : {&e.skinny, &e.cublas}) {
           Tensor gb = be->upload(b, {s.n}, DType::kBF16);
           Tensor out = e.poisoned(*be, {t, s.n}, out_dtype);
           be->linear(be->upload(x, {t, s.k}, DType::kBF16), be->upload(w, {s.n, s.k}, DType::kBF16),
                      with_bias ? &gb : nullptr, out);
           EXPECT_LT(rel_err(e.host(out, *be), ref), kBound)
-              << (be == &e.skinny   ? "skinny"
-                  : be == &e.narrow ? "narrow"
-                                    : "cublas")
-              << " t=" << t << " n=" << s.n << " k=" << s.k << " mode=" << mode;
+              << (be == &e.skinny ? "skinny" : "cublas") << " t=" << t << " n=" << s.n
+              << " k=" << s.k << " mode=" << mode;
         }
       }
     }
@@ -112,7 +108,7 @@ TEST(CudaDecodeKernels, LinearEveryRowCountAgainstCpu) {
 
 TEST(CudaDecodeKernels, FusedPartsWithBiasAgainstSeparateProjections) {
   Env& e = env();
-  const int64_t k = 1032;  // 9 steps of the wide form: K split over blocks
+  const int64_t k = 264;
   // q/k/v-like parts; the second set puts part boundaries inside a 16-row tile.
   for (std::array<int64_t, 3> rows :
        {std::array<int64_t, 3>{128, 32, 32}, std::array<int64_t, 3>{40, 20, 21}}) {
@@ -121,7 +117,7 @@ TEST(CudaDecodeKernels, FusedPartsWithBiasAgainstSeparateProjections) {
       w[p] = e.random(size_t(rows[p] * k), 0.05f);
       b[p] = e.random(size_t(rows[p]));
     }
-    for (CudaBackend* be : {&e.skinny, &e.narrow, &e.cublas}) {
+    for (CudaBackend* be : {&e.skinny, &e.cublas}) {
       std::array<Tensor, 3> parts;
       for (int p = 0; p < 3; ++p) parts[p] = be->upload(w[p], {rows[p], k}, DType::kBF16);
       Tensor fused = be->fuse_rows(parts);
@@ -141,10 +137,8 @@ TEST(CudaDecodeKernels, FusedPartsWithBiasAgainstSeparateProjections) {
         for (int p = 0; p < 3; ++p) {
           const auto ref = e.reference(x, w[p], p == 1 ? nullptr : &b[p], t, rows[p], k);
           EXPECT_LT(rel_err(e.host(outs[p], *be), ref), kBound)
-              << (be == &e.skinny   ? "skinny"
-                  : be == &e.narrow ? "narrow"
-                                    : "cublas")
-              << " part " << p << " t=" << t << " rows=" << rows[p];
+              << (be == &e.skinny ? "skinny" : "cublas") << " part " << p << " t=" << t
+              << " rows=" << rows[p];
         }
       }
     }
@@ -156,7 +150,7 @@ TEST(CudaDecodeKernels, GatedSiluMulAgainstSeparateOps) {
   for (int64_t inter : {int64_t(96), int64_t(100)}) {
     const int64_t k = 136;
     auto wg = e.random(size_t(inter * k), 0.1f), wu = e.random(size_t(inter * k), 0.1f);
-    for (CudaBackend* be : {&e.skinny, &e.narrow, &e.cublas}) {
+    for (CudaBackend* be : {&e.skinny, &e.cublas}) {
       Tensor fused = be->fuse_rows(std::array{be->upload(wg, {inter, k}, DType::kBF16),
                                               be->upload(wu, {inter, k}, DType::kBF16)});
       ASSERT_TRUE(fused.defined());
@@ -176,10 +170,7 @@ TEST(CudaDecodeKernels, GatedSiluMulAgainstSeparateOps) {
         Tensor out = e.poisoned(*be, {t, inter});
         be->linear_silu_mul(be->upload(x, {t, k}, DType::kBF16), fused, gate, up, out);
         EXPECT_LT(rel_err(e.host(out, *be), e.host(ref, e.cpu)), kBound)
-            << (be == &e.skinny   ? "skinny"
-                : be == &e.narrow ? "narrow"
-                                  : "cublas")
-            << " t=" << t << " inter=" << inter;
+            << (be == &e.skinny ? "skinny" : "cublas") << " t=" << t << " inter=" << inter;
       }
     }
   }
@@ -187,7 +178,7 @@ TEST(CudaDecodeKernels, GatedSiluMulAgainstSeparateOps) {
 
 TEST(CudaDecodeKernels, FuseRowsRefusesMismatchedParts) {
   Env& e = env();
-  auto a = e.random(16 * 64), b = e.random(16 * 72);
+  auto a = e.random(16 * 64), b = e.random(8 * 72);
   Tensor fused = e.skinny.fuse_rows(std::array{e.skinny.upload(a, {16, 64}, DType::kBF16),
                                                e.skinny.upload(b, {8, 72}, DType::kBF16)});
   EXPECT_FALSE(fused.defined());  // different K: kept apart

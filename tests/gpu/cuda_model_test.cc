@@ -446,8 +446,8 @@ class GpuDecodeKernels : public ::testing::TestWithParam<std::tuple<std::string,
 // as graph replays: the reference runs cuBLASLt for every projection on separate
 // weights with rope and write_kv apart; the others stack q/k/v and gate/up and run
 // the skinny GEMM on every decode step (up to 32 rows: the buckets 16 .. 1 of twelve
-// staggered requests; above 8 rows its wide form, or the narrow one) or up to 8 rows
-// with programmatic launches. Logits agree to 16-bit precision, tokens up to ties.
+// staggered requests) or up to 8 rows with programmatic launches. Logits agree to
+// 16-bit precision, tokens up to ties.
 TEST_P(GpuDecodeKernels, SkinnyFusedAndProgrammaticMatchTheCublasStep) {
   const auto [kind, dtype] = GetParam();
   const std::string label = kind + (dtype == DType::kF16 ? " fp16" : " bf16");
@@ -455,11 +455,10 @@ TEST_P(GpuDecodeKernels, SkinnyFusedAndProgrammaticMatchTheCublasStep) {
   ModelConfig model = gpu_tiny_config(kind, vocab);
   ModelWeights weights = make_dummy_weights(model, 41);
   Workload w = make_workload(17, vocab);
-  auto backend = [&](int32_t rows, bool fuse, bool programmatic, bool wide = true) {
+  auto backend = [&](int32_t rows, bool fuse, bool programmatic) {
     CudaBackendOptions options;
     options.dtype = dtype;
     options.skinny_gemm_max_rows = rows;
-    options.skinny_gemm_wide = wide;
     options.fuse_weights = fuse;
     options.programmatic_launch = programmatic;
     auto be = std::make_unique<CudaBackend>(options);
@@ -471,13 +470,11 @@ TEST_P(GpuDecodeKernels, SkinnyFusedAndProgrammaticMatchTheCublasStep) {
   const struct {
     const char* name;
     int32_t rows;
-    bool programmatic, wide;
-  } variants[] = {{"skinny <= 32 (wide above 8)", 32, false, true},
-                  {"skinny <= 32 (narrow)", 32, false, false},
-                  {"skinny <= 8 + pdl", 8, true, true}};
+    bool programmatic;
+  } variants[] = {{"skinny <= 32", 32, false}, {"skinny <= 8 + pdl", 8, true}};
   for (const auto& v : variants) {
-    RunResult got = run_engine(model, weights, backend(v.rows, true, v.programmatic, v.wide), w,
-                               true, 60, 512, RunMode{false, true});
+    RunResult got = run_engine(model, weights, backend(v.rows, true, v.programmatic), w, true, 60,
+                               512, RunMode{false, true});
     EXPECT_GT(got.graph_steps, got.steps / 2) << label << " " << v.name;
     const int ties = compare_greedy(got, ref, label + " " + v.name + " vs cublas");
     double worst = 0;

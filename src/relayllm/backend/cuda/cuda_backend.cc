@@ -141,11 +141,6 @@ struct CudaBackend::Impl {
   int32_t items_per_sm = 4, min_split = 128;
   int32_t skinny_rows = 8;
   bool fuse_weights = true;
-  bool skinny_wide = true;
-  // The wide skinny GEMM's split-K workspace: partial sums and per-row-block arrival
-  // counters (zero between launches). Grown only outside graph capture.
-  std::shared_ptr<void> wide_partials, wide_arrivals;
-  int64_t wide_partial_capacity = 0, wide_arrival_capacity = 0;
   bool decode_row_kernels = true;
   bool programmatic = false;  // only where the device has it (sm_90+)
   bool device_has_pdl = false;
@@ -178,21 +173,6 @@ struct CudaBackend::Impl {
     options.min_split = min_split;
     options.num_rows = rows;
     return options;
-  }
-  // Whether the wide GEMM's workspace holds `floats` partials and `blocks` counters,
-  // growing it when not capturing (graphs holding the old one are dropped).
-  bool ensure_wide(int64_t floats, int64_t blocks) {
-    if (floats <= wide_partial_capacity && blocks <= wide_arrival_capacity) return true;
-    if (capturing) return false;
-    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
-    drop_graphs();
-    wide_partial_capacity = std::max(floats, 2 * wide_partial_capacity);
-    wide_arrival_capacity = std::max<int64_t>({blocks, 2 * wide_arrival_capacity, 1024});
-    wide_partials = device_alloc(ctx, size_t(wide_partial_capacity) * sizeof(float));
-    wide_arrivals = device_alloc(ctx, size_t(wide_arrival_capacity) * sizeof(int32_t));
-    RELAYLLM_CUDA_CHECK(cudaMemsetAsync(
-        wide_arrivals.get(), 0, size_t(wide_arrival_capacity) * sizeof(int32_t), ctx->stream));
-    return true;
   }
   void drop_graphs() {
     for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
@@ -282,7 +262,6 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
       std::min<int64_t>(env_int("RELAYLLM_CUDA_SKINNY_GEMM_ROWS", options.skinny_gemm_max_rows),
                         cuda::kSkinnyGemmMaxRows));
   impl_->fuse_weights = env_int("RELAYLLM_CUDA_FUSE_WEIGHTS", options.fuse_weights ? 1 : 0) != 0;
-  impl_->skinny_wide = options.skinny_gemm_wide;
   impl_->device_has_pdl = prop.major >= 9;
   impl_->programmatic = impl_->device_has_pdl &&
                         env_int("RELAYLLM_CUDA_PDL", options.programmatic_launch ? 1 : 0) != 0;
@@ -631,22 +610,6 @@ bool CudaBackend::skinny(int64_t t, int64_t k, const void* x, const void* w) con
   return t <= impl_->skinny_rows && cuda::skinny_gemm_fits(t, k, x, w);
 }
 
-void CudaBackend::launch_skinny(cuda::SkinnyGemmArgs& args) {
-  Impl& m = *impl_;
-  if (args.t > cuda::kSkinnyNarrowRows && m.skinny_wide && !args.gated) {
-    const int64_t splits = cuda::skinny_wide_splits(args.rows, args.k, m.num_sms);
-    if (splits == 1 ||
-        m.ensure_wide(splits * args.t * args.rows, cuda::skinny_wide_row_blocks(args.rows))) {
-      cuda::launch_skinny_wide(args, splits, static_cast<float*>(m.wide_partials.get()),
-                               static_cast<int32_t*>(m.wide_arrivals.get()), m.ctx->stream);
-      return;
-    }
-  }
-  // The narrow form also serves up to 32 rows (and needs no workspace).
-  args.programmatic = m.programmatic;
-  cuda::launch_skinny_gemm(args, m.ctx->stream);
-}
-
 void CudaBackend::gemm(const void* x, const void* w, int64_t t, int64_t n, int64_t k,
                        const void* bias, void* out, DType out_dtype) {
   if (t == 0 || n == 0) return;
@@ -679,7 +642,8 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bi
     args.out[0] = out.storage.get();
     args.bias[0] = bias ? bias->storage.get() : nullptr;
     args.out_f32 = out.dtype == DType::kF32;
-    launch_skinny(args);
+    args.programmatic = impl_->programmatic;
+    cuda::launch_skinny_gemm(args, impl_->ctx->stream);
     return;
   }
   gemm(x.storage.get(), weight.storage.get(), t, n, k, bias ? bias->storage.get() : nullptr,
@@ -743,7 +707,8 @@ void CudaBackend::linear_parts(const Tensor& x, const Tensor& fused,
       }
       args.part_end[p] = end;
     }
-    launch_skinny(args);
+    args.programmatic = impl_->programmatic;
+    cuda::launch_skinny_gemm(args, impl_->ctx->stream);
     return;
   }
   int64_t first = 0;
@@ -773,21 +738,10 @@ void CudaBackend::linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor
     args.k = k;
     args.rows = inter;
     args.part_end[0] = args.part_end[1] = args.part_end[2] = inter;
-    if (t > cuda::kSkinnyNarrowRows && impl_->skinny_wide) {
-      // The wide form has no gated epilogue: gate and up as two parts, then silu_mul.
-      args.rows = 2 * inter;
-      args.part_end[0] = inter;
-      args.part_end[1] = args.part_end[2] = 2 * inter;
-      args.out[0] = gate.storage.get();
-      args.out[1] = up.storage.get();
-      launch_skinny(args);
-      cuda::launch_silu_mul(dtype_, gate.storage.get(), up.storage.get(), t * inter,
-                            out.storage.get(), impl_->ctx->stream);
-      return;
-    }
     args.out[0] = out.storage.get();
     args.gated = true;
-    launch_skinny(args);
+    args.programmatic = impl_->programmatic;
+    cuda::launch_skinny_gemm(args, impl_->ctx->stream);
     return;
   }
   gemm(x.storage.get(), weight_rows(gate_up, 0), t, inter, k, nullptr, gate.storage.get(), dtype_);

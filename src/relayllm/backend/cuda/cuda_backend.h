@@ -13,10 +13,6 @@
 
 namespace relayllm {
 
-namespace cuda {
-struct SkinnyGemmArgs;  // cuda_skinny_gemm.cuh
-}
-
 struct CudaBackendOptions {
   int device = 0;
   DType dtype = DType::kBF16;  // activations, weights and KV
@@ -31,9 +27,6 @@ struct CudaBackendOptions {
   // (cuda_skinny_gemm.cuh, up to 32), larger ones on cuBLASLt; 0: cuBLASLt always.
   // The environment variable RELAYLLM_CUDA_SKINNY_GEMM_ROWS overrides it.
   int32_t skinny_gemm_max_rows = 8;
-  // Rows 9-32 on the kernel's wide form (128-row blocks sharing x, split K); false:
-  // on the narrow form, as rows <= 8.
-  bool skinny_gemm_wide = true;
   // Keep q/k/v and gate/up as stacked weights (Backend::fuse_rows), with silu_mul in
   // the gate/up projection's epilogue where the skinny kernel runs it.
   // RELAYLLM_CUDA_FUSE_WEIGHTS=0 turns it off.
@@ -111,8 +104,6 @@ class CudaBackend final : public Backend {
  private:
   // Whether a projection of t rows takes the skinny kernel.
   bool skinny(int64_t t, int64_t k, const void* x, const void* w) const;
-  // Launches it: the narrow form up to 8 rows, the wide form above where enabled.
-  void launch_skinny(cuda::SkinnyGemmArgs& args);
   // out [t, n] = x [t, k] * w [n, k]^T (+ bias) through cuBLASLt.
   void gemm(const void* x, const void* w, int64_t t, int64_t n, int64_t k, const void* bias,
             void* out, DType out_dtype);

@@ -31,23 +31,9 @@ struct SkinnyGemmArgs {
   bool programmatic = false;
 };
 
-// The narrow form (cuda_skinny_gemm.cu) serves up to this many rows; the wide form
-// (cuda_skinny_wide.cu: 128-row blocks sharing x through shared memory, K split over
-// blocks) the rows above it, with no gated epilogue.
-constexpr int64_t kSkinnyNarrowRows = 8;
-constexpr int64_t kSkinnyWideMaxSplits = 8;
-
 // Whether the kernel takes this shape: 1 <= t <= kSkinnyGemmMaxRows, k a multiple of 8,
 // x and w 16-byte aligned.
 bool skinny_gemm_fits(int64_t t, int64_t k, const void* x, const void* w);
 void launch_skinny_gemm(const SkinnyGemmArgs& args, cudaStream_t stream);
-
-// The wide form: K splits for a [rows, k] weight on `num_sms` multiprocessors, its row
-// blocks (arrival counters needed), and the launch. With splits > 1, `partials` holds
-// splits * t * rows floats and `arrivals` one zeroed counter per row block (left zeroed).
-int64_t skinny_wide_splits(int64_t rows, int64_t k, int num_sms);
-int64_t skinny_wide_row_blocks(int64_t rows);
-void launch_skinny_wide(const SkinnyGemmArgs& args, int64_t splits, float* partials,
-                        int32_t* arrivals, cudaStream_t stream);
 
 }  // namespace relayllm::cuda
