@@ -17,7 +17,7 @@ start=$(date +%s)
 # keep the tests quick.
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
   -DCMAKE_CXX_COMPILER=clang++ \
-  -DRELAYLLM_ENABLE_CUDA=OFF -DRELAYLLM_SANITIZE=ON -DRELAYLLM_BUILD_FUZZERS=ON \
+  -DRELAYLLM_ENABLE_CUDA=OFF -DRELAYLLM_SANITIZE=ON -DRELAYLLM_BUILD_FUZZERS=ON -DRELAYLLM_UNITY_BUILD=ON \
   -DRELAYLLM_FUZZ_SECONDS="$fuzz_seconds" >&2
 # Only what the tests run: the CLI (server tests), the unit tests and the fuzzers.
 cmake --build "$build" -j"$jobs" --target relayllm relayllm_unit_tests \

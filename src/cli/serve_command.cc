@@ -12,11 +12,13 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "engine_flags.h"
 #include "relayllm/common/error.h"
+#include "relayllm/dist/rank_processes.h"
 #include "relayllm/model/generation_config.h"
 #include "relayllm/model/weight_quantization.h"
 #include "relayllm/server/http_server.h"
@@ -142,6 +144,26 @@ void drain(HttpServer& http, OpenAiServer& api, const sigset_t& signals, int sig
   spdlog::info("shutdown complete");
 }
 
+// A tensor-parallel rank on this host died: every step now waits in a collective that
+// never completes, and mpirun ends the job within about a second. Use that time: health and
+// new requests answer 503 naming the rank, requests in flight end with that error, then
+// exit (the engine thread cannot be joined).
+[[noreturn]] void stop_after_rank_died(HttpServer& http, OpenAiServer& api,
+                                       const RankProcess& dead) {
+  const std::string message =
+      fmt::format("tensor-parallel rank {} (pid {} on {}) exited; the server is stopping",
+                  dead.rank, dead.pid, dead.host);
+  spdlog::error("{}", message);
+  api.fail_in_flight(message);
+  // Their error responses are written by the I/O threads; bounded for clients that stopped
+  // reading.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (http.num_active_requests() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  spdlog::default_logger()->flush();
+  std::_Exit(1);
+}
+
 int run_serve(ServeArgs& args) {
   raise_fd_limit();
   apply_vllm_flags(args);
@@ -165,6 +187,7 @@ int run_serve(ServeArgs& args) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGHUP);   // no configuration to reload: logged and ignored
   sigaddset(&signals, SIGUSR1);  // the loader finished (or someone sent it: ignored)
+  sigaddset(&signals, SIGUSR2);  // the rank watch found a rank gone (or someone sent it)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   OpenAiServer api(args.api);
@@ -192,10 +215,26 @@ int run_serve(ServeArgs& args) {
     kill(getpid(), SIGUSR1);
   });
 
+  // Tensor parallelism: the other ranks on this host, watched from a thread that signals
+  // this loop (the loop owns the HTTP server and the API).
+  std::unique_ptr<RankWatch> rank_watch;
+  if (!args.engine.rank_processes.empty())
+    rank_watch = std::make_unique<RankWatch>(args.engine.rank_processes, 0,
+                                             [](const RankProcess&) { kill(getpid(), SIGUSR2); });
+  auto rank_died = [&]() -> std::optional<RankProcess> {
+    return rank_watch ? rank_watch->find_exited() : std::nullopt;
+  };
+
   int exit_code = 0;
   for (;;) {
     int sig = 0;
     sigwait(&signals, &sig);
+    // mpirun's SIGTERM after a rank died looks like any other: look at the ranks first.
+    if (std::optional<RankProcess> dead = rank_died()) stop_after_rank_died(http, api, *dead);
+    if (sig == SIGUSR2) {
+      spdlog::info("SIGUSR2 ignored (it has no meaning for relayllm serve)");
+      continue;
+    }
     if (sig == SIGUSR1) {
       if (!load_done || !loader.joinable()) {
         spdlog::info("SIGUSR1 ignored (it has no meaning for relayllm serve)");

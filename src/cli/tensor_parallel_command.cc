@@ -9,6 +9,7 @@
 #include "relayllm/dist/communicator.h"
 #include "relayllm/dist/launcher.h"
 #include "relayllm/dist/mpi_loader.h"
+#include "relayllm/dist/rank_processes.h"
 #include "relayllm/engine/tp_channel.h"
 #include "relayllm/serving/tensor_parallel_setup.h"
 
@@ -41,6 +42,7 @@ int run_tensor_parallel(EngineOptions& options, const std::function<int()>& run)
   }
   std::shared_ptr<Communicator> comm = join_tensor_parallel(size);
   options.communicator = comm;
+  options.rank_processes = gather_rank_processes(*comm);
   const int rank = comm->rank();
   if (rank != 0) {
     try {

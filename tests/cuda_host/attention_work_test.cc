@@ -3,7 +3,8 @@
 // its partials must be contiguous and, when more than one, listed for the merge
 // exactly once with that range; every slot must know its output's part count;
 // units must be well formed (alone: one item; packed: up to four narrow items)
-// and ordered longest first.
+// and ordered longest first. Nested relay groups are more ranges of their rows'
+// outputs: each level whole, once.
 #include "relayllm/backend/cuda/attention_work.h"
 
 #include <gtest/gtest.h>
@@ -12,9 +13,13 @@
 #include <array>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <set>
+#include <span>
+#include <string>
 #include <vector>
 
+#include "../common/relay_tree_plan.h"
 #include "relayllm/backend/batch_plan.h"
 #include "relayllm/backend/batch_plan_builder.h"
 
@@ -73,9 +78,10 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
       for (int32_t h = 0; h < shape.hq; ++h) {
         auto& tables = expected[(s.query_start + r) * shape.hq + h];
         tables[s.block_table_start] = s.context_len - s.query_len + r + 1;
-        if (s.prefix_group >= 0)
-          tables[plan.prefix_groups[size_t(s.prefix_group)].block_table_start] =
-              plan.prefix_groups[size_t(s.prefix_group)].prefix_len;
+        // Every level of the sequence's group chain, whole (no mask).
+        for (int32_t g = s.prefix_group; g >= 0; g = plan.prefix_groups[size_t(g)].parent)
+          tables[plan.prefix_groups[size_t(g)].block_table_start] =
+              plan.prefix_groups[size_t(g)].prefix_len;
       }
 
   // Units: one alone repeats its item in every entry and takes one stage per 64
@@ -119,7 +125,14 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
     group_of_table[plan.prefix_groups[g].block_table_start] = int32_t(g);
   for (const PlannedSequence& s : plan.sequences) {
     seq_group[s.block_table_start] = s.prefix_group;
-    if (s.prefix_group >= 0) ++group_members[s.prefix_group];
+    for (int32_t g = s.prefix_group; g >= 0; g = plan.prefix_groups[size_t(g)].parent)
+      ++group_members[g];
+  }
+  int32_t max_levels = 0;  // the deepest chain of groups a sequence has
+  for (const PlannedSequence& s : plan.sequences) {
+    int32_t levels = 0;
+    for (int32_t g = s.prefix_group; g >= 0; g = plan.prefix_groups[size_t(g)].parent) ++levels;
+    max_levels = std::max(max_levels, levels);
   }
   std::set<int32_t> partials_seen;
   for (const AttentionItem* item : items) {
@@ -141,6 +154,8 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
       // A joined range: [0, p) of the prefix's table, then the own table from 0 (only
       // for a prefix with one sequence in the step).
       ASSERT_EQ(group_members[seq_group[item->table_start]], 1);
+      ASSERT_LT(plan.prefix_groups[size_t(seq_group[item->table_start])].parent, 0)
+          << "only an outermost group is joined";
       ASSERT_EQ(p, plan.prefix_groups[size_t(seq_group[item->table_start])].prefix_len);
       ASSERT_EQ(item->prefix_table,
                 plan.prefix_groups[size_t(seq_group[item->table_start])].block_table_start);
@@ -191,7 +206,7 @@ void check_work(const BatchPlan& plan, Shape shape, bool split, const char* labe
   }
   for (const cuda::QuerySlot& slot : work.slots) {
     ASSERT_EQ(slot.parts, parts_of[slot.row_head]) << "output " << slot.row_head;
-    ASSERT_LE(slot.parts, 2 * 32) << "output " << slot.row_head;
+    ASSERT_LE(slot.parts, (max_levels + 1) * 32) << "output " << slot.row_head;
   }
 }
 
@@ -346,6 +361,73 @@ TEST(AttentionWork, PrefillRowsAndOddShapes) {
   check_work(make_plan(std::vector<std::pair<int32_t, int32_t>>(70, {1, 19}), 37), {32, 32}, true,
              "70 rows: two wide prefix tiles per head");
   check_work(make_plan({{1, 5000}, {1, 20}}, 4000), {32, 8}, false, "no split");
+}
+
+TEST(AttentionWork, NestedGroupsOfRandomTrees) {
+  // Trees of depth 1-3 (registered or automatic outermost level, lengths on block
+  // boundaries or not, decode rows and prefill chunks, sequences without a group):
+  // every output sees each level of its chain whole and its own tokens, once; a
+  // row's partials (its levels' pieces and its own) are merged together.
+  int32_t deepest = 0, nested_items = 0;
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    testing::TreeStepOptions o;
+    o.depth = 1 + int32_t(seed % 3);
+    o.registered_root = seed % 2 == 0;
+    o.aligned = seed % 5 < 2;
+    o.block_size = seed % 7 == 3 ? 5 : 16;
+    const testing::TreeStep step = testing::random_tree_step(seed, o);
+    deepest = std::max(deepest, step.depth);
+    const std::string label = "tree seed " + std::to_string(seed);
+    for (Shape shape : {Shape{8, 8}, Shape{32, 4}, Shape{12, 4}})
+      for (bool split : {true, false}) {
+        AttentionWork work;
+        check_work(step.plan, shape, split, label.c_str(), &work);
+        for (const cuda::AttentionUnit& u : work.units)
+          for (const AttentionItem& item : u.items)
+            for (const PlannedPrefixGroup& g : step.plan.prefix_groups)
+              nested_items +=
+                  item.slot_count > 0 && g.parent >= 0 && item.table_start == g.block_table_start;
+      }
+  }
+  EXPECT_EQ(deepest, 3);
+  EXPECT_GT(nested_items, 0);
+}
+
+TEST(AttentionWork, ThreeLevelDecodeReadsEachLevelOncePerKvHead) {
+  // The benchmark's tree at small scale: a system prompt over 4 documents, 4
+  // questions each, decode rows. Each level is read once per KV head for all its
+  // rows (no split): 1 + 4 level ranges, and 16 own ranges, per KV head.
+  BatchPlanBuilder builder(16);
+  std::vector<int32_t> blocks(64 + 4 * 128 + 16 * 8);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  const int32_t system = builder.nested_group(-1, std::span(blocks).subspan(0, 64));
+  for (int32_t d = 0; d < 4; ++d) {
+    const int32_t doc =
+        builder.nested_group(system, std::span(blocks).subspan(size_t(64 + 128 * d), 128));
+    for (int32_t q = 0; q < 4; ++q) {
+      const std::vector<int32_t> token(1, 0);
+      builder.add_sequence({token, 106, std::span(blocks).subspan(size_t(576 + 8 * (4 * d + q)), 8),
+                            doc, 1024 + 2048});
+    }
+  }
+  const BatchPlan plan = builder.take();
+  AttentionWork work;
+  check_work(plan, {32, 8}, false, "3-level decode", &work);
+  std::map<int32_t, int32_t> items_per_table;
+  for (const cuda::AttentionUnit& u : work.units) {
+    if (u.packed) {
+      for (const AttentionItem& item : u.items)
+        if (item.slot_count > 0) ++items_per_table[item.table_start];
+    } else {
+      ++items_per_table[u.items[0].table_start];
+    }
+  }
+  // A level of 16 rows x GQA 4 = 64 slots: one wide item per KV head.
+  EXPECT_EQ(items_per_table[plan.prefix_groups[0].block_table_start], 8);
+  for (int32_t d = 1; d <= 4; ++d)
+    EXPECT_EQ(items_per_table[plan.prefix_groups[size_t(d)].block_table_start], 8);
+  EXPECT_EQ(work.merges.size(), size_t(16 * 32));
+  for (const cuda::MergeOutput& m : work.merges) EXPECT_EQ(m.parts, 3);
 }
 
 }  // namespace

@@ -11,7 +11,9 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <string>
 
+#include "../common/relay_tree_plan.h"
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/common/half.h"
@@ -206,10 +208,10 @@ BatchPlan make_plan(const AttentionCase& c, std::mt19937_64& rng, int32_t* num_b
   return builder.take();
 }
 
-void check_attention(const AttentionCase& c, const char* label) {
+// The CUDA attention on `plan` against the CPU reference on the same plan and KV.
+void check_plan(const BatchPlan& plan, int32_t num_blocks, const AttentionCase& c,
+                const char* label) {
   Env& e = env();
-  int32_t num_blocks = 0;
-  BatchPlan plan = make_plan(c, e.rng, &num_blocks);
   const int64_t rows = plan.num_rows();
   std::vector<int64_t> kv_shape = {num_blocks, c.block_size, c.hk, c.d};
   auto k = e.random(size_t(num_blocks) * c.block_size * c.hk * c.d);
@@ -243,6 +245,12 @@ void check_attention(const AttentionCase& c, const char* label) {
                     err);
     }
   }
+}
+
+void check_attention(const AttentionCase& c, const char* label) {
+  int32_t num_blocks = 0;
+  BatchPlan plan = make_plan(c, env().rng, &num_blocks);
+  check_plan(plan, num_blocks, c, label);
 }
 
 TEST(CudaAttention, DecodeOwnOnly) {
@@ -324,6 +332,57 @@ TEST(CudaAttention, JoinedPrefixesAndMhaDecode) {
     mha.group_of.push_back(i % 7 == 0 ? -1 : int32_t(i % 3 == 0));
   }
   check_attention(mha, "relay, MHA decode");
+}
+
+// Nested relay groups (automatic levels, inside a registered prefix or alone): random
+// trees of depth 1-3 with sequences at every level, prefill chunks whose shared run
+// ends at any block of their prompt, a registered prefix with one request (joined),
+// and rows without a group; head_dim 64 and 128, MHA and GQA; lengths on block
+// boundaries or not; block sizes 16 and 5. The CPU reference takes any depth (and is
+// held to relay off by the CPU tests).
+TEST(CudaAttention, NestedGroupsOfRandomTrees) {
+  int32_t deepest = 0;
+  uint64_t seed = 100;
+  for (int32_t d : {64, 128})
+    for (auto [hq, hk] : {std::pair{8, 8}, std::pair{32, 4}, std::pair{16, 2}})
+      for (int32_t depth = 1; depth <= 3; ++depth)
+        for (bool registered : {false, true}) {
+          testing::TreeStepOptions o;
+          o.depth = depth;
+          o.registered_root = registered;
+          o.aligned = seed % 3 == 0;
+          o.block_size = seed % 5 == 2 ? 5 : 16;
+          const testing::TreeStep step = testing::random_tree_step(seed++, o);
+          deepest = std::max(deepest, step.depth);
+          AttentionCase c{hq, hk, d, o.block_size, {}, {}, {}};
+          const std::string label = "tree d" + std::to_string(depth) + (registered ? " reg" : "") +
+                                    " bs" + std::to_string(o.block_size);
+          check_plan(step.plan, step.num_blocks, c, label.c_str());
+        }
+  EXPECT_EQ(deepest, 3);
+}
+
+TEST(CudaAttention, NestedGroupsAtScale) {
+  // The benchmark's shape, smaller: a long system level over documents over 64
+  // decode rows (level items of 64 slots, split), and a deep tree of long chunks.
+  testing::TreeStepOptions wide;
+  wide.depth = 2;
+  wide.max_level_blocks = 96;
+  wide.max_context = 200;
+  wide.loose = 8;
+  const testing::TreeStep step = testing::random_tree_step(7, wide);
+  check_plan(step.plan, step.num_blocks, AttentionCase{32, 32, 128, 16, {}, {}, {}},
+             "tree, long levels, MHA");
+  check_plan(step.plan, step.num_blocks, AttentionCase{32, 8, 128, 16, {}, {}, {}},
+             "tree, long levels, GQA 4");
+  testing::TreeStepOptions chunks;
+  chunks.depth = 3;
+  chunks.registered_root = true;
+  chunks.aligned = false;
+  chunks.max_chunk = 130;
+  const testing::TreeStep deep = testing::random_tree_step(8, chunks);
+  check_plan(deep.plan, deep.num_blocks, AttentionCase{16, 2, 64, 16, {}, {}, {}},
+             "tree, long chunks, GQA 8");
 }
 
 }  // namespace

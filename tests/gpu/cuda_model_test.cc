@@ -349,6 +349,151 @@ INSTANTIATE_TEST_SUITE_P(Models, GpuRelay,
                                                               "llama3-8b-2layer"),
                                             ::testing::Values(DType::kBF16, DType::kF16)));
 
+// ---------------------------------------------------------------- automatic relay
+
+// A prefix tree of depth 3 with nothing registered: a system prompt for all, three
+// documents under it, two sub-parts under each, questions of their own (lengths on
+// block boundaries or not); some prompts twice (n > 1 as the engine sees it) and
+// prompts without the system prompt beside them.
+std::vector<std::vector<int32_t>> make_tree_prompts(uint64_t seed, int32_t vocab,
+                                                    std::vector<int32_t>* system) {
+  std::mt19937_64 rng(seed);
+  auto tokens = [&](int lo, int hi) {
+    std::vector<int32_t> t(size_t(lo + int(rng() % uint64_t(hi - lo + 1))));
+    for (auto& x : t) x = int32_t(3 + rng() % uint64_t(vocab - 3));
+    return t;
+  };
+  auto cat = [](std::vector<int32_t> a, const std::vector<int32_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  *system = tokens(100, 180);
+  std::vector<std::vector<int32_t>> prompts;
+  for (int doc = 0; doc < 3; ++doc) {
+    // A sub-part of 48 tokens or more holds three full blocks of its own wherever it
+    // starts: a level of two requests pays at every shape (docs/relay_attention.md).
+    const auto with_doc = cat(*system, tokens(64, 300));
+    for (int part = 0; part < 2; ++part) {
+      const auto with_part = cat(with_doc, tokens(48, 100));
+      for (int q = 0; q < 2 + int(rng() % 2); ++q) {
+        prompts.push_back(cat(with_part, tokens(1, 40)));
+        if (rng() % 5 == 0) prompts.push_back(prompts.back());
+      }
+    }
+    prompts.push_back(cat(with_doc, tokens(1, 30)));  // shares the document, no part
+  }
+  for (int i = 0; i < 2; ++i) prompts.push_back(tokens(5, 120));
+  return prompts;
+}
+
+struct TreeMode {
+  bool relay = false;
+  bool caching = true;
+  bool register_system = false;
+  int32_t blocks = 2048;
+  int32_t budget = 512;
+};
+
+RunResult run_tree(const ModelConfig& model, const ModelWeights& weights,
+                   const CudaBackendOptions& options, const std::vector<int32_t>& system,
+                   const std::vector<std::vector<int32_t>>& prompts, int32_t max_tokens,
+                   const TreeMode& mode, EngineStats* stats) {
+  EngineConfig config;
+  config.block_size = 16;
+  config.num_kv_blocks = mode.blocks;
+  config.scheduler.max_num_batched_tokens = mode.budget;
+  config.scheduler.enable_prefix_caching = mode.caching;
+  config.enable_relay_attention = mode.relay;
+  config.capture_logits = true;
+  Engine engine(model, weights, Tokenizer::make_byte_tokenizer(),
+                std::make_unique<CudaBackend>(options), config);
+  if (mode.register_system) engine.register_prefix("system", system);
+  SamplingParams params;
+  params.temperature = 0;
+  params.ignore_eos = true;
+  std::vector<int64_t> ids;
+  // Arrivals over the first steps: later requests find earlier ones' blocks cached.
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    params.max_tokens = max_tokens - int32_t(i % 5) * (max_tokens / 8);
+    ids.push_back(engine.add_request(prompts[i], params));
+    if (i % 4 == 3) engine.step();
+  }
+  for (int guard = 0; engine.has_unfinished() && guard < 100000; ++guard) engine.step();
+  EXPECT_FALSE(engine.has_unfinished());
+  RunResult result;
+  for (int64_t id : ids) {
+    const Sequence* seq = engine.find(id);
+    result.tokens.push_back(seq->output_ids);
+    result.logits.push_back(seq->captured_logits);
+  }
+  result.graph_steps = engine.stats().graph_steps;
+  result.steps = engine.stats().steps;
+  *stats = engine.stats();
+  return result;
+}
+
+class GpuAutoRelay : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
+
+// Automatic relay on the CUDA backend (nested groups of depth up to 3 from the
+// prefix cache, decode graphs on) against relay off without sharing: the same
+// greedy tokens up to ties and logits within kLogitBound; also with the system
+// prompt registered (automatic levels inside a pinned group), and under a pool and
+// budget small enough to preempt, evict and chunk.
+TEST_P(GpuAutoRelay, RelayOnEqualsRelayOffOnATree) {
+  const auto [kind, dtype] = GetParam();
+  const std::string label = kind + (dtype == DType::kF16 ? " fp16" : " bf16");
+  const int32_t vocab = Tokenizer::make_byte_tokenizer().vocab_size();
+  ModelConfig model = gpu_tiny_config(kind, vocab);
+  ModelWeights weights = make_dummy_weights(model, 41);
+  std::vector<int32_t> system;
+  const auto prompts = make_tree_prompts(17 + kind.size(), vocab, &system);
+  CudaBackendOptions options;
+  options.dtype = dtype;
+  EngineStats off_stats, stats;
+  const RunResult off =
+      run_tree(model, weights, options, system, prompts, 48, {false, false}, &off_stats);
+  struct Case {
+    const char* name;
+    TreeMode mode;
+  };
+  for (const Case& c :
+       {Case{"auto", {true, true, false}}, Case{"registered system + auto", {true, true, true}},
+        Case{"auto, pressure", {true, true, false, 120, 64}}}) {
+    const RunResult on = run_tree(model, weights, options, system, prompts, 48, c.mode, &stats);
+    const std::string what = label + " " + c.name;
+    EXPECT_GT(stats.relay_auto_groups, 0) << what;
+    EXPECT_GE(stats.max_relay_depth, c.mode.blocks < 2048     ? 1
+                                     : c.mode.register_system ? 2
+                                                              : 3)
+        << what;
+    if (c.mode.register_system) EXPECT_GT(stats.relay_attached_requests, 0) << what;
+    int ties = compare_greedy(on, off, what + " vs relay off");
+    double worst = 0;
+    size_t compared = 0, equal = 0;
+    for (size_t r = 0; r < off.tokens.size(); ++r) {
+      equal += on.tokens[r] == off.tokens[r];
+      for (size_t s = 0; s < off.tokens[r].size(); ++s) {
+        worst = std::max(worst, relative_error(on.logits[r][s], off.logits[r][s]));
+        ++compared;
+        if (on.tokens[r][s] != off.tokens[r][s]) break;
+      }
+    }
+    EXPECT_LT(worst, kLogitBound) << what;
+    std::printf(
+        "[gpu-auto-relay] %s: %zu of %zu requests identical (%d diverged at ties); %zu rows, "
+        "worst relative logit difference %.2e; %lld automatic groups, depth %d, %lld graph "
+        "steps of %lld\n",
+        what.c_str(), equal, off.tokens.size(), ties, compared, worst,
+        (long long)stats.relay_auto_groups, stats.max_relay_depth, (long long)on.graph_steps,
+        (long long)on.steps);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, GpuAutoRelay,
+                         ::testing::Combine(::testing::Values("llama2", "llama3", "mistral",
+                                                              "qwen3", "llama3-8b-2layer"),
+                                            ::testing::Values(DType::kBF16, DType::kF16)));
+
 class GpuGraphs : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
 
 // Decode steps replayed from captured graphs against the same steps run op by op:
@@ -433,6 +578,74 @@ TEST(GpuProfile, ProfiledStepsEqualEagerStepsAndEveryOpIsTimed) {
   EXPECT_GT(forwarded.graph_steps, 0) << "graphs pass through a profile that does not record";
   EXPECT_EQ(profile->steps(StepKind::kDecode), decode_steps);
 }
+
+}  // namespace
+}  // namespace relayllm
+
+namespace relayllm {
+namespace {
+
+class GpuDecodeKernels : public ::testing::TestWithParam<std::tuple<std::string, DType>> {};
+
+// The decode step's kernels against the step before them, whole model, decode steps
+// as graph replays: the reference runs cuBLASLt for every projection on separate
+// weights with rope and write_kv apart; the others stack q/k/v and gate/up and run
+// the skinny GEMM on every decode step (up to 32 rows: the buckets 16 .. 1 of twelve
+// staggered requests) or up to 8 rows with programmatic launches. Logits agree to
+// 16-bit precision, tokens up to ties.
+TEST_P(GpuDecodeKernels, SkinnyFusedAndProgrammaticMatchTheCublasStep) {
+  const auto [kind, dtype] = GetParam();
+  const std::string label = kind + (dtype == DType::kF16 ? " fp16" : " bf16");
+  const int32_t vocab = Tokenizer::make_byte_tokenizer().vocab_size();
+  ModelConfig model = gpu_tiny_config(kind, vocab);
+  ModelWeights weights = make_dummy_weights(model, 41);
+  Workload w = make_workload(17, vocab);
+  auto backend = [&](int32_t rows, bool fuse, bool programmatic) {
+    CudaBackendOptions options;
+    options.dtype = dtype;
+    options.skinny_gemm_max_rows = rows;
+    options.fuse_weights = fuse;
+    options.programmatic_launch = programmatic;
+    auto be = std::make_unique<CudaBackend>(options);
+    if (rows == 0) be->set_decode_row_kernels(false);
+    return be;
+  };
+  RunResult ref =
+      run_engine(model, weights, backend(0, false, false), w, true, 60, 512, RunMode{false, true});
+  const struct {
+    const char* name;
+    int32_t rows;
+    bool programmatic;
+  } variants[] = {{"skinny <= 32", 32, false}, {"skinny <= 8 + pdl", 8, true}};
+  for (const auto& v : variants) {
+    RunResult got = run_engine(model, weights, backend(v.rows, true, v.programmatic), w, true, 60,
+                               512, RunMode{false, true});
+    EXPECT_GT(got.graph_steps, got.steps / 2) << label << " " << v.name;
+    const int ties = compare_greedy(got, ref, label + " " + v.name + " vs cublas");
+    double worst = 0;
+    size_t equal = 0;
+    for (size_t r = 0; r < ref.tokens.size(); ++r) {
+      equal += got.tokens[r] == ref.tokens[r];
+      for (size_t s = 0; s < ref.tokens[r].size(); ++s) {
+        worst = std::max(worst, relative_error(got.logits[r][s], ref.logits[r][s]));
+        if (got.tokens[r][s] != ref.tokens[r][s]) break;
+      }
+    }
+    EXPECT_LT(worst, kLogitBound) << label << " " << v.name;
+    std::printf(
+        "[gpu-decode-kernels] %s, %s: %zu of %zu requests identical (%d diverged at ties), worst "
+        "relative logit difference %.2e vs the cuBLASLt step\n",
+        label.c_str(), v.name, equal, ref.tokens.size(), ties, worst);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, GpuDecodeKernels,
+                         ::testing::Combine(::testing::Values("llama2", "llama3", "qwen2", "qwen3"),
+                                            ::testing::Values(DType::kBF16, DType::kF16)));
+// Llama-2-7B's layer shapes (K of 4096 and 11008, 32 heads): bf16 only, for time.
+INSTANTIATE_TEST_SUITE_P(Llama2Layers, GpuDecodeKernels,
+                         ::testing::Combine(::testing::Values("llama2-7b-2layer"),
+                                            ::testing::Values(DType::kBF16)));
 
 }  // namespace
 }  // namespace relayllm

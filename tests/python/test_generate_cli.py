@@ -217,7 +217,7 @@ def test_profile_ops_prints_a_table_per_step_kind_and_changes_no_token(binary, m
     assert "\n4 decode steps, op by op: " in err, err
     decode_table = err[err.index("decode steps, op by op"):]
     rows = {line.split("|")[1].strip(): line for line in decode_table.splitlines() if line.startswith("| ")}
-    for op in ["attention (relay)", "rope", "write_kv", "logits to host", "(idle between ops)"]:
+    for op in ["attention (relay)", "rope + write_kv", "logits to host", "(idle between ops)"]:
         assert op in rows, decode_table
     config = json.loads((model_dir / "config.json").read_text())
     layers = config["num_hidden_layers"]

@@ -194,9 +194,13 @@ def test_usage_reports_relay_prefix_tokens(server):
         s_cached, s_relay, s_prompt = usage_details(streamed_usage(server, "/v1/completions", body))
         assert (s_relay, s_prompt) == (relay, prompt) and s_cached >= s_relay
         # Two choices of one prompt: the prompt's tokens are counted once, as prompt_tokens are.
+        # When both choices run in one step, the rest of their shared prompt may form an
+        # automatic relay group inside the registered one, and every level counts: between the
+        # prefix and the prompt, never twice the prefix.
         two = httpx.post(server.url("/v1/completions"), json=body | {"n": 2}, timeout=120).json()
         assert len(two["choices"]) == 2
-        assert usage_details(two)[1:] == (len(ids), prompt), two["usage"]
+        _, two_relay, two_prompt = usage_details(two)
+        assert two_prompt == prompt and len(ids) <= two_relay < prompt, two["usage"]
         # Two prompts that both use the prefix: counted once each.
         both = httpx.post(server.url("/v1/completions"), timeout=120, json=body | {
             "prompt": [SYSTEM + "Where is my parcel?", SYSTEM + "What does a pallet cost?"]}).json()

@@ -1,8 +1,8 @@
 """`relayllm generate|serve --tensor-parallel-size N` on this machine's CPU: the CLI starts
 its ranks under Open MPI itself. Checked: the same tokens and logprobs as one rank (fp32
 path: to fp32 rounding; the default model's quantized kernels: to their 8-bit activation
-rounding), the server with 2 ranks, a killed rank ending the job with a line naming it
-within 30 s, ranks of different builds refused, and one-line errors."""
+rounding), the server with 2 ranks, a killed rank ending the job within 30 s, its requests
+in flight answered 503 naming it, ranks of different builds refused, and one-line errors."""
 import json
 import os
 import shutil
@@ -91,30 +91,51 @@ def test_server_on_two_ranks_and_a_killed_rank_ends_the_job(tmp_path):
         rank1 = [p for p in ranks
                  if b"OMPI_COMM_WORLD_RANK=1\0" in Path(f"/proc/{p}/environ").read_bytes()]
         assert len(rank1) == 1, ranks
-        # A long request in flight when the rank dies must end too, not hang.
-        ended = []
+        # Requests in flight when the rank dies end with a 503 naming it (a plain one and a
+        # stream), not a cut connection and not a hang.
+        # 500 tokens: within the tiny model's 512-token context (a longer request would get
+        # a 400 and prove nothing); the rank dies once the stream has its first token.
+        ended, events, streaming = [], [], threading.Event()
 
         def long_request():
             try:
                 r = httpx.post(s.url("/v1/completions"), timeout=60,
-                               json={**request, "max_tokens": 4000})
-                ended.append(r.status_code)
+                               json={**request, "max_tokens": 500})
+                ended.append((r.status_code, r.text))
             except httpx.HTTPError as e:
-                ended.append(type(e).__name__)
+                ended.append((type(e).__name__, ""))
 
-        worker = threading.Thread(target=long_request)
-        worker.start()
-        time.sleep(0.5)
+        def long_stream():
+            try:
+                with httpx.stream("POST", s.url("/v1/completions"), timeout=60,
+                                  json={**request, "max_tokens": 500, "stream": True}) as r:
+                    for line in r.iter_lines():
+                        if line.startswith("data: "):
+                            events.append(line)
+                            streaming.set()
+            except httpx.HTTPError as e:
+                events.append(type(e).__name__)
+
+        workers = [threading.Thread(target=long_request), threading.Thread(target=long_stream)]
+        for w in workers:
+            w.start()
+        assert streaming.wait(30), "the stream never started"
         start = time.time()
         os.kill(rank1[0], signal.SIGKILL)
         while s.proc.poll() is None and time.time() - start < 30:
             time.sleep(0.1)
         assert s.proc.poll() is not None, "the job still runs 30 s after a rank died"
-        worker.join(timeout=10)
-        assert ended and ended[0] != 200, ended
+        for w in workers:
+            w.join(timeout=10)
+        assert ended and ended[0][0] == 503, ended
+        assert "tensor-parallel rank 1" in ended[0][1], ended
+        assert events and events[-1] == "data: [DONE]", events[-3:]
+        error = json.loads(events[-2][len("data: "):])
+        assert "tensor-parallel rank 1" in json.dumps(error), events[-3:]
         assert s.proc.returncode != 0
         log = s.log()
-        assert "rank 1" in log and "the tensor-parallel job of 2 ranks failed" in log, log[-3000:]
+        assert "tensor-parallel rank 1 (pid" in log, log[-3000:]
+        assert "the tensor-parallel job of 2 ranks failed" in log, log[-3000:]
 
 
 def test_sigterm_drains_requests_on_rank_0_while_the_others_run_its_steps(tmp_path):

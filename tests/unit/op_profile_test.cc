@@ -141,8 +141,7 @@ TEST(OpProfile, ProfiledEngineComputesTheSameAndRecordsEveryOp) {
     return it == ops.end() ? int64_t(-1) : it->second.calls;
   };
   EXPECT_EQ(calls("attention (relay)"), layers * steps);
-  EXPECT_EQ(calls("rope"), layers * steps);
-  EXPECT_EQ(calls("write_kv"), layers * steps);
+  EXPECT_EQ(calls("rope + write_kv"), layers * steps);
   EXPECT_EQ(calls("embedding"), steps);
   EXPECT_EQ(calls("logits to host"), steps);
   EXPECT_EQ(calls("step staging"), steps);
@@ -152,7 +151,15 @@ TEST(OpProfile, ProfiledEngineComputesTheSameAndRecordsEveryOp) {
     if (label.rfind("linear ", 0) == 0) linear_calls += s.calls;
     EXPECT_GE(s.ms, 0.0) << label;
   }
-  EXPECT_EQ(linear_calls, (7 * layers + 1) * steps);  // q k v o gate up down, and the lm_head
+  // q/k/v (one stacked weight), o, gate/up with silu_mul, down, and the lm_head.
+  EXPECT_EQ(linear_calls, (4 * layers + 1) * steps);
+  EXPECT_EQ(calls(fmt::format("linear {}x{} (3 fused)",
+                              (model.num_heads + 2 * model.num_kv_heads) * model.head_dim,
+                              model.hidden_size)),
+            layers * steps);
+  EXPECT_EQ(
+      calls(fmt::format("linear {}x{} + silu_mul", 2 * model.intermediate_size, model.hidden_size)),
+      layers * steps);
   // The lm_head reads the whole [vocab, hidden] weight each step.
   const auto& head = ops.at(fmt::format("linear {}x{}", model.vocab_size, model.hidden_size));
   EXPECT_GE(head.bytes, double(steps) * 4.0 * double(model.vocab_size * model.hidden_size));

@@ -104,6 +104,29 @@ class Backend {
   // out[T, N] = x[T, K] * weight[N, K]^T (+ bias[N]); out may be float32 while x and
   // weight are 16-bit (logits).
   virtual void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) = 0;
+  // Fused projections (optional). Weights that read the same input may be kept as one,
+  // their rows stacked, so one pass over x computes them all (q/k/v; gate/up). Returns
+  // the stacked weight, the parts' storage no longer needed, or an undefined tensor when
+  // the backend keeps them apart (the default; then the ops below are never called).
+  virtual Tensor fuse_rows(std::span<const Tensor> parts) {
+    (void)parts;
+    return {};
+  }
+  // outs[p] = x * part_p^T (+ biases[p], may be null) for a weight from fuse_rows; part p
+  // has outs[p].cols() rows, in the order they were fused.
+  virtual void linear_parts(const Tensor& x, const Tensor& fused,
+                            std::span<const Tensor* const> biases, std::span<Tensor* const> outs);
+  // out = silu(x * gate^T) * (x * up^T) for a fused [gate; up] weight (gate and up
+  // rounded to the compute dtype first, as the separate ops round them); gate and up
+  // [T, I] are scratch the backend may use.
+  virtual void linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor& gate, Tensor& up,
+                               Tensor& out);
+  // rope(q, k) then write_kv(k, v): one op so a backend may fuse them.
+  virtual void rope_write_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& cos_sin,
+                             KvLayer& kv, const BatchPlan& plan) {
+    rope(q, k, cos_sin, plan);
+    write_kv(k, v, kv, plan);
+  }
   // Rotates q [T, Hq, D] and k [T, Hk, D] in place at the plan's positions.
   // cos_sin is [max_positions, D] with cos in the first D/2 columns and sin in the rest
   // (the rotate-half convention of Hugging Face's Llama).

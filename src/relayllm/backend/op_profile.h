@@ -32,6 +32,13 @@ class OpProfile {
   // Milliseconds per step of every op and idle gap together.
   double step_ms(StepKind kind) const;
 
+  // Forgets every step and op recorded so far (a benchmark's next configuration).
+  void clear() {
+    steps_[0] = steps_[1] = 0;
+    ops_[0].clear();
+    ops_[1].clear();
+  }
+
   // Whether ops are being recorded (default yes). While not, the profiling backend
   // only forwards, graphs included, so one engine can run both ways.
   void set_recording(bool on) { recording_ = on; }

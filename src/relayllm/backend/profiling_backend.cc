@@ -92,6 +92,36 @@ void ProfilingBackend::linear(const Tensor& x, const Tensor& weight, const Tenso
         [&] { inner_->linear(x, weight, bias, out); });
 }
 
+void ProfilingBackend::linear_parts(const Tensor& x, const Tensor& fused,
+                                    std::span<const Tensor* const> biases,
+                                    std::span<Tensor* const> outs) {
+  double bytes = double(x.bytes() + fused.bytes());
+  for (const Tensor* out : outs) bytes += double(out->bytes());
+  for (const Tensor* bias : biases) bytes += bias ? double(bias->bytes()) : 0;
+  timed(fmt::format("linear {}x{} ({} fused)", fused.rows(), fused.cols(), outs.size()), bytes,
+        2.0 * double(x.rows()) * double(fused.rows()) * double(fused.cols()),
+        [&] { inner_->linear_parts(x, fused, biases, outs); });
+}
+
+void ProfilingBackend::linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor& gate,
+                                       Tensor& up, Tensor& out) {
+  // The floor: x and the weight read, the product written (the scratch is the backend's choice).
+  const double bytes = double(x.bytes() + gate_up.bytes() + out.bytes());
+  timed(fmt::format("linear {}x{} + silu_mul", gate_up.rows(), gate_up.cols()), bytes,
+        2.0 * double(x.rows()) * double(gate_up.rows()) * double(gate_up.cols()),
+        [&] { inner_->linear_silu_mul(x, gate_up, gate, up, out); });
+}
+
+void ProfilingBackend::rope_write_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& cos_sin,
+                                     KvLayer& kv, const BatchPlan& plan) {
+  const double table =
+      double(plan.num_rows()) * double(cos_sin.cols()) * double(dtype_size(cos_sin.dtype));
+  // q rotated in place; k and v read once, k written back, both written into the pool.
+  const double bytes =
+      2.0 * double(q.bytes()) + table + 3.0 * double(k.bytes()) + 2.0 * double(v.bytes());
+  timed("rope + write_kv", bytes, 0, [&] { inner_->rope_write_kv(q, k, v, cos_sin, kv, plan); });
+}
+
 void ProfilingBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) {
   const double table =
       double(plan.num_rows()) * double(cos_sin.cols()) * double(dtype_size(cos_sin.dtype));

@@ -260,9 +260,8 @@ BatchPlan Engine::build_plan(const std::vector<ScheduledSequence>& batch,
   // (or alone) over the own blocks that scheduled requests share.
   std::vector<RelayCandidate> candidates(batch.size());
   const int32_t levels = backend_->max_relay_levels();
-  // Automatic groups only where the backend takes nested groups (the CPU reference): on a
-  // one-level backend (CUDA) they stay off, so its plans are the registered prefixes its GPU
-  // tests cover, until those tests cover automatic groups too.
+  // Automatic groups only where the backend takes nested groups (CPU and CUDA): on a
+  // one-level backend they stay off, so its plans are the registered prefixes alone.
   const bool auto_groups = config_.enable_relay_attention && config_.auto_relay_groups &&
                            config_.scheduler.enable_prefix_caching && levels > 1;
   for (size_t i = 0; i < batch.size(); ++i) {

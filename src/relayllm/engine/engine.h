@@ -138,6 +138,8 @@ class Engine {
   void release(int64_t id);
   const Sequence* find(int64_t id) const;
 
+  // The backend the model runs on (benchmarks switch its kernels between runs).
+  Backend& backend() { return *backend_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
   const ModelConfig& model_config() const { return model_.config(); }
   const EngineConfig& config() const { return config_; }

@@ -1,5 +1,6 @@
 #include "relayllm/model/llama_model.h"
 
+#include <array>
 #include <cmath>
 
 #include "relayllm/common/error.h"
@@ -35,6 +36,12 @@ LlamaModel::LlamaModel(const ModelConfig& config, const ModelWeights& weights, B
     layer.gate_proj = upload(w.gate_proj);
     layer.up_proj = upload(w.up_proj);
     layer.down_proj = upload(w.down_proj);
+    // One pass over the normed input for q, k and v, and one for gate and up (bias and
+    // per-head norms are applied to the parts as before).
+    layer.qkv_proj = backend_.fuse_rows(std::array{layer.q_proj, layer.k_proj, layer.v_proj});
+    if (layer.qkv_proj.defined()) layer.q_proj = layer.k_proj = layer.v_proj = Tensor{};
+    layer.gate_up_proj = backend_.fuse_rows(std::array{layer.gate_proj, layer.up_proj});
+    if (layer.gate_up_proj.defined()) layer.gate_proj = layer.up_proj = Tensor{};
     layers_.push_back(std::move(layer));
   }
   final_norm_ = upload(weights.final_norm);
@@ -158,24 +165,36 @@ void LlamaModel::run(const BatchPlan& plan, std::vector<KvLayer>& kv_cache, Acti
     q2.shape = {t, hq * d};
     k2.shape = {t, hk * d};
     v2.shape = {t, hk * d};
-    be.linear(a.normed, layer.q_proj, config_.qkv_bias ? &layer.q_bias : nullptr, q2);
-    be.linear(a.normed, layer.k_proj, config_.qkv_bias ? &layer.k_bias : nullptr, k2);
-    be.linear(a.normed, layer.v_proj, config_.qkv_bias ? &layer.v_bias : nullptr, v2);
+    const bool bias = config_.qkv_bias;
+    if (layer.qkv_proj.defined()) {
+      const std::array<const Tensor*, 3> biases{bias ? &layer.q_bias : nullptr,
+                                                bias ? &layer.k_bias : nullptr,
+                                                bias ? &layer.v_bias : nullptr};
+      const std::array<Tensor*, 3> outs{&q2, &k2, &v2};
+      be.linear_parts(a.normed, layer.qkv_proj, biases, outs);
+    } else {
+      be.linear(a.normed, layer.q_proj, bias ? &layer.q_bias : nullptr, q2);
+      be.linear(a.normed, layer.k_proj, bias ? &layer.k_bias : nullptr, k2);
+      be.linear(a.normed, layer.v_proj, bias ? &layer.v_bias : nullptr, v2);
+    }
     if (config_.qk_norm) {
       be.rmsnorm(a.q, layer.q_norm, eps, a.q);
       be.rmsnorm(a.k, layer.k_norm, eps, a.k);
     }
-    be.rope(a.q, a.k, rope_cos_sin_, plan);
-    be.write_kv(a.k, a.v, kv_cache[l], plan);
+    be.rope_write_kv(a.q, a.k, a.v, rope_cos_sin_, kv_cache[l], plan);
     Tensor attn3 = a.attn;
     attn3.shape = {t, hq, d};
     be.attention(a.q, kv_cache[l], attention_shape_, plan, attn3);
     be.linear(a.attn, layer.o_proj, nullptr, a.proj);
     all_reduce(a.proj);
     be.add_rmsnorm(a.residual, a.proj, layer.post_attention_norm, eps, a.normed);
-    be.linear(a.normed, layer.gate_proj, nullptr, a.gate);
-    be.linear(a.normed, layer.up_proj, nullptr, a.up);
-    be.silu_mul(a.gate, a.up, a.act);
+    if (layer.gate_up_proj.defined()) {
+      be.linear_silu_mul(a.normed, layer.gate_up_proj, a.gate, a.up, a.act);
+    } else {
+      be.linear(a.normed, layer.gate_proj, nullptr, a.gate);
+      be.linear(a.normed, layer.up_proj, nullptr, a.up);
+      be.silu_mul(a.gate, a.up, a.act);
+    }
     be.linear(a.act, layer.down_proj, nullptr, a.proj);
     all_reduce(a.proj);
     const Tensor& next_norm = l + 1 < layers_.size() ? layers_[l + 1].input_norm : final_norm_;

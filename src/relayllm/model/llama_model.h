@@ -55,6 +55,9 @@ class LlamaModel {
   struct Layer {
     Tensor input_norm, q_proj, k_proj, v_proj, o_proj, q_bias, k_bias, v_bias, q_norm, k_norm;
     Tensor post_attention_norm, gate_proj, up_proj, down_proj;
+    // Stacked [q; k; v] and [gate; up] where the backend fuses them (Backend::fuse_rows);
+    // the separate weights are then dropped.
+    Tensor qkv_proj, gate_up_proj;
   };
 
   Tensor upload(const HostTensor& host);

@@ -41,7 +41,14 @@ AsyncEngine::~AsyncEngine() {
 }
 
 std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
-  if (refusing_.load()) fail_api(503, "the server is shutting down");
+  if (refusing_.load()) {
+    std::string failure;
+    {
+      std::lock_guard lock(mutex_);
+      failure = failure_;
+    }
+    fail_api(503, "{}", failure.empty() ? "the server is shutting down" : failure);
+  }
   const int64_t n = int64_t(requests.size());
   int64_t current = in_flight_.load();
   do {
@@ -55,7 +62,15 @@ std::vector<uint64_t> AsyncEngine::submit(std::vector<EngineRequest> requests) {
     for (EngineRequest& request : requests) {
       uint64_t handle = next_handle_++;
       handles.push_back(handle);
-      open_.insert(handle);
+      auto gate = std::make_shared<SinkGate>();
+      gate->sink = std::move(request.sink);
+      request.sink = [gate](RequestUpdate update) {
+        std::lock_guard gate_lock(gate->mutex);
+        if (gate->closed) return;
+        gate->closed = update.finished;
+        gate->sink(std::move(update));
+      };
+      open_.emplace(handle, std::move(gate));
       inbox_.push_back([this, handle, r = std::move(request)]() mutable { add(r, handle); });
     }
   }
@@ -97,6 +112,28 @@ void AsyncEngine::abort_all() {
       finish_live(id, live_.at(id), *engine.find(id), update);
     }
   });
+}
+
+void AsyncEngine::fail_all(int status, const std::string& message) {
+  refusing_ = true;
+  std::unordered_map<uint64_t, std::shared_ptr<SinkGate>> open;
+  {
+    std::lock_guard lock(mutex_);
+    failure_ = message;
+    open.swap(open_);
+  }
+  in_flight_ -= int64_t(open.size());
+  for (auto& [handle, gate] : open) {
+    std::lock_guard gate_lock(gate->mutex);
+    if (gate->closed) continue;
+    gate->closed = true;
+    RequestUpdate update;
+    update.finished = true;
+    update.finish_reason = "error";
+    update.error_status = status;
+    update.error_message = message;
+    gate->sink(std::move(update));
+  }
 }
 
 void AsyncEngine::call(std::function<void(Engine&)> fn) {

@@ -11,12 +11,12 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "relayllm/server/metrics.h"
@@ -75,6 +75,11 @@ class AsyncEngine {
   void abort(uint64_t handle);
   // Shutdown: refuses new requests and ends every request in flight with "abort".
   void abort_all();
+  // For when the engine thread can no longer make progress (a tensor-parallel rank died and
+  // the step waits in a collective forever): refuses new requests with `status` and ends
+  // every request in flight with that error from the calling thread, without the engine
+  // thread. Whatever the engine thread might still send those requests is dropped.
+  void fail_all(int status, const std::string& message);
   // Runs `fn` on the engine thread between steps (prefix management, reads).
   void call(std::function<void(Engine&)> fn);
 
@@ -89,6 +94,14 @@ class AsyncEngine {
   EngineSnapshot snapshot() const;
 
  private:
+  // A request's sink behind a lock, so that fail_all (any thread) and the engine thread
+  // never both call it, and nothing reaches it after its final update.
+  struct SinkGate {
+    std::mutex mutex;
+    bool closed = false;
+    UpdateSink sink;
+  };
+
   struct Live {
     uint64_t handle = 0;
     UpdateSink sink;
@@ -115,7 +128,9 @@ class AsyncEngine {
   std::condition_variable cv_;
   std::deque<std::function<void()>> inbox_;
   bool stop_ = false;
-  std::unordered_set<uint64_t> open_;  // handles submitted and not finished, under mutex_
+  // Handles submitted and not finished, with their sinks, under mutex_.
+  std::unordered_map<uint64_t, std::shared_ptr<SinkGate>> open_;
+  std::string failure_;  // fail_all's message, under mutex_
   std::atomic<bool> refusing_{false};
   std::atomic<int64_t> in_flight_{0};
   std::atomic<uint64_t> next_handle_{1};

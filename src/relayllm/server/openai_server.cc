@@ -113,6 +113,21 @@ void OpenAiServer::abort_in_flight() {
   if (is_ready_.load(std::memory_order_acquire)) ready_->engine->abort_all();
 }
 
+void OpenAiServer::fail_in_flight(const std::string& message) {
+  {
+    std::lock_guard lock(failure_mutex_);
+    failure_ = message;
+  }
+  draining_ = true;
+  if (is_ready_.load(std::memory_order_acquire)) ready_->engine->fail_all(503, message);
+}
+
+std::string OpenAiServer::draining_message() {
+  std::lock_guard lock(failure_mutex_);
+  if (failure_.empty()) return "the server is shutting down";
+  return failure_;
+}
+
 void OpenAiServer::shutdown() {
   is_ready_.store(false, std::memory_order_release);
   // Work already queued finishes first: it uses ready_.
@@ -162,7 +177,7 @@ void OpenAiServer::handle(const HttpRequest& request, std::shared_ptr<HttpExchan
       return;
     }
     if (draining_.load()) {
-      send_error(exchange, 503, "the server is shutting down");
+      send_error(exchange, 503, draining_message());
       return;
     }
     if (!is_ready_.load(std::memory_order_acquire)) {
@@ -181,7 +196,7 @@ bool OpenAiServer::handle_service_route(const HttpRequest& request, const Exchan
     if (path == "/ping" && request.method != "GET" && request.method != "POST")
       fail_api(405, "method {} is not allowed on /ping (use GET or POST)", request.method);
     if (draining_.load())  // a load balancer stops sending here
-      send_json(exchange, 503, error_body(503, "the server is shutting down"));
+      send_json(exchange, 503, error_body(503, draining_message()));
     else if (is_ready_.load(std::memory_order_acquire))
       exchange->respond(200, path == "/ping" ? kJson : "text/plain", path == "/ping" ? "{}\n" : "");
     else  // polled while loading: not worth a log line each time

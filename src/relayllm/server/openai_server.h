@@ -73,6 +73,11 @@ class OpenAiServer {
   // Second step: requests still in flight end now with finish_reason "abort" (streams
   // get their final chunk and [DONE]); the engine keeps running to deliver that.
   void abort_in_flight();
+  // The engine can no longer run (a tensor-parallel rank died: its steps wait in a
+  // collective forever). /health and new requests answer 503 with `message`; requests in
+  // flight end with that error now, from the calling thread. The engine cannot be stopped
+  // after this: the process must exit without shutdown().
+  void fail_in_flight(const std::string& message);
   // Stops the engine (requests in flight end with "abort"). Call after the
   // HTTP server stopped running handlers.
   void shutdown();
@@ -107,6 +112,7 @@ class OpenAiServer {
   // What the request parser needs to know of the loaded engine.
   RequestContext request_context(const Ready& ready) const;
   std::string next_id(const char* prefix);
+  std::string draining_message();
 
   OpenAiServerOptions options_;
   ServerMetrics metrics_;
@@ -114,6 +120,8 @@ class OpenAiServer {
   std::unique_ptr<Workers> workers_;
   std::atomic<bool> is_ready_{false};
   std::atomic<bool> draining_{false};
+  std::mutex failure_mutex_;
+  std::string failure_;  // fail_in_flight's message, answered while draining
   std::atomic<uint64_t> id_counter_{0};
   uint64_t id_salt_ = 0;
 };

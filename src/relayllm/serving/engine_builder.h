@@ -12,6 +12,7 @@
 
 #include "relayllm/backend/op_profile.h"
 #include "relayllm/chat/sys_schema.h"
+#include "relayllm/dist/rank_processes.h"
 #include "relayllm/engine/engine.h"
 #include "relayllm/model/generation_config.h"
 #include "relayllm/structured/grammar_compiler.h"
@@ -54,6 +55,9 @@ struct EngineOptions {
   // Rank 0's channel to the others; create_engine makes it when null. The caller keeps
   // it to stop the workers when no engine came to be (TpChannel::stop).
   std::shared_ptr<TpChannel> tensor_parallel;
+  // Every rank's process (dist/rank_processes.h), so that rank 0's server can notice a
+  // rank on its host dying; empty for one rank.
+  std::vector<RankProcess> rank_processes;
 };
 
 struct ServingEngine {

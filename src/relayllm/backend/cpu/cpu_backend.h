@@ -63,6 +63,13 @@ class CpuBackend final : public Backend {
   void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                    Tensor& out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) override;
+  // Stacked weights (cpu_fused.cc): any one format; each part still runs as its own
+  // linear op over a view of its rows, so the numbers are those of separate weights.
+  Tensor fuse_rows(std::span<const Tensor> parts) override;
+  void linear_parts(const Tensor& x, const Tensor& fused, std::span<const Tensor* const> biases,
+                    std::span<Tensor* const> outs) override;
+  void linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor& gate, Tensor& up,
+                       Tensor& out) override;
   void rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
   void write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) override;

@@ -115,18 +115,30 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
     }
   };
 
-  // One level of groups only (Backend::max_relay_levels is 1): the engine flattens
-  // nested relay groups for this backend.
-  for (const PlannedPrefixGroup& g : plan.prefix_groups)
-    RELAYLLM_CHECK(g.parent < 0, "cuda attention: nested relay group (parent {}) in the plan",
-                   g.parent);
-  // Prefix groups with one sequence in the step are joined to its own tokens.
-  std::vector<int32_t> members(plan.prefix_groups.size(), 0);
+  // Groups may nest (automatic relay groups inside one another or inside a
+  // registered prefix): a row is a row of its sequence's innermost group and of
+  // every ancestor, and each level is one more range of its outputs: its items
+  // write partials like the pieces of a split range, and the merge combines them
+  // all by lse. Members count every sequence below a group.
+  const size_t num_groups = plan.prefix_groups.size();
+  std::vector<int32_t> members(num_groups, 0);
   for (const PlannedSequence& seq : plan.sequences)
-    if (seq.prefix_group >= 0) ++members[size_t(seq.prefix_group)];
+    for (int32_t g = seq.prefix_group; g >= 0; g = plan.prefix_groups[size_t(g)].parent) {
+      RELAYLLM_CHECK(g < int32_t(num_groups) && plan.prefix_groups[size_t(g)].parent < g,
+                     "cuda attention: relay group {} of {} has parent {} (parents come first)", g,
+                     num_groups,
+                     g < int32_t(num_groups) ? plan.prefix_groups[size_t(g)].parent : -2);
+      ++members[size_t(g)];
+    }
+  // An outermost group with one sequence in the step is joined to its own tokens
+  // (a nested group of one is never planned; were it, it would still be exact as a
+  // range of its own).
+  std::vector<char> joined(num_groups, 0);
+  for (size_t g = 0; g < num_groups; ++g)
+    joined[g] = members[g] == 1 && plan.prefix_groups[g].parent < 0;
   for (const PlannedSequence& seq : plan.sequences) {
     Unsplit range{};
-    if (seq.prefix_group >= 0 && members[size_t(seq.prefix_group)] == 1) {
+    if (seq.prefix_group >= 0 && joined[size_t(seq.prefix_group)]) {
       const PlannedPrefixGroup& g = plan.prefix_groups[size_t(seq.prefix_group)];
       range.prefix_table = g.block_table_start;
       range.prefix_len = g.prefix_len;
@@ -140,9 +152,9 @@ AttentionWork build_attention_work(const BatchPlan& plan, const AttentionWorkOpt
       add_items(begin, work.slots.size(), h, seq.block_table_start, range);
     }
   }
-  for (size_t gi = 0; gi < plan.prefix_groups.size(); ++gi) {
+  for (size_t gi = 0; gi < num_groups; ++gi) {
     const PlannedPrefixGroup& g = plan.prefix_groups[gi];
-    if (members[gi] == 1) continue;
+    if (joined[gi] || members[gi] == 0) continue;
     const Unsplit range{};
     for (int32_t h = 0; h < hk; ++h) {
       size_t begin = work.slots.size();

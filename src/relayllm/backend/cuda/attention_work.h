@@ -9,7 +9,11 @@
 // serves all of them; for a sequence's own tokens, its rows times the GQA group.
 // Long ranges are split (split-KV) so that small batches still fill the GPU; every
 // item yields one partial (o, lse) per slot, and a relay prefix is just more
-// partials of the same outputs.
+// partials of the same outputs. Relay groups nest (BatchPlan groups with parents:
+// a system prompt, inside it a document, then each request's own tokens): every
+// level is one more range of its rows' outputs, with items over the level's blocks
+// for all rows of the sequences below it, so a row of a depth-3 tree has four
+// ranges (three levels and its own) merged by lse like split pieces.
 //
 // A unit is what a CTA takes at a time: either one item alone (a wide item of up
 // to kWideSlots slots, every warp of the CTA on its own 16 rows against the same
@@ -23,7 +27,7 @@
 // item; the partials of the others are counted as they arrive and merged at the
 // end of the launch by the CTAs that have run out of units.
 //
-// A relay prefix with a single sequence attached in the step saves no bytes, so
+// An outermost relay prefix with a single sequence in the step saves no bytes, so
 // its tokens are joined to that sequence's own tokens as one range read through
 // both block tables: the step is cut exactly as without relay (relay at batch
 // one costs what paged attention costs).
@@ -60,7 +64,7 @@ struct QuerySlot {
 };
 
 // An output with several partials: they are partials [first, first + parts), one
-// per piece of each range the output sees (its own tokens, a relay prefix).
+// per piece of each range the output sees (its own tokens, each relay level).
 struct MergeOutput {
   int32_t row_head;
   int32_t first;

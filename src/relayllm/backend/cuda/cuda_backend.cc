@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -12,6 +13,7 @@
 #include "relayllm/backend/cuda/cuda_check.h"
 #include "relayllm/backend/cuda/cuda_fp8.cuh"
 #include "relayllm/backend/cuda/cuda_ops.cuh"
+#include "relayllm/backend/cuda/cuda_skinny_gemm.cuh"
 #include "relayllm/backend/cuda/step_staging.h"
 #include "relayllm/backend/fp8_weight.h"
 #include "relayllm/common/error.h"
@@ -111,6 +113,17 @@ class CudaOpTimer final : public OpTimer {
   size_t used_ = 0;
 };
 
+// An integer from the environment (A/B switches for benchmarks), else `fallback`.
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long long parsed = std::strtoll(v, &end, 10);
+  RELAYLLM_CHECK(end && *end == '\0' && parsed >= 0, "{}={}: expected a non-negative integer", name,
+                 v);
+  return parsed;
+}
+
 struct GemmPlan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -133,6 +146,17 @@ struct CudaBackend::Impl {
   const char* fp8_path = "";        // how the latest FP8 linear ran
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
+  int32_t skinny_rows = 8;
+  bool fuse_weights = true;
+  bool decode_row_kernels = true;
+  // A pinned bounce buffer for downloads: a copy into pageable memory runs at a fraction
+  // of the bus's rate (the driver stages it through its own buffers), and the logits of
+  // a batch are megabytes every step. Grown as needed, never inside a capture.
+  bool pinned_download = true;
+  void* pinned = nullptr;
+  size_t pinned_bytes = 0;
+  bool programmatic = false;  // only where the device has it (sm_90+)
+  bool device_has_pdl = false;
 
   // The current step: rows of its tensors (padding included) and its staged arrays.
   int32_t rows = 0;
@@ -178,6 +202,7 @@ struct CudaBackend::Impl {
   ~Impl() {
     if (ctx) cudaStreamSynchronize(ctx->stream);
     drop_graphs();
+    if (pinned) cudaFreeHost(pinned);
     const cuda::CublasLtApi* api = lt ? &cuda::cublaslt_api() : nullptr;
     for (auto& [key, plan] : gemm_plans) {
       if (!plan.desc) continue;  // an FP8 shape with no algorithm
@@ -315,6 +340,13 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   impl_->split_kv = options.split_kv;
   impl_->items_per_sm = options.attention_items_per_sm;
   impl_->min_split = options.attention_min_split;
+  impl_->skinny_rows = int32_t(
+      std::min<int64_t>(env_int("RELAYLLM_CUDA_SKINNY_GEMM_ROWS", options.skinny_gemm_max_rows),
+                        cuda::kSkinnyGemmMaxRows));
+  impl_->fuse_weights = env_int("RELAYLLM_CUDA_FUSE_WEIGHTS", options.fuse_weights ? 1 : 0) != 0;
+  impl_->device_has_pdl = prop.major >= 9;
+  impl_->programmatic = impl_->device_has_pdl &&
+                        env_int("RELAYLLM_CUDA_PDL", options.programmatic_launch ? 1 : 0) != 0;
   impl_->ctx = std::make_shared<Context>();
   impl_->ctx->device = options.device;
   RELAYLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->ctx->stream, cudaStreamNonBlocking));
@@ -385,6 +417,31 @@ double CudaBackend::measure_copy_bandwidth(size_t bytes, int copies) {
   return 2.0 * double(bytes) / (double(ms[ms.size() / 2]) * 1e-3);
 }
 
+void CudaBackend::set_skinny_gemm_rows(int32_t rows) {
+  RELAYLLM_CHECK(!impl_->capturing, "cuda backend: kernel switch while capturing a graph");
+  synchronize();
+  impl_->drop_graphs();
+  impl_->skinny_rows = int32_t(std::clamp<int64_t>(rows, 0, cuda::kSkinnyGemmMaxRows));
+}
+
+void CudaBackend::set_decode_row_kernels(bool fused) {
+  RELAYLLM_CHECK(!impl_->capturing, "cuda backend: kernel switch while capturing a graph");
+  synchronize();
+  impl_->drop_graphs();
+  impl_->decode_row_kernels = fused;
+}
+
+void CudaBackend::set_programmatic_launch(bool on) {
+  RELAYLLM_CHECK(!impl_->capturing, "cuda backend: kernel switch while capturing a graph");
+  synchronize();
+  impl_->drop_graphs();
+  impl_->programmatic = on && impl_->device_has_pdl;
+}
+
+void CudaBackend::set_pinned_download(bool on) { impl_->pinned_download = on; }
+
+int32_t CudaBackend::skinny_gemm_rows() const { return impl_->skinny_rows; }
+
 void CudaBackend::synchronize() { RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->ctx->stream)); }
 
 size_t CudaBackend::free_memory() const {
@@ -437,8 +494,26 @@ void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
     cuda::launch_to_f32(tensor.dtype, tensor.storage.get(), tensor.numel(),
                         static_cast<float*>(f32.get()), stream);
   }
-  RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(host.data(), f32.get(), host.size() * sizeof(float),
-                                      cudaMemcpyDeviceToHost, stream));
+  const size_t bytes = host.size() * sizeof(float);
+  Impl& m = *impl_;
+  if (m.pinned_download && bytes > 0) {
+    if (bytes > m.pinned_bytes) {
+      RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
+      if (m.pinned) RELAYLLM_CUDA_CHECK(cudaFreeHost(m.pinned));
+      m.pinned = nullptr;
+      m.pinned_bytes = 0;
+      const size_t grown = std::max(bytes, size_t(1) << 20);
+      RELAYLLM_CUDA_CHECK(cudaMallocHost(&m.pinned, grown));
+      m.pinned_bytes = grown;
+    }
+    RELAYLLM_CUDA_CHECK(
+        cudaMemcpyAsync(m.pinned, f32.get(), bytes, cudaMemcpyDeviceToHost, stream));
+    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
+    std::memcpy(host.data(), m.pinned, bytes);
+    return;
+  }
+  RELAYLLM_CUDA_CHECK(
+      cudaMemcpyAsync(host.data(), f32.get(), bytes, cudaMemcpyDeviceToHost, stream));
   RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
@@ -595,6 +670,10 @@ void CudaBackend::embedding(const Tensor& table, const BatchPlan& plan, Tensor& 
 
 void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tensor& out) {
   int64_t n = weight.numel();
+  if (impl_->decode_row_kernels &&
+      cuda::launch_rmsnorm_registers(x.dtype, x.storage.get(), weight.storage.get(), eps,
+                                     x.numel() / n, n, out.storage.get(), impl_->ctx->stream))
+    return;
   cuda::launch_rmsnorm(x.dtype, x.storage.get(), weight.storage.get(), eps, x.numel() / n, n,
                        out.storage.get(), impl_->ctx->stream);
 }
@@ -602,6 +681,11 @@ void CudaBackend::rmsnorm(const Tensor& x, const Tensor& weight, float eps, Tens
 void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                               Tensor& out) {
   int64_t n = weight.numel();
+  if (impl_->decode_row_kernels &&
+      cuda::launch_add_rmsnorm_registers(x.dtype, residual.storage.get(), x.storage.get(),
+                                         weight.storage.get(), eps, x.numel() / n, n,
+                                         out.storage.get(), impl_->ctx->stream))
+    return;
   cuda::launch_add_rmsnorm(x.dtype, residual.storage.get(), x.storage.get(), weight.storage.get(),
                            eps, x.numel() / n, n, out.storage.get(), impl_->ctx->stream);
 }
@@ -708,27 +792,197 @@ void CudaBackend::linear_fp8(const Tensor& x, const Tensor& weight, const Tensor
   if (bias) cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, stream);
 }
 
-void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) {
-  if (weight.format == WeightFormat::kFP8) return linear_fp8(x, weight, bias, out);
-  int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
-  RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
-  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
-                 t * n);
+namespace {
+
+// Checks a projection's operands: x [T, K] and `rows` weight rows of K, 16-bit, one dtype.
+void check_linear(const Tensor& x, const Tensor& weight, const char* op) {
   RELAYLLM_CHECK(
-      x.dtype == weight.dtype && x.dtype != DType::kF32 &&
-          (out.dtype == weight.dtype || (out.dtype == DType::kF32 && !bias)),
-      "linear: cuda needs 16-bit x and weight of one dtype, out of that dtype or float32 "
-      "(without bias)");
-  if (t == 0) return;
+      weight.format == WeightFormat::kNone && x.dtype == weight.dtype && x.dtype != DType::kF32,
+      "{}: cuda needs 16-bit x and weight of one dtype", op);
+  RELAYLLM_CHECK(x.cols() == weight.cols(), "{}: input has {} columns, weight expects {}", op,
+                 x.cols(), weight.cols());
+}
+
+const std::byte* weight_rows(const Tensor& w, int64_t first_row) {
+  return static_cast<const std::byte*>(w.storage.get()) +
+         first_row * w.cols() * int64_t(dtype_size(w.dtype));
+}
+
+}  // namespace
+
+bool CudaBackend::skinny(int64_t t, int64_t k, const void* x, const void* w) const {
+  return t <= impl_->skinny_rows && cuda::skinny_gemm_fits(t, k, x, w);
+}
+
+void CudaBackend::gemm(const void* x, const void* w, int64_t t, int64_t n, int64_t k,
+                       const void* bias, void* out, DType out_dtype) {
+  if (t == 0 || n == 0) return;
   Impl& m = *impl_;
-  GemmPlan& plan = m.gemm_plan(t, n, k, x.dtype, out.dtype);
+  GemmPlan& plan = m.gemm_plan(t, n, k, dtype_, out_dtype);
   float alpha = 1.0f, beta = 0.0f;
   RELAYLLM_CUBLAS_CHECK(cuda::cublaslt_api().matmul(
-      m.lt, plan.desc, &alpha, weight.storage.get(), plan.a, x.storage.get(), plan.b, &beta,
-      out.storage.get(), plan.c, out.storage.get(), plan.c, &plan.algo, m.workspace.get(),
-      m.workspace_bytes, m.ctx->stream));
-  if (bias)
-    cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, m.ctx->stream);
+      m.lt, plan.desc, &alpha, w, plan.a, x, plan.b, &beta, out, plan.c, out, plan.c, &plan.algo,
+      m.workspace.get(), m.workspace_bytes, m.ctx->stream));
+  if (bias) cuda::launch_add_bias(out_dtype, out, bias, t, n, m.ctx->stream);
+}
+
+void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) {
+  // FP8 weights have their own kernels (the skinny kernel reads 16-bit weights only).
+  if (weight.format == WeightFormat::kFP8) return linear_fp8(x, weight, bias, out);
+  int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
+  check_linear(x, weight, "linear");
+  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
+                 t * n);
+  RELAYLLM_CHECK(out.dtype == weight.dtype || (out.dtype == DType::kF32 && !bias),
+                 "linear: out must be of the weight's dtype, or float32 without bias");
+  if (t == 0) return;
+  if (skinny(t, k, x.storage.get(), weight.storage.get())) {
+    cuda::SkinnyGemmArgs args;
+    args.dtype = x.dtype;
+    args.x = x.storage.get();
+    args.w = weight.storage.get();
+    args.t = t;
+    args.k = k;
+    args.rows = n;
+    args.part_end[0] = args.part_end[1] = args.part_end[2] = n;
+    args.out[0] = out.storage.get();
+    args.bias[0] = bias ? bias->storage.get() : nullptr;
+    args.out_f32 = out.dtype == DType::kF32;
+    args.programmatic = impl_->programmatic;
+    cuda::launch_skinny_gemm(args, impl_->ctx->stream);
+    return;
+  }
+  gemm(x.storage.get(), weight.storage.get(), t, n, k, bias ? bias->storage.get() : nullptr,
+       out.storage.get(), out.dtype);
+}
+
+Tensor CudaBackend::fuse_rows(std::span<const Tensor> parts) {
+  if (!impl_->fuse_weights || parts.size() < 2) return {};
+  int64_t rows = 0;
+  for (const Tensor& p : parts) {
+    if (!p.defined() || p.format != WeightFormat::kNone || p.dtype != dtype_ ||
+        p.shape.size() != 2 || p.cols() != parts[0].cols())
+      return {};
+    rows += p.rows();
+  }
+  Tensor fused = empty({rows, parts[0].cols()}, dtype_);
+  size_t offset = 0;
+  for (const Tensor& p : parts) {
+    RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::byte*>(fused.storage.get()) + offset,
+                                        p.storage.get(), p.bytes(), cudaMemcpyDeviceToDevice,
+                                        impl_->ctx->stream));
+    offset += p.bytes();
+  }
+  return fused;
+}
+
+void CudaBackend::linear_parts(const Tensor& x, const Tensor& fused,
+                               std::span<const Tensor* const> biases,
+                               std::span<Tensor* const> outs) {
+  check_linear(x, fused, "linear_parts");
+  const int64_t k = fused.cols(), t = x.rows();
+  RELAYLLM_CHECK(biases.size() == outs.size(), "linear_parts: {} biases for {} outputs",
+                 biases.size(), outs.size());
+  int64_t rows = 0;
+  for (size_t p = 0; p < outs.size(); ++p) {
+    const Tensor& out = *outs[p];
+    RELAYLLM_CHECK(out.dtype == dtype_ && out.rows() == t,
+                   "linear_parts: output {} is not [{}, *] of the compute dtype", p, t);
+    RELAYLLM_CHECK(!biases[p] || biases[p]->numel() == out.cols(),
+                   "linear_parts: bias {} has {} values for {} columns", p, biases[p]->numel(),
+                   out.cols());
+    rows += out.cols();
+  }
+  RELAYLLM_CHECK(rows == fused.rows(), "linear_parts: outputs take {} rows of a {}-row weight",
+                 rows, fused.rows());
+  if (t == 0) return;
+  if (outs.size() <= 3 && skinny(t, k, x.storage.get(), fused.storage.get())) {
+    cuda::SkinnyGemmArgs args;
+    args.dtype = x.dtype;
+    args.x = x.storage.get();
+    args.w = fused.storage.get();
+    args.t = t;
+    args.k = k;
+    args.rows = rows;
+    int64_t end = 0;
+    for (size_t p = 0; p < 3; ++p) {
+      if (p < outs.size()) {
+        end += outs[p]->cols();
+        args.out[p] = outs[p]->storage.get();
+        args.bias[p] = biases[p] ? biases[p]->storage.get() : nullptr;
+      }
+      args.part_end[p] = end;
+    }
+    args.programmatic = impl_->programmatic;
+    cuda::launch_skinny_gemm(args, impl_->ctx->stream);
+    return;
+  }
+  int64_t first = 0;
+  for (size_t p = 0; p < outs.size(); ++p) {
+    const int64_t n = outs[p]->cols();
+    gemm(x.storage.get(), weight_rows(fused, first), t, n, k,
+         biases[p] ? biases[p]->storage.get() : nullptr, outs[p]->storage.get(), dtype_);
+    first += n;
+  }
+}
+
+void CudaBackend::linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor& gate, Tensor& up,
+                                  Tensor& out) {
+  check_linear(x, gate_up, "linear_silu_mul");
+  const int64_t k = gate_up.cols(), t = x.rows(), inter = gate_up.rows() / 2;
+  RELAYLLM_CHECK(gate_up.rows() == 2 * inter && out.numel() == t * inter &&
+                     gate.numel() >= t * inter && up.numel() >= t * inter && out.dtype == dtype_,
+                 "linear_silu_mul: a [2 x {}, {}] weight needs [{}, {}] out, gate and up", inter, k,
+                 t, inter);
+  if (t == 0) return;
+  if (skinny(t, k, x.storage.get(), gate_up.storage.get())) {
+    cuda::SkinnyGemmArgs args;
+    args.dtype = x.dtype;
+    args.x = x.storage.get();
+    args.w = gate_up.storage.get();
+    args.t = t;
+    args.k = k;
+    args.rows = inter;
+    args.part_end[0] = args.part_end[1] = args.part_end[2] = inter;
+    args.out[0] = out.storage.get();
+    args.gated = true;
+    args.programmatic = impl_->programmatic;
+    cuda::launch_skinny_gemm(args, impl_->ctx->stream);
+    return;
+  }
+  gemm(x.storage.get(), weight_rows(gate_up, 0), t, inter, k, nullptr, gate.storage.get(), dtype_);
+  gemm(x.storage.get(), weight_rows(gate_up, inter), t, inter, k, nullptr, up.storage.get(),
+       dtype_);
+  cuda::launch_silu_mul(dtype_, gate.storage.get(), up.storage.get(), t * inter, out.storage.get(),
+                        impl_->ctx->stream);
+}
+
+void CudaBackend::rope_write_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& cos_sin,
+                                KvLayer& kv, const BatchPlan& plan) {
+  if (!impl_->decode_row_kernels) {
+    rope(q, k, cos_sin, plan);
+    write_kv(k, v, kv, plan);
+    return;
+  }
+  const int64_t d = cos_sin.cols(), max_pos = cos_sin.rows(), rows = q.dim(0);
+  RELAYLLM_CHECK(cos_sin.dtype == DType::kF32, "rope: the cos/sin table must be float32");
+  for (int32_t pos : plan.positions)
+    RELAYLLM_CHECK(pos >= 0 && pos < max_pos, "position {} is beyond the rope table ({} positions)",
+                   pos, max_pos);
+  if (rows == 0) return;
+  const int64_t row_size = k.numel() / rows;
+  RELAYLLM_CHECK(v.numel() == k.numel() && row_size % d == 0,
+                 "rope_write_kv: k holds {} values and v {}", k.numel(), v.numel());
+  const int64_t pool_slots = kv.k.numel() / row_size;
+  for (int64_t slot : plan.slot_mapping)
+    RELAYLLM_CHECK(slot >= 0 && slot < pool_slots, "kv slot {} is outside the pool ({} slots)",
+                   slot, pool_slots);
+  cuda::launch_rope_write_kv(q.dtype, q.storage.get(), k.storage.get(), v.storage.get(),
+                             cos_sin.data<float>(),
+                             static_cast<const int32_t*>(impl_->staging->device(kPositions)),
+                             static_cast<const int64_t*>(impl_->staging->device(kSlotMapping)),
+                             rows, q.numel() / (rows * d), row_size / d, d, kv.k.storage.get(),
+                             kv.v.storage.get(), impl_->ctx->stream);
 }
 
 void CudaBackend::rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) {

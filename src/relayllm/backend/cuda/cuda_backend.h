@@ -34,6 +34,17 @@ struct CudaBackendOptions {
   // ... in one launch with the activation quantization where the rows' codes fit a CTA's shared
   // memory (false: a quantize kernel, then the matrix-vector kernel).
   bool fp8_fused_gemv = true;
+  // Projections of at most this many rows run on the weight-streaming kernel
+  // (cuda_skinny_gemm.cuh, up to 32), larger ones on cuBLASLt; 0: cuBLASLt always.
+  // The environment variable RELAYLLM_CUDA_SKINNY_GEMM_ROWS overrides it.
+  int32_t skinny_gemm_max_rows = 8;
+  // Keep q/k/v and gate/up as stacked weights (Backend::fuse_rows), with silu_mul in
+  // the gate/up projection's epilogue where the skinny kernel runs it.
+  // RELAYLLM_CUDA_FUSE_WEIGHTS=0 turns it off.
+  bool fuse_weights = true;
+  // Launch the skinny GEMM as a programmatic dependent of the kernel before it (sm_90+),
+  // so its weights stream while that kernel ends. RELAYLLM_CUDA_PDL=1 turns it on.
+  bool programmatic_launch = false;
 };
 
 class CudaBackend final : public Backend {
@@ -51,6 +62,9 @@ class CudaBackend final : public Backend {
   Tensor empty(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
   void download(const Tensor& tensor, std::span<float> host) override;
+  // Nested relay groups of any depth: each level is one more range of its rows'
+  // outputs in the work list (attention_work.h), merged with the others by lse.
+  int32_t max_relay_levels() const override { return 1 << 20; }
   void begin_step(const BatchPlan& plan, const StepInfo& info = {}) override;
   bool supports_graphs() const override;
   void capture_begin() override;
@@ -71,12 +85,31 @@ class CudaBackend final : public Backend {
   void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                    Tensor& out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) override;
+  Tensor fuse_rows(std::span<const Tensor> parts) override;
+  void linear_parts(const Tensor& x, const Tensor& fused, std::span<const Tensor* const> biases,
+                    std::span<Tensor* const> outs) override;
+  void linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor& gate, Tensor& up,
+                       Tensor& out) override;
+  void rope_write_kv(Tensor& q, Tensor& k, const Tensor& v, const Tensor& cos_sin, KvLayer& kv,
+                     const BatchPlan& plan) override;
   void rope(Tensor& q, Tensor& k, const Tensor& cos_sin, const BatchPlan& plan) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
   void write_kv(const Tensor& k, const Tensor& v, KvLayer& kv, const BatchPlan& plan) override;
   void attention(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
                  const BatchPlan& plan, Tensor& out) override;
   void gather_logit_rows(const Tensor& x, const BatchPlan& plan, Tensor& out) override;
+
+  // Benchmarks' A/B switches on one loaded model (captured graphs are dropped): the
+  // skinny kernel's row limit (0: cuBLASLt always); the decode row kernels (rope_write_kv
+  // as one kernel, the norms with rows in registers; off: the loop kernels); programmatic
+  // launches. Stacked weights stay stacked (cuBLASLt then runs one GEMM per part).
+  void set_skinny_gemm_rows(int32_t rows);
+  void set_decode_row_kernels(bool fused);
+  void set_programmatic_launch(bool on);
+  // Downloads through a pinned bounce buffer (default) or straight into the caller's
+  // pageable memory.
+  void set_pinned_download(bool on);
+  int32_t skinny_gemm_rows() const;
 
   // Device memory not yet taken, in bytes (for sizing the KV pool).
   size_t free_memory() const;
@@ -94,6 +127,12 @@ class CudaBackend final : public Backend {
 
  private:
   void linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
+  // Whether a projection of t rows takes the skinny kernel.
+  bool skinny(int64_t t, int64_t k, const void* x, const void* w) const;
+  // out [t, n] = x [t, k] * w [n, k]^T (+ bias) through cuBLASLt.
+  void gemm(const void* x, const void* w, int64_t t, int64_t n, int64_t k, const void* bias,
+            void* out, DType out_dtype);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
   DType dtype_;

@@ -24,6 +24,14 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return total;
 }
 
+// Lets a programmatic dependent (the skinny GEMM reading this kernel's output) start
+// streaming its weights now; it waits for this kernel's end before reading the output.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 template <typename T>
 __global__ void embedding_kernel(const T* table, const int32_t* ids, int64_t hidden, T* out) {
   const T* src = table + int64_t(ids[blockIdx.x]) * hidden;
@@ -34,6 +42,7 @@ __global__ void embedding_kernel(const T* table, const int32_t* ids, int64_t hid
 // In place is allowed (out == x): each thread rewrites only the elements it read.
 template <typename T>
 __global__ void rmsnorm_kernel(const T* x, const T* w, float eps, int64_t n, T* out) {
+  allow_dependent_launch();
   __shared__ float scratch[32];
   const T* xr = x + int64_t(blockIdx.x) * n;
   T* orow = out + int64_t(blockIdx.x) * n;
@@ -52,6 +61,7 @@ __global__ void rmsnorm_kernel(const T* x, const T* w, float eps, int64_t n, T* 
 template <typename T>
 __global__ void add_rmsnorm_kernel(T* residual, const T* x, const T* w, float eps, int64_t n,
                                    T* out) {
+  allow_dependent_launch();
   __shared__ float scratch[32];
   T* rr = residual + int64_t(blockIdx.x) * n;
   const T* xr = x + int64_t(blockIdx.x) * n;
@@ -79,6 +89,37 @@ __global__ void rope_kernel(T* q, T* k, const float* cos_sin, const int32_t* pos
     float x1 = to_f32(x[j]), x2 = to_f32(x[j + half]), c = cs[j], s = cs[half + j];
     x[j] = from_f32<T>(x1 * c - x2 * s);
     x[j + half] = from_f32<T>(x2 * c + x1 * s);
+  }
+}
+
+// rope_kernel and write_kv_kernel in one pass: the rotated k goes both back to k and
+// into the pool, v straight into the pool. One element pair (or one v element) per
+// thread, a row over grid.y: at decode a row is a few thousand independent loads, and
+// a loop over them in one small block would wait for each in turn.
+template <typename T>
+__global__ void rope_write_kv_kernel(T* q, T* k, const T* v, const float* cos_sin,
+                                     const int32_t* positions, const int64_t* slots, int64_t hq,
+                                     int64_t hk, int64_t d, T* k_cache, T* v_cache) {
+  const int64_t row = blockIdx.x, half = d / 2, row_size = hk * d, rotations = (hq + hk) * half;
+  const int64_t i = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
+  const int64_t slot = slots[row];  // -1: a padding row, not stored
+  if (i < rotations) {
+    const float* cs = cos_sin + int64_t(positions[row]) * d;
+    const int64_t head = i / half, j = i % half;
+    const bool is_k = head >= hq;
+    T* x = is_k ? k + row * row_size + (head - hq) * d : q + (row * hq + head) * d;
+    const float x1 = to_f32(x[j]), x2 = to_f32(x[j + half]), c = cs[j], s = cs[half + j];
+    const T r1 = from_f32<T>(x1 * c - x2 * s), r2 = from_f32<T>(x2 * c + x1 * s);
+    x[j] = r1;
+    x[j + half] = r2;
+    if (is_k && slot >= 0) {
+      T* dst = k_cache + slot * row_size + (head - hq) * d;
+      dst[j] = r1;
+      dst[j + half] = r2;
+    }
+  } else if (i < rotations + row_size && slot >= 0) {
+    const int64_t j = i - rotations;
+    v_cache[slot * row_size + j] = v[row * row_size + j];
   }
 }
 
@@ -183,6 +224,22 @@ void launch_rope(DType dtype, void* q, void* k, const float* cos_sin, const int3
                                              positions, hq, hk, d);
   });
   RELAYLLM_CUDA_LAUNCH_CHECK("rope");
+}
+
+void launch_rope_write_kv(DType dtype, void* q, void* k, const void* v, const float* cos_sin,
+                          const int32_t* positions, const int64_t* slots, int64_t rows, int64_t hq,
+                          int64_t hk, int64_t d, void* k_cache, void* v_cache,
+                          cudaStream_t stream) {
+  if (rows == 0) return;
+  dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const int64_t items = (hq + hk) * (d / 2) + hk * d;
+    const dim3 grid(unsigned(rows), unsigned((items + kThreads - 1) / kThreads));
+    rope_write_kv_kernel<T><<<grid, kThreads, 0, stream>>>(
+        static_cast<T*>(q), static_cast<T*>(k), static_cast<const T*>(v), cos_sin, positions, slots,
+        hq, hk, d, static_cast<T*>(k_cache), static_cast<T*>(v_cache));
+  });
+  RELAYLLM_CUDA_LAUNCH_CHECK("rope_write_kv");
 }
 
 void launch_silu_mul(DType dtype, const void* gate, const void* up, int64_t n, void* out,
