@@ -19,6 +19,8 @@
 //            loop kernels, logits copied into pageable memory (the step before these changes)
 // Weights are stacked at load unless RELAYLLM_CUDA_FUSE_WEIGHTS=0 (then `cublas` is the
 // step as it was before either change); the JSON line repeats the switches.
+// A 7th argument is the --quantization value, e.g. fp8 (FP8 linear weights are never
+// stacked; the floor then counts one byte per linear weight).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -51,12 +53,13 @@ std::vector<std::string> split(const std::string& list) {
 int run(int argc, char** argv) {
   RELAYLLM_CHECK(argc >= 3,
                  "usage: decode_bench MODEL_DIR TOKENIZER_DIR [decode_steps] [prompt_tokens] "
-                 "[batches] [modes]");
+                 "[batches] [modes] [quantization]");
   const int steps = argc > 3 ? std::stoi(argv[3]) : 128;
   const int prompt_len = argc > 4 ? std::stoi(argv[4]) : 32;
   std::vector<int> batches;
   for (const std::string& b : split(argc > 5 ? argv[5] : "1")) batches.push_back(std::stoi(b));
   const std::vector<std::string> modes = split(argc > 6 ? argv[6] : "new");
+  const std::string quantization = argc > 7 ? argv[7] : "";
   RELAYLLM_CHECK(steps >= 2 && prompt_len >= 1, "decode_bench: steps {} (>= 2), prompt tokens {}",
                  steps, prompt_len);
   for (int b : batches) RELAYLLM_CHECK(b >= 1 && b <= 256, "decode_bench: batch {} (1..256)", b);
@@ -80,6 +83,7 @@ int run(int argc, char** argv) {
   options.device = "cuda";
   options.dtype = "bfloat16";
   options.gpu_memory_utilization = 0.9;
+  options.quantization = quantization;
   options.op_profile = std::make_shared<OpProfile>();
   options.op_profile->set_recording(false);  // only in the third run of each configuration
   options.op_profile->set_copy_bandwidth(bw);
@@ -95,11 +99,14 @@ int run(int argc, char** argv) {
 
   const ModelConfig& c = engine.model_config();
   const double elem = 2;
-  const double per_layer = double(c.hidden_size) * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim +
-                           double(c.num_heads) * c.head_dim * c.hidden_size +
-                           3.0 * c.hidden_size * c.intermediate_size + 2.0 * c.hidden_size;
+  // fp8: the decoder layers' linear weights are one byte each (their per-row scales are noise).
+  const double linear_elem = quantization == "fp8" ? 1 : elem;
+  const double linears = double(c.hidden_size) * (c.num_heads + 2 * c.num_kv_heads) * c.head_dim +
+                         double(c.num_heads) * c.head_dim * c.hidden_size +
+                         3.0 * c.hidden_size * c.intermediate_size;
+  const double per_layer = linear_elem * linears + elem * 2.0 * c.hidden_size;
   const double weight_bytes =
-      elem * (per_layer * c.num_layers + double(c.vocab_size) * c.hidden_size + c.hidden_size);
+      per_layer * c.num_layers + elem * (double(c.vocab_size) * c.hidden_size + c.hidden_size);
   const double mean_ctx = prompt_len + steps / 2.0;
 
   for (int batch : batches) {
@@ -158,18 +165,20 @@ int run(int argc, char** argv) {
       std::printf("\n%s / batch %d / %s:\n%s\n", argv[1], batch, mode.c_str(),
                   options.op_profile->table(StepKind::kDecode).c_str());
       std::printf(
-          "{\"kind\": \"decode\", \"model\": \"%s\", \"batch\": %d, \"mode\": \"%s\", "
+          "{\"kind\": \"decode\", \"model\": \"%s\", \"quantization\": \"%s\", \"batch\": %d, "
+          "\"mode\": \"%s\", "
           "\"skinny_gemm_rows\": %d, \"fuse_weights\": \"%s\", \"load_s\": %.1f, "
           "\"kv_blocks\": %d, \"block_size\": %d, \"steps\": %zu, \"prompt\": %d, "
           "\"median_step_ms\": %.3f, \"p10_ms\": %.3f, \"p90_ms\": %.3f, \"weight_gb\": %.3f, "
           "\"kv_gb_mean\": %.4f, \"copy_bw_gbs\": %.1f, \"floor_ms\": %.3f, "
           "\"fraction_of_floor\": %.3f, \"graph_steps\": %lld, \"eager_median_step_ms\": %.3f, "
           "\"eager_fraction_of_floor\": %.3f, \"profiled_median_step_ms\": %.3f}\n",
-          argv[1], batch, mode.c_str(), cuda->skinny_gemm_rows(),
-          env_or("RELAYLLM_CUDA_FUSE_WEIGHTS"), load_s, engine.config().num_kv_blocks,
-          engine.config().block_size, decode.size(), prompt_len, med, decode[decode.size() / 10],
-          decode[decode.size() * 9 / 10], weight_bytes / 1e9, kv_bytes / 1e9, bw / 1e9, floor_ms,
-          floor_ms / med, (long long)graph_steps, eager_med, floor_ms / eager_med, profiled_med);
+          argv[1], quantization.empty() ? "none" : quantization.c_str(), batch, mode.c_str(),
+          cuda->skinny_gemm_rows(), env_or("RELAYLLM_CUDA_FUSE_WEIGHTS"), load_s,
+          engine.config().num_kv_blocks, engine.config().block_size, decode.size(), prompt_len, med,
+          decode[decode.size() / 10], decode[decode.size() * 9 / 10], weight_bytes / 1e9,
+          kv_bytes / 1e9, bw / 1e9, floor_ms, floor_ms / med, (long long)graph_steps, eager_med,
+          floor_ms / eager_med, profiled_med);
       std::fflush(stdout);
     }
   }

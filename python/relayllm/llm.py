@@ -93,7 +93,8 @@ class LLM:
         max_num_seqs: Most requests running at once (None: 256).
         **kwargs: The CLI's other engine options by name: load_format, num_threads,
             block_size, num_kv_blocks, kv_cache_memory (GiB, CPU), quantization ("q8_0":
-            weights quantized to Q8_0 at load, CPU), max_num_batched_tokens,
+            weights quantized to Q8_0 at load, CPU; "fp8": decoder linear weights to FP8 e4m3
+            with per-channel scales, cuda on sm_89+ or the CPU reference), max_num_batched_tokens,
             enable_chunked_prefill, max_relay_prefix_kv_fraction, relay_prefixes
             ({name: file}), cuda_graph_max_batch.
     """
@@ -186,12 +187,12 @@ class LLM:
                 if value != _UNSUPPORTED_KWARGS[name]:
                     raise ValueError(f"LLM: {name}={value!r} is not supported by relayllm")
                 continue
-            if name == "quantization":  # vLLM's argument: q8_0 quantizes at load (CPU)
-                if value in (None, "none", "gguf"):
+            if name == "quantization":  # vLLM's argument: q8_0 / fp8 quantize at load
+                if value in (None, "none", "gguf", "compressed-tensors"):
                     continue
-                if value != "q8_0":
+                if value not in ("q8_0", "fp8"):
                     raise ValueError(f"LLM: quantization={value!r} is not supported by relayllm "
-                                     "(only 'q8_0', or None)")
+                                     "(only 'q8_0', 'fp8', or None)")
                 options[name] = value
                 continue
             if name not in _ENGINE_KWARGS:

@@ -20,7 +20,9 @@ void add_engine_flags(CLI::App& app, EngineOptions& o) {
       ->capture_default_str();
   app.add_option("--quantization,-q", o.quantization,
                  "q8_0: quantize fp32/bf16/fp16 linear and embedding weights to Q8_0 at load "
-                 "(cpu); none or gguf: weights as stored (GGUF block formats stay)");
+                 "(cpu); fp8: the decoder layers' linear weights to e4m3 with per-channel "
+                 "scales, activations per token (cuda on sm_89+, cpu reference); none or "
+                 "gguf: weights as stored (GGUF block formats and FP8 checkpoints stay)");
   app.add_option("--num-threads", o.num_threads,
                  "CPU backend threads (0: one per core, split between the ranks of a host)")
       ->capture_default_str();

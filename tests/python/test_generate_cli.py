@@ -162,6 +162,15 @@ def test_quantization_q8_0_and_the_default_kv_pool(binary, model_dir):
     assert "does not run Q8_0 weights" in proc.stderr.decode().strip().splitlines()[-1]
 
 
+def test_quantization_fp8_runs_on_the_cpu_reference(binary, model_dir):
+    args = ["--temperature", "0", "--max-tokens", "4", "--ignore-eos", "--prompt", "Hello"]
+    # llama3 fixture: 2 layers x 7 linear weights; the tied embedding stays as it is.
+    for dtype in (["--dtype", "float32"], []):
+        proc, out = generate(binary, model_dir, args + ["--quantization", "fp8"] + dtype)
+        assert "--quantization fp8: 14 weight tensors quantized to FP8 at load" in proc.stderr.decode()
+        assert len(out[0]["token_ids"]) == 4
+
+
 def test_json_contract_stop_strings_and_errors(binary, model_dir):
     lines = [{"prompt": "abc", "max_tokens": 5, "temperature": 0},
              {"prompt": "x" * 400, "max_tokens": 5},                      # longer than max model len

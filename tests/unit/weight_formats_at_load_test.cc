@@ -153,7 +153,7 @@ TEST(WeightFormatsAtLoad, QuantizationFlagValues) {
   for (const char* none : {"", "none", "None", "gguf"})
     EXPECT_EQ(parse_load_quantization(none), LoadQuantization::kNone) << none;
   EXPECT_EQ(parse_load_quantization("q8_0"), LoadQuantization::kQ8_0);
-  for (const char* bad : {"awq", "Q8_0", "q4_0", "fp8"}) {
+  for (const char* bad : {"awq", "Q8_0", "q4_0", "FP8", "fp4"}) {
     try {
       parse_load_quantization(bad);
       ADD_FAILURE() << bad << " accepted";

@@ -21,6 +21,8 @@ WeightBlockLayout weight_block_layout(WeightFormat format) {
     case WeightFormat::kF16:
     case WeightFormat::kBF16:
       return {1, 2};
+    case WeightFormat::kFP8:
+      return {1, 1};
     case WeightFormat::kQ8_0:
       return {32, 34};
     case WeightFormat::kQ4_0:
@@ -37,6 +39,13 @@ WeightBlockLayout weight_block_layout(WeightFormat format) {
       break;
   }
   fail("weight format {} has no block layout", weight_format_name(format));
+}
+
+size_t weight_bytes(WeightFormat format, int64_t rows, int64_t cols) {
+  const WeightBlockLayout b = weight_block_layout(format);
+  const size_t body = size_t(rows) * size_t(cols / b.block_elements) * size_t(b.block_bytes);
+  // kFP8: one fp32 weight scale per row, then one fp32 input scale (backend/fp8.h).
+  return format == WeightFormat::kFP8 ? body + 4 * size_t(rows) + 4 : body;
 }
 
 std::string weight_format_name(WeightFormat format) {
@@ -59,6 +68,8 @@ std::string weight_format_name(WeightFormat format) {
       return "Q5_K";
     case WeightFormat::kQ6_K:
       return "Q6_K";
+    case WeightFormat::kFP8:
+      return "FP8";
   }
   return "unknown";
 }

@@ -16,14 +16,29 @@ enum class DType { kF32, kBF16, kF16 };
 // GGUF block formats (kept as they are in the file, rows of whole blocks) and 16-bit
 // floats kept as half. kNone: plain `dtype` values. Only backends that say so
 // (Backend::supports_weight_format) take these; activations and KV are always kNone.
-enum class WeightFormat : uint8_t { kNone, kF16, kBF16, kQ8_0, kQ4_0, kQ4_1, kQ4_K, kQ5_K, kQ6_K };
+// kFP8: e4m3 codes with one fp32 scale per output row (backend/fp8_weight.h has the layout).
+enum class WeightFormat : uint8_t {
+  kNone,
+  kF16,
+  kBF16,
+  kQ8_0,
+  kQ4_0,
+  kQ4_1,
+  kQ4_K,
+  kQ5_K,
+  kQ6_K,
+  kFP8
+};
 
 struct WeightBlockLayout {
   int64_t block_elements;  // values per block
   int64_t block_bytes;     // bytes per block
 };
-// kNone has no block layout (fails).
+// kNone has no block layout (fails); kFP8's layout is one code per value, its per-row scales
+// follow the codes (weight_bytes counts them).
 WeightBlockLayout weight_block_layout(WeightFormat format);
+// Bytes of a [rows, cols] weight in `format` (not kNone), per-row trailers included.
+size_t weight_bytes(WeightFormat format, int64_t rows, int64_t cols);
 std::string weight_format_name(WeightFormat format);
 
 inline size_t dtype_size(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
@@ -46,8 +61,7 @@ struct Tensor {
   int64_t cols() const { return shape.back(); }
   size_t bytes() const {
     if (format == WeightFormat::kNone) return size_t(numel()) * dtype_size(dtype);
-    const WeightBlockLayout b = weight_block_layout(format);
-    return size_t(numel() / b.block_elements) * size_t(b.block_bytes);
+    return weight_bytes(format, rows(), cols());
   }
   bool defined() const { return storage != nullptr; }
   template <typename T>

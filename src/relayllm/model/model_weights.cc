@@ -12,6 +12,7 @@
 #include "relayllm/common/error.h"
 #include "relayllm/common/thread_pool.h"
 #include "relayllm/formats/safetensors.h"
+#include "relayllm/model/compressed_tensors.h"
 #include "relayllm/model/model_limits.h"
 #include "relayllm/model/tensor_parallel.h"
 
@@ -97,6 +98,9 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
                           const ShardLayout* shard) {
   const auto start = std::chrono::steady_clock::now();
   SafetensorsCheckpoint checkpoint(model_dir);
+  // An FP8 compressed-tensors checkpoint (its config.json says so; anything else it says
+  // about quantization is refused here, before any tensor is read).
+  const std::optional<Fp8CheckpointScheme> fp8 = read_quantization_config(model_dir);
   check_layer_tensors(checkpoint.tensor_names(), "model.layers.", config.num_layers,
                       checkpoint.source().filename().string(), "config.json num_hidden_layers");
   ModelWeights weights;
@@ -113,9 +117,22 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
     if (view->shape != slot.shape)
       fail("{}: tensor {} has shape [{}], expected [{}]", file, slot.name,
            fmt::join(view->shape, ", "), fmt::join(slot.shape, ", "));
-    if (view->dtype == SafetensorsDType::kOther)
-      fail("{}: tensor {} has dtype {}, expected F32, F16 or BF16", file, slot.name,
-           view->dtype_name);
+    if (view->dtype_name == "F8_E4M3") {
+      RELAYLLM_CHECK(fp8.has_value(),
+                     "{}: tensor {} is F8_E4M3 but config.json has no compressed-tensors "
+                     "quantization_config",
+                     file, slot.name);
+      RELAYLLM_CHECK(slot.kind == WeightKind::kLinear,
+                     "{}: tensor {} is F8_E4M3; only linear layers' weights may be FP8", file,
+                     slot.name);
+      RELAYLLM_CHECK(shard == nullptr,
+                     "{}: FP8 checkpoints with tensor parallelism are not supported yet (run "
+                     "one rank)",
+                     file);
+    } else if (view->dtype == SafetensorsDType::kOther) {
+      fail("{}: tensor {} has dtype {}, expected F32, F16 or BF16{}", file, slot.name,
+           view->dtype_name, fp8 ? " (or F8_E4M3 for linear weights)" : "");
+    }
     views.push_back(view);
     total_elements += size_t(view->numel());
     total_bytes += view->bytes.size();
@@ -127,13 +144,20 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
 
   std::optional<ThreadPool> own_pool;
   ThreadPool& workers = pick_pool(pool, own_pool, total_elements);
-  size_t done_bytes = 0, next_report = total_bytes / 10;
+  size_t done_bytes = 0, next_report = total_bytes / 10, fp8_dequantized = 0;
   for (size_t i = 0; i < slots.size(); ++i) {
     const TensorView& view = *views[i];
     HostTensor& tensor = *slots[i].tensor;
     const WeightSlice slice = shard ? weight_slice(slots[i], *shard) : WeightSlice{};
     tensor.shape = sliced_shape(slots[i].shape, slice);
     const WeightKind kind = slots[i].kind;
+    if (view.dtype_name == "F8_E4M3") {
+      const TensorLookup lookup = [&](const std::string& name) { return checkpoint.find(name); };
+      load_fp8_linear(view, *fp8, lookup, keep && keep(WeightFormat::kFP8), tensor);
+      fp8_dequantized += tensor.format != WeightFormat::kFP8;
+      done_bytes += view.bytes.size();
+      continue;
+    }
     const WeightFormat half = view.dtype == SafetensorsDType::kBF16  ? WeightFormat::kBF16
                               : view.dtype == SafetensorsDType::kF16 ? WeightFormat::kF16
                                                                      : WeightFormat::kNone;
@@ -176,6 +200,9 @@ ModelWeights load_weights(const std::filesystem::path& model_dir, const ModelCon
       next_report += total_bytes / 10;
     }
   }
+  if (fp8_dequantized > 0)
+    spdlog::warn("{} FP8 weight tensors dequantized at load: this backend does not run FP8 GEMMs",
+                 fp8_dequantized);
   if (big) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -75,11 +75,16 @@ LoadedParts load_parts(const EngineOptions& options) {
                  comm ? comm->size() : 1, parts.backend->name());
   // Checked before loading, so a bad value fails fast.
   const LoadQuantization quantization = parse_load_quantization(options.quantization);
-  RELAYLLM_CHECK(quantization == LoadQuantization::kNone ||
-                     parts.backend->supports_weight_format(WeightFormat::kQ8_0),
-                 "--quantization {}: the {} backend does not run Q8_0 weights here (the cpu "
-                 "backend does, except with --dtype float32, the fp32 reference path)",
-                 options.quantization, parts.backend->name());
+  const WeightFormat quantized = quantized_format(quantization);
+  RELAYLLM_CHECK(
+      quantization == LoadQuantization::kNone || parts.backend->supports_weight_format(quantized),
+      "--quantization {}: the {} backend does not run {} weights here ({})", options.quantization,
+      parts.backend->name(), weight_format_name(quantized),
+      quantization == LoadQuantization::kFP8
+          ? "FP8 GEMMs need an sm_89 or newer GPU; the cpu backend runs them as the "
+            "reference"
+          : "the cpu backend does, except with --dtype float32, the fp32 reference "
+            "path");
   // Quantizing at load works on whole tensors; the ranks' slices are not covered yet.
   RELAYLLM_CHECK(quantization == LoadQuantization::kNone || !sharded,
                  "--quantization {} with --tensor-parallel-size {}: not supported yet (quantize "
@@ -108,8 +113,8 @@ LoadedParts load_parts(const EngineOptions& options) {
   }
   if (quantization != LoadQuantization::kNone) {
     const size_t n = quantize_weights(parts.model->weights, parts.model->config, quantization);
-    spdlog::info("--quantization {}: {} weight tensors quantized to Q8_0 at load",
-                 options.quantization, n);
+    spdlog::info("--quantization {}: {} weight tensors quantized to {} at load",
+                 options.quantization, n, weight_format_name(quantized));
   }
   return parts;
 }

@@ -34,8 +34,9 @@ struct EngineOptions {
   // Whether engine.kv_cache_bytes was given (--kv-cache-memory). If not, a CPU engine sizes
   // its KV pool from the model and the workload (host_kv_budget.h).
   bool kv_cache_memory_given = false;
-  // --quantization: "" / none / gguf (weights as stored) or q8_0 (linear and embedding
-  // weights quantized to Q8_0 at load; model/weight_quantization.h).
+  // --quantization: "" / none / gguf (weights as stored), q8_0 (linear and embedding
+  // weights quantized to Q8_0 at load) or fp8 (decoder linear weights to e4m3 with per-row
+  // scales); model/weight_quantization.h.
   std::string quantization;
   std::string sys_prompt, sys_prompt_file, sys_schema, sys_schema_file;
   std::vector<std::string> relay_prefixes;  // NAME=FILE

@@ -46,8 +46,10 @@ class CpuBackend final : public Backend {
   void download(const Tensor& tensor, std::span<float> host) override;
   // The reference takes any depth of nested relay groups.
   int32_t max_relay_levels() const override { return 1 << 20; }
+  // FP8 weights run on the fp32 reference path too: their op is the reference the CUDA
+  // backend's FP8 GEMM is tested against.
   bool supports_weight_format(WeightFormat format) const override {
-    return block_weights_ && format != WeightFormat::kNone;
+    return format == WeightFormat::kFP8 || (block_weights_ && format != WeightFormat::kNone);
   }
   Tensor upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
                        std::vector<int64_t> shape) override;
@@ -83,6 +85,7 @@ class CpuBackend final : public Backend {
 
  private:
   void linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
+  void linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
   template <typename Elem, typename Rows>
   void attention_rows(const Tensor& q, const KvLayer& kv, const AttentionShape& shape,
                       const BatchPlan& plan, Tensor& out, const Rows& kv_rows);
@@ -98,6 +101,8 @@ class CpuBackend final : public Backend {
   std::vector<cpu_quant::ActBlock> act_;
   // The same rows rounded back to fp32 (d * q), the sgemm prefill path's input.
   std::vector<float> x_rounded_;
+  // FP8 linear ops: the activation rows as e4m3 values (decoded to fp32) and their scales.
+  std::vector<float> fp8_x_, fp8_x_scales_;
 };
 
 }  // namespace relayllm

@@ -27,8 +27,9 @@ Tensor CpuBackend::fuse_rows(std::span<const Tensor> parts) {
   int64_t rows = 0;
   size_t bytes = 0;
   for (const Tensor& p : parts) {
+    // FP8 weights carry per-row scales after their codes (backend/fp8_weight.h): kept apart.
     if (!p.defined() || p.shape.size() != 2 || p.format != parts[0].format ||
-        p.dtype != DType::kF32 || p.cols() != parts[0].cols())
+        p.format == WeightFormat::kFP8 || p.dtype != DType::kF32 || p.cols() != parts[0].cols())
       return {};
     rows += p.rows();
     bytes += p.bytes();

@@ -95,6 +95,7 @@ void dequantize_row(WeightFormat format, const void* row, int64_t k, float* out)
       for (int64_t i = 0; i < k / 256; ++i) q6_k(p + 210 * i, out + 256 * i);
       return;
     case WeightFormat::kNone:
+    case WeightFormat::kFP8:  // per-row scales: dequantize_fp8_row (backend/fp8_weight.h)
       break;
   }
   fail("dequantize_row: format {} is not a block format", weight_format_name(format));

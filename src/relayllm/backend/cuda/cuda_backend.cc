@@ -11,9 +11,11 @@
 #include "relayllm/backend/cuda/cublaslt_loader.h"
 #include "relayllm/backend/cuda/cuda_attention.cuh"
 #include "relayllm/backend/cuda/cuda_check.h"
+#include "relayllm/backend/cuda/cuda_fp8.cuh"
 #include "relayllm/backend/cuda/cuda_ops.cuh"
 #include "relayllm/backend/cuda/cuda_skinny_gemm.cuh"
 #include "relayllm/backend/cuda/step_staging.h"
+#include "relayllm/backend/fp8_weight.h"
 #include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
 
@@ -137,6 +139,11 @@ struct CudaBackend::Impl {
   size_t workspace_bytes = size_t(32) << 20;
   std::map<std::tuple<int64_t, int64_t, int64_t, int, int>, GemmPlan> gemm_plans;
   int num_sms = 0;
+  bool fp8 = false;                 // FP8 tensor cores (sm_89+)
+  bool fp8_outer = true;            // try cuBLASLt's outer-vector scales first
+  int32_t fp8_gemv_max_tokens = 0;  // FP8 ops on this many rows or fewer: the gemv kernel
+  bool fp8_fused_gemv = true;       // ... with the activation quantization folded in
+  const char* fp8_path = "";        // how the latest FP8 linear ran
   bool split_kv = true;
   int32_t items_per_sm = 4, min_split = 128;
   int32_t skinny_rows = 8;
@@ -198,6 +205,7 @@ struct CudaBackend::Impl {
     if (pinned) cudaFreeHost(pinned);
     const cuda::CublasLtApi* api = lt ? &cuda::cublaslt_api() : nullptr;
     for (auto& [key, plan] : gemm_plans) {
+      if (!plan.desc) continue;  // an FP8 shape with no algorithm
       api->layout_destroy(plan.a);
       api->layout_destroy(plan.b);
       api->layout_destroy(plan.c);
@@ -240,6 +248,65 @@ struct CudaBackend::Impl {
     plan.algo = result.algo;
     return gemm_plans.emplace(key, plan).first->second;
   }
+
+  // An FP8 GEMM (e4m3 weight and activations, fp32 accumulation) writing `out_dtype`: with
+  // outer-vector scales (the scale pointers are set per call), or unit scales. Returns null
+  // when cuBLASLt has no algorithm for it (outer-vector scales on an older cuBLASLt).
+  GemmPlan* fp8_gemm_plan(int64_t t, int64_t n, int64_t k, DType out_dtype, bool outer) {
+    // The dtype slot of the key tells FP8 plans from 16-bit ones (DType values are small).
+    auto key = std::make_tuple(t, n, k, outer ? 101 : 100, int(out_dtype));
+    auto it = gemm_plans.find(key);
+    if (it != gemm_plans.end()) return it->second.desc ? &it->second : nullptr;
+    const cuda::CublasLtApi& api = cuda::cublaslt_api();
+    GemmPlan plan;
+    RELAYLLM_CUBLAS_CHECK(api.desc_create(&plan.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    // FP8 GEMMs on Hopper take A transposed and B not ("TN"), which is this layout.
+    cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+    RELAYLLM_CUBLAS_CHECK(
+        api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+    RELAYLLM_CUBLAS_CHECK(
+        api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+    if (outer) {
+      const int32_t mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+      RELAYLLM_CUBLAS_CHECK(
+          api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof(mode)));
+      RELAYLLM_CUBLAS_CHECK(
+          api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof(mode)));
+      // Placeholders for the heuristic; linear_fp8 sets the real vectors before each call.
+      const void* placeholder = workspace.get();
+      RELAYLLM_CUBLAS_CHECK(api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER,
+                                         &placeholder, sizeof(placeholder)));
+      RELAYLLM_CUBLAS_CHECK(api.desc_set(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER,
+                                         &placeholder, sizeof(placeholder)));
+    }
+    RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.a, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(n), k));
+    RELAYLLM_CUBLAS_CHECK(api.layout_create(&plan.b, CUDA_R_8F_E4M3, uint64_t(k), uint64_t(t), k));
+    RELAYLLM_CUBLAS_CHECK(
+        api.layout_create(&plan.c, cuda_type(out_dtype), uint64_t(n), uint64_t(t), n));
+    cublasLtMatmulPreference_t pref = nullptr;
+    RELAYLLM_CUBLAS_CHECK(api.pref_create(&pref));
+    RELAYLLM_CUBLAS_CHECK(api.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                       &workspace_bytes, sizeof(workspace_bytes)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st =
+        api.heuristic(lt, plan.desc, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
+    api.pref_destroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+      api.layout_destroy(plan.a);
+      api.layout_destroy(plan.b);
+      api.layout_destroy(plan.c);
+      api.desc_destroy(plan.desc);
+      RELAYLLM_CHECK(outer,
+                     "cublasLt: no FP8 algorithm for linear [{} x {}] * [{} x {}]^T "
+                     "(status {})",
+                     t, k, n, k, int(st));
+      gemm_plans.emplace(key, GemmPlan{});  // remembered: no algorithm
+      return nullptr;
+    }
+    plan.algo = result.algo;
+    return &gemm_plans.emplace(key, plan).first->second;
+  }
 };
 
 bool cuda_device_available() { return cuda_device_count() > 0; }
@@ -262,6 +329,14 @@ CudaBackend::CudaBackend(const CudaBackendOptions& options)
   RELAYLLM_CHECK(prop.major >= 8, "cuda backend: {} (sm_{}{}) is older than sm_80", prop.name,
                  prop.major, prop.minor);
   impl_->num_sms = prop.multiProcessorCount;
+  impl_->fp8 = prop.major * 10 + prop.minor >= 89;
+  impl_->fp8_outer = options.fp8_outer_vector_scales;
+  RELAYLLM_CHECK(
+      options.fp8_gemv_max_tokens >= 0 && options.fp8_gemv_max_tokens <= cuda::kFp8GemvMaxTokens,
+      "cuda backend: fp8_gemv_max_tokens {} is outside [0, {}]", options.fp8_gemv_max_tokens,
+      cuda::kFp8GemvMaxTokens);
+  impl_->fp8_gemv_max_tokens = options.fp8_gemv_max_tokens;
+  impl_->fp8_fused_gemv = options.fp8_fused_gemv;
   impl_->split_kv = options.split_kv;
   impl_->items_per_sm = options.attention_items_per_sm;
   impl_->min_split = options.attention_min_split;
@@ -615,6 +690,108 @@ void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w
                            eps, x.numel() / n, n, out.storage.get(), impl_->ctx->stream);
 }
 
+bool CudaBackend::supports_weight_format(WeightFormat format) const {
+  return format == WeightFormat::kFP8 && impl_->fp8;
+}
+
+const char* CudaBackend::last_fp8_path() const { return impl_->fp8_path; }
+
+Tensor CudaBackend::upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
+                                  std::vector<int64_t> shape) {
+  RELAYLLM_CHECK(format == WeightFormat::kFP8,
+                 "cuda backend: weights in format {} are not supported (FP8 only)",
+                 weight_format_name(format));
+  RELAYLLM_CHECK(impl_->fp8,
+                 "cuda backend: FP8 weights need FP8 tensor cores (sm_89 or newer); use a "
+                 "16-bit checkpoint or --device cpu");
+  RELAYLLM_CHECK(shape.size() == 2 && shape[1] % kFp8ColumnMultiple == 0,
+                 "cuda backend: an FP8 weight must be 2-D with a multiple of {} columns",
+                 kFp8ColumnMultiple);
+  Tensor t;
+  t.dtype = dtype_;  // what the op produces
+  t.format = format;
+  t.shape = std::move(shape);
+  RELAYLLM_CHECK(bytes.size() == t.bytes(), "cuda backend: {} bytes for an FP8 weight of {} bytes",
+                 bytes.size(), t.bytes());
+  t.storage = device_alloc(impl_->ctx, bytes.size());
+  RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(t.storage.get(), bytes.data(), bytes.size(),
+                                      cudaMemcpyHostToDevice, impl_->ctx->stream));
+  return t;
+}
+
+// The FP8 linear op (backend/fp8_weight.h): the activations are quantized per token (or by the
+// checkpoint's static scale, read on the device), then one FP8 GEMM.
+void CudaBackend::linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                             Tensor& out) {
+  const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
+  RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
+  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
+                 t * n);
+  RELAYLLM_CHECK(
+      x.dtype != DType::kF32 && (out.dtype == x.dtype || (out.dtype == DType::kF32 && !bias)),
+      "linear: cuda FP8 needs 16-bit x, out of its dtype or float32 (without bias)");
+  if (t == 0) return;
+  Impl& m = *impl_;
+  cudaStream_t stream = m.ctx->stream;
+  const auto* base = static_cast<const uint8_t*>(weight.storage.get());
+  const auto* w_scales = reinterpret_cast<const float*>(base + size_t(n) * size_t(k));
+  const float* input_scale = w_scales + n;
+  // Decode: quantization and product in one launch where x's codes fit a CTA's shared memory.
+  if (t <= m.fp8_gemv_max_tokens && m.fp8_fused_gemv && out.dtype == x.dtype &&
+      cuda::launch_fp8_fused_gemv(x.dtype, x.storage.get(), input_scale, base, w_scales, t, n, k,
+                                  out.storage.get(), stream)) {
+    m.fp8_path = "fused-gemv";
+    if (bias)
+      cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, stream);
+    return;
+  }
+  std::shared_ptr<void> x_codes = device_alloc(m.ctx, size_t(t) * size_t(k));
+  std::shared_ptr<void> x_scales = device_alloc(m.ctx, size_t(t) * sizeof(float));
+  cuda::launch_quantize_fp8_rows(x.dtype, x.storage.get(), t, k, input_scale,
+                                 static_cast<uint8_t*>(x_codes.get()),
+                                 static_cast<float*>(x_scales.get()), stream);
+  if (t <= m.fp8_gemv_max_tokens) {
+    m.fp8_path = "gemv";
+    cuda::launch_fp8_gemv(out.dtype, base, w_scales, static_cast<const uint8_t*>(x_codes.get()),
+                          static_cast<const float*>(x_scales.get()), t, n, k, out.storage.get(),
+                          stream);
+    if (bias)
+      cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, stream);
+    return;
+  }
+  const cuda::CublasLtApi& api = cuda::cublaslt_api();
+  const float alpha = 1.0f, beta = 0.0f;
+  GemmPlan* plan = m.fp8_outer ? m.fp8_gemm_plan(t, n, k, out.dtype, true) : nullptr;
+  bool outer_ran = plan != nullptr;
+  if (plan) {
+    // A is the weight (M = n rows of the product), B the activations (N = t).
+    const void* a_scale = w_scales;
+    const void* b_scale = x_scales.get();
+    RELAYLLM_CUBLAS_CHECK(
+        api.desc_set(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale, sizeof(a_scale)));
+    RELAYLLM_CUBLAS_CHECK(
+        api.desc_set(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale, sizeof(b_scale)));
+    const cublasStatus_t st =
+        api.matmul(m.lt, plan->desc, &alpha, base, plan->a, x_codes.get(), plan->b, &beta,
+                   out.storage.get(), plan->c, out.storage.get(), plan->c, &plan->algo,
+                   m.workspace.get(), m.workspace_bytes, stream);
+    // A cuBLASLt that lists an algorithm but refuses the call: unit scales from now on.
+    if (st != CUBLAS_STATUS_SUCCESS) m.fp8_outer = outer_ran = false;
+  }
+  m.fp8_path = outer_ran ? "outer-vector" : "unit+rescale";
+  if (!outer_ran) {
+    GemmPlan* unit = m.fp8_gemm_plan(t, n, k, DType::kF32, false);
+    std::shared_ptr<void> acc = device_alloc(m.ctx, size_t(t) * size_t(n) * sizeof(float));
+    RELAYLLM_CUBLAS_CHECK(api.matmul(m.lt, unit->desc, &alpha, base, unit->a, x_codes.get(),
+                                     unit->b, &beta, acc.get(), unit->c, acc.get(), unit->c,
+                                     &unit->algo, m.workspace.get(), m.workspace_bytes, stream));
+    cuda::launch_fp8_rescale(out.dtype, static_cast<const float*>(acc.get()),
+                             static_cast<const float*>(x_scales.get()), w_scales, t, n,
+                             out.storage.get(), stream);
+  }
+  if (bias) cuda::launch_add_bias(out.dtype, out.storage.get(), bias->storage.get(), t, n, stream);
+}
+
 namespace {
 
 // Checks a projection's operands: x [T, K] and `rows` weight rows of K, 16-bit, one dtype.
@@ -650,6 +827,8 @@ void CudaBackend::gemm(const void* x, const void* w, int64_t t, int64_t n, int64
 }
 
 void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) {
+  // FP8 weights have their own kernels (the skinny kernel reads 16-bit weights only).
+  if (weight.format == WeightFormat::kFP8) return linear_fp8(x, weight, bias, out);
   int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
   check_linear(x, weight, "linear");
   RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),

@@ -23,6 +23,17 @@ struct CudaBackendOptions {
   // an H100: bench/results/).
   int32_t attention_items_per_sm = 8;
   int32_t attention_min_split = 64;
+  // FP8 linear ops (WeightFormat::kFP8, sm_89+): per-row weight and per-token activation
+  // scales applied by cuBLASLt's outer-vector scale modes; false (or a cuBLASLt that finds no
+  // algorithm for them) runs a unit-scale FP8 GEMM into fp32 and a rescale kernel.
+  bool fp8_outer_vector_scales = true;
+  // FP8 linear ops on at most this many rows (decode) run the project's matrix-vector kernel,
+  // which streams the weight at full memory width (cuda_fp8.cuh; at most kFp8GemvMaxTokens);
+  // 0: always cuBLASLt.
+  int32_t fp8_gemv_max_tokens = 4;
+  // ... in one launch with the activation quantization where the rows' codes fit a CTA's shared
+  // memory (false: a quantize kernel, then the matrix-vector kernel).
+  bool fp8_fused_gemv = true;
   // Projections of at most this many rows run on the weight-streaming kernel
   // (cuda_skinny_gemm.cuh, up to 32), larger ones on cuBLASLt; 0: cuBLASLt always.
   // The environment variable RELAYLLM_CUDA_SKINNY_GEMM_ROWS overrides it.
@@ -43,6 +54,10 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return "cuda"; }
   DType compute_dtype() const override { return dtype_; }
+  // kFP8 on GPUs with FP8 tensor cores (sm_89 and newer).
+  bool supports_weight_format(WeightFormat format) const override;
+  Tensor upload_blocks(WeightFormat format, std::span<const std::byte> bytes,
+                       std::vector<int64_t> shape) override;
 
   Tensor empty(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) override;
@@ -103,11 +118,15 @@ class CudaBackend final : public Backend {
   void synchronize();
   // The backend's stream, as a cudaStream_t.
   void* stream() const;
+  // How the latest FP8 linear op ran (for tests and benchmarks): "fused-gemv", "gemv",
+  // "outer-vector" (cuBLASLt with outer-vector scales) or "unit+rescale".
+  const char* last_fp8_path() const;
   // The work list attention runs for `plan` in this layout, summarised (for benchmarks).
   cuda::AttentionWorkSummary attention_work_summary(const BatchPlan& plan,
                                                     const AttentionShape& shape);
 
  private:
+  void linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
   // Whether a projection of t rows takes the skinny kernel.
   bool skinny(int64_t t, int64_t k, const void* x, const void* w) const;
   // out [t, n] = x [t, k] * w [n, k]^T (+ bias) through cuBLASLt.
