@@ -121,22 +121,6 @@ __global__ void fused_gemv_kernel(const T* x, const float* static_scale, const u
   uint8_t* xq = reinterpret_cast<uint8_t*>(x_codes_smem);
   __shared__ float scratch[32];
   __shared__ float sx[kTokens];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
-  const bool active = r < n;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + (active ? r : 0) * k);
-  const int64_t chunks = k / 16;
-  // The first chunks of this warp's weight row are requested before the quantization below,
-  // so their memory latency overlaps it: a decode op's row is only 8-22 chunks per lane, and
-  // without this the quantization and the loads ran one after the other (35-52% of the copy
-  // bandwidth on an H100).
-  constexpr int kPrefetch = 8;
-  uint4 pre[kPrefetch];
-#pragma unroll
-  for (int u = 0; u < kPrefetch; ++u) {
-    const int64_t c = lane + 32 * u;
-    pre[u] = active && c < chunks ? __ldg(wr + c) : make_uint4(0, 0, 0, 0);
-  }
   for (int t = 0; t < kTokens; ++t) {
     const T* row = x + t * k;
     float scale = *static_scale;
@@ -153,23 +137,23 @@ __global__ void fused_gemv_kernel(const T* x, const float* static_scale, const u
           uint8_t(__nv_cvt_float_to_fp8(to_f32(row[i]) * inv, __NV_SATFINITE, __NV_E4M3));
     __syncthreads();  // scratch is reused by the next token's reduction; xq is read below
   }
-  if (!active) return;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
+  if (r >= n) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + r * k);
+  const int64_t chunks = k / 16;
   float acc[kTokens] = {};
-  auto add = [&](const uint4& wv, int64_t c) {
+#pragma unroll 4
+  for (int64_t c = lane; c < chunks; c += 32) {
     float wf[16], xf[16];
-    decode16(wv, wf);
+    decode16(__ldg(wr + c), wf);
 #pragma unroll
     for (int t = 0; t < kTokens; ++t) {
       decode16(reinterpret_cast<const uint4*>(xq + t * k)[c], xf);
 #pragma unroll
       for (int i = 0; i < 16; ++i) acc[t] = fmaf(wf[i], xf[i], acc[t]);
     }
-  };
-#pragma unroll
-  for (int u = 0; u < kPrefetch; ++u)
-    if (lane + 32 * u < chunks) add(pre[u], lane + 32 * u);
-#pragma unroll 4
-  for (int64_t c = lane + 32 * kPrefetch; c < chunks; c += 32) add(__ldg(wr + c), c);
+  }
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
     float v = acc[t];
