@@ -44,7 +44,10 @@ export RELAYLLM_DEFAULT_MODEL=none
 status=0
 ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 900 \
   -E '^py\.|^package\.|^tp\.|RealTokenizers' || status=$?
-ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 900 \
+# The server tests wait on real time (shutdown, timeouts); under ASan on a busy machine a
+# race in a test's timing can lose once (seen: test_server_shutdown's keep-alive poll), so a
+# failed file runs once more. A sanitizer report fails the stage whatever the rerun says.
+ctest --test-dir "$build" --output-on-failure -j"$jobs" --timeout 900 --repeat until-pass:2 \
   -R '^py\.test_(server_api|server_hardening|server_limits|server_relay|server_shutdown)$' \
   || status=$?
 if compgen -G "$logs/*" >/dev/null; then

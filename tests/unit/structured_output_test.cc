@@ -193,7 +193,7 @@ TEST(StructuredCompiler, LeftRecursiveGrammarsAreRefusedOthersRun) {
     expect_refused(c, spec_of(kind, text, "guided_x"), "left-recursive");
   // A NUL ends xgrammar's C-string regex parser early (at the start: it read past its buffer).
   expect_refused(c, spec_of(ConstraintKind::kRegex, std::string("\0ab", 3), "guided_regex"), "NUL");
-  expect_refused(c, spec_of(ConstraintKind::kEbnf, std::string("root ::= \"a\0\"", 15), "g"),
+  expect_refused(c, spec_of(ConstraintKind::kEbnf, std::string("root ::= \"a\0\"", 13), "g"),
                  "NUL");
   expect_refused(
       c, spec_of(ConstraintKind::kJsonSchema, R"({"type": "string", "pattern": "\u0000a"})", "j"),
