@@ -46,7 +46,8 @@ def run_generate(binary, lines, extra, debug=False):
     # CPU seconds of the run (all its threads): on a shared machine they say what the work
     # costs, where the wall-clock rate also says how busy the neighbours were.
     cpu = (cpu_end.ru_utime - cpu_start.ru_utime) + (cpu_end.ru_stime - cpu_start.ru_stime)
-    results = [json.loads(l) for l in out.stdout.splitlines()]
+    # One JSON line per request: split on "\n" only (generated text may hold other line breaks).
+    results = [json.loads(l) for l in out.stdout.split("\n") if l.strip()]
     return results, (wall, cpu), out.stderr
 
 

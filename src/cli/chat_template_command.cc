@@ -10,6 +10,7 @@
 
 #include "relayllm/chat/chat_template_loader.h"
 #include "relayllm/common/error.h"
+#include "relayllm/common/json_line.h"
 
 namespace relayllm {
 
@@ -50,7 +51,7 @@ int run_render_chat(const ChatTemplate& chat_template, const ChatTemplateOptions
       status = 2;
       reply = nlohmann::ordered_json{{"error", e.what()}};
     }
-    out << reply.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
+    out << json_line(reply) << '\n';
   }
   out.flush();
   return status;

@@ -9,6 +9,7 @@
 
 #include "engine_flags.h"
 #include "relayllm/common/error.h"
+#include "relayllm/common/json_line.h"
 #include "relayllm/serving/request_parser.h"
 #include "request_json.h"
 #include "tensor_parallel_command.h"
@@ -154,7 +155,7 @@ int run_generate(GenerateArgs& args) {
       results[i] = finished_request_json(*engine.find(ids[i]));
       results[i]["index"] = i;
     }
-    std::cout << results[i].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    std::cout << json_line(results[i]) << "\n";
   }
   std::cout.flush();
 

@@ -237,3 +237,19 @@ def test_bad_options_give_one_clear_line(binary, args, message):
     assert proc.returncode != 0
     last = proc.stderr.decode().strip().splitlines()[-1]
     assert last.startswith("error:") and message in last, last
+
+
+def test_output_lines_survive_every_line_splitter(binary, model_dir):
+    """Generated text holding U+2028, U+2029 or U+0085 (line breaks to Python's splitlines and
+    to JavaScript) stays on its JSON line: relayllm escapes them, so each request is one line for
+    any reader. A regex constraint makes the model write exactly such text."""
+    text = "a\u2028b\u0085c\u2029d"
+    lines = [{"prompt": "Hello", "guided_regex": text, "max_tokens": 32},
+             {"prompt": "Hi", "guided_choice": ["\u2029", "x\u2028y"], "max_tokens": 16}]
+    proc, out = generate(binary, model_dir, ["--temperature", "0"], lines)
+    stdout = proc.stdout.decode("utf-8")
+    for raw in ("\u2028", "\u2029", "\u0085"):
+        assert raw not in stdout
+    assert len(stdout.splitlines()) == len(lines) == len(out)
+    assert out[0]["text"] == text
+    assert out[1]["text"] in ("\u2029", "x\u2028y")

@@ -7,6 +7,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/json_fields.h"
+#include "relayllm/common/json_line.h"
 #include "relayllm/server/api_error.h"
 #include "relayllm/server/openai_protocol.h"
 #include "relayllm/server/openai_server.h"
@@ -47,9 +48,7 @@ std::string new_tool_call_id(std::mt19937_64& rng, bool short_id) {
   return id;
 }
 
-std::string sse(const nlohmann::json& j) {
-  return "data: " + j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n\n";
-}
+std::string sse(const nlohmann::json& j) { return "data: " + json_line(j) + "\n\n"; }
 
 // One HTTP request's choices on their way back. Lives on the connection's strand.
 class Job : public std::enable_shared_from_this<Job> {

@@ -133,7 +133,7 @@ std::optional<ConstraintSpec> read_constraint_spec(const nlohmann::json& body) {
     spec.text = string_field(*v, spec.field);
     found.emplace_back("guided_grammar", std::move(spec));
   }
-  if (const nlohmann::json* v = present(body, "guided_whitespace_pattern"))
+  if (present(body, "guided_whitespace_pattern"))
     fail(
         "field 'guided_whitespace_pattern' is not supported: the xgrammar backend has no "
         "whitespace pattern (JSON is compact by default; "
