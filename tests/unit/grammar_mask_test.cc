@@ -69,7 +69,10 @@ TEST(GrammarMaskSampler, PackedMaskMatchesABitByBitReference) {
   }
 }
 
-TEST(GrammarMaskWorker, FillsWhatTheCallingThreadFillsAndKeepsErrorsPerSequence) {
+// With one thread and with a pool (the masks of a step spread over threads): the same masks.
+class GrammarMaskWorkerThreads : public ::testing::TestWithParam<int> {};
+
+TEST_P(GrammarMaskWorkerThreads, FillsWhatTheCallingThreadFillsAndKeepsErrorsPerSequence) {
   EngineConfig config;
   config.num_kv_blocks = 16;
   auto engine = testing::make_tiny_engine("llama3", config);
@@ -81,41 +84,50 @@ TEST(GrammarMaskWorker, FillsWhatTheCallingThreadFillsAndKeepsErrorsPerSequence)
   auto grammar = c.compile(spec);
   std::vector<std::unique_ptr<Sequence>> seqs;
   std::vector<Sequence*> raw;
-  for (int i = 0; i < 5; ++i) {
+  const std::string answer = R"({"n": 1})";
+  for (int i = 0; i < 13; ++i) {
     SamplingParams p;
     auto s = std::make_unique<Sequence>(i, std::vector<int32_t>{1, 2}, p, RequestRng(1));
     s->grammar = std::make_unique<structured::GrammarMatcher>(grammar);
-    // Different states: sequence i has accepted the first i bytes of the one valid answer.
-    s->grammar->accept_string(std::string(R"({"n": 1})").substr(0, size_t(i)));
+    // Different states: sequence i has accepted the first i % 8 bytes of the one valid answer.
+    s->grammar->accept_string(answer.substr(0, size_t(i % 8)));
     s->token_bitmask.assign(structured::bitmask_words(vocab), 0x5a5a5a5a);  // poison
     raw.push_back(s.get());
     seqs.push_back(std::move(s));
   }
-  raw[4]->token_bitmask.resize(1);  // a wrong size: an error for this sequence only
-  GrammarMaskWorker worker;
+  // A wrong size: an error for these sequences only.
+  raw[4]->token_bitmask.resize(1);
+  raw[11]->token_bitmask.resize(1);
+  GrammarMaskWorker worker(GetParam());
   for (int round = 0; round < 3; ++round) {  // the thread serves batch after batch
     worker.start(raw);
     worker.wait();
   }
   worker.wait();  // nothing pending: returns
-  EXPECT_EQ(worker.stats().masks, 15);
+  EXPECT_EQ(worker.stats().masks, 39);
   EXPECT_GE(worker.stats().fill_seconds, 0.0);
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 13; ++i) {
+    if (i == 4 || i == 11) {
+      EXPECT_NE(seqs[size_t(i)]->grammar_error.find("structured output: token bitmask"),
+                std::string::npos)
+          << seqs[size_t(i)]->grammar_error;
+      continue;
+    }
     std::vector<int32_t> expected(structured::bitmask_words(vocab));
     structured::GrammarMatcher m(grammar);
-    m.accept_string(std::string(R"({"n": 1})").substr(0, size_t(i)));
+    m.accept_string(answer.substr(0, size_t(i % 8)));
     m.fill_next_token_bitmask(expected);
     EXPECT_EQ(seqs[size_t(i)]->token_bitmask, expected) << i;
     EXPECT_TRUE(seqs[size_t(i)]->grammar_error.empty()) << seqs[size_t(i)]->grammar_error;
   }
-  EXPECT_NE(seqs[4]->grammar_error.find("structured output: token bitmask"), std::string::npos)
-      << seqs[4]->grammar_error;
   // A worker destroyed with a batch in flight finishes it first.
   {
-    GrammarMaskWorker w;
-    w.start({raw[0], raw[1]});
+    GrammarMaskWorker w(GetParam());
+    w.start({raw[0], raw[1], raw[2]});
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(OneAndThree, GrammarMaskWorkerThreads, ::testing::Values(1, 3));
 
 TEST(GrammarMaskWorker, EngineCountsEveryMaskItFilled) {
   EngineConfig config;
@@ -148,6 +160,45 @@ TEST(GrammarMaskWorker, EngineCountsEveryMaskItFilled) {
   EXPECT_EQ(engine->stats().grammar_masks, constrained_tokens);
   EXPECT_GT(engine->stats().grammar_mask_fill_seconds, 0.0);
   EXPECT_GE(engine->stats().grammar_mask_wait_seconds, 0.0);
+}
+
+// The engine with its masks filled by a pool gives the tokens it gives with one mask thread:
+// sampled constrained requests of several grammars, seeded, in one batch.
+TEST(GrammarMaskWorker, MaskThreadsDoNotChangeTheTokens) {
+  auto run = [](int32_t threads) {
+    EngineConfig config;
+    config.num_kv_blocks = 64;
+    config.grammar_mask_threads = threads;
+    auto engine = testing::make_tiny_engine("llama3", config);
+    structured::GrammarCompiler c(engine->tokenizer(), int32_t(engine->model_config().vocab_size),
+                                  engine->eos_token_ids());
+    ConstraintSpec choice;
+    choice.kind = ConstraintKind::kChoice;
+    choice.choices = {"yes", "no", "maybe not", "n/a"};
+    ConstraintSpec schema;
+    schema.kind = ConstraintKind::kJsonSchema;
+    schema.text = R"({"type": "object", "properties": {"a": {"type": "integer"},
+                      "b": {"type": "array", "items": {"enum": ["x", "y"]}, "maxItems": 3}},
+                      "required": ["a", "b"]})";
+    std::vector<int64_t> ids;
+    for (uint64_t seed = 0; seed < 10; ++seed) {
+      SamplingParams p;
+      p.max_tokens = 24;
+      p.temperature = 1.0f;
+      p.seed = seed;
+      p.constraint = c.compile(seed % 2 ? schema : choice);
+      ids.push_back(engine->add_request({1, 2, int32_t(3 + seed)}, p));
+    }
+    while (engine->has_unfinished()) engine->step();
+    std::vector<std::vector<int32_t>> out;
+    for (int64_t id : ids) out.push_back(engine->find(id)->output_ids);
+    return out;
+  };
+  const auto one = run(1);
+  EXPECT_EQ(run(4), one);
+  size_t tokens = 0;
+  for (const auto& o : one) tokens += o.size();
+  EXPECT_GT(tokens, 20u);  // the requests did generate
 }
 
 }  // namespace

@@ -399,7 +399,7 @@ std::vector<RequestOutput> Engine::step() {
     if (s.seq->grammar && s.seq->num_computed + s.num_tokens == s.seq->own_len())
       masked.push_back(s.seq);
   if (!masked.empty()) {
-    if (!mask_worker_) mask_worker_ = std::make_unique<GrammarMaskWorker>();
+    if (!mask_worker_) mask_worker_ = std::make_unique<GrammarMaskWorker>(config_.grammar_mask_threads);
     mask_worker_->start(std::move(masked));
   }
   try {

@@ -55,6 +55,10 @@ struct EngineConfig {
   // weights this engine gets are rank 0's slices; every forward is sent to the other
   // ranks, which run tp_worker.h's loop, and the engine's destruction stops them.
   std::shared_ptr<TpChannel> tensor_parallel;
+  // Threads that fill a step's grammar masks during the forward pass (grammar_mask_worker.h):
+  // 1 where the forward's own threads take the cores (cpu), more where the forward is device
+  // work (the serving layer picks).
+  int32_t grammar_mask_threads = 1;
   uint64_t seed = 0;            // seeds requests that bring no seed of their own
   bool capture_logits = false;  // keep each sampled row's logits (tests)
 };

@@ -6,7 +6,9 @@
 
 namespace relayllm {
 
-GrammarMaskWorker::GrammarMaskWorker() : thread_([this] { run(); }) {}
+GrammarMaskWorker::GrammarMaskWorker(int threads)
+    : pool_(threads > 1 ? std::make_unique<ThreadPool>(threads) : nullptr),
+      thread_([this] { run(); }) {}
 
 GrammarMaskWorker::~GrammarMaskWorker() {
   {
@@ -25,6 +27,13 @@ void GrammarMaskWorker::fill(const std::vector<Sequence*>& seqs) {
       seq->grammar_error = fmt::format("structured output: {}", e.what());
     }
   }
+}
+
+void GrammarMaskWorker::fill(const std::vector<Sequence*>& seqs, ThreadPool& pool) {
+  pool.parallel_for(seqs.size(), [&](size_t begin, size_t end) {
+    fill(std::vector<Sequence*>(seqs.begin() + std::ptrdiff_t(begin),
+                                seqs.begin() + std::ptrdiff_t(end)));
+  });
 }
 
 void GrammarMaskWorker::start(std::vector<Sequence*> seqs) {
@@ -59,7 +68,10 @@ void GrammarMaskWorker::run() {
     pending_.clear();
     lock.unlock();
     const auto start = std::chrono::steady_clock::now();
-    fill(seqs);  // never throws: errors stay with their sequence
+    if (pool_)  // never throws: errors stay with their sequence
+      fill(seqs, *pool_);
+    else
+      fill(seqs);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     lock.lock();

@@ -2,11 +2,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "relayllm/backend/profiling_backend.h"
 #include "relayllm/common/error.h"
+#include "relayllm/common/thread_pool.h"
 #include "relayllm/dist/communicator.h"
 #include "relayllm/engine/tp_worker.h"
 #include "relayllm/model/model_loader.h"
@@ -174,6 +176,11 @@ ServingEngine create_engine(const EngineOptions& options) {
   RELAYLLM_CHECK(config.enable_relay_attention || options.relay_prefixes.empty(),
                  "--relay-prefix needs --enable-relay-attention");
 
+  // On a device backend the engine thread only waits during the forward pass: up to 4 threads
+  // fill the grammar masks meanwhile, leaving a core to the HTTP threads. On the cpu the
+  // forward's threads hold every core, so one.
+  if (backend->name() != "cpu")
+    config.grammar_mask_threads = std::clamp(usable_cpu_count() - 2, 1, 4);
   if (options.op_profile)
     backend = std::make_unique<ProfilingBackend>(std::move(backend), options.op_profile);
 
