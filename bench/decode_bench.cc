@@ -16,7 +16,7 @@
 //   skinnyN  the same with the skinny kernel taking up to N rows (N <= 32)
 //   pdl      new, with the skinny GEMM launched as a programmatic dependent (sm_90)
 //   cublas   cuBLASLt for every projection, rope and write_kv as two kernels, the norms'
-//            loop kernels (the step before these changes)
+//            loop kernels, logits copied into pageable memory (the step before these changes)
 // Weights are stacked at load unless RELAYLLM_CUDA_FUSE_WEIGHTS=0 (then `cublas` is the
 // step as it was before either change); the JSON line repeats the switches.
 // A 7th argument is the --quantization value, e.g. fp8 (FP8 linear weights are never
@@ -150,6 +150,7 @@ int run(int argc, char** argv) {
       cuda->set_skinny_gemm_rows(mode_rows(mode, configured_rows));
       cuda->set_decode_row_kernels(mode != "cublas");
       cuda->set_programmatic_launch(mode == "pdl");
+      cuda->set_pinned_download(mode != "cublas");
       engine.set_enforce_eager(false);
       std::vector<double> decode, eager_steps, profiled_steps;
       const int64_t graph_steps_before = engine.stats().graph_steps;
