@@ -445,6 +445,13 @@ int32_t CudaBackend::skinny_gemm_rows() const { return impl_->skinny_rows; }
 void CudaBackend::synchronize() { RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->ctx->stream)); }
 
 size_t CudaBackend::free_memory() const {
+  // The pool keeps freed blocks (release threshold: unlimited), so without a trim, memory
+  // freed while loading (the q/k/v and gate/up parts after stacking) would count as taken
+  // and shrink the KV cache. Waits for the stream first: frees are stream-ordered.
+  RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->ctx->stream));
+  cudaMemPool_t pool;
+  RELAYLLM_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, impl_->ctx->device));
+  RELAYLLM_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
   size_t free = 0, total = 0;
   RELAYLLM_CUDA_CHECK(cudaMemGetInfo(&free, &total));
   return free;

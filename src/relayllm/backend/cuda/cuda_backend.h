@@ -111,7 +111,8 @@ class CudaBackend final : public Backend {
   void set_pinned_download(bool on);
   int32_t skinny_gemm_rows() const;
 
-  // Device memory not yet taken, in bytes (for sizing the KV pool).
+  // Device memory not yet taken, in bytes (for sizing the KV pool); the pool's cached free
+  // blocks are given back first, so they count as free.
   size_t free_memory() const;
   size_t total_memory() const;
   // Waits for all queued work; benchmarks time around it.
