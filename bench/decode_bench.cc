@@ -15,8 +15,9 @@
 //            register-resident norms)
 //   skinnyN  the same with the skinny kernel taking up to N rows (N <= 32)
 //   pdl      new, with the skinny GEMM launched as a programmatic dependent (sm_90)
+//   pageable new, with the logits copied into pageable memory (no pinned bounce buffer)
 //   cublas   cuBLASLt for every projection, rope and write_kv as two kernels, the norms'
-//            loop kernels (the step before these changes)
+//            loop kernels, logits copied into pageable memory (the step before these changes)
 // Weights are stacked at load unless RELAYLLM_CUDA_FUSE_WEIGHTS=0 (then `cublas` is the
 // step as it was before either change); the JSON line repeats the switches.
 // A 7th argument is the --quantization value, e.g. fp8 (FP8 linear weights are never
@@ -64,11 +65,11 @@ int run(int argc, char** argv) {
                  steps, prompt_len);
   for (int b : batches) RELAYLLM_CHECK(b >= 1 && b <= 256, "decode_bench: batch {} (1..256)", b);
   auto mode_rows = [](const std::string& m, int32_t configured) {
-    if (m == "new" || m == "pdl") return configured;
+    if (m == "new" || m == "pdl" || m == "pageable") return configured;
     if (m == "cublas") return 0;
     RELAYLLM_CHECK(m.rfind("skinny", 0) == 0 && m.size() > 6 &&
                        m.find_first_not_of("0123456789", 6) == std::string::npos,
-                   "decode_bench: mode '{}' (new, skinnyN, pdl or cublas)", m);
+                   "decode_bench: mode '{}' (new, skinnyN, pdl, pageable or cublas)", m);
     return int32_t(std::stoi(m.substr(6)));
   };
   for (const std::string& m : modes) mode_rows(m, 0);
@@ -150,6 +151,7 @@ int run(int argc, char** argv) {
       cuda->set_skinny_gemm_rows(mode_rows(mode, configured_rows));
       cuda->set_decode_row_kernels(mode != "cublas");
       cuda->set_programmatic_launch(mode == "pdl");
+      cuda->set_pinned_download(mode != "cublas" && mode != "pageable");
       engine.set_enforce_eager(false);
       std::vector<double> decode, eager_steps, profiled_steps;
       const int64_t graph_steps_before = engine.stats().graph_steps;

@@ -149,6 +149,12 @@ struct CudaBackend::Impl {
   int32_t skinny_rows = 8;
   bool fuse_weights = true;
   bool decode_row_kernels = true;
+  // A pinned bounce buffer for downloads: a copy into pageable memory runs at a fraction
+  // of the bus's rate (the driver stages it through its own buffers), and the logits of
+  // a batch are megabytes every step. Grown as needed, never inside a capture.
+  bool pinned_download = true;
+  void* pinned = nullptr;
+  size_t pinned_bytes = 0;
   bool programmatic = false;  // only where the device has it (sm_90+)
   bool device_has_pdl = false;
 
@@ -196,6 +202,7 @@ struct CudaBackend::Impl {
   ~Impl() {
     if (ctx) cudaStreamSynchronize(ctx->stream);
     drop_graphs();
+    if (pinned) cudaFreeHost(pinned);
     const cuda::CublasLtApi* api = lt ? &cuda::cublaslt_api() : nullptr;
     for (auto& [key, plan] : gemm_plans) {
       if (!plan.desc) continue;  // an FP8 shape with no algorithm
@@ -431,11 +438,20 @@ void CudaBackend::set_programmatic_launch(bool on) {
   impl_->programmatic = on && impl_->device_has_pdl;
 }
 
+void CudaBackend::set_pinned_download(bool on) { impl_->pinned_download = on; }
+
 int32_t CudaBackend::skinny_gemm_rows() const { return impl_->skinny_rows; }
 
 void CudaBackend::synchronize() { RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->ctx->stream)); }
 
 size_t CudaBackend::free_memory() const {
+  // The pool keeps freed blocks (release threshold: unlimited), so without a trim, memory
+  // freed while loading (the q/k/v and gate/up parts after stacking) would count as taken
+  // and shrink the KV cache. Waits for the stream first: frees are stream-ordered.
+  RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->ctx->stream));
+  cudaMemPool_t pool;
+  RELAYLLM_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, impl_->ctx->device));
+  RELAYLLM_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
   size_t free = 0, total = 0;
   RELAYLLM_CUDA_CHECK(cudaMemGetInfo(&free, &total));
   return free;
@@ -485,8 +501,26 @@ void CudaBackend::download(const Tensor& tensor, std::span<float> host) {
     cuda::launch_to_f32(tensor.dtype, tensor.storage.get(), tensor.numel(),
                         static_cast<float*>(f32.get()), stream);
   }
-  RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(host.data(), f32.get(), host.size() * sizeof(float),
-                                      cudaMemcpyDeviceToHost, stream));
+  const size_t bytes = host.size() * sizeof(float);
+  Impl& m = *impl_;
+  if (m.pinned_download && bytes > 0) {
+    if (bytes > m.pinned_bytes) {
+      RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
+      if (m.pinned) RELAYLLM_CUDA_CHECK(cudaFreeHost(m.pinned));
+      m.pinned = nullptr;
+      m.pinned_bytes = 0;
+      const size_t grown = std::max(bytes, size_t(1) << 20);
+      RELAYLLM_CUDA_CHECK(cudaMallocHost(&m.pinned, grown));
+      m.pinned_bytes = grown;
+    }
+    RELAYLLM_CUDA_CHECK(
+        cudaMemcpyAsync(m.pinned, f32.get(), bytes, cudaMemcpyDeviceToHost, stream));
+    RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
+    std::memcpy(host.data(), m.pinned, bytes);
+    return;
+  }
+  RELAYLLM_CUDA_CHECK(
+      cudaMemcpyAsync(host.data(), f32.get(), bytes, cudaMemcpyDeviceToHost, stream));
   RELAYLLM_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -106,9 +106,13 @@ class CudaBackend final : public Backend {
   void set_skinny_gemm_rows(int32_t rows);
   void set_decode_row_kernels(bool fused);
   void set_programmatic_launch(bool on);
+  // Downloads through a pinned bounce buffer (default) or straight into the caller's
+  // pageable memory.
+  void set_pinned_download(bool on);
   int32_t skinny_gemm_rows() const;
 
-  // Device memory not yet taken, in bytes (for sizing the KV pool).
+  // Device memory not yet taken, in bytes (for sizing the KV pool); the pool's cached free
+  // blocks are given back first, so they count as free.
   size_t free_memory() const;
   size_t total_memory() const;
   // Waits for all queued work; benchmarks time around it.

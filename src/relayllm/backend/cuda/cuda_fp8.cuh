@@ -35,7 +35,8 @@ void launch_fp8_gemv(DType dtype, const uint8_t* w, const float* w_scales, const
 // The same op from 16-bit x [tokens, k] in one launch (each CTA quantizes x per token, or by
 // *static_scale when nonzero, into shared memory), out in x's dtype. Returns false, launching
 // nothing, where it does not apply: more than kFp8GemvMaxTokens rows, x codes beyond
-// kFp8FusedGemvMaxSharedBytes (the default 48 KiB of a CTA, less the kernel's own), fp32 x.
+// kFp8FusedGemvMaxSharedBytes (the default 48 KiB of a CTA, less the kernel's own), fp32 x, x
+// not 16-byte aligned.
 inline constexpr size_t kFp8FusedGemvMaxSharedBytes = 47 * 1024;
 bool launch_fp8_fused_gemv(DType dtype, const void* x, const float* static_scale, const uint8_t* w,
                            const float* w_scales, int64_t tokens, int64_t n, int64_t k, void* out,
