@@ -528,6 +528,66 @@ TEST(Sampler, ErrorsAreReported) {
   }
 }
 
+// The greedy path of an unrestricted request reads the row in place (one pass for the maximum
+// and the NaN check); it must pick what the general path picks. A zero logit_bias changes no
+// value but takes the general path (copy, restrictions, argmax), so it is the reference. Rows of
+// every length around the 4-lane blocks, with ties, -inf and repeated maxima anywhere.
+TEST(Sampler, GreedyInPlaceEqualsTheGeneralPath) {
+  std::mt19937 gen(11);
+  for (size_t n : {1u, 2u, 3u, 4u, 5u, 7u, 8u, 9u, 13u, 31u, 64u, 1000u, 49155u}) {
+    for (int trial = 0; trial < 40; ++trial) {
+      std::vector<float> row(n);
+      // Few distinct values, so ties of the maximum are common and fall in any lane.
+      std::uniform_int_distribution<int> value(-3, 3), kind(0, 9);
+      for (float& v : row) v = kind(gen) == 0 ? kNegInf : float(value(gen));
+      row[gen() % n] = float(value(gen));  // at least one token is not masked
+      if (trial % 5 == 0) std::fill(row.begin(), row.end(), kNegInf), row[gen() % n] = -7.0f;
+      Call fast{row};
+      fast.params.temperature = 0.0f;
+      if (trial % 3) fast.params.logprobs = int32_t(trial % 3);
+      Call general = fast;
+      general.params.logit_bias = {{0, 0.0f}};
+      RequestRng r1(1), r2(1);
+      const SampleOutput a = sample_once(fast, r1), b = sample_once(general, r2);
+      const int32_t first_max = int32_t(std::max_element(row.begin(), row.end()) - row.begin());
+      ASSERT_EQ(a.token, first_max) << "n " << n << " trial " << trial;
+      ASSERT_EQ(a.token, b.token) << "n " << n << " trial " << trial;
+      ASSERT_EQ(a.logprobs.has_value(), b.logprobs.has_value());
+      if (a.logprobs) {
+        EXPECT_EQ(a.logprobs->logprob, b.logprobs->logprob);
+        ASSERT_EQ(a.logprobs->top.size(), b.logprobs->top.size());
+        for (size_t k = 0; k < a.logprobs->top.size(); ++k)
+          EXPECT_EQ(a.logprobs->top[k], b.logprobs->top[k]);
+      }
+    }
+  }
+}
+
+// A NaN anywhere in an unrestricted greedy row is reported with its token, as on every path.
+TEST(Sampler, GreedyInPlaceReportsANaNAnywhere) {
+  for (size_t n : {1u, 3u, 4u, 6u, 17u, 1024u}) {
+    for (size_t at : {size_t(0), n / 2, n - 1}) {
+      std::vector<float> row(n, 1.0f);
+      row[at] = std::nanf("");
+      Call c{row};
+      c.params.temperature = 0.0f;
+      RequestRng rng(1);
+      try {
+        sample_once(c, rng);
+        FAIL() << "NaN at " << at << " of " << n << " accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("token " + std::to_string(at) + " is NaN"),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+  }
+  Call all_masked{std::vector<float>(9, kNegInf)};
+  all_masked.params.temperature = 0.0f;
+  RequestRng rng(1);
+  EXPECT_THROW(sample_once(all_masked, rng), Error);
+}
+
 // ---- validate() ----
 
 TEST(SamplingParams, DefaultsAreValid) { EXPECT_NO_THROW(SamplingParams{}.validate()); }
