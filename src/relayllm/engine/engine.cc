@@ -47,7 +47,8 @@ Engine::Engine(const ModelConfig& config, const ModelWeights& weights, Tokenizer
             check_prefix_tokens(name, tokens);
           },
           [this](const RelayPrefix& prefix) { compute_prefix_kv(prefix); }),
-      scheduler_(config_.scheduler, pool_) {
+      scheduler_(config_.scheduler, pool_),
+      row_sampler_(config_.sampling_threads) {
   config_.max_model_len = resolve_max_model_len(config_, config);
   config_.num_kv_blocks = pool_.num_blocks();
   kv_cache_ = model_.allocate_kv_cache(pool_.num_blocks(), pool_.block_size());
@@ -399,7 +400,8 @@ std::vector<RequestOutput> Engine::step() {
     if (s.seq->grammar && s.seq->num_computed + s.num_tokens == s.seq->own_len())
       masked.push_back(s.seq);
   if (!masked.empty()) {
-    if (!mask_worker_) mask_worker_ = std::make_unique<GrammarMaskWorker>(config_.grammar_mask_threads);
+    if (!mask_worker_)
+      mask_worker_ = std::make_unique<GrammarMaskWorker>(config_.grammar_mask_threads);
     mask_worker_->start(std::move(masked));
   }
   try {
@@ -419,19 +421,34 @@ std::vector<RequestOutput> Engine::step() {
   stats_.graph_steps = runner_.graph_steps();
 
   const int64_t vocab = model_.config().vocab_size;
+  // Each sequence's rows: prompt logprobs and the draw run on the row sampler's threads (they
+  // touch only their sequence), then the results are committed in batch order on this thread.
+  std::vector<RowWork> work(batch.size());
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence& seq = *batch[i].seq;
-    const int32_t n = batch[i].num_tokens;
-    bool was_prefilling = seq.is_prefilling();
-    if (was_prefilling)
-      stats_.prompt_tokens +=
-          std::min(n, int32_t(seq.prompt_ids.size()) - seq.prefix_len - seq.num_computed);
-    int32_t rows = (i + 1 < batch.size() ? first_logit[i + 1] : int32_t(plan.logit_rows.size())) -
-                   first_logit[i];
+    RowWork& w = work[i];
+    w.seq = &seq;
+    w.num_tokens = batch[i].num_tokens;
+    w.was_prefilling = seq.is_prefilling();
+    if (w.was_prefilling)
+      stats_.prompt_tokens += std::min(
+          w.num_tokens, int32_t(seq.prompt_ids.size()) - seq.prefix_len - seq.num_computed);
+    w.num_rows = (i + 1 < batch.size() ? first_logit[i + 1] : int32_t(plan.logit_rows.size())) -
+                 first_logit[i];
+    w.rows = logits_.data() + int64_t(first_logit[i]) * vocab;
+    w.start = seq.num_computed;  // own index of the first row
+    seq.num_computed += w.num_tokens;
+    w.draws = seq.num_computed >= seq.own_len() && w.num_rows > 0;
+    if (w.draws && !seq.params.bad_words_ids.empty()) w.banned = banned_ids(seq);
+  }
+  row_sampler_.run(work.size(),
+                   [&](size_t i, std::vector<float>& scratch) { sample_rows(work[i], scratch); });
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Sequence& seq = *work[i].seq;
     RequestOutput out;
     out.id = seq.id;
     out.seq = &seq;
-    process_logits(seq, n, logits_.data() + int64_t(first_logit[i]) * vocab, rows, out);
+    commit_rows(work[i], out);
     scheduler_.on_computed(seq);
     out.finished = seq.finished();
     if (!out.new_token_ids.empty() || out.finished) outputs.push_back(std::move(out));
@@ -452,67 +469,76 @@ std::vector<int32_t> Engine::banned_ids(const Sequence& seq) const {
   return out;
 }
 
-void Engine::process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
-                            RequestOutput& out) {
+void Engine::sample_rows(RowWork& w, std::vector<float>& scratch) const {
+  Sequence& seq = *w.seq;
   const int64_t vocab = model_.config().vocab_size;
-  const int32_t start = seq.num_computed;  // own index of the first row
-  seq.num_computed += num_tokens;
   const int32_t prompt_len = int32_t(seq.prompt_ids.size());
-
-  if (seq.wants_prompt_logprobs() && num_rows == num_tokens) {
-    // Row r predicts the token after own index start+r.
-    if (seq.prompt_logprobs.empty()) seq.prompt_logprobs.push_back(std::nullopt);
-    std::vector<float> row_logprobs(vocab);
-    for (int32_t r = 0; r < num_rows; ++r) {
-      int32_t next = seq.prefix_len + start + r + 1;
-      if (next >= prompt_len || int32_t(seq.prompt_logprobs.size()) > next) continue;
-      log_softmax(std::span(rows + int64_t(r) * vocab, vocab), row_logprobs);
-      seq.prompt_logprobs.push_back(
-          top_logprobs(row_logprobs, seq.prompt_ids[next], *seq.params.prompt_logprobs));
-    }
-  }
-  if (seq.num_computed < seq.own_len() || num_rows == 0) return;  // mid-prefill chunk
-
-  const float* last = rows + int64_t(num_rows - 1) * vocab;
-  if (config_.capture_logits) seq.captured_logits.emplace_back(last, last + vocab);
-  SampleInput in;
-  in.logits = std::span(last, vocab);
-  in.params = &seq.params;
-  in.prompt_ids = seq.prompt_ids;
-  in.output_ids = seq.output_ids;
-  in.eos_token_ids = output_->eos_token_ids();
-  std::vector<int32_t> banned;
-  if (!seq.params.bad_words_ids.empty()) {
-    banned = banned_ids(seq);
-    in.banned_ids = banned;
-  }
-  if (seq.grammar) {
-    if (!seq.grammar_error.empty()) {
-      seq.error_message = std::exchange(seq.grammar_error, {});
-      finish(seq, "error");
-      return;
-    }
-    in.token_bitmask = seq.token_bitmask;
-  }
-  SampleOutput sampled;
   try {
-    sampled = sample_token(in, seq.rng, scratch_);
-  } catch (const Error& e) {
+    if (seq.wants_prompt_logprobs() && w.num_rows == w.num_tokens) {
+      // Row r predicts the token after own index start+r.
+      if (seq.prompt_logprobs.empty()) seq.prompt_logprobs.push_back(std::nullopt);
+      scratch.resize(size_t(vocab));
+      std::span<float> row_logprobs(scratch.data(), size_t(vocab));
+      for (int32_t r = 0; r < w.num_rows; ++r) {
+        int32_t next = seq.prefix_len + w.start + r + 1;
+        if (next >= prompt_len || int32_t(seq.prompt_logprobs.size()) > next) continue;
+        log_softmax(std::span(w.rows + int64_t(r) * vocab, vocab), row_logprobs);
+        seq.prompt_logprobs.push_back(
+            top_logprobs(row_logprobs, seq.prompt_ids[next], *seq.params.prompt_logprobs));
+      }
+    }
+    if (!w.draws) return;  // mid-prefill chunk
+    const float* last = w.rows + int64_t(w.num_rows - 1) * vocab;
+    if (config_.capture_logits) seq.captured_logits.emplace_back(last, last + vocab);
+    if (seq.grammar && !seq.grammar_error.empty()) return;  // committed as an error
+    SampleInput in;
+    in.logits = std::span(last, vocab);
+    in.params = &seq.params;
+    in.prompt_ids = seq.prompt_ids;
+    in.output_ids = seq.output_ids;
+    in.eos_token_ids = output_->eos_token_ids();
+    in.banned_ids = w.banned;
+    if (seq.grammar) in.token_bitmask = seq.token_bitmask;
+    try {
+      w.sampled = sample_token(in, seq.rng, scratch);
+    } catch (const Error&) {
+      w.sample_error = std::current_exception();
+    }
+  } catch (...) {
+    w.fatal = std::current_exception();
+  }
+}
+
+void Engine::commit_rows(RowWork& w, RequestOutput& out) {
+  Sequence& seq = *w.seq;
+  if (w.fatal) std::rethrow_exception(w.fatal);
+  if (w.sample_error) {
     // Restrictions that leave no token (allowed ids all banned, a grammar at a dead end) end
-    // this request only.
-    if (!seq.grammar && !seq.params.allowed_token_ids && banned.empty()) throw;
-    seq.error_message = e.what();
+    // this request only; anything else (a NaN logit, a bad id) is the engine's error.
+    if (!seq.grammar && !seq.params.allowed_token_ids && w.banned.empty())
+      std::rethrow_exception(w.sample_error);
+    try {
+      std::rethrow_exception(w.sample_error);
+    } catch (const Error& e) {
+      seq.error_message = e.what();
+    }
     finish(seq, "error");
     return;
   }
-  if (sampled.logprobs) seq.logprobs.push_back(*sampled.logprobs);
-  if (seq.grammar && !seq.grammar->accept_token(sampled.token)) {
+  if (!w.draws) return;
+  if (seq.grammar && !seq.grammar_error.empty()) {
+    seq.error_message = std::exchange(seq.grammar_error, {});
+    finish(seq, "error");
+    return;
+  }
+  if (w.sampled.logprobs) seq.logprobs.push_back(*w.sampled.logprobs);
+  if (seq.grammar && !seq.grammar->accept_token(w.sampled.token)) {
     seq.error_message =
-        fmt::format("structured output: the grammar rejected sampled token {}", sampled.token);
+        fmt::format("structured output: the grammar rejected sampled token {}", w.sampled.token);
     finish(seq, "error");
     return;
   }
-  append_token(seq, sampled.token, out);
+  append_token(seq, w.sampled.token, out);
   // A complete grammar ends the request even when the stop token itself would not
   // (ignore_eos).
   if (seq.grammar && seq.grammar->is_terminated() && !seq.finished()) finish(seq, "stop");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "relayllm/engine/grammar_mask_worker.h"
 #include "relayllm/engine/model_runner.h"
 #include "relayllm/engine/output_processor.h"
+#include "relayllm/engine/row_sampler.h"
 #include "relayllm/engine/scheduler.h"
 #include "relayllm/engine/sequence.h"
 #include "relayllm/engine/tp_channel.h"
@@ -59,6 +61,9 @@ struct EngineConfig {
   // 1 where the forward's own threads take the cores (cpu), more where the forward is device
   // work (the serving layer picks).
   int32_t grammar_mask_threads = 1;
+  // Threads that sample a step's rows after the forward pass (row_sampler.h): 1 on the cpu,
+  // more where the forward is device work and the host's sampling is on the step's path.
+  int32_t sampling_threads = 1;
   uint64_t seed = 0;            // seeds requests that bring no seed of their own
   bool capture_logits = false;  // keep each sampled row's logits (tests)
 };
@@ -163,8 +168,24 @@ class Engine {
                        std::vector<int32_t>& first_logit_index);
   void record_relay_stats(const BatchPlan& plan, const RelayGroupPlan& groups);
   std::vector<int32_t> banned_ids(const Sequence& seq) const;
-  void process_logits(Sequence& seq, int32_t num_tokens, const float* rows, int32_t num_rows,
-                      RequestOutput& out);
+  // One sequence's share of a step's logits, from the forward pass to its committed token.
+  struct RowWork {
+    Sequence* seq = nullptr;
+    int32_t num_tokens = 0;
+    bool was_prefilling = false;
+    const float* rows = nullptr;  // its logit rows in the step's logits
+    int32_t num_rows = 0;
+    int32_t start = 0;   // own index of its first row
+    bool draws = false;  // the step ends its prompt (or decodes): a token is sampled
+    std::vector<int32_t> banned;
+    SampleOutput sampled;
+    std::exception_ptr sample_error;  // the draw failed (may end only this request)
+    std::exception_ptr fatal;         // anything else: the step fails
+  };
+  // Prompt logprobs and the draw; touches only w.seq, so it runs on the row sampler's threads.
+  void sample_rows(RowWork& w, std::vector<float>& scratch) const;
+  // The draw's effects (logprobs, grammar, text, finishing), in batch order on the engine thread.
+  void commit_rows(RowWork& w, RequestOutput& out);
   void append_token(Sequence& seq, int32_t token, RequestOutput& out);
   void finish(Sequence& seq, const std::string& reason);
   void release_prefix_use(Sequence& seq);
@@ -185,7 +206,7 @@ class Engine {
   EngineStats stats_;
   RelayCostModel relay_cost_;
   std::vector<float> logits_;
-  std::vector<float> scratch_;
+  RowSampler row_sampler_;
   // Started by the first step that samples a constrained token; last, so that its thread
   // ends before the sequences it may be filling masks of are destroyed.
   std::unique_ptr<GrammarMaskWorker> mask_worker_;

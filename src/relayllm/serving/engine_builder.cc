@@ -179,8 +179,12 @@ ServingEngine create_engine(const EngineOptions& options) {
   // On a device backend the engine thread only waits during the forward pass: up to 4 threads
   // fill the grammar masks meanwhile, leaving a core to the HTTP threads. On the cpu the
   // forward's threads hold every core, so one.
-  if (backend->name() != "cpu")
+  // After it, up to 8 threads sample the step's rows (half a megabyte of logits each at a
+  // 128k vocabulary) while the device waits for the next step.
+  if (backend->name() != "cpu") {
     config.grammar_mask_threads = std::clamp(usable_cpu_count() - 2, 1, 4);
+    config.sampling_threads = std::clamp(usable_cpu_count() - 2, 1, 8);
+  }
   if (options.op_profile)
     backend = std::make_unique<ProfilingBackend>(std::move(backend), options.op_profile);
 
