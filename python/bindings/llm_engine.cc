@@ -432,13 +432,18 @@ std::string LlmEngine::decode(const std::vector<int32_t>& ids, bool skip_special
 
 namespace {
 
-RequestContext chat_context(const Engine& engine, const ChatTemplate* chat_template,
-                            const std::string& chat_template_error) {
+// A chat call's request context: the call's own template `override_source` when it is not
+// empty (built into `custom`, which must outlive the context), else the model's.
+RequestContext chat_context(const Engine& engine, const std::optional<ChatTemplate>& model_template,
+                            const std::string& chat_template_error,
+                            const std::string& override_source,
+                            std::optional<ChatTemplate>& custom) {
+  if (!override_source.empty()) custom.emplace(override_source);
   RequestContext context;
   context.tokenizer = &engine.tokenizer();
   context.vocab_size = engine.tokenizer().vocab_size();
   context.relay_enabled = engine.config().enable_relay_attention;
-  context.chat_template = chat_template;
+  context.chat_template = custom ? &*custom : (model_template ? &*model_template : nullptr);
   context.chat_template_error = chat_template_error;
   return context;
 }
@@ -453,10 +458,8 @@ std::string LlmEngine::render_chat(const py::handle& messages, bool add_generati
   py::gil_scoped_release release;
   std::lock_guard lock(mutex_);
   std::optional<ChatTemplate> custom;
-  if (!chat_template.empty()) custom.emplace(chat_template);
   RequestContext context =
-      chat_context(engine(), custom ? &*custom : (chat_template_ ? &*chat_template_ : nullptr),
-                   chat_template_error_);
+      chat_context(engine(), chat_template_, chat_template_error_, chat_template, custom);
   return relayllm::render_chat(context, normalize_messages(messages_json), add_generation_prompt,
                                kwargs_json);
 }
@@ -471,10 +474,8 @@ std::tuple<std::vector<int32_t>, int32_t, std::string> LlmEngine::encode_chat(
   py::gil_scoped_release release;
   std::lock_guard lock(mutex_);
   std::optional<ChatTemplate> custom;
-  if (!chat_template.empty()) custom.emplace(chat_template);
   RequestContext context =
-      chat_context(engine(), custom ? &*custom : (chat_template_ ? &*chat_template_ : nullptr),
-                   chat_template_error_);
+      chat_context(engine(), chat_template_, chat_template_error_, chat_template, custom);
   context.defaults = defaults_;
   ParsedRequest parsed = parse_chat_request(body, context);
   return {std::move(parsed.prompts.at(0).ids), parsed.auto_prefix_len,

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <random>
 
+#include "../common/generation_compare.h"
 #include "../unit/tiny_models.h"
 #include "relayllm/common/half.h"
 #include "relayllm/dist/communicator.h"
@@ -156,15 +157,6 @@ RunResult run(const TpSetup& s, const Workload& w, std::shared_ptr<Communicator>
   return result;
 }
 
-double max_relative_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, double(std::fabs(a[i] - b[i])));
-    scale = std::max(scale, double(std::fabs(b[i])));
-  }
-  return diff / std::max(scale, 1e-6);
-}
-
 // Runs the setup on one rank and on the job and compares (rank 0).
 void check_equal(const TpSetup& s, double tolerance) {
   const int rank = job()->rank();
@@ -177,14 +169,8 @@ void check_equal(const TpSetup& s, double tolerance) {
     EXPECT_GT(sharded.scheduler.num_preemptions, 0);
     EXPECT_GT(sharded.scheduler.num_chunked_prefills, 0);
   }
-  ASSERT_EQ(sharded.tokens.size(), reference.tokens.size());
-  for (size_t r = 0; r < reference.tokens.size(); ++r) {
-    EXPECT_EQ(sharded.tokens[r], reference.tokens[r]) << "request " << r;
-    ASSERT_EQ(sharded.logits[r].size(), reference.logits[r].size()) << "request " << r;
-    for (size_t t = 0; t < reference.logits[r].size(); ++t)
-      EXPECT_LT(max_relative_diff(sharded.logits[r][t], reference.logits[r][t]), tolerance)
-          << "request " << r << ", step " << t;
-  }
+  testing::expect_same_generations(sharded, reference, tolerance,
+                                   s.arch + (s.relay ? " relay" : "") + " sharded vs one rank");
 }
 
 class TensorParallel : public ::testing::TestWithParam<std::string> {};

@@ -19,6 +19,9 @@ os.environ.setdefault("RELAYLLM_CPU_SGEMM_MIN_ROWS", "0")
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "data" / "hf_fixtures"
+sys.path.insert(0, str(ROOT / "tests" / "python"))  # the tests' shared helpers
+
+from byte_tokenizer import make_tokenizer  # noqa: E402
 
 try:
     import relayllm  # noqa: F401
@@ -60,26 +63,6 @@ def relay_llm():
     return LLM(enable_relay_attention=True, num_kv_blocks=512)
 
 
-def make_tokenizer(folder: Path, bos_id: int, eos_id: int) -> None:
-    """A byte-level tokenizer for the tiny fixture models: 256 byte symbols, fillers, then
-    BOS and EOS at the ids config.json names."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {symbol: i for i, symbol in enumerate(alphabet)}
-    for i in range(len(vocab), min(bos_id, eos_id)):
-        vocab[f"<filler_{i}>"] = i
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(["<|bos|>", "<|eos|>"])
-    tok.post_processor = processors.TemplateProcessing(
-        single="<|bos|> $A", special_tokens=[("<|bos|>", bos_id)])
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"bos_token": "<|bos|>", "eos_token": "<|eos|>"}))
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """The llama3 fixture (random weights, a few layers) with a byte-level tokenizer."""
@@ -88,7 +71,8 @@ def tiny_model(tmp_path_factory):
         shutil.copy(f, folder / f.name)
     config = json.loads((folder / "config.json").read_text())
     eos = config["eos_token_id"]
-    make_tokenizer(folder, config["bos_token_id"], eos[0] if isinstance(eos, list) else eos)
+    make_tokenizer(folder, config["vocab_size"], config["bos_token_id"],
+                   eos[0] if isinstance(eos, list) else eos)
     return folder
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from test_generate_cli import FIXTURES, binary, generate, make_tokenizer  # noqa: F401
+from byte_tokenizer import make_tokenizer
+from test_generate_cli import FIXTURES, binary, generate  # noqa: F401
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 np = pytest.importorskip("numpy")

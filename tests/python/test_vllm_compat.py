@@ -17,7 +17,8 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from server_harness import BIN, CHAT_TEMPLATE, run_server  # noqa: E402
-from test_generate_cli import FIXTURES, make_tokenizer  # noqa: E402
+from byte_tokenizer import make_tokenizer  # noqa: E402
+from test_generate_cli import FIXTURES  # noqa: E402
 
 MODEL_DIR_NAME = "Tiny-Llama3-Relay"
 SYSTEM = "You are a careful assistant who answers in one short sentence, always politely. "

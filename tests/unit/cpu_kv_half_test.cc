@@ -19,12 +19,11 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
 
+#include "../common/hf_fixture.h"
 #include "../common/paged_forward.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cpu/quant_dispatch.h"
@@ -37,7 +36,6 @@
 namespace relayllm {
 namespace {
 
-using testing::fixture_dir;
 using testing::relative_error;
 using testing::run_paged;
 
@@ -121,27 +119,10 @@ TEST(CpuKvHalf, HalfAxpyAndDotAreFp32ArithmeticOnTheHalves) {
     }
 }
 
-struct Fixture {
-  ModelConfig config;
-  ModelWeights weights;
-  std::vector<std::vector<int32_t>> inputs;
-};
-
-Fixture load_fixture(const std::string& name) {
-  Fixture f;
-  f.config = parse_model_config(fixture_dir(name) / "config.json");
-  f.weights = load_weights(fixture_dir(name), f.config);
-  std::ifstream in(fixture_dir(name) / "expected.json");
-  nlohmann::json expected = nlohmann::json::parse(in);
-  for (const auto& seq : expected["sequences"])
-    f.inputs.push_back(seq["input_ids"].get<std::vector<int32_t>>());
-  return f;
-}
-
 class CpuKvHalfModels : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CpuKvHalfModels, Fp16CacheMatchesTheFp32CacheAndRelayOnEqualsOff) {
-  Fixture f = load_fixture(GetParam());
+  testing::HfFixture f = testing::load_hf_fixture(GetParam());
   CpuBackend fp32(CpuBackendOptions{.num_threads = 1, .block_weights = false});
   LlamaModel ref_model(f.config, f.weights, fp32, f.config.max_position_embeddings);
   double worst = 0, worst_relay = 0;

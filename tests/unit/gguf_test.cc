@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/temp_dir.h"
 #include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
 #include "relayllm/formats/gguf_dequant.h"
@@ -127,36 +128,12 @@ class GgufWriter {
   }
 };
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-    path_ =
-        fs::temp_directory_path() /
-        fmt::format("relayllm_gguf_{}_{}_{}", info->test_suite_name(), info->name(), ::getpid());
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  fs::path write(const std::string& name, const std::vector<uint8_t>& bytes) const {
-    fs::path p = path_ / name;
-    std::ofstream(p, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    return p;
-  }
-
- private:
-  fs::path path_;
+// This file's scratch directories (relayllm_gguf_<suite>_<test>_<n>).
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("relayllm_gguf") {}
 };
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 // ---------------------------------------------------------------- reference dequantization
 // Straight from the block descriptions: each value computed from its index alone.

@@ -16,9 +16,8 @@
 
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "../common/hf_fixture.h"
 #include "../common/paged_forward.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cpu/quant_dispatch.h"
@@ -31,7 +30,6 @@
 namespace relayllm {
 namespace {
 
-using testing::fixture_dir;
 using testing::relative_error;
 using testing::run_paged;
 
@@ -73,26 +71,6 @@ std::vector<float> quantize(HostTensor& t, WeightFormat f) {
   return decoded;
 }
 
-struct Fixture {
-  ModelConfig config;
-  ModelWeights weights;
-  std::vector<std::vector<int32_t>> inputs;
-  std::vector<std::vector<std::vector<float>>> logits;
-};
-
-Fixture load_fixture(const std::string& name) {
-  Fixture f;
-  f.config = parse_model_config(fixture_dir(name) / "config.json");
-  f.weights = load_weights(fixture_dir(name), f.config);
-  std::ifstream in(fixture_dir(name) / "expected.json");
-  nlohmann::json expected = nlohmann::json::parse(in);
-  for (const auto& seq : expected["sequences"]) {
-    f.inputs.push_back(seq["input_ids"].get<std::vector<int32_t>>());
-    f.logits.push_back(seq["logits"].get<std::vector<std::vector<float>>>());
-  }
-  return f;
-}
-
 // Block weights for the model and the same weights decoded to fp32 for the reference path.
 void quantize_model(ModelWeights& blocks, ModelWeights& decoded, WeightFormat f) {
   auto both = [&](HostTensor& b, HostTensor& d) {
@@ -126,7 +104,7 @@ class HfLogitsBlocks : public ::testing::TestWithParam<std::string> {};
 TEST_P(HfLogitsBlocks, BlockKernelsMatchTheFp32PathAndTransformers) {
   const Case cases[] = {{WeightFormat::kQ8_0, 6e-2, 1e-1}, {WeightFormat::kQ4_0, 6e-2, 0}};
   for (const Case& c : cases) {
-    Fixture f = load_fixture(GetParam());
+    testing::HfFixture f = testing::load_hf_fixture(GetParam());
     ModelWeights decoded = f.weights;
     quantize_model(f.weights, decoded, c.format);
     CpuBackend reference(CpuBackendOptions{.num_threads = 1, .block_weights = false});

@@ -6,9 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "../common/hf_fixture.h"
 #include "../common/paged_forward.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/model/llama_model.h"
@@ -18,7 +17,6 @@
 namespace relayllm {
 namespace {
 
-using testing::fixture_dir;
 using testing::relative_error;
 using testing::run_paged;
 
@@ -26,30 +24,10 @@ using testing::run_paged;
 // to the largest logit; the bound leaves room for that and nothing more.
 constexpr double kRelativeBound = 2e-5;
 
-struct Fixture {
-  ModelConfig config;
-  ModelWeights weights;
-  std::vector<std::vector<int32_t>> inputs;
-  std::vector<std::vector<std::vector<float>>> logits;  // [sequence][position][vocab]
-};
-
-Fixture load_fixture(const std::string& name) {
-  Fixture f;
-  f.config = parse_model_config(fixture_dir(name) / "config.json");
-  f.weights = load_weights(fixture_dir(name), f.config);
-  std::ifstream in(fixture_dir(name) / "expected.json");
-  nlohmann::json expected = nlohmann::json::parse(in);
-  for (const auto& seq : expected["sequences"]) {
-    f.inputs.push_back(seq["input_ids"].get<std::vector<int32_t>>());
-    f.logits.push_back(seq["logits"].get<std::vector<std::vector<float>>>());
-  }
-  return f;
-}
-
 class HfLogits : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfLogits, PagedForwardMatchesTransformers) {
-  Fixture f = load_fixture(GetParam());
+  testing::HfFixture f = testing::load_hf_fixture(GetParam());
   CpuBackend backend(2);
   LlamaModel model(f.config, f.weights, backend, f.config.max_position_embeddings);
   double worst = 0;

@@ -12,6 +12,7 @@
 #include <random>
 #include <string>
 
+#include "../common/temp_dir.h"
 #include "relayllm/common/bounded_json.h"
 #include "relayllm/common/error.h"
 #include "relayllm/formats/safetensors.h"
@@ -28,31 +29,12 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::temp_directory_path() / fmt::format("relayllm_hostile_{}_{}_{}",
-                                                    info->test_suite_name(), info->name(),
-                                                    std::random_device{}());
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// This file's scratch directories (relayllm_hostile_<suite>_<test>_<n>).
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("relayllm_hostile") {}
 };
 
-template <typename Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 // The error must be one line holding every part.
 template <typename Fn>

@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "../common/temp_dir.h"
 #include "relayllm/common/error.h"
 #include "relayllm/common/half.h"
 #include "relayllm/common/thread_pool.h"
@@ -28,21 +29,9 @@ using nlohmann::json;
 using test::TensorBlob;
 
 // A fresh folder per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ =
-        fs::temp_directory_path() / fmt::format("relayllm_model_{}_{}_{}", info->test_suite_name(),
-                                                info->name(), std::random_device{}());
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
+// This file's scratch directories (relayllm_model_<suite>_<test>_<n>).
+struct TempDir : testing::TempDir {
+  TempDir() : testing::TempDir("relayllm_model") {}
 };
 
 // Runs fn, expects an Error whose message contains every one of `parts`.

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 
+#include "../common/temp_dir.h"
 #include "relayllm/engine/tp_channel.h"
 #include "relayllm/model/model_loader.h"
 #include "safetensors_writer.h"
@@ -15,17 +16,6 @@
 
 namespace relayllm {
 namespace {
-
-namespace fs = std::filesystem;
-
-struct TempDir {
-  TempDir() {
-    path = fs::temp_directory_path() / fmt::format("relayllm_tp_{}", std::random_device{}());
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  fs::path path;
-};
 
 // The whole model's weights cut by hand, for comparison.
 ModelWeights cut(ModelWeights whole, const ModelConfig& c, const ShardLayout& shard) {
@@ -49,14 +39,15 @@ TEST(TensorParallelLoading, EachRankReadsItsSlicesOfSafetensorsAndDummyWeights) 
     Tokenizer tokenizer = Tokenizer::make_byte_tokenizer();
     const ModelConfig c = testing::tiny_config(arch, tokenizer.vocab_size());
     const ModelWeights whole = make_dummy_weights(c, 3);
-    TempDir dir;
-    test::write_safetensors(dir.path / "model.safetensors", test::weight_blobs(whole, c));
+    testing::TempDir dir("relayllm_tp");
+    test::write_safetensors(dir.path() / "model.safetensors", test::weight_blobs(whole, c));
     for (int size : {2, 4})
       for (int rank = 0; rank < size; ++rank) {
         const ShardLayout shard = shard_layout(c, rank, size);
         const ModelWeights want = cut(whole, c, shard);
         const std::string what = fmt::format("{} rank {} of {}", arch, rank, size);
-        expect_same(load_weights(dir.path, c, nullptr, {}, &shard), want, c, what + " safetensors");
+        expect_same(load_weights(dir.path(), c, nullptr, {}, &shard), want, c,
+                    what + " safetensors");
         expect_same(make_dummy_weights(c, 3, nullptr, &shard), want, c, what + " dummy");
         // Local shapes: the heads and columns of one rank.
         const LayerWeights& l = want.layers[0];

@@ -201,7 +201,8 @@ std::string_view expect_string(const Value& v, std::string_view what) {
   return v.as_string();
 }
 
-// What a for loop walks: list items, dict keys, string characters; nothing for undefined.
+}  // namespace
+
 ValueList iterate(const Value& v, std::string_view what) {
   switch (v.kind()) {
     case Value::Kind::kList:
@@ -223,9 +224,12 @@ ValueList iterate(const Value& v, std::string_view what) {
     case Value::Kind::kUndefined:
       return {};
     default:
+      if (what.empty()) value_error("'{}' object is not iterable", v.type_name());
       value_error("{}: '{}' object is not iterable", what, v.type_name());
   }
 }
+
+namespace {
 
 // Jinja's attribute lookup for filters like map(attribute=...): dotted paths, int parts index.
 Value get_attribute_path(const Value& v, const std::string& path) {

@@ -17,6 +17,10 @@ bool apply_test(std::string_view name, const Value& value, const CallArgs& args)
 // `object` has no method of that name, so the caller can try an attribute instead.
 bool call_method(const Value& object, std::string_view name, const CallArgs& args, Value& result);
 
+// What a for loop or a filter walks: list items, dict keys, string characters (code points);
+// nothing for undefined. ValueError on anything else, naming `what` (a filter) unless empty.
+ValueList iterate(const Value& v, std::string_view what);
+
 // Every global a template sees before its own variables.
 void add_builtin_globals(ValueDict& globals);
 

@@ -196,24 +196,6 @@ bool contains(const Value& container, const Value& item) {
   }
 }
 
-ValueList loop_items(const Value& v) {
-  switch (v.kind()) {
-    case Value::Kind::kList:
-      return v.as_list();
-    case Value::Kind::kDict: {
-      ValueList keys;
-      for (const auto& item : v.as_dict().items) keys.emplace_back(item.first);
-      return keys;
-    }
-    case Value::Kind::kString:
-      return apply_filter("list", v, {}).as_list();
-    case Value::Kind::kUndefined:
-      return {};
-    default:
-      value_error("'{}' object is not iterable", v.type_name());
-  }
-}
-
 class Renderer {
  public:
   explicit Renderer(const SourcePositions& positions) : positions_(positions) {}
@@ -329,7 +311,7 @@ class Renderer {
     Value iterable = eval(*s.expr, scope);
     ValueList items;
     try {
-      items = loop_items(iterable);
+      items = iterate(iterable, "");
     } catch (const ValueError& e) {
       error_at(s.expr->offset, e.what());
     }

@@ -103,15 +103,7 @@ void AsyncEngine::abort(uint64_t handle) {
 
 void AsyncEngine::abort_all() {
   refusing_ = true;
-  call([this](Engine& engine) {
-    std::vector<int64_t> ids;
-    for (auto& [id, live] : live_) ids.push_back(id);
-    for (int64_t id : ids) {
-      engine.abort(id);
-      RequestUpdate update;
-      finish_live(id, live_.at(id), *engine.find(id), update);
-    }
-  });
+  call([this](Engine&) { abort_live(); });
 }
 
 void AsyncEngine::fail_all(int status, const std::string& message) {
@@ -208,6 +200,16 @@ void AsyncEngine::deliver(const RequestOutput& out) {
   live.sink(std::move(update));
 }
 
+void AsyncEngine::abort_live() {
+  std::vector<int64_t> ids;  // finish_live erases from live_
+  for (auto& [id, live] : live_) ids.push_back(id);
+  for (int64_t id : ids) {
+    engine_.abort(id);
+    RequestUpdate update;
+    finish_live(id, live_.at(id), *engine_.find(id), update);
+  }
+}
+
 void AsyncEngine::finish_live(int64_t engine_id, Live& live, const Sequence& seq,
                               RequestUpdate& update) {
   update.finished = true;
@@ -275,24 +277,12 @@ void AsyncEngine::loop() {
       } catch (const std::exception& e) {
         // A failed step leaves requests in an unknown state: end them all rather than loop.
         spdlog::error("engine step failed: {}; aborting {} requests", e.what(), live_.size());
-        std::vector<int64_t> ids;
-        for (auto& [id, live] : live_) ids.push_back(id);
-        for (int64_t id : ids) {
-          engine_.abort(id);
-          RequestUpdate update;
-          finish_live(id, live_.at(id), *engine_.find(id), update);
-        }
+        abort_live();
       }
     }
     publish_snapshot();
   }
-  std::vector<int64_t> ids;
-  for (auto& [id, live] : live_) ids.push_back(id);
-  for (int64_t id : ids) {
-    engine_.abort(id);
-    RequestUpdate update;
-    finish_live(id, live_.at(id), *engine_.find(id), update);
-  }
+  abort_live();
   std::lock_guard lock(mutex_);
   inbox_.clear();
 }

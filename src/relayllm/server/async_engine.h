@@ -112,6 +112,8 @@ class AsyncEngine {
   void add(EngineRequest& request, uint64_t handle);
   void deliver(const RequestOutput& out);
   void finish_live(int64_t engine_id, Live& live, const Sequence& seq, RequestUpdate& update);
+  // Aborts every live request and finishes it towards its sink (on the loop thread).
+  void abort_live();
   // Takes the handle out of the open set; the one caller that does so frees its slot.
   void close_handle(uint64_t handle);
   void publish_snapshot();

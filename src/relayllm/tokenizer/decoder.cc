@@ -4,6 +4,7 @@
 #include "relayllm/common/utf8.h"
 #include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/tokenizer/regex.h"
+#include "relayllm/tokenizer/sequence_parts.h"
 #include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
@@ -180,15 +181,8 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& config, const std::s
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
-    check_sequence_nesting(depth, here);
-    std::vector<std::unique_ptr<Decoder>> parts;
-    const auto& list = child(config, "decoders");
-    if (!list.is_array()) fail("{}: field \"decoders\" must be an array", here);
-    for (size_t i = 0; i < list.size(); ++i) {
-      auto part = make_decoder(list[i], fmt::format("{}.decoders[{}]", where, i), depth + 1);
-      if (part) parts.push_back(std::move(part));
-    }
-    return std::make_unique<SequenceDecoder>(std::move(parts));
+    return std::make_unique<SequenceDecoder>(
+        sequence_parts<Decoder>(config, "decoders", where, here, depth, make_decoder));
   }
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Replace") {

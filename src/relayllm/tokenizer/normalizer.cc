@@ -5,6 +5,7 @@
 #include "relayllm/common/json_fields.h"
 #include "relayllm/common/utf8.h"
 #include "relayllm/tokenizer/regex.h"
+#include "relayllm/tokenizer/sequence_parts.h"
 #include "relayllm/tokenizer/tokenizer_limits.h"
 #include "relayllm/tokenizer/unicode_nfc.h"
 
@@ -88,15 +89,8 @@ std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& config, const 
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
-    check_sequence_nesting(depth, here);
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    const auto& list = child(config, "normalizers");
-    if (!list.is_array()) fail("{}: field \"normalizers\" must be an array", here);
-    for (size_t i = 0; i < list.size(); ++i) {
-      auto part = make_normalizer(list[i], fmt::format("{}.normalizers[{}]", where, i), depth + 1);
-      if (part) parts.push_back(std::move(part));
-    }
-    return std::make_unique<SequenceNormalizer>(std::move(parts));
+    return std::make_unique<SequenceNormalizer>(
+        sequence_parts<Normalizer>(config, "normalizers", where, here, depth, make_normalizer));
   }
   if (type == "NFC") return std::make_unique<NfcNormalizer>();
   if (type == "NFD") return std::make_unique<NfdNormalizer>();

@@ -5,6 +5,7 @@
 #include "relayllm/common/json_fields.h"
 #include "relayllm/tokenizer/byte_level.h"
 #include "relayllm/tokenizer/regex.h"
+#include "relayllm/tokenizer/sequence_parts.h"
 #include "relayllm/tokenizer/tokenizer_limits.h"
 
 namespace relayllm {
@@ -188,16 +189,8 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& config,
   std::string type = field<std::string>(config, "type", where);
   std::string here = where + "." + type;
   if (type == "Sequence") {
-    check_sequence_nesting(depth, here);
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    const auto& list = child(config, "pretokenizers");
-    if (!list.is_array()) fail("{}: field \"pretokenizers\" must be an array", here);
-    for (size_t i = 0; i < list.size(); ++i) {
-      auto part =
-          make_pre_tokenizer(list[i], fmt::format("{}.pretokenizers[{}]", where, i), depth + 1);
-      if (part) parts.push_back(std::move(part));
-    }
-    return std::make_unique<SequencePreTokenizer>(std::move(parts));
+    return std::make_unique<SequencePreTokenizer>(sequence_parts<PreTokenizer>(
+        config, "pretokenizers", where, here, depth, make_pre_tokenizer));
   }
   if (type == "Split") {
     return std::make_unique<SplitPreTokenizer>(

@@ -84,6 +84,7 @@ class CpuBackend final : public Backend {
   int sgemm_min_rows() const { return sgemm_min_rows_; }
 
  private:
+  // linear() by weight format, on shapes linear() has checked.
   void linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
   void linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
   template <typename Elem, typename Rows>

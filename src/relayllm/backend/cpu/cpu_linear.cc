@@ -33,12 +33,13 @@ void dot_tile(const float* const* xs, int rows, const float* w, int64_t k, float
 }  // namespace
 
 void CpuBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) {
-  if (weight.format == WeightFormat::kFP8) return linear_fp8(x, weight, bias, out);
-  if (weight.format != WeightFormat::kNone) return linear_blocks(x, weight, bias, out);
-  int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
+  // The shapes are checked here for every weight format.
+  const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
   RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
   RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
                  t * n);
+  if (weight.format == WeightFormat::kFP8) return linear_fp8(x, weight, bias, out);
+  if (weight.format != WeightFormat::kNone) return linear_blocks(x, weight, bias, out);
   const float* xd = x.data<float>();
   const float* wd = weight.data<float>();
   const float* bd = bias ? bias->data<float>() : nullptr;

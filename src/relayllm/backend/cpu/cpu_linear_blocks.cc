@@ -16,14 +16,22 @@ namespace {
 constexpr int64_t kTokenTile = 8;  // tokens sharing each read of a weight row
 constexpr size_t kRowGrain = 16;   // weight rows per task at least
 
+// out[r, j] = row_dot(j, r) (+ bias[j]) for the weight rows [nb, ne) of a task and every token
+// r < t, a tile of kTokenTile tokens at a time.
+template <typename RowDot>
+void tile_rows(size_t nb, size_t ne, int64_t t, int64_t n, const float* bias, float* out,
+               const RowDot& row_dot) {
+  for (int64_t r0 = 0; r0 < t; r0 += kTokenTile)
+    for (size_t j = nb; j < ne; ++j)
+      for (int64_t r = r0; r < std::min(t, r0 + kTokenTile); ++r)
+        out[r * n + int64_t(j)] = row_dot(j, r) + (bias ? bias[j] : 0.0f);
+}
+
 }  // namespace
 
 void CpuBackend::linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias,
                                Tensor& out) {
   const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
-  RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
-  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
-                 t * n);
   // Prefill: a tuned fp32 GEMM on dequantized panels (cpu_linear_sgemm.cc).
   if (sgemm_min_rows_ > 0 && t >= sgemm_min_rows_) return linear_blocks_sgemm(x, weight, bias, out);
   const size_t row_bytes = weight.bytes() / size_t(n);
@@ -38,11 +46,8 @@ void CpuBackend::linear_blocks(const Tensor& x, const Tensor& weight, const Tens
     pool_.parallel_for(
         size_t(n),
         [&](size_t nb, size_t ne) {
-          for (int64_t r0 = 0; r0 < t; r0 += kTokenTile)
-            for (size_t j = nb; j < ne; ++j)
-              for (int64_t r = r0; r < std::min(t, r0 + kTokenTile); ++r)
-                od[r * n + int64_t(j)] =
-                    dot(k, wd + j * row_bytes, xd + r * k) + (bd ? bd[j] : 0.0f);
+          tile_rows(nb, ne, t, n, bd, od,
+                    [&](size_t j, int64_t r) { return dot(k, wd + j * row_bytes, xd + r * k); });
         },
         kRowGrain);
     return;
@@ -65,11 +70,9 @@ void CpuBackend::linear_blocks(const Tensor& x, const Tensor& weight, const Tens
   pool_.parallel_for(
       size_t(n),
       [&](size_t nb, size_t ne) {
-        for (int64_t r0 = 0; r0 < t; r0 += kTokenTile)
-          for (size_t j = nb; j < ne; ++j)
-            for (int64_t r = r0; r < std::min(t, r0 + kTokenTile); ++r)
-              od[r * n + int64_t(j)] =
-                  dot(k, wd + j * row_bytes, act + r * blocks) + (bd ? bd[j] : 0.0f);
+        tile_rows(nb, ne, t, n, bd, od, [&](size_t j, int64_t r) {
+          return dot(k, wd + j * row_bytes, act + r * blocks);
+        });
       },
       kRowGrain);
 }

@@ -29,9 +29,6 @@ std::array<float, 256> e4m3_table() {
 void CpuBackend::linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias,
                             Tensor& out) {
   const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
-  RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
-  RELAYLLM_CHECK(out.numel() == t * n, "linear: output holds {} values, needs {}", out.numel(),
-                 t * n);
   static const std::array<float, 256> table = e4m3_table();  // constant after first use
   const Fp8WeightView w = fp8_weight_view(weight.data<std::byte>(), n, k);
   const float* xd = x.data<float>();
