@@ -3,7 +3,8 @@
 
     python3 bench/cpu_vs_llamacpp.py [--reps 3] [--threads N] [--model FILE.gguf]
 
-Measures, for each engine (median of --reps runs; the machine may be shared, so medians):
+Measures, for each engine (median of --reps runs, the engines alternating one run each; the
+machine may be shared, so medians):
   decode      tok/s at 1 request, 128 greedy tokens (ignore_eos)
   prompt      tok/s for a ~500-token prompt (time to the first token)
   shared16    output tok/s of 16 requests sharing a ~300-token system prompt, 128 tokens each
@@ -214,6 +215,18 @@ def bench_llamacpp(python, model, threads, reps):
 # ---------------------------------------------------------------- report
 
 
+def merge_reps(acc, one):
+    """Appends one repetition's samples to the running result (lists extend, RSS is the max)."""
+    if acc is None:
+        return one
+    for key in ("decode", "prompt", "shared16"):
+        acc[key] += one[key]
+    acc["rss"] = max(acc["rss"], one["rss"])
+    acc["prompt_tokens"] = one["prompt_tokens"]
+    acc["system_tokens"] = one["system_tokens"]
+    return acc
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=default_gguf())
@@ -228,15 +241,20 @@ def main():
 
     print(f"model {os.path.basename(args.model)}, {args.threads} threads, median of {args.reps}, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
-    rl = bench_relayllm(args.binary, args.model, args.threads, args.reps)
-    lc = None
-    if os.path.exists(args.llamacpp_python):
-        try:
-            lc = bench_llamacpp(args.llamacpp_python, args.model, args.threads, args.reps)
-        except RuntimeError as e:
-            print(f"llama.cpp peer failed: {e}", file=sys.stderr)
-    else:
+    # The engines alternate, one repetition each at a time, so a change in the machine's load
+    # (other work on a shared machine) falls on both columns alike rather than on one.
+    have_peer = os.path.exists(args.llamacpp_python)
+    if not have_peer:
         print(f"llama.cpp peer not found at {args.llamacpp_python}: relayllm only", file=sys.stderr)
+    rl, lc = None, None
+    for _ in range(args.reps):
+        rl = merge_reps(rl, bench_relayllm(args.binary, args.model, args.threads, 1))
+        if have_peer:
+            try:
+                lc = merge_reps(lc, bench_llamacpp(args.llamacpp_python, args.model, args.threads, 1))
+            except RuntimeError as e:
+                print(f"llama.cpp peer failed: {e}", file=sys.stderr)
+                have_peer = False
 
     def med(r, key):
         return statistics.median(r[key])

@@ -12,9 +12,12 @@
 // - F16/BF16 weights: fp32 products and sums only: the rounding term alone.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "relayllm/backend/cpu/cpu_backend.h"
@@ -242,6 +245,120 @@ TEST(CpuQuantKernels, LinearOnBlockWeightsMatchesTheFp32Path) {
       }
     }
   }
+}
+
+// Every table's activation quantizer gives the portable one's bits (the SIMD tables
+// quantize eight values at a time): rows of 1, 3 and 18 blocks, values exactly halfway
+// between two steps (round half away from zero), zeros, -0, and blocks led by a negative max.
+TEST(CpuQuantKernels, EveryTableQuantizesActivationsToThePortableBits) {
+  std::mt19937 rng(6);
+  const QuantKernels& portable = cpu_quant::select_quant_kernels("portable");
+  for (const QuantKernels* table : cpu_quant::usable_quant_kernels()) {
+    for (int64_t k : {32, 96, 576}) {
+      std::vector<float> x = random_activations(k, rng);
+      // Block 0: max 127 so d = 1 and each value below lands exactly on a tie or a sign edge.
+      const float special[] = {127.0f, 0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, -0.0f, 0.0f, -126.5f};
+      std::copy(std::begin(special), std::end(special), x.begin());
+      if (k > 32) {
+        std::fill(x.begin() + 32, x.begin() + 64, 0.0f);  // an all-zero block
+        x[64] = -50.0f;                                   // a block whose max is negative
+      }
+      std::vector<ActBlock> want(size_t(k / 32)), got(size_t(k / 32));
+      portable.quantize_row(x.data(), k, want.data());
+      table->quantize_row(x.data(), k, got.data());
+      for (size_t b = 0; b < want.size(); ++b) {
+        ASSERT_EQ(want[b].d, got[b].d) << table->isa << " k=" << k << " block " << b;
+        ASSERT_EQ(want[b].s, got[b].s) << table->isa << " k=" << k << " block " << b;
+        ASSERT_EQ(want[b].sum16[0], got[b].sum16[0]) << table->isa << " block " << b;
+        ASSERT_EQ(want[b].sum16[1], got[b].sum16[1]) << table->isa << " block " << b;
+        for (int i = 0; i < 32; ++i)
+          ASSERT_EQ(want[b].qs[i], got[b].qs[i])
+              << table->isa << " k=" << k << " block " << b << " value " << i;
+      }
+    }
+  }
+}
+
+// The fused ops on stacked block weights (linear_parts, linear_silu_mul) give exactly the
+// numbers of separate linear ops (and silu_mul) on the separate weights: every format, every
+// table, parts of odd row counts, biases on some parts, token counts below and above the
+// token tile (and, where OpenBLAS is found, above the sgemm switch), 1 and 3 threads.
+TEST(CpuQuantKernels, FusedOpsOnStackedBlockWeightsMatchSeparateOps) {
+  std::mt19937 rng(7);
+  for (const QuantKernels* table : cpu_quant::usable_quant_kernels()) {
+    for (int threads : {1, 3}) {
+      CpuBackend backend(CpuBackendOptions{.num_threads = threads, .kernels = table->isa});
+      for (WeightFormat f : kFormats) {
+        const int64_t k = 512;
+        const int64_t rows[3] = {37, 5, 21};
+        std::vector<Tensor> parts, biases;
+        for (int64_t n : rows) {
+          parts.push_back(backend.upload_blocks(f, random_blocks(f, n, k, rng), {n, k}));
+          biases.push_back(backend.upload(random_activations(n, rng), {n}, DType::kF32));
+        }
+        const Tensor qkv = backend.fuse_rows(parts);
+        ASSERT_TRUE(qkv.defined()) << weight_format_name(f);
+        const int64_t inter = 29;
+        const Tensor gate_w = backend.upload_blocks(f, random_blocks(f, inter, k, rng), {inter, k});
+        const Tensor up_w = backend.upload_blocks(f, random_blocks(f, inter, k, rng), {inter, k});
+        const Tensor gate_up = backend.fuse_rows(std::array{gate_w, up_w});
+        ASSERT_TRUE(gate_up.defined()) << weight_format_name(f);
+        for (int64_t t : {1, 3, 9, 19}) {
+          SCOPED_TRACE(std::string(table->isa) + " " + weight_format_name(f) +
+                       " t=" + std::to_string(t) + " threads " + std::to_string(threads));
+          const Tensor x = backend.upload(random_activations(t * k, rng), {t, k}, DType::kF32);
+          // The middle part without a bias.
+          const std::array<const Tensor*, 3> bias_ptrs{&biases[0], nullptr, &biases[2]};
+          std::vector<Tensor> got, want;
+          for (int64_t n : rows) {
+            got.push_back(backend.empty({t, n}, DType::kF32));
+            want.push_back(backend.empty({t, n}, DType::kF32));
+          }
+          const std::array<Tensor*, 3> outs{&got[0], &got[1], &got[2]};
+          backend.linear_parts(x, qkv, bias_ptrs, outs);
+          for (int p = 0; p < 3; ++p) backend.linear(x, parts[p], bias_ptrs[p], want[p]);
+          for (int p = 0; p < 3; ++p)
+            for (int64_t i = 0; i < t * rows[p]; ++i)
+              ASSERT_EQ(got[p].data<float>()[i], want[p].data<float>()[i])
+                  << "part " << p << " " << i;
+
+          Tensor gate = backend.empty({t, inter}, DType::kF32),
+                 up = backend.empty({t, inter}, DType::kF32);
+          Tensor act = backend.empty({t, inter}, DType::kF32);
+          Tensor gate2 = backend.empty({t, inter}, DType::kF32),
+                 up2 = backend.empty({t, inter}, DType::kF32);
+          Tensor act2 = backend.empty({t, inter}, DType::kF32);
+          backend.linear_silu_mul(x, gate_up, gate, up, act);
+          backend.linear(x, gate_w, nullptr, gate2);
+          backend.linear(x, up_w, nullptr, up2);
+          backend.silu_mul(gate2, up2, act2);
+          for (int64_t i = 0; i < t * inter; ++i) {
+            ASSERT_EQ(gate.data<float>()[i], gate2.data<float>()[i]) << "gate " << i;
+            ASSERT_EQ(up.data<float>()[i], up2.data<float>()[i]) << "up " << i;
+            ASSERT_EQ(act.data<float>()[i], act2.data<float>()[i]) << "silu product " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Stacked outputs that do not add up to the stacked weight's rows are refused.
+TEST(CpuQuantKernels, FusedOpsRefuseMismatchedShapes) {
+  std::mt19937 rng(8);
+  CpuBackend backend(CpuBackendOptions{.num_threads = 2});
+  const int64_t k = 64;
+  const Tensor a = backend.upload_blocks(WeightFormat::kQ4_1,
+                                         random_blocks(WeightFormat::kQ4_1, 4, k, rng), {4, k});
+  const Tensor fused = backend.fuse_rows(std::array{a, a});
+  const Tensor x = backend.upload(random_activations(k, rng), {1, k}, DType::kF32);
+  Tensor o4 = backend.empty({1, 4}, DType::kF32), o3 = backend.empty({1, 3}, DType::kF32);
+  const std::array<const Tensor*, 2> no_bias{nullptr, nullptr};
+  EXPECT_THROW(backend.linear_parts(x, fused, no_bias, std::array<Tensor*, 2>{&o4, &o3}), Error);
+  Tensor big = backend.empty({1, 5}, DType::kF32);
+  EXPECT_THROW(backend.linear_parts(x, fused, no_bias, std::array<Tensor*, 2>{&o4, &big}), Error);
+  Tensor g3 = backend.empty({1, 3}, DType::kF32);
+  EXPECT_THROW(backend.linear_silu_mul(x, fused, g3, o4, o4), Error);
 }
 
 TEST(CpuQuantKernels, EmbeddingOfABlockTableIsTheDequantizedRow) {

@@ -5,6 +5,7 @@
 // SIMD kernels of quant_kernels.h.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,8 +64,10 @@ class CpuBackend final : public Backend {
   void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& weight, float eps,
                    Tensor& out) override;
   void linear(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out) override;
-  // Stacked weights (cpu_fused.cc): any one format; each part still runs as its own
-  // linear op over a view of its rows, so the numbers are those of separate weights.
+  // Stacked weights (cpu_fused.cc): any one format. On the block kernels (decode) the
+  // activations are quantized once for all parts and the parts' rows share one threaded
+  // loop (gate and up rows in pairs, the silu product written at once); elsewhere each
+  // part runs as its own linear op. Either way the numbers are those of separate weights.
   Tensor fuse_rows(std::span<const Tensor> parts) override;
   void linear_parts(const Tensor& x, const Tensor& fused, std::span<const Tensor* const> biases,
                     std::span<Tensor* const> outs) override;
@@ -84,6 +87,24 @@ class CpuBackend final : public Backend {
   int sgemm_min_rows() const { return sgemm_min_rows_; }
 
  private:
+  // One weight row of a block format dotted with activation row r: the rows quantized once
+  // per op (act_) for the quantized formats, read as fp32 for F16/BF16.
+  struct BlockDot {
+    cpu_quant::QuantDotFn quant = nullptr;
+    cpu_quant::HalfDotFn half = nullptr;
+    const cpu_quant::ActBlock* act = nullptr;
+    const float* x = nullptr;
+    int64_t k = 0, blocks = 0;
+    float operator()(const std::byte* row, int64_t r) const {
+      return quant ? quant(k, row, act + r * blocks) : half(k, row, x + r * k);
+    }
+  };
+  // Whether a linear op on `weight` over `t` rows runs on the block kernels (not fp32,
+  // FP8 or the sgemm prefill path).
+  bool uses_block_kernels(const Tensor& weight, int64_t t) const;
+  // Checks the shapes and quantizes x for the block kernels (on the calling thread at
+  // decode's few rows).
+  BlockDot prepare_block_dot(const Tensor& x, const Tensor& weight);
   // linear() by weight format, on shapes linear() has checked.
   void linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);
   void linear_fp8(const Tensor& x, const Tensor& weight, const Tensor* bias, Tensor& out);

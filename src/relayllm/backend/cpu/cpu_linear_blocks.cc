@@ -29,50 +29,57 @@ void tile_rows(size_t nb, size_t ne, int64_t t, int64_t n, const float* bias, fl
 
 }  // namespace
 
-void CpuBackend::linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias,
-                               Tensor& out) {
-  const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
-  // Prefill: a tuned fp32 GEMM on dequantized panels (cpu_linear_sgemm.cc).
-  if (sgemm_min_rows_ > 0 && t >= sgemm_min_rows_) return linear_blocks_sgemm(x, weight, bias, out);
-  const size_t row_bytes = weight.bytes() / size_t(n);
-  const std::byte* wd = weight.data<std::byte>();
-  const float* xd = x.data<float>();
-  const float* bd = bias ? bias->data<float>() : nullptr;
-  float* od = out.data<float>();
+bool CpuBackend::uses_block_kernels(const Tensor& weight, int64_t t) const {
+  return weight.format != WeightFormat::kNone && weight.format != WeightFormat::kFP8 &&
+         !(sgemm_min_rows_ > 0 && t >= sgemm_min_rows_);
+}
+
+CpuBackend::BlockDot CpuBackend::prepare_block_dot(const Tensor& x, const Tensor& weight) {
+  const int64_t k = weight.cols(), t = x.numel() / k;
+  RELAYLLM_CHECK(x.cols() == k, "linear: input has {} columns, weight expects {}", x.cols(), k);
+  BlockDot dot;
+  dot.k = k;
+  dot.x = x.data<float>();
   const int f = int(weight.format);
-
   if (weight.format == WeightFormat::kF16 || weight.format == WeightFormat::kBF16) {
-    const cpu_quant::HalfDotFn dot = kernels_->half_dot[f];
-    pool_.parallel_for(
-        size_t(n),
-        [&](size_t nb, size_t ne) {
-          tile_rows(nb, ne, t, n, bd, od,
-                    [&](size_t j, int64_t r) { return dot(k, wd + j * row_bytes, xd + r * k); });
-        },
-        kRowGrain);
-    return;
+    dot.half = kernels_->half_dot[f];
+    return dot;
   }
-
-  const cpu_quant::QuantDotFn dot = kernels_->dot[f];
-  RELAYLLM_CHECK(dot != nullptr && k % cpu_quant::kActBlock == 0,
+  dot.quant = kernels_->dot[f];
+  RELAYLLM_CHECK(dot.quant != nullptr && k % cpu_quant::kActBlock == 0,
                  "linear: no kernel for {} weights of {} columns",
                  weight_format_name(weight.format), k);
-  const int64_t blocks = k / cpu_quant::kActBlock;
-  act_.resize(size_t(t * blocks));
+  dot.blocks = k / cpu_quant::kActBlock;
+  act_.resize(size_t(t * dot.blocks));
   cpu_quant::ActBlock* act = act_.data();
   const cpu_quant::QuantizeRowFn quantize = kernels_->quantize_row;
+  const float* xd = dot.x;
+  const int64_t blocks = dot.blocks;
   pool_.parallel_for(
       size_t(t),
       [&](size_t b, size_t e) {
         for (size_t r = b; r < e; ++r) quantize(xd + r * k, k, act + r * blocks);
       },
       16);
+  dot.act = act;
+  return dot;
+}
+
+void CpuBackend::linear_blocks(const Tensor& x, const Tensor& weight, const Tensor* bias,
+                               Tensor& out) {
+  const int64_t k = weight.cols(), n = weight.rows(), t = x.numel() / k;
+  // Prefill: a tuned fp32 GEMM on dequantized panels (cpu_linear_sgemm.cc).
+  if (!uses_block_kernels(weight, t)) return linear_blocks_sgemm(x, weight, bias, out);
+  const size_t row_bytes = weight.bytes() / size_t(n);
+  const std::byte* wd = weight.data<std::byte>();
+  const float* bd = bias ? bias->data<float>() : nullptr;
+  float* od = out.data<float>();
+  const BlockDot dot = prepare_block_dot(x, weight);
   pool_.parallel_for(
       size_t(n),
       [&](size_t nb, size_t ne) {
-        tile_rows(nb, ne, t, n, bd, od, [&](size_t j, int64_t r) {
-          return dot(k, wd + j * row_bytes, act + r * blocks);
-        });
+        tile_rows(nb, ne, t, n, bd, od,
+                  [&](size_t j, int64_t r) { return dot(wd + j * row_bytes, r); });
       },
       kRowGrain);
 }

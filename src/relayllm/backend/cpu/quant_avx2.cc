@@ -2,6 +2,7 @@
 // dispatcher picks it only on a CPU that reports them).
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "relayllm/backend/cpu/quant_kernels.h"

@@ -2,6 +2,7 @@
 // -mavx512vl -mavx512vnni; the dispatcher picks it only on a CPU that reports all four).
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
 
 #include "relayllm/backend/cpu/quant_kernels.h"
