@@ -145,9 +145,9 @@ void drain(HttpServer& http, OpenAiServer& api, const sigset_t& signals, int sig
 }
 
 // A tensor-parallel rank on this host died: every step now waits in a collective that
-// never completes, and mpirun ends the job within about a second. Use that time: health and
-// new requests answer 503 naming the rank, requests in flight end with that error, then
-// exit (the engine thread cannot be joined).
+// never completes, and mpirun ends the job (SIGTERM, then SIGKILL 6 s later: launcher.cc). Use
+// that time: health and new requests answer 503 naming the rank, requests in flight end with
+// that error, then exit (the engine thread cannot be joined).
 [[noreturn]] void stop_after_rank_died(HttpServer& http, OpenAiServer& api,
                                        const RankProcess& dead) {
   const std::string message =
@@ -157,7 +157,7 @@ void drain(HttpServer& http, OpenAiServer& api, const sigset_t& signals, int sig
   api.fail_in_flight(message);
   // Their error responses are written by the I/O threads; bounded for clients that stopped
   // reading.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(4);
   while (http.num_active_requests() > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   spdlog::default_logger()->flush();

@@ -63,7 +63,12 @@ std::vector<std::string> mpirun_command(int ranks, const std::vector<std::string
   std::vector<std::string> cmd = {env && *env ? env : "mpirun", "-np", std::to_string(ranks),
                                   // More ranks than cores is allowed (CPU tests on small
                                   // machines); no binding, as the backend places its threads.
-                                  "--oversubscribe", "--bind-to", "none"};
+                                  "--oversubscribe", "--bind-to", "none",
+                                  // After a rank dies, mpirun sends the others SIGTERM and,
+                                  // 1 s later by default, SIGKILL: rank 0 needs longer to
+                                  // answer its requests in flight with 503s (serve_command.cc
+                                  // gives them up to 4 s), which a loaded host did not get.
+                                  "--mca", "odls_base_sigkill_timeout", "6"};
   // Open MPI refuses root unless told; a container's CI runs as root.
   if (geteuid() == 0) cmd.push_back("--allow-run-as-root");
   // mpirun runs in a background process group (launch_ranks_if_needed), where reading a
