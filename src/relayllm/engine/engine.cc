@@ -429,8 +429,7 @@ std::vector<RequestOutput> Engine::step() {
     RowWork& w = work[i];
     w.seq = &seq;
     w.num_tokens = batch[i].num_tokens;
-    w.was_prefilling = seq.is_prefilling();
-    if (w.was_prefilling)
+    if (seq.is_prefilling())
       stats_.prompt_tokens += std::min(
           w.num_tokens, int32_t(seq.prompt_ids.size()) - seq.prefix_len - seq.num_computed);
     w.num_rows = (i + 1 < batch.size() ? first_logit[i + 1] : int32_t(plan.logit_rows.size())) -

@@ -172,7 +172,6 @@ class Engine {
   struct RowWork {
     Sequence* seq = nullptr;
     int32_t num_tokens = 0;
-    bool was_prefilling = false;
     const float* rows = nullptr;  // its logit rows in the step's logits
     int32_t num_rows = 0;
     int32_t start = 0;   // own index of its first row
