@@ -2,8 +2,8 @@
 // weights. On the block kernels (decode: a few rows, weights in GGUF block formats) a fused
 // op quantizes its input once and runs every part's rows in one threaded loop: as separate
 // ops, a decode step at one token was 7 matvecs of 10-60 us per layer, where each op's
-// dispatch to the pool and activation quantization were a visible share. gate and up rows go in pairs, so the
-// silu product is written as soon as both dots are known (no separate silu_mul pass).
+// dispatch to the pool and activation quantization were a visible share. gate and up rows go in
+// pairs, so the silu product is written as soon as both dots are known (no separate silu_mul pass).
 // Elsewhere (fp32 reference, FP8, the sgemm prefill path) each part runs as its own linear
 // op over a view of its rows.
 #include <algorithm>
