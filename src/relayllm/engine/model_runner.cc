@@ -64,7 +64,7 @@ void ModelRunner::forward(const BatchPlan& plan, std::vector<KvLayer>& kv_cache,
     logits.clear();
     return;
   }
-  logits.assign(size_t(n * model_.config().vocab_size), 0.0f);
+  logits.resize(size_t(n * model_.config().vocab_size));  // the download writes every value
   Tensor real = a.logits;
   real.shape[0] = n;  // padding rows' logits stay on the device
   be.download(real, logits);
