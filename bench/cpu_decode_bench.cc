@@ -14,32 +14,18 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "random_blocks.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
-#include "relayllm/common/half.h"
 
 using namespace relayllm;
+using relayllm::bench::random_blocks;
 
 namespace {
-
-std::vector<std::byte> random_blocks(WeightFormat f, int64_t n, int64_t k, std::mt19937& rng) {
-  const WeightBlockLayout layout = weight_block_layout(f);
-  const int64_t blocks = n * k / layout.block_elements;
-  std::vector<std::byte> bytes(size_t(blocks * layout.block_bytes));
-  for (auto& b : bytes) b = std::byte(rng() & 0xff);
-  for (int64_t i = 0; i < blocks; ++i) {
-    std::byte* b = bytes.data() + i * layout.block_bytes;
-    const uint16_t d = float_to_fp16(0.01f), m = float_to_fp16(-0.08f);
-    std::memcpy(b, &d, 2);
-    if (f == WeightFormat::kQ4_1) std::memcpy(b + 2, &m, 2);
-  }
-  return bytes;
-}
 
 struct Layer {
   Tensor q, k, v, o, gate, up, down, qkv, gate_up;

@@ -12,31 +12,16 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <random>
 #include <vector>
 
+#include "random_blocks.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
-#include "relayllm/common/half.h"
 
 using namespace relayllm;
+using relayllm::bench::random_blocks;
 
 namespace {
-
-// Random Q8_0 / Q4_1 rows: random quants, small positive fp16 scales (and Q4_1 minimums).
-std::vector<std::byte> random_blocks(WeightFormat f, int64_t n, int64_t k, std::mt19937& rng) {
-  const WeightBlockLayout layout = weight_block_layout(f);
-  const int64_t blocks = n * k / layout.block_elements;
-  std::vector<std::byte> bytes(size_t(blocks * layout.block_bytes));
-  for (auto& b : bytes) b = std::byte(rng() & 0xff);
-  for (int64_t i = 0; i < blocks; ++i) {
-    std::byte* b = bytes.data() + i * layout.block_bytes;
-    const uint16_t d = float_to_fp16(0.01f), m = float_to_fp16(-0.08f);
-    std::memcpy(b, &d, 2);
-    if (f == WeightFormat::kQ4_1) std::memcpy(b + 2, &m, 2);
-  }
-  return bytes;
-}
 
 double best_ms(CpuBackend& backend, const Tensor& x, const Tensor& w, Tensor& out, int reps) {
   double best = 1e30;
