@@ -257,19 +257,11 @@ bool copy_has_nan(const float* x, float* out, size_t n) {
   return nan;
 }
 
-int32_t argmax(const float* x, size_t n) {
-  const float m = max_of(x, n);
-  if (m == kNegInf) fail("sampler: every token is masked (all {} logits are -inf)", n);
-  size_t i = 0;
-  while (x[i] != m) ++i;  // the first maximum: the lowest id wins ties
-  return int32_t(i);
-}
-
 // argmax and the NaN check in one read of the row, without copying it: the greedy path of an
 // unrestricted request. A vocab of 128k is half a megabyte per row, and a batch of 256 rows was
 // read three times (copy, max, search) on one thread each step. Lanes keep their first maximum
-// (strict >), and lanes are merged by value then index, so the lowest id wins ties as in argmax().
-// Returns -1 when the row holds a NaN.
+// (strict >), and lanes are merged by value then index, so the lowest id wins ties. Returns -1
+// when the row holds a NaN.
 int64_t argmax_unless_nan(const float* x, size_t n) {
   // Four independent sets of lanes: one set's compare-and-select chain would bound the loop by
   // its latency, not by the loads.
@@ -614,7 +606,8 @@ SampleOutput sample_token(const SampleInput& in, RequestRng& rng, std::vector<fl
   }
 
   SampleOutput out;
-  out.token = p.greedy() ? argmax(x, n) : sample_filtered(x, n, p, rng);
+  // The working row holds no NaN (checked when copied), so the first maximum always exists.
+  out.token = p.greedy() ? int32_t(argmax_unless_nan(x, n)) : sample_filtered(x, n, p, rng);
 
   if (p.logprobs) {
     // The working row is no longer needed, so it holds the raw log-softmax.
