@@ -49,6 +49,17 @@ std::shared_ptr<void> device_alloc(const std::shared_ptr<Context>& ctx, size_t b
   return std::shared_ptr<void>(p, [ctx](void* q) { cudaFreeAsync(q, ctx->stream); });
 }
 
+// Memory for data uploaded once (weights, tables) comes from cudaMalloc, outside the
+// stream-ordered pool that serves each step's activations and keeps their freed blocks: a weight
+// freed after loading (the q/k/v and gate/up parts once stacked) then goes back to the device at
+// once, where in the pool it stranded 2 MiB blocks shared with live weights (168 MiB for two
+// Llama-2-7B layers on an H100). cudaFree waits for the device's pending work.
+std::shared_ptr<void> persistent_alloc(size_t bytes) {
+  void* p = nullptr;
+  RELAYLLM_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 16)));
+  return std::shared_ptr<void>(p, [](void* q) { cudaFree(q); });
+}
+
 // The regions of the step staging (see step_staging.h).
 enum Region : int {
   kTokenIds,
@@ -472,7 +483,10 @@ Tensor CudaBackend::empty(std::vector<int64_t> shape, DType dtype) {
 }
 
 Tensor CudaBackend::upload(std::span<const float> host, std::vector<int64_t> shape, DType dtype) {
-  Tensor t = empty(std::move(shape), dtype);
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = std::move(shape);
+  t.storage = persistent_alloc(t.bytes());
   RELAYLLM_CHECK(size_t(t.numel()) == host.size(),
                  "cuda backend: upload of {} values into {} slots", host.size(), t.numel());
   cudaStream_t stream = impl_->ctx->stream;
@@ -720,7 +734,7 @@ Tensor CudaBackend::upload_blocks(WeightFormat format, std::span<const std::byte
   t.shape = std::move(shape);
   RELAYLLM_CHECK(bytes.size() == t.bytes(), "cuda backend: {} bytes for an FP8 weight of {} bytes",
                  bytes.size(), t.bytes());
-  t.storage = device_alloc(impl_->ctx, bytes.size());
+  t.storage = persistent_alloc(bytes.size());
   RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(t.storage.get(), bytes.data(), bytes.size(),
                                       cudaMemcpyHostToDevice, impl_->ctx->stream));
   return t;
@@ -872,7 +886,10 @@ Tensor CudaBackend::fuse_rows(std::span<const Tensor> parts) {
       return {};
     rows += p.rows();
   }
-  Tensor fused = empty({rows, parts[0].cols()}, dtype_);
+  Tensor fused;
+  fused.dtype = dtype_;
+  fused.shape = {rows, parts[0].cols()};
+  fused.storage = persistent_alloc(fused.bytes());
   size_t offset = 0;
   for (const Tensor& p : parts) {
     RELAYLLM_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::byte*>(fused.storage.get()) + offset,
