@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "relayllm/backend/cuda/cuda_check.cuh"
+#include "relayllm/backend/cuda/cuda_dispatch.cuh"
 #include "relayllm/backend/cuda/cuda_fp8.cuh"
 
 namespace relayllm::cuda {
@@ -171,16 +172,6 @@ __global__ void fused_gemv_kernel(const T* x, const float* static_scale, const u
     const float v = warp_sum(acc[t]);
     if (lane == 0) out[t * n + r] = from_f32<T>((sx[t] * w_scales[r]) * v);
   }
-}
-
-template <typename F>
-void dispatch(DType dtype, F&& f) {
-  if (dtype == DType::kBF16)
-    f(__nv_bfloat16{});
-  else if (dtype == DType::kF16)
-    f(__half{});
-  else
-    f(float{});
 }
 
 }  // namespace
