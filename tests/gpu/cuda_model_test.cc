@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "../common/paged_forward.h"
+#include "../unit/tiny_models.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/backend/profiling_backend.h"
@@ -106,41 +107,20 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuHfLogits,
 
 // ---------------------------------------------------------------- engines
 
-// Tiny models with the head sizes the kernels serve (the CPU tests' tiny models
-// use head_dim 12, which the tensor-core tiles do not).
+// Tiny models with the head sizes the kernels serve: the CPU tests' tiny models (whose
+// head_dim 12 the tensor-core tiles do not take) made wider, and two of real layer shapes.
 ModelConfig gpu_tiny_config(const std::string& kind, int64_t vocab) {
-  ModelConfig c;
-  c.vocab_size = vocab;
+  ModelConfig c = testing::tiny_config(kind, vocab);  // the 7B/8B kinds start from llama2's
   c.hidden_size = 256;
   c.intermediate_size = 512;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
   c.head_dim = 64;
-  c.rms_norm_eps = 1e-5;
   c.max_position_embeddings = 2048;
-  c.architecture = "LlamaForCausalLM";
   if (kind == "llama3") {
-    c.rope.type = RopeType::kLlama3;
-    c.rope.theta = 500000;
-    c.rope.factor = 8;
-    c.rope.low_freq_factor = 1;
-    c.rope.high_freq_factor = 4;
     c.rope.original_max_position_embeddings = 256;
-    c.tie_word_embeddings = true;
     c.num_heads = 8;
     c.num_kv_heads = 1;  // GQA ratio 8
     c.head_dim = 32;
-  } else if (kind == "mistral") {
-    c.architecture = "MistralForCausalLM";
-    c.num_kv_heads = 1;  // GQA ratio 4
-  } else if (kind == "qwen2") {
-    c.architecture = "Qwen2ForCausalLM";
-    c.qkv_bias = true;
-    c.rope.theta = 1000000;
   } else if (kind == "qwen3") {
-    c.architecture = "Qwen3ForCausalLM";
-    c.qk_norm = true;
     c.head_dim = 128;  // explicit, differs from hidden / heads
   } else if (kind == "llama2-7b-2layer") {
     c.hidden_size = 4096;
