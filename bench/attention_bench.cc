@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "attention_timing.h"
+#include "bench_main.h"
 #include "decode_plans.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/error.h"
@@ -108,13 +109,7 @@ Args parse_args(int argc, char** argv) {
 int run(const Args& args) {
   CudaBackend gpu(args.backend);
   cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
-  const double bw = gpu.measure_copy_bandwidth(size_t(2) << 30, 20);
-  RELAYLLM_CHECK(bw > 0, "attention_bench: no room for two 2 GiB copy buffers");
-  cudaDeviceProp prop{};
-  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"kind\": \"copy\", \"device\": \"%s\", \"copy_bw_gbs\": %.1f}\n", prop.name,
-              bw / 1e9);
-  std::fflush(stdout);
+  const double bw = bench::print_copy_line(gpu, "attention_bench", bench::device_name());
 
   std::vector<Shape> shapes;
   for (const std::string& name : args.shapes) shapes.push_back(bench::shape_named(name));
@@ -223,10 +218,6 @@ int run(const Args& args) {
 }  // namespace relayllm
 
 int main(int argc, char** argv) {
-  try {
-    return relayllm::run(relayllm::parse_args(argc, argv));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "attention_bench: %s\n", e.what());
-    return 1;
-  }
+  return relayllm::bench::run_main("attention_bench",
+                                   [&] { return relayllm::run(relayllm::parse_args(argc, argv)); });
 }

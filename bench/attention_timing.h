@@ -10,16 +10,11 @@
 #include <functional>
 #include <vector>
 
+#include "cuda_device.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/error.h"
 
 namespace relayllm::bench {
-
-#define BENCH_CUDA(expr)                                                         \
-  do {                                                                           \
-    cudaError_t e_ = (expr);                                                     \
-    if (e_ != cudaSuccess) fail("{} failed: {}", #expr, cudaGetErrorString(e_)); \
-  } while (0)
 
 inline double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
+#include "cuda_device.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/backend/profiling_backend.h"
 #include "relayllm/common/error.h"
@@ -74,8 +76,10 @@ int run(int argc, char** argv) {
   };
   for (const std::string& m : modes) mode_rows(m, 0);
   // Measured before the engine takes the memory, on a backend of its own.
-  const double bw = CudaBackend().measure_copy_bandwidth(size_t(2) << 30, 10);
-  RELAYLLM_CHECK(bw > 0, "decode_bench: no room for two 2 GiB copy buffers");
+  const double bw = [] {
+    CudaBackend copy_backend;  // gone before the engine is built
+    return bench::copy_bandwidth(copy_backend, "decode_bench", size_t(2) << 30, 10);
+  }();
 
   EngineOptions options;
   options.model = argv[1];
@@ -190,10 +194,5 @@ int run(int argc, char** argv) {
 }  // namespace relayllm
 
 int main(int argc, char** argv) {
-  try {
-    return relayllm::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "decode_bench: %s\n", e.what());
-    return 1;
-  }
+  return relayllm::bench::run_main("decode_bench", [&] { return relayllm::run(argc, argv); });
 }

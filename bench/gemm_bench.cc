@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
+#include "cuda_device.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/error.h"
 
@@ -63,9 +65,8 @@ int run(int argc, char** argv) {
   CudaBackend skinny(CudaBackendOptions{.skinny_gemm_max_rows = 32});
   CudaBackend cublas(CudaBackendOptions{.skinny_gemm_max_rows = 0});
   const double bw = skinny.measure_copy_bandwidth(size_t(1) << 30, 10);
-  cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
-  std::printf("device: %s, copy bandwidth %.0f GB/s (read + write)\n\n", prop.name, bw / 1e9);
+  std::printf("device: %s, copy bandwidth %.0f GB/s (read + write)\n\n",
+              bench::device_name().c_str(), bw / 1e9);
   std::printf(
       "| projection | N x K | rows | cuBLASLt us | skinny us | cuBLASLt GB/s (of copy) | skinny "
       "GB/s (of "
@@ -109,10 +110,5 @@ int run(int argc, char** argv) {
 }  // namespace relayllm
 
 int main(int argc, char** argv) {
-  try {
-    return relayllm::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "gemm_bench: %s\n", e.what());
-    return 1;
-  }
+  return relayllm::bench::run_main("gemm_bench", [&] { return relayllm::run(argc, argv); });
 }

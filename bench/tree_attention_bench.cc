@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "attention_timing.h"
+#include "bench_main.h"
 #include "decode_plans.h"
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
@@ -248,13 +249,8 @@ int run(const Args& args) {
   if (args.plans_only) return plans_only(args);
   CudaBackend gpu;
   cudaStream_t stream = static_cast<cudaStream_t>(gpu.stream());
-  const double bw = gpu.measure_copy_bandwidth(size_t(2) << 30, 20);
-  RELAYLLM_CHECK(bw > 0, "tree_attention_bench: no room for two 2 GiB copy buffers");
-  cudaDeviceProp prop{};
-  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("{\"kind\": \"copy\", \"device\": \"%s\", \"copy_bw_gbs\": %.1f}\n", prop.name,
-              bw / 1e9);
-  std::fflush(stdout);
+  const std::string device = bench::device_name();
+  const double bw = bench::print_copy_line(gpu, "tree_attention_bench", device);
   std::mt19937_64 rng(1);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int max_own = *std::max_element(args.owns.begin(), args.owns.end());
@@ -294,7 +290,7 @@ int run(const Args& args) {
           "{\"kind\": \"tree\", \"device\": \"%s\", \"shape\": \"%s\", \"system\": %d, "
           "\"docs\": %d, \"per_doc\": %d, \"doc\": %d, \"own\": %d, \"rows\": %d, "
           "\"layers\": %d",
-          prop.name, s.name, args.system, args.docs, args.per_doc, args.doc, own, tree.rows,
+          device.c_str(), s.name, args.system, args.docs, args.per_doc, args.doc, own, tree.rows,
           layers);
       std::vector<float> paged_out;
       for (Mode mode : {Mode::kPaged, Mode::kRegistered, Mode::kTree, Mode::kAuto}) {
@@ -321,10 +317,6 @@ int run(const Args& args) {
 }  // namespace relayllm
 
 int main(int argc, char** argv) {
-  try {
-    return relayllm::run(relayllm::parse_args(argc, argv));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tree_attention_bench: %s\n", e.what());
-    return 1;
-  }
+  return relayllm::bench::run_main("tree_attention_bench",
+                                   [&] { return relayllm::run(relayllm::parse_args(argc, argv)); });
 }

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "bench_main.h"
 #include "decode_plans.h"
 #include "relayllm/backend/cuda/attention_work.h"
 
@@ -87,10 +88,5 @@ int run(int argc, char** argv) {
 }  // namespace relayllm
 
 int main(int argc, char** argv) {
-  try {
-    return relayllm::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "work_list_report: %s\n", e.what());
-    return 1;
-  }
+  return relayllm::bench::run_main("work_list_report", [&] { return relayllm::run(argc, argv); });
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "relative_error.h"
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/model/llama_model.h"
 
@@ -15,17 +16,6 @@ namespace relayllm::testing {
 
 inline std::filesystem::path fixture_dir(const std::string& name) {
   return std::filesystem::path(RELAYLLM_SOURCE_DIR) / "tests/data/hf_fixtures" / name;
-}
-
-// ||got - want|| / ||want||; infinite when got holds a NaN or infinity.
-inline double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(diff / std::max(norm, 1e-30));
 }
 
 // Runs `tokens` through the paged forward: the first prefix_len tokens as a relay

@@ -14,12 +14,17 @@
 #include <string>
 
 #include "../common/relay_tree_plan.h"
+#include "gpu_op_test_util.h"
 #include "relayllm/backend/batch_plan_builder.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/common/half.h"
 
 namespace relayllm {
 namespace {
+
+using testing::poisoned;
+using testing::relative_error;
+using testing::to_host;
 
 // bf16 keeps 8 bits of mantissa: one rounding of each output is ~2e-3 relative.
 constexpr double kBound = 1e-2;
@@ -35,26 +40,13 @@ struct Env {
   std::mt19937_64 rng{12345};
 
   std::vector<float> random(size_t n, float scale = 1.0f) {
-    std::normal_distribution<float> dist(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = bf16_to_float(float_to_bf16(dist(rng)));
-    return v;
+    return testing::random_bf16(rng, n, scale);
   }
   Tensor gpu_tensor(const std::vector<float>& v, std::vector<int64_t> shape) {
     return gpu.upload(v, std::move(shape), DType::kBF16);
   }
   Tensor cpu_tensor(const std::vector<float>& v, std::vector<int64_t> shape) {
     return cpu.upload(v, std::move(shape), DType::kF32);
-  }
-  Tensor poisoned(std::vector<int64_t> shape) {
-    Tensor t{nullptr, DType::kBF16, shape};
-    std::vector<float> nan(size_t(t.numel()), std::numeric_limits<float>::quiet_NaN());
-    return gpu.upload(nan, std::move(shape), DType::kBF16);
-  }
-  std::vector<float> host(const Tensor& t, Backend& be) {
-    std::vector<float> v(size_t(t.numel()));
-    be.download(t, v);
-    return v;
   }
 };
 
@@ -63,34 +55,27 @@ Env& env() {
   return *e;
 }
 
-double rel_err(const std::vector<float>& out, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
-    num += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
 TEST(CudaOps, RmsNormAndAddRmsNorm) {
   Env& e = env();
   for (int64_t n : {64, 4096, 5000}) {
     int64_t rows = 7;
     auto x = e.random(rows * n), w = e.random(n), d = e.random(rows * n);
-    Tensor gx = e.gpu_tensor(x, {rows, n}), gw = e.gpu_tensor(w, {n}), gout = e.poisoned({rows, n});
+    Tensor gx = e.gpu_tensor(x, {rows, n}), gw = e.gpu_tensor(w, {n}),
+           gout = poisoned(e.gpu, {rows, n});
     Tensor cx = e.cpu_tensor(x, {rows, n}), cw = e.cpu_tensor(w, {n}),
            cout = e.cpu.empty({rows, n}, DType::kF32);
     e.gpu.rmsnorm(gx, gw, 1e-5f, gout);
     e.cpu.rmsnorm(cx, cw, 1e-5f, cout);
-    EXPECT_LT(rel_err(e.host(gout, e.gpu), e.host(cout, e.cpu)), kBound) << "rmsnorm n=" << n;
+    EXPECT_LT(relative_error(to_host(gout, e.gpu), to_host(cout, e.cpu)), kBound)
+        << "rmsnorm n=" << n;
 
     Tensor gd = e.gpu_tensor(d, {rows, n}), cd = e.cpu_tensor(d, {rows, n});
-    Tensor gout2 = e.poisoned({rows, n});
+    Tensor gout2 = poisoned(e.gpu, {rows, n});
     e.gpu.add_rmsnorm(gx, gd, gw, 1e-5f, gout2);
     e.cpu.add_rmsnorm(cx, cd, cw, 1e-5f, cout);
-    EXPECT_LT(rel_err(e.host(gx, e.gpu), e.host(cx, e.cpu)), kBound) << "residual n=" << n;
-    EXPECT_LT(rel_err(e.host(gout2, e.gpu), e.host(cout, e.cpu)), kBound) << "add_rmsnorm n=" << n;
+    EXPECT_LT(relative_error(to_host(gx, e.gpu), to_host(cx, e.cpu)), kBound) << "residual n=" << n;
+    EXPECT_LT(relative_error(to_host(gout2, e.gpu), to_host(cout, e.cpu)), kBound)
+        << "add_rmsnorm n=" << n;
   }
 }
 
@@ -103,12 +88,12 @@ TEST(CudaOps, LinearWithAndWithoutBias) {
     auto x = e.random(s.t * s.k), w = e.random(s.n * s.k, 0.05f), b = e.random(s.n);
     for (bool with_bias : {false, true}) {
       Tensor gb = e.gpu_tensor(b, {s.n}), cb = e.cpu_tensor(b, {s.n});
-      Tensor gout = e.poisoned({s.t, s.n}), cout = e.cpu.empty({s.t, s.n}, DType::kF32);
+      Tensor gout = poisoned(e.gpu, {s.t, s.n}), cout = e.cpu.empty({s.t, s.n}, DType::kF32);
       e.gpu.linear(e.gpu_tensor(x, {s.t, s.k}), e.gpu_tensor(w, {s.n, s.k}),
                    with_bias ? &gb : nullptr, gout);
       e.cpu.linear(e.cpu_tensor(x, {s.t, s.k}), e.cpu_tensor(w, {s.n, s.k}),
                    with_bias ? &cb : nullptr, cout);
-      EXPECT_LT(rel_err(e.host(gout, e.gpu), e.host(cout, e.cpu)), kBound)
+      EXPECT_LT(relative_error(to_host(gout, e.gpu), to_host(cout, e.cpu)), kBound)
           << "linear t=" << s.t << " n=" << s.n << " k=" << s.k << " bias=" << with_bias;
     }
   }
@@ -129,10 +114,10 @@ TEST(CudaOps, EmbeddingRopeSiluWriteKvGather) {
   e.cpu.begin_step(plan);
 
   auto table = e.random(vocab * hidden);
-  Tensor gemb = e.poisoned({rows, hidden}), cemb = e.cpu.empty({rows, hidden}, DType::kF32);
+  Tensor gemb = poisoned(e.gpu, {rows, hidden}), cemb = e.cpu.empty({rows, hidden}, DType::kF32);
   e.gpu.embedding(e.gpu_tensor(table, {vocab, hidden}), plan, gemb);
   e.cpu.embedding(e.cpu_tensor(table, {vocab, hidden}), plan, cemb);
-  EXPECT_EQ(rel_err(e.host(gemb, e.gpu), e.host(cemb, e.cpu)), 0.0);
+  EXPECT_EQ(relative_error(to_host(gemb, e.gpu), to_host(cemb, e.cpu)), 0.0);
 
   std::vector<float> cs(size_t(max_pos * d));
   for (int64_t p = 0; p < max_pos; ++p)
@@ -146,14 +131,14 @@ TEST(CudaOps, EmbeddingRopeSiluWriteKvGather) {
   Tensor cq = e.cpu_tensor(q, {rows, hq, d}), ck = e.cpu_tensor(k, {rows, hk, d});
   e.gpu.rope(gq, gk, e.gpu.upload(cs, {max_pos, d}, DType::kF32), plan);
   e.cpu.rope(cq, ck, e.cpu_tensor(cs, {max_pos, d}), plan);
-  EXPECT_LT(rel_err(e.host(gq, e.gpu), e.host(cq, e.cpu)), kBound);
-  EXPECT_LT(rel_err(e.host(gk, e.gpu), e.host(ck, e.cpu)), kBound);
+  EXPECT_LT(relative_error(to_host(gq, e.gpu), to_host(cq, e.cpu)), kBound);
+  EXPECT_LT(relative_error(to_host(gk, e.gpu), to_host(ck, e.cpu)), kBound);
 
   auto g = e.random(rows * 200), u = e.random(rows * 200);
-  Tensor gs = e.poisoned({rows, 200}), csil = e.cpu.empty({rows, 200}, DType::kF32);
+  Tensor gs = poisoned(e.gpu, {rows, 200}), csil = e.cpu.empty({rows, 200}, DType::kF32);
   e.gpu.silu_mul(e.gpu_tensor(g, {rows, 200}), e.gpu_tensor(u, {rows, 200}), gs);
   e.cpu.silu_mul(e.cpu_tensor(g, {rows, 200}), e.cpu_tensor(u, {rows, 200}), csil);
-  EXPECT_LT(rel_err(e.host(gs, e.gpu), e.host(csil, e.cpu)), kBound);
+  EXPECT_LT(relative_error(to_host(gs, e.gpu), to_host(csil, e.cpu)), kBound);
 
   auto pool = e.random(40 * hk * d);
   KvLayer gkv{e.gpu_tensor(pool, {10, 4, hk, d}), e.gpu_tensor(pool, {10, 4, hk, d})};
@@ -161,13 +146,13 @@ TEST(CudaOps, EmbeddingRopeSiluWriteKvGather) {
   auto v = e.random(rows * hk * d);
   e.gpu.write_kv(e.gpu_tensor(k, {rows, hk, d}), e.gpu_tensor(v, {rows, hk, d}), gkv, plan);
   e.cpu.write_kv(e.cpu_tensor(k, {rows, hk, d}), e.cpu_tensor(v, {rows, hk, d}), ckv, plan);
-  EXPECT_EQ(rel_err(e.host(gkv.k, e.gpu), e.host(ckv.k, e.cpu)), 0.0);
-  EXPECT_EQ(rel_err(e.host(gkv.v, e.gpu), e.host(ckv.v, e.cpu)), 0.0);
+  EXPECT_EQ(relative_error(to_host(gkv.k, e.gpu), to_host(ckv.k, e.cpu)), 0.0);
+  EXPECT_EQ(relative_error(to_host(gkv.v, e.gpu), to_host(ckv.v, e.cpu)), 0.0);
 
-  Tensor gsel = e.poisoned({3, hidden}), csel = e.cpu.empty({3, hidden}, DType::kF32);
+  Tensor gsel = poisoned(e.gpu, {3, hidden}), csel = e.cpu.empty({3, hidden}, DType::kF32);
   e.gpu.gather_logit_rows(gemb, plan, gsel);
   e.cpu.gather_logit_rows(cemb, plan, csel);
-  EXPECT_EQ(rel_err(e.host(gsel, e.gpu), e.host(csel, e.cpu)), 0.0);
+  EXPECT_EQ(relative_error(to_host(gsel, e.gpu), to_host(csel, e.cpu)), 0.0);
 }
 
 // A random step: `own` gives each sequence's (query_len, context_len); sequences
@@ -221,7 +206,7 @@ void check_plan(const BatchPlan& plan, int32_t num_blocks, const AttentionCase& 
   KvLayer ckv{e.cpu_tensor(k, kv_shape), e.cpu_tensor(v, kv_shape)};
   Tensor cout = e.cpu.empty({rows, c.hq, c.d}, DType::kF32);
   e.cpu.attention(e.cpu_tensor(q, {rows, c.hq, c.d}), ckv, shape, plan, cout);
-  auto ref = e.host(cout, e.cpu);
+  auto ref = to_host(cout, e.cpu);
   struct Mode {
     CudaBackend& be;
     const char* name;
@@ -238,7 +223,7 @@ void check_plan(const BatchPlan& plan, int32_t num_blocks, const AttentionCase& 
     for (int call = 0; call < 2; ++call) {
       Tensor out = be.upload(nan, {rows, c.hq, c.d}, DType::kBF16);
       be.attention(qq, kv, shape, plan, out);
-      double err = rel_err(e.host(out, be), ref);
+      double err = relative_error(to_host(out, be), ref);
       EXPECT_LT(err, kBound) << label << " " << mode.name << " call " << call;
       if (call == 0)
         std::printf("  %-34s %-11s rows=%-5lld rel_err=%.2e\n", label, mode.name, (long long)rows,

@@ -12,12 +12,17 @@
 #include <limits>
 #include <random>
 
+#include "gpu_op_test_util.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/common/half.h"
 
 namespace relayllm {
 namespace {
+
+using testing::poisoned;
+using testing::relative_error;
+using testing::to_host;
 
 constexpr double kBound = 1e-2;  // a few bf16 roundings of each output
 
@@ -28,20 +33,7 @@ struct Env {
   std::mt19937_64 rng{777};
 
   std::vector<float> random(size_t n, float scale = 1.0f) {
-    std::normal_distribution<float> dist(0.0f, scale);
-    std::vector<float> v(n);
-    for (auto& x : v) x = bf16_to_float(float_to_bf16(dist(rng)));
-    return v;
-  }
-  Tensor poisoned(Backend& be, std::vector<int64_t> shape, DType dtype = DType::kBF16) {
-    Tensor t{nullptr, dtype, shape};
-    std::vector<float> nan(size_t(t.numel()), std::numeric_limits<float>::quiet_NaN());
-    return be.upload(nan, std::move(shape), dtype);
-  }
-  std::vector<float> host(const Tensor& t, Backend& be) {
-    std::vector<float> v(size_t(t.numel()));
-    be.download(t, v);
-    return v;
+    return testing::random_bf16(rng, n, scale);
   }
   // The CPU reference: out [t, n] = x [t, k] * w [n, k]^T (+ b).
   std::vector<float> reference(const std::vector<float>& x, const std::vector<float>& w,
@@ -50,23 +42,13 @@ struct Env {
     Tensor cb = b ? cpu.upload(*b, {n}, DType::kF32) : Tensor{};
     cpu.linear(cpu.upload(x, {t, k}, DType::kF32), cpu.upload(w, {n, k}, DType::kF32),
                b ? &cb : nullptr, out);
-    return host(out, cpu);
+    return to_host(out, cpu);
   }
 };
 
 Env& env() {
   static Env* e = new Env();
   return *e;
-}
-
-double rel_err(const std::vector<float>& out, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
-    num += (double(out[i]) - ref[i]) * (double(out[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 std::vector<float> slice_rows(const std::vector<float>& m, int64_t cols, int64_t first,
@@ -94,10 +76,10 @@ TEST(CudaDecodeKernels, LinearEveryRowCountAgainstCpu) {
         const auto ref = e.reference(x, w, with_bias ? &b : nullptr, t, s.n, s.k);
         for (CudaBackend* be : {&e.skinny, &e.cublas}) {
           Tensor gb = be->upload(b, {s.n}, DType::kBF16);
-          Tensor out = e.poisoned(*be, {t, s.n}, out_dtype);
+          Tensor out = poisoned(*be, {t, s.n}, out_dtype);
           be->linear(be->upload(x, {t, s.k}, DType::kBF16), be->upload(w, {s.n, s.k}, DType::kBF16),
                      with_bias ? &gb : nullptr, out);
-          EXPECT_LT(rel_err(e.host(out, *be), ref), kBound)
+          EXPECT_LT(relative_error(to_host(out, *be), ref), kBound)
               << (be == &e.skinny ? "skinny" : "cublas") << " t=" << t << " n=" << s.n
               << " k=" << s.k << " mode=" << mode;
         }
@@ -127,7 +109,7 @@ TEST(CudaDecodeKernels, FusedPartsWithBiasAgainstSeparateProjections) {
         auto x = e.random(size_t(t * k));
         std::array<Tensor, 3> outs, biases;
         for (int p = 0; p < 3; ++p) {
-          outs[p] = e.poisoned(*be, {t, rows[p]});
+          outs[p] = poisoned(*be, {t, rows[p]});
           biases[p] = be->upload(b[p], {rows[p]}, DType::kBF16);
         }
         // The middle part without bias: a null among the biases.
@@ -136,7 +118,7 @@ TEST(CudaDecodeKernels, FusedPartsWithBiasAgainstSeparateProjections) {
         be->linear_parts(be->upload(x, {t, k}, DType::kBF16), fused, bias_ptrs, out_ptrs);
         for (int p = 0; p < 3; ++p) {
           const auto ref = e.reference(x, w[p], p == 1 ? nullptr : &b[p], t, rows[p], k);
-          EXPECT_LT(rel_err(e.host(outs[p], *be), ref), kBound)
+          EXPECT_LT(relative_error(to_host(outs[p], *be), ref), kBound)
               << (be == &e.skinny ? "skinny" : "cublas") << " part " << p << " t=" << t
               << " rows=" << rows[p];
         }
@@ -166,10 +148,10 @@ TEST(CudaDecodeKernels, GatedSiluMulAgainstSeparateOps) {
         Tensor ref = e.cpu.empty({t, inter}, DType::kF32);
         e.cpu.silu_mul(e.cpu.upload(g, {t, inter}, DType::kF32),
                        e.cpu.upload(u, {t, inter}, DType::kF32), ref);
-        Tensor gate = e.poisoned(*be, {t, inter}), up = e.poisoned(*be, {t, inter});
-        Tensor out = e.poisoned(*be, {t, inter});
+        Tensor gate = poisoned(*be, {t, inter}), up = poisoned(*be, {t, inter});
+        Tensor out = poisoned(*be, {t, inter});
         be->linear_silu_mul(be->upload(x, {t, k}, DType::kBF16), fused, gate, up, out);
-        EXPECT_LT(rel_err(e.host(out, *be), e.host(ref, e.cpu)), kBound)
+        EXPECT_LT(relative_error(to_host(out, *be), to_host(ref, e.cpu)), kBound)
             << (be == &e.skinny ? "skinny" : "cublas") << " t=" << t << " inter=" << inter;
       }
     }
@@ -202,14 +184,15 @@ TEST(CudaDecodeKernels, NormsInRegistersAgainstCpu) {
       e.cpu.rmsnorm(cx, cw, 1e-5f, cout);
       Tensor gx = g.upload(x, {rows, n}, DType::kBF16), gw = g.upload(w, {n}, DType::kBF16);
       g.rmsnorm(gx, gw, 1e-5f, gx);  // in place
-      EXPECT_LT(rel_err(e.host(gx, g), e.host(cout, e.cpu)), kBound) << "rmsnorm n=" << n;
+      EXPECT_LT(relative_error(to_host(gx, g), to_host(cout, e.cpu)), kBound) << "rmsnorm n=" << n;
 
       Tensor cd = e.cpu.upload(d, {rows, n}, DType::kF32);
       e.cpu.add_rmsnorm(cx, cd, cw, 1e-5f, cout);
-      Tensor gr = g.upload(x, {rows, n}, DType::kBF16), gout = e.poisoned(g, {rows, n});
+      Tensor gr = g.upload(x, {rows, n}, DType::kBF16), gout = poisoned(g, {rows, n});
       g.add_rmsnorm(gr, g.upload(d, {rows, n}, DType::kBF16), gw, 1e-5f, gout);
-      EXPECT_LT(rel_err(e.host(gr, g), e.host(cx, e.cpu)), kBound) << "residual n=" << n;
-      EXPECT_LT(rel_err(e.host(gout, g), e.host(cout, e.cpu)), kBound) << "add_rmsnorm n=" << n;
+      EXPECT_LT(relative_error(to_host(gr, g), to_host(cx, e.cpu)), kBound) << "residual n=" << n;
+      EXPECT_LT(relative_error(to_host(gout, g), to_host(cout, e.cpu)), kBound)
+          << "add_rmsnorm n=" << n;
     }
   }
 }
@@ -250,10 +233,12 @@ TEST(CudaDecodeKernels, RopeWriteKvMatchesRopeThenWriteKv) {
                 e.cpu.upload(pool, {pool_blocks, block, hk, d}, DType::kF32)};
     e.cpu.rope(cq, ck, e.cpu.upload(cs, {max_pos, d}, DType::kF32), plan);
     e.cpu.write_kv(ck, e.cpu.upload(v, {rows, hk, d}, DType::kF32), ckv, plan);
-    EXPECT_LT(rel_err(e.host(gq, g), e.host(cq, e.cpu)), kBound) << "q hq=" << hq;
-    EXPECT_LT(rel_err(e.host(gk, g), e.host(ck, e.cpu)), kBound) << "k hq=" << hq;
-    EXPECT_LT(rel_err(e.host(gkv.k, g), e.host(ckv.k, e.cpu)), kBound) << "k pool hq=" << hq;
-    EXPECT_LT(rel_err(e.host(gkv.v, g), e.host(ckv.v, e.cpu)), kBound) << "v pool hq=" << hq;
+    EXPECT_LT(relative_error(to_host(gq, g), to_host(cq, e.cpu)), kBound) << "q hq=" << hq;
+    EXPECT_LT(relative_error(to_host(gk, g), to_host(ck, e.cpu)), kBound) << "k hq=" << hq;
+    EXPECT_LT(relative_error(to_host(gkv.k, g), to_host(ckv.k, e.cpu)), kBound)
+        << "k pool hq=" << hq;
+    EXPECT_LT(relative_error(to_host(gkv.v, g), to_host(ckv.v, e.cpu)), kBound)
+        << "v pool hq=" << hq;
   }
 }
 

@@ -34,6 +34,7 @@
 #include <string>
 
 #include "../common/paged_forward.h"
+#include "gpu_op_test_util.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/backend/fp8_weight.h"
@@ -48,6 +49,7 @@ namespace relayllm {
 namespace {
 
 using testing::fixture_dir;
+using testing::random_bf16;
 using testing::relative_error;
 using testing::run_paged;
 
@@ -57,13 +59,6 @@ constexpr double kFp8ModelVsBf16Bound = 0.3;
 constexpr double kFp8ModelMinError = 1e-3;
 
 bool gpu_has_fp8() { return CudaBackend().supports_weight_format(WeightFormat::kFP8); }
-
-std::vector<float> random_bf16(std::mt19937_64& rng, size_t n, float scale) {
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (auto& x : v) x = bf16_to_float(float_to_bf16(dist(rng)));
-  return v;
-}
 
 TEST(CudaFp8, ActivationCodesMatchTheHostBitForBit) {
   if (!gpu_has_fp8()) GTEST_SKIP() << "no FP8 tensor cores on this GPU";

@@ -23,6 +23,7 @@
 #include <tuple>
 
 #include "../common/paged_forward.h"
+#include "../unit/tiny_models.h"
 #include "relayllm/backend/cpu/cpu_backend.h"
 #include "relayllm/backend/cuda/cuda_backend.h"
 #include "relayllm/backend/profiling_backend.h"
@@ -106,41 +107,20 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GpuHfLogits,
 
 // ---------------------------------------------------------------- engines
 
-// Tiny models with the head sizes the kernels serve (the CPU tests' tiny models
-// use head_dim 12, which the tensor-core tiles do not).
+// Tiny models with the head sizes the kernels serve: the CPU tests' tiny models (whose
+// head_dim 12 the tensor-core tiles do not take) made wider, and two of real layer shapes.
 ModelConfig gpu_tiny_config(const std::string& kind, int64_t vocab) {
-  ModelConfig c;
-  c.vocab_size = vocab;
+  ModelConfig c = testing::tiny_config(kind, vocab);  // the 7B/8B kinds start from llama2's
   c.hidden_size = 256;
   c.intermediate_size = 512;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
   c.head_dim = 64;
-  c.rms_norm_eps = 1e-5;
   c.max_position_embeddings = 2048;
-  c.architecture = "LlamaForCausalLM";
   if (kind == "llama3") {
-    c.rope.type = RopeType::kLlama3;
-    c.rope.theta = 500000;
-    c.rope.factor = 8;
-    c.rope.low_freq_factor = 1;
-    c.rope.high_freq_factor = 4;
     c.rope.original_max_position_embeddings = 256;
-    c.tie_word_embeddings = true;
     c.num_heads = 8;
     c.num_kv_heads = 1;  // GQA ratio 8
     c.head_dim = 32;
-  } else if (kind == "mistral") {
-    c.architecture = "MistralForCausalLM";
-    c.num_kv_heads = 1;  // GQA ratio 4
-  } else if (kind == "qwen2") {
-    c.architecture = "Qwen2ForCausalLM";
-    c.qkv_bias = true;
-    c.rope.theta = 1000000;
   } else if (kind == "qwen3") {
-    c.architecture = "Qwen3ForCausalLM";
-    c.qk_norm = true;
     c.head_dim = 128;  // explicit, differs from hidden / heads
   } else if (kind == "llama2-7b-2layer") {
     c.hidden_size = 4096;
@@ -196,6 +176,44 @@ struct RunResult {
   int64_t steps = 0;
 };
 
+// Steps `engine` until every request is done; the requests' tokens and logits, in `ids`' order.
+RunResult finish(Engine& engine, const std::vector<int64_t>& ids) {
+  for (int guard = 0; engine.has_unfinished() && guard < 100000; ++guard) engine.step();
+  EXPECT_FALSE(engine.has_unfinished());
+  RunResult result;
+  for (int64_t id : ids) {
+    const Sequence* seq = engine.find(id);
+    result.tokens.push_back(seq->output_ids);
+    result.logits.push_back(seq->captured_logits);
+  }
+  result.relay_attached = engine.stats().relay_attached_requests;
+  result.graph_steps = engine.stats().graph_steps;
+  result.steps = engine.stats().steps;
+  return result;
+}
+
+// How two runs of the same requests agree: the requests whose tokens are all equal, and the
+// worst relative logit difference over the rows up to and including each request's first
+// divergence (the rows sampled from the same history).
+struct Agreement {
+  size_t equal = 0;
+  size_t compared = 0;
+  double worst = 0;
+};
+
+Agreement agreement(const RunResult& got, const RunResult& ref) {
+  Agreement a;
+  for (size_t r = 0; r < ref.tokens.size(); ++r) {
+    a.equal += got.tokens[r] == ref.tokens[r];
+    for (size_t s = 0; s < ref.tokens[r].size(); ++s) {
+      a.worst = std::max(a.worst, relative_error(got.logits[r][s], ref.logits[r][s]));
+      ++a.compared;
+      if (got.tokens[r][s] != ref.tokens[r][s]) break;
+    }
+  }
+  return a;
+}
+
 // How a run differs from the default: decode steps op by op instead of as graph
 // replays, and requests of different lengths (so the batch shrinks through the
 // graph buckets as they finish).
@@ -228,18 +246,7 @@ RunResult run_engine(const ModelConfig& model, const ModelWeights& weights,
       params.max_tokens = max_tokens - int32_t(i) * (max_tokens / int32_t(w.prompts.size() + 1));
     ids.push_back(engine.add_request(w.prompts[i], params));
   }
-  for (int guard = 0; engine.has_unfinished() && guard < 100000; ++guard) engine.step();
-  EXPECT_FALSE(engine.has_unfinished());
-  RunResult result;
-  for (int64_t id : ids) {
-    const Sequence* seq = engine.find(id);
-    result.tokens.push_back(seq->output_ids);
-    result.logits.push_back(seq->captured_logits);
-  }
-  result.relay_attached = engine.stats().relay_attached_requests;
-  result.graph_steps = engine.stats().graph_steps;
-  result.steps = engine.stats().steps;
-  return result;
+  return finish(engine, ids);
 }
 
 // Equal tokens, or a first divergence at a near-tie of `ref`'s logits. Returns the
@@ -325,22 +332,12 @@ TEST_P(GpuRelay, RelayOnEqualsRelayOffOnLongGenerations) {
       run_engine(model, weights, std::make_unique<CudaBackend>(options), w, true, 200, 512);
   EXPECT_EQ(on.relay_attached, 9);
   int ties = compare_greedy(on, off, label + " relay on vs off");
-  size_t equal = 0, compared = 0;
-  double worst = 0;
-  for (size_t r = 0; r < off.tokens.size(); ++r) {
-    equal += on.tokens[r] == off.tokens[r];
-    // Logits up to and including the first divergence (the rows sampled from the same history).
-    for (size_t s = 0; s < off.tokens[r].size(); ++s) {
-      worst = std::max(worst, relative_error(on.logits[r][s], off.logits[r][s]));
-      ++compared;
-      if (on.tokens[r][s] != off.tokens[r][s]) break;
-    }
-  }
-  EXPECT_LT(worst, kLogitBound) << label;
+  const Agreement a = agreement(on, off);
+  EXPECT_LT(a.worst, kLogitBound) << label;
   std::printf(
       "[gpu-relay] %s: %zu of %zu requests identical over 200 tokens (%d diverged at ties); "
       "%zu tokens compared, worst relative logit difference %.2e\n",
-      label.c_str(), equal, off.tokens.size(), ties, compared, worst);
+      label.c_str(), a.equal, off.tokens.size(), ties, a.compared, a.worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GpuRelay,
@@ -418,16 +415,7 @@ RunResult run_tree(const ModelConfig& model, const ModelWeights& weights,
     ids.push_back(engine.add_request(prompts[i], params));
     if (i % 4 == 3) engine.step();
   }
-  for (int guard = 0; engine.has_unfinished() && guard < 100000; ++guard) engine.step();
-  EXPECT_FALSE(engine.has_unfinished());
-  RunResult result;
-  for (int64_t id : ids) {
-    const Sequence* seq = engine.find(id);
-    result.tokens.push_back(seq->output_ids);
-    result.logits.push_back(seq->captured_logits);
-  }
-  result.graph_steps = engine.stats().graph_steps;
-  result.steps = engine.stats().steps;
+  RunResult result = finish(engine, ids);
   *stats = engine.stats();
   return result;
 }
@@ -468,22 +456,13 @@ TEST_P(GpuAutoRelay, RelayOnEqualsRelayOffOnATree) {
         << what;
     if (c.mode.register_system) EXPECT_GT(stats.relay_attached_requests, 0) << what;
     int ties = compare_greedy(on, off, what + " vs relay off");
-    double worst = 0;
-    size_t compared = 0, equal = 0;
-    for (size_t r = 0; r < off.tokens.size(); ++r) {
-      equal += on.tokens[r] == off.tokens[r];
-      for (size_t s = 0; s < off.tokens[r].size(); ++s) {
-        worst = std::max(worst, relative_error(on.logits[r][s], off.logits[r][s]));
-        ++compared;
-        if (on.tokens[r][s] != off.tokens[r][s]) break;
-      }
-    }
-    EXPECT_LT(worst, kLogitBound) << what;
+    const Agreement a = agreement(on, off);
+    EXPECT_LT(a.worst, kLogitBound) << what;
     std::printf(
         "[gpu-auto-relay] %s: %zu of %zu requests identical (%d diverged at ties); %zu rows, "
         "worst relative logit difference %.2e; %lld automatic groups, depth %d, %lld graph "
         "steps of %lld\n",
-        what.c_str(), equal, off.tokens.size(), ties, compared, worst,
+        what.c_str(), a.equal, off.tokens.size(), ties, a.compared, a.worst,
         (long long)stats.relay_auto_groups, stats.max_relay_depth, (long long)on.graph_steps,
         (long long)on.steps);
   }
@@ -517,22 +496,13 @@ TEST_P(GpuGraphs, DecodeGraphsEqualEagerSteps) {
   EXPECT_GT(graphs.graph_steps, graphs.steps / 2) << label << ": most steps are decode-only";
   if (relay) EXPECT_EQ(graphs.relay_attached, 9);
   int ties = compare_greedy(graphs, eager, label + " graphs vs eager");
-  double worst = 0;
-  size_t compared = 0, equal = 0;
-  for (size_t r = 0; r < eager.tokens.size(); ++r) {
-    equal += graphs.tokens[r] == eager.tokens[r];
-    for (size_t s = 0; s < eager.tokens[r].size(); ++s) {
-      worst = std::max(worst, relative_error(graphs.logits[r][s], eager.logits[r][s]));
-      ++compared;
-      if (graphs.tokens[r][s] != eager.tokens[r][s]) break;
-    }
-  }
-  EXPECT_LT(worst, kLogitBound) << label;
+  const Agreement a = agreement(graphs, eager);
+  EXPECT_LT(a.worst, kLogitBound) << label;
   std::printf(
       "[gpu-graphs] %s: %lld of %lld steps replayed graphs; %zu of %zu requests identical "
       "(%d diverged at ties); %zu rows compared, worst relative logit difference %.2e\n",
-      label.c_str(), (long long)graphs.graph_steps, (long long)graphs.steps, equal,
-      eager.tokens.size(), ties, compared, worst);
+      label.c_str(), (long long)graphs.graph_steps, (long long)graphs.steps, a.equal,
+      eager.tokens.size(), ties, a.compared, a.worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, GpuGraphs,
@@ -622,20 +592,12 @@ TEST_P(GpuDecodeKernels, SkinnyFusedAndProgrammaticMatchTheCublasStep) {
                                512, RunMode{false, true});
     EXPECT_GT(got.graph_steps, got.steps / 2) << label << " " << v.name;
     const int ties = compare_greedy(got, ref, label + " " + v.name + " vs cublas");
-    double worst = 0;
-    size_t equal = 0;
-    for (size_t r = 0; r < ref.tokens.size(); ++r) {
-      equal += got.tokens[r] == ref.tokens[r];
-      for (size_t s = 0; s < ref.tokens[r].size(); ++s) {
-        worst = std::max(worst, relative_error(got.logits[r][s], ref.logits[r][s]));
-        if (got.tokens[r][s] != ref.tokens[r][s]) break;
-      }
-    }
-    EXPECT_LT(worst, kLogitBound) << label << " " << v.name;
+    const Agreement a = agreement(got, ref);
+    EXPECT_LT(a.worst, kLogitBound) << label << " " << v.name;
     std::printf(
         "[gpu-decode-kernels] %s, %s: %zu of %zu requests identical (%d diverged at ties), worst "
         "relative logit difference %.2e vs the cuBLASLt step\n",
-        label.c_str(), v.name, equal, ref.tokens.size(), ties, worst);
+        label.c_str(), v.name, a.equal, ref.tokens.size(), ties, a.worst);
   }
 }
 

@@ -829,6 +829,22 @@ const std::byte* weight_rows(const Tensor& w, int64_t first_row) {
          first_row * w.cols() * int64_t(dtype_size(w.dtype));
 }
 
+// The skinny kernel's arguments for x [t, k] times `rows` rows of w, as one output part; the
+// caller fills the outputs (and, for several parts, their ends).
+cuda::SkinnyGemmArgs skinny_args(const Tensor& x, const Tensor& w, int64_t t, int64_t k,
+                                 int64_t rows, bool programmatic) {
+  cuda::SkinnyGemmArgs args;
+  args.dtype = x.dtype;
+  args.x = x.storage.get();
+  args.w = w.storage.get();
+  args.t = t;
+  args.k = k;
+  args.rows = rows;
+  args.part_end[0] = args.part_end[1] = args.part_end[2] = rows;
+  args.programmatic = programmatic;
+  return args;
+}
+
 }  // namespace
 
 bool CudaBackend::skinny(int64_t t, int64_t k, const void* x, const void* w) const {
@@ -858,18 +874,10 @@ void CudaBackend::linear(const Tensor& x, const Tensor& weight, const Tensor* bi
                  "linear: out must be of the weight's dtype, or float32 without bias");
   if (t == 0) return;
   if (skinny(t, k, x.storage.get(), weight.storage.get())) {
-    cuda::SkinnyGemmArgs args;
-    args.dtype = x.dtype;
-    args.x = x.storage.get();
-    args.w = weight.storage.get();
-    args.t = t;
-    args.k = k;
-    args.rows = n;
-    args.part_end[0] = args.part_end[1] = args.part_end[2] = n;
+    cuda::SkinnyGemmArgs args = skinny_args(x, weight, t, k, n, impl_->programmatic);
     args.out[0] = out.storage.get();
     args.bias[0] = bias ? bias->storage.get() : nullptr;
     args.out_f32 = out.dtype == DType::kF32;
-    args.programmatic = impl_->programmatic;
     cuda::launch_skinny_gemm(args, impl_->ctx->stream);
     return;
   }
@@ -921,13 +929,7 @@ void CudaBackend::linear_parts(const Tensor& x, const Tensor& fused,
                  rows, fused.rows());
   if (t == 0) return;
   if (outs.size() <= 3 && skinny(t, k, x.storage.get(), fused.storage.get())) {
-    cuda::SkinnyGemmArgs args;
-    args.dtype = x.dtype;
-    args.x = x.storage.get();
-    args.w = fused.storage.get();
-    args.t = t;
-    args.k = k;
-    args.rows = rows;
+    cuda::SkinnyGemmArgs args = skinny_args(x, fused, t, k, rows, impl_->programmatic);
     int64_t end = 0;
     for (size_t p = 0; p < 3; ++p) {
       if (p < outs.size()) {
@@ -937,7 +939,6 @@ void CudaBackend::linear_parts(const Tensor& x, const Tensor& fused,
       }
       args.part_end[p] = end;
     }
-    args.programmatic = impl_->programmatic;
     cuda::launch_skinny_gemm(args, impl_->ctx->stream);
     return;
   }
@@ -960,17 +961,9 @@ void CudaBackend::linear_silu_mul(const Tensor& x, const Tensor& gate_up, Tensor
                  t, inter);
   if (t == 0) return;
   if (skinny(t, k, x.storage.get(), gate_up.storage.get())) {
-    cuda::SkinnyGemmArgs args;
-    args.dtype = x.dtype;
-    args.x = x.storage.get();
-    args.w = gate_up.storage.get();
-    args.t = t;
-    args.k = k;
-    args.rows = inter;
-    args.part_end[0] = args.part_end[1] = args.part_end[2] = inter;
+    cuda::SkinnyGemmArgs args = skinny_args(x, gate_up, t, k, inter, impl_->programmatic);
     args.out[0] = out.storage.get();
     args.gated = true;
-    args.programmatic = impl_->programmatic;
     cuda::launch_skinny_gemm(args, impl_->ctx->stream);
     return;
   }

@@ -1,6 +1,7 @@
 // Row-wise and elementwise kernels: memory-bound, one pass over their data each,
 // fp32 arithmetic on 16-bit storage.
 #include "relayllm/backend/cuda/cuda_check.cuh"
+#include "relayllm/backend/cuda/cuda_dispatch.cuh"
 #include "relayllm/backend/cuda/cuda_ops.cuh"
 
 namespace relayllm::cuda {
@@ -166,16 +167,6 @@ __global__ void to_f32_kernel(const T* x, int64_t n, float* out) {
 }
 
 int grid_for(int64_t n) { return int(std::min<int64_t>((n + kThreads - 1) / kThreads, 65535 * 4)); }
-
-template <typename F>
-void dispatch(DType dtype, F&& f) {
-  if (dtype == DType::kBF16)
-    f(__nv_bfloat16{});
-  else if (dtype == DType::kF16)
-    f(__half{});
-  else
-    f(float{});
-}
 
 }  // namespace
 

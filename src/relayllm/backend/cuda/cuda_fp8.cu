@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "relayllm/backend/cuda/cuda_check.cuh"
+#include "relayllm/backend/cuda/cuda_dispatch.cuh"
 #include "relayllm/backend/cuda/cuda_fp8.cuh"
 
 namespace relayllm::cuda {
@@ -30,6 +31,24 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return scratch[0];
 }
 
+// A token row's dynamic scale: absmax / 448 over the row (1 for an all-zero row). All threads
+// of the block must call it (block_max synchronizes).
+template <typename T>
+__device__ __forceinline__ float dynamic_scale(const T* row, int64_t k, float* scratch) {
+  float m = 0;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(to_f32(row[i])));
+  m = block_max(m, scratch);
+  return m > 0.0f ? m / 448.0f : 1.0f;
+}
+
+// A token row's e4m3 codes at `scale`, spread over the block's threads.
+template <typename T>
+__device__ __forceinline__ void quantize_row(const T* row, int64_t k, float scale, uint8_t* out) {
+  const float inv = 1.0f / scale;
+  for (int64_t i = threadIdx.x; i < k; i += blockDim.x)
+    out[i] = uint8_t(__nv_cvt_float_to_fp8(to_f32(row[i]) * inv, __NV_SATFINITE, __NV_E4M3));
+}
+
 template <typename T>
 __global__ void quantize_rows_kernel(const T* x, int64_t k, const float* static_scale,
                                      uint8_t* codes, float* scales) {
@@ -37,16 +56,9 @@ __global__ void quantize_rows_kernel(const T* x, int64_t k, const float* static_
   const T* row = x + int64_t(blockIdx.x) * k;
   uint8_t* out = codes + int64_t(blockIdx.x) * k;
   float scale = *static_scale;
-  if (scale == 0.0f) {
-    float m = 0;
-    for (int64_t i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(to_f32(row[i])));
-    m = block_max(m, scratch);
-    scale = m > 0.0f ? m / 448.0f : 1.0f;
-  }
+  if (scale == 0.0f) scale = dynamic_scale(row, k, scratch);
   if (threadIdx.x == 0) scales[blockIdx.x] = scale;
-  const float inv = 1.0f / scale;
-  for (int64_t i = threadIdx.x; i < k; i += blockDim.x)
-    out[i] = uint8_t(__nv_cvt_float_to_fp8(to_f32(row[i]) * inv, __NV_SATFINITE, __NV_E4M3));
+  quantize_row(row, k, scale, out);
 }
 
 template <typename T>
@@ -76,6 +88,40 @@ __device__ __forceinline__ void decode16(const uint4& v, float* out) {
     }
 }
 
+// A lane's share of a weight row's dot products with kTokens rows of activation codes xq (row
+// stride k), in fp32: the row's 16-byte chunks lane, lane + 32, ... (warp_sum adds the lanes'
+// shares). kGlobalX: xq is in global memory and read through the read-only cache (__ldg);
+// otherwise it is in shared memory.
+template <int kTokens, bool kGlobalX>
+__device__ __forceinline__ void warp_row_dots(const uint8_t* w_row, const uint8_t* xq, int64_t k,
+                                              int lane, float (&acc)[kTokens]) {
+  const uint4* wr = reinterpret_cast<const uint4*>(w_row);
+  const int64_t chunks = k / 16;
+#pragma unroll
+  for (int t = 0; t < kTokens; ++t) acc[t] = 0.0f;
+#pragma unroll 4
+  for (int64_t c = lane; c < chunks; c += 32) {
+    float wf[16], xf[16];
+    decode16(__ldg(wr + c), wf);
+#pragma unroll
+    for (int t = 0; t < kTokens; ++t) {
+      const uint4* xc = reinterpret_cast<const uint4*>(xq + t * k) + c;
+      if constexpr (kGlobalX)
+        decode16(__ldg(xc), xf);
+      else
+        decode16(*xc, xf);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) acc[t] = fmaf(wf[i], xf[i], acc[t]);
+    }
+  }
+}
+
+// The sum of v over the warp's lanes, in every lane.
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
 // out[t, row] for kTokens activation rows: one warp per weight row, each lane streaming 16-byte
 // chunks of the row (the weight is read once, the activation codes come from L1/L2), products
 // summed in fp32, then a warp reduction and both scales. A decode step's linear op is a
@@ -87,24 +133,11 @@ __global__ void gemv_kernel(const uint8_t* w, const float* w_scales, const uint8
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + warp;
   if (row >= n) return;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + row * k);
-  const int64_t chunks = k / 16;
-  float acc[kTokens] = {};
-#pragma unroll 4
-  for (int64_t c = lane; c < chunks; c += 32) {
-    float wf[16], xf[16];
-    decode16(__ldg(wr + c), wf);
-#pragma unroll
-    for (int t = 0; t < kTokens; ++t) {
-      decode16(__ldg(reinterpret_cast<const uint4*>(xq + t * k) + c), xf);
-#pragma unroll
-      for (int i = 0; i < 16; ++i) acc[t] = fmaf(wf[i], xf[i], acc[t]);
-    }
-  }
+  float acc[kTokens];
+  warp_row_dots<kTokens, true>(w + row * k, xq, k, lane, acc);
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
-    float v = acc[t];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const float v = warp_sum(acc[t]);
     if (lane == 0) out[t * n + row] = from_f32<T>((x_scales[t] * w_scales[row]) * v);
   }
 }
@@ -189,20 +222,9 @@ __global__ void fused_gemv_kernel(const T* x, const float* static_scale, const u
   for (int64_t c = lane + 32 * kPrefetch; c < chunks; c += 32) add(__ldg(wr + c), c);
 #pragma unroll
   for (int t = 0; t < kTokens; ++t) {
-    float v = acc[t];
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const float v = warp_sum(acc[t]);
     if (lane == 0) out[t * n + r] = from_f32<T>((sx[t] * w_scales[r]) * v);
   }
-}
-
-template <typename F>
-void dispatch(DType dtype, F&& f) {
-  if (dtype == DType::kBF16)
-    f(__nv_bfloat16{});
-  else if (dtype == DType::kF16)
-    f(__half{});
-  else
-    f(float{});
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <cstdint>
 
 #include "relayllm/backend/cuda/cuda_check.cuh"
+#include "relayllm/backend/cuda/cuda_mma.cuh"
 #include "relayllm/backend/cuda/cuda_skinny_gemm.cuh"
 
 namespace relayllm::cuda {
@@ -48,30 +49,6 @@ __device__ __forceinline__ void allow_dependent_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
-}
-
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], uint32_t a0, uint32_t a1,
-                                                        uint32_t a2, uint32_t a3, uint32_t b0,
-                                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma16816<__half>(float (&d)[4], uint32_t a0, uint32_t a1,
-                                                 uint32_t a2, uint32_t a3, uint32_t b0,
-                                                 uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 template <typename T>
@@ -159,8 +136,8 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const SkinnyGe
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           const uint4 a = wv[u][mt][0], b = wv[u][mt][1], v = xv[u][nt];
-          mma16816<T>(acc[mt][nt], a.x, b.x, a.y, b.y, v.x, v.y);
-          mma16816<T>(acc[mt][nt], a.z, b.z, a.w, b.w, v.z, v.w);
+          Mma<T>::run(acc[mt][nt], a.x, b.x, a.y, b.y, v.x, v.y);
+          Mma<T>::run(acc[mt][nt], a.z, b.z, a.w, b.w, v.z, v.w);
         }
   };
 
