@@ -502,7 +502,11 @@ void Engine::sample_rows(RowWork& w, std::vector<float>& scratch) const {
       w.sampled = sample_token(in, seq.rng, scratch);
     } catch (const Error&) {
       w.sample_error = std::current_exception();
+      return;
     }
+    // The grammar advances here rather than in commit_rows, so the requests of a step advance
+    // on the row sampler's threads instead of one after the other on the engine thread.
+    if (seq.grammar) w.grammar_rejected = !seq.grammar->accept_token(w.sampled.token);
   } catch (...) {
     w.fatal = std::current_exception();
   }
@@ -531,7 +535,7 @@ void Engine::commit_rows(RowWork& w, RequestOutput& out) {
     return;
   }
   if (w.sampled.logprobs) seq.logprobs.push_back(*w.sampled.logprobs);
-  if (seq.grammar && !seq.grammar->accept_token(w.sampled.token)) {
+  if (w.grammar_rejected) {
     seq.error_message =
         fmt::format("structured output: the grammar rejected sampled token {}", w.sampled.token);
     finish(seq, "error");

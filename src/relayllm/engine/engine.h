@@ -178,10 +178,12 @@ class Engine {
     bool draws = false;  // the step ends its prompt (or decodes): a token is sampled
     std::vector<int32_t> banned;
     SampleOutput sampled;
+    bool grammar_rejected = false;    // the request's grammar did not accept the sampled token
     std::exception_ptr sample_error;  // the draw failed (may end only this request)
     std::exception_ptr fatal;         // anything else: the step fails
   };
-  // Prompt logprobs and the draw; touches only w.seq, so it runs on the row sampler's threads.
+  // Prompt logprobs, the draw and the grammar's advance past the drawn token; touches only
+  // w.seq, so it runs on the row sampler's threads.
   void sample_rows(RowWork& w, std::vector<float>& scratch) const;
   // The draw's effects (logprobs, grammar, text, finishing), in batch order on the engine thread.
   void commit_rows(RowWork& w, RequestOutput& out);
