@@ -7,9 +7,10 @@ and cached), from the engine's own debug log lines.
         [-- extra generate flags, e.g. --device cuda]
 
 Every mode runs --rounds times in rotated order; medians are printed (the machine may be shared
-and noisy). Free-text requests ignore EOS so they generate max_tokens; the schema's strings are
-unbounded, so constrained requests mostly do too (the rate is per generated token either way);
-tool-schema outputs are short objects that end on their own, so their batch thins out sooner."""
+and noisy). Free-text requests ignore EOS so they generate max_tokens; constrained outputs end
+on their own, so their batch thins out sooner: each constrained run is compared with free text of
+the same per-request lengths, run right after it. The engine's step-time split (planning, forward
+pass, sampling, committing) is printed per run."""
 import argparse
 import json
 import re
@@ -65,7 +66,7 @@ def throughput(binary, batch, max_tokens, schema, extra):
     tokens = sum(len(r["token_ids"]) for r in results)
     # Decode time: from the first request's first token to the last request's end.
     span = max(r["timings"]["e2e_s"] for r in results) - min(r["timings"]["ttft_s"] for r in results)
-    masks = re.findall(r"grammar masks: .*", log)
+    masks = re.findall(r"grammar masks: .*|step time: .*", log)
     return tokens, tokens / span if span > 0 else float("nan"), wall, cpu, \
         [len(r["token_ids"]) for r in results], masks
 
@@ -91,41 +92,50 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
-    # "free text, tool lengths": each request as long as its tool-schema output of the same
-    # round (ignore_eos), so the batch thins out the same way: the fair baseline of the tool mode.
-    modes = {"free text": None, "json schema": BENCH_SCHEMA, "tool schema": TOOL_SCHEMA,
-             "free text, tool lengths": None}
-    rates = {m: [] for m in modes}
-    cpu_rates = {m: [] for m in modes}
-    counts = {m: [] for m in modes}
-    names = list(modes)
-    first = names[:3]  # the paired baseline runs right after its tool-schema run
+    # Each constrained mode is followed by free text of the same per-request lengths (ignore_eos,
+    # each request as long as its constrained output of that round): constrained outputs end on
+    # their own, so their batch thins out, and that baseline thins out the same way. It is the
+    # fair comparison; "free text" (every request max_tokens long) is printed for reference.
+    schemas = {"free text": None, "json schema": BENCH_SCHEMA, "tool schema": TOOL_SCHEMA}
+    paired = {"json schema": "free text, json lengths", "tool schema": "free text, tool lengths"}
+    names = ["free text", "json schema", paired["json schema"], "tool schema", paired["tool schema"]]
+    rates = {m: [] for m in names}
+    cpu_rates = {m: [] for m in names}
+    counts = {m: [] for m in names}
+    first = list(schemas)
     for r in range(a.rounds):
         order = first[r % 3:] + first[:r % 3]
-        order.insert(order.index("tool schema") + 1, "free text, tool lengths")
-        tool_lengths = None
         for m in order:
-            limit = tool_lengths if m == "free text, tool lengths" else a.max_tokens
-            tokens, rate, wall, cpu, lengths, masks = throughput(a.bin, a.batch, limit, modes[m],
-                                                                 a.extra)
-            if m == "tool schema":
-                tool_lengths = [max(n, 1) for n in lengths]
-            rates[m].append(rate)
-            cpu_rates[m].append(tokens / cpu)
-            counts[m].append(tokens)
-            print(f"round {r} {m}: {tokens} tokens, {rate:.1f} tokens/s (decode span), {wall:.1f} s wall, "
-                  f"{cpu:.1f} s CPU {' '.join(masks)}", file=sys.stderr)
+            runs = [(m, schemas[m], a.max_tokens)]
+            for name, schema, limit in runs:
+                tokens, rate, wall, cpu, lengths, masks = throughput(a.bin, a.batch, limit, schema,
+                                                                     a.extra)
+                if name in paired:
+                    runs.append((paired[name], None, [max(n, 1) for n in lengths]))
+                rates[name].append(rate)
+                cpu_rates[name].append(tokens / cpu)
+                counts[name].append(tokens)
+                print(f"round {r} {name}: {tokens} tokens, {rate:.1f} tokens/s (decode span), "
+                      f"{wall:.1f} s wall, {cpu:.1f} s CPU {' '.join(masks)}", file=sys.stderr)
     base = {m: statistics.median(rates["free text"]) for m in names}
     cpu_base = {m: statistics.median(cpu_rates["free text"]) for m in names}
-    base["tool schema"] = statistics.median(rates["free text, tool lengths"])
-    cpu_base["tool schema"] = statistics.median(cpu_rates["free text, tool lengths"])
+    for m, baseline in paired.items():
+        base[m] = statistics.median(rates[baseline])
+        cpu_base[m] = statistics.median(cpu_rates[baseline])
     print("| mode | batch | tokens generated | median tokens/s (decode span) | vs free text "
           "| tokens per CPU second (whole run) | vs free text |\n| --- | --- | --- | --- | --- | --- | --- |")
     for m in names:
         med, cmed = statistics.median(rates[m]), statistics.median(cpu_rates[m])
         print(f"| {m} | {a.batch} | {statistics.median(counts[m]):.0f} | {med:.1f} | {med / base[m]:.3f} "
               f"| {cmed:.1f} | {cmed / cpu_base[m]:.3f} |")
-    print("(tool schema is compared with free text of the same lengths, the other modes with free text)")
+    print("(json and tool schema are compared with free text of the same lengths, the other modes "
+          "with free text)")
+    # Each constrained run and its baseline ran back to back, so their ratio within a round is
+    # the least disturbed by a neighbour's load; the median of those ratios over the rounds.
+    for m, baseline in paired.items():
+        ratios = sorted(c / b for c, b in zip(rates[m], rates[baseline]))
+        print(f"{m} / {baseline}, paired per round: median {statistics.median(ratios):.3f} "
+              f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
     ms, table = compile_times(a.bin, a.extra)
     print(f"\ntoken table: {table}")
     print(f"tool-schema grammar compile: {len(ms)} compiles (6 requests, the last a cache hit), "

@@ -128,6 +128,16 @@ int run_generate(GenerateArgs& args) {
       total, seconds, stats.prompt_tokens, stats.generation_tokens,
       double(stats.generation_tokens) / std::max(seconds, 1e-9), stats.steps, sched.num_preemptions,
       stats.relay_attached_requests, sched.prefix_cache_hits, sched.prefix_cache_queries);
+  if (stats.steps > 0) {
+    const double ms_per_step = 1e3 / double(stats.steps);
+    spdlog::info(
+        "step time: {:.3f} ms a step: planning {:.3f}, forward pass {:.3f}, sampling {:.3f}, "
+        "committing {:.3f}",
+        (stats.plan_seconds + stats.forward_seconds + stats.sample_seconds + stats.commit_seconds) *
+            ms_per_step,
+        stats.plan_seconds * ms_per_step, stats.forward_seconds * ms_per_step,
+        stats.sample_seconds * ms_per_step, stats.commit_seconds * ms_per_step);
+  }
   if (stats.grammar_masks > 0)
     spdlog::info(
         "grammar masks: {} filled, {:.1f} us each on the mask thread during forward passes, "

@@ -363,6 +363,10 @@ void Engine::record_relay_stats(const BatchPlan& plan, const RelayGroupPlan& gro
 }
 
 std::vector<RequestOutput> Engine::step() {
+  const auto seconds_since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
+  const Clock::time_point step_start = Clock::now();
   std::vector<RequestOutput> outputs;
   std::vector<ScheduledSequence> batch = scheduler_.schedule();
   if (batch.empty()) {
@@ -404,6 +408,8 @@ std::vector<RequestOutput> Engine::step() {
       mask_worker_ = std::make_unique<GrammarMaskWorker>(config_.grammar_mask_threads);
     mask_worker_->start(std::move(masked));
   }
+  stats_.plan_seconds += seconds_since(step_start);
+  const Clock::time_point forward_start = Clock::now();
   try {
     runner_.forward(plan, kv_cache_, logits_);
   } catch (...) {
@@ -419,6 +425,8 @@ std::vector<RequestOutput> Engine::step() {
   }
   ++stats_.steps;
   stats_.graph_steps = runner_.graph_steps();
+  stats_.forward_seconds += seconds_since(forward_start);
+  const Clock::time_point sample_start = Clock::now();
 
   const int64_t vocab = model_.config().vocab_size;
   // Each sequence's rows: prompt logprobs and the draw run on the row sampler's threads (they
@@ -442,6 +450,8 @@ std::vector<RequestOutput> Engine::step() {
   }
   row_sampler_.run(work.size(),
                    [&](size_t i, std::vector<float>& scratch) { sample_rows(work[i], scratch); });
+  stats_.sample_seconds += seconds_since(sample_start);
+  const Clock::time_point commit_start = Clock::now();
   for (size_t i = 0; i < batch.size(); ++i) {
     Sequence& seq = *work[i].seq;
     RequestOutput out;
@@ -452,6 +462,7 @@ std::vector<RequestOutput> Engine::step() {
     out.finished = seq.finished();
     if (!out.new_token_ids.empty() || out.finished) outputs.push_back(std::move(out));
   }
+  stats_.commit_seconds += seconds_since(commit_start);
   return outputs;
 }
 

@@ -106,6 +106,14 @@ struct EngineStats {
   int64_t grammar_masks = 0;
   double grammar_mask_fill_seconds = 0;
   double grammar_mask_wait_seconds = 0;
+  // Where the steps' time went, summed over steps: scheduling and planning; the forward pass
+  // with the logits' download and any wait for grammar masks after it; sampling the rows; and
+  // committing them (grammar state, detokenization, stop checks). On a device backend all but
+  // the forward pass are host work between two forward passes.
+  double plan_seconds = 0;
+  double forward_seconds = 0;
+  double sample_seconds = 0;
+  double commit_seconds = 0;
 };
 
 class Engine {
