@@ -184,6 +184,44 @@ TEST(CpuQuantKernels, EveryTableDotsEveryFormatWithinTheBound) {
   }
 }
 
+// The tables differ only in how they add: on the same int8 activations every block's integer
+// sum is exact, so a table's dot may differ from the portable one by float rounding of the
+// block terms' sum only (k / 32 terms; k for the 16-bit formats), far below the quantization
+// bound above. A table that quantized, scaled or offset a block differently would show here.
+TEST(CpuQuantKernels, EveryTableDotsAsThePortableTableDoes) {
+  SCOPED_TRACE("tables usable here: " + table_names());
+  std::mt19937 rng(5);
+  const QuantKernels& portable = cpu_quant::select_quant_kernels("portable");
+  for (const QuantKernels* table : cpu_quant::usable_quant_kernels()) {
+    for (WeightFormat f : kFormats) {
+      for (int64_t k : {256, 576, 1536}) {
+        if (k % weight_block_layout(f).block_elements != 0) continue;
+        std::vector<std::byte> bytes = random_blocks(f, 4, k, rng);
+        std::vector<float> w = oracle_weights(f, bytes, 4, k);
+        std::vector<float> x = random_activations(k, rng);
+        std::vector<ActBlock> act(size_t(k / 32));
+        portable.quantize_row(x.data(), k, act.data());
+        const size_t row_bytes = bytes.size() / 4;
+        for (int64_t r = 0; r < 4; ++r) {
+          const void* row = bytes.data() + r * row_bytes;
+          const int fi = int(f);
+          const float want = is_quantized(f) ? portable.dot[fi](k, row, act.data())
+                                             : portable.half_dot[fi](k, row, x.data());
+          const float got = is_quantized(f) ? table->dot[fi](k, row, act.data())
+                                            : table->half_dot[fi](k, row, x.data());
+          double abs_dot = 0;
+          for (int64_t i = 0; i < k; ++i) abs_dot += std::fabs(double(w[r * k + i]) * x[i]);
+          // Worst-case float summation of `terms` terms: terms * 4 ulp of the absolute sum.
+          const double terms = double(is_quantized(f) ? k / 32 : k);
+          EXPECT_LE(std::fabs(double(got) - want), terms * std::ldexp(1.0, -22) * abs_dot)
+              << table->isa << " " << weight_format_name(f) << " k=" << k << " row " << r << ": "
+              << got << " against the portable table's " << want;
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuQuantKernels, QuantizedActivationsReproduceTheRow) {
   std::mt19937 rng(3);
   for (const QuantKernels* table : cpu_quant::usable_quant_kernels()) {
