@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 #include <utility>
 
 #include "relayllm/common/error.h"
+#include "relayllm/engine/sampler_exp.h"
 
 namespace relayllm {
 
@@ -159,39 +159,6 @@ std::vector<Cand> top_k_logits(const float* x, size_t n, size_t k) {
   return heap;
 }
 
-// exp(x) for x <= 0, the only range the sampler needs (logits minus their max). Range reduction
-// x = k*ln2 + r with |r| <= ln2/2, then a degree-7 Taylor polynomial: within ~2 ulp of expf
-// (measured max relative error 1.0e-7). Below -87 the result would leave float's normal range;
-// it is 0 there, which also makes -inf (a masked token) exactly 0. Written once as a template
-// so that the scalar and the 4-lane versions compute bit-identical results.
-constexpr float kExpMin = -87.0f;
-
-template <typename F, typename I>
-F exp_poly(F xc) {
-  constexpr float kLog2e = 1.44269504088896341f;
-  constexpr float kLn2Hi = 0.693145751953125f;  // few mantissa bits: k * kLn2Hi is exact
-  constexpr float kLn2Lo = 1.42860682030941723212e-6f;
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
-  const F k = (xc * kLog2e + kRound) - kRound;
-  const F r = (xc - k * kLn2Hi) - k * kLn2Lo;
-  F p = r * (1.0f / 5040.0f) + (1.0f / 720.0f);
-  p = p * r + (1.0f / 120.0f);
-  p = p * r + (1.0f / 24.0f);
-  p = p * r + (1.0f / 6.0f);
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  I ki;
-  if constexpr (std::is_same_v<F, float>) {
-    ki = I(k);
-  } else {
-    ki = __builtin_convertvector(k, I);
-  }
-  return p * std::bit_cast<F>((ki + 127) << 23);
-}
-
-inline float exp_nonpositive(float x) { return x < kExpMin ? 0.0f : exp_poly<float, int32_t>(x); }
-
 // 4-lane vectors through the GCC/Clang vector extension: the default -ftrapping-math keeps the
 // compiler from vectorising loops with float compares on its own, and these loops are the
 // vocab-wide passes that dominate sampling.
@@ -209,11 +176,6 @@ inline F4 select4(I4 mask, F4 a, F4 b) {
 }
 inline F4 splat4(float v) { return F4{v, v, v, v}; }
 
-inline F4 exp_nonpositive4(F4 x) {
-  const I4 low = x < splat4(kExpMin);
-  return select4(low, splat4(0.0f), exp_poly<F4, I4>(select4(low, splat4(kExpMin), x)));
-}
-
 float max_of(const float* x, size_t n) {
   F4 acc = splat4(kNegInf);
   size_t i = 0;
@@ -225,19 +187,6 @@ float max_of(const float* x, size_t n) {
   for (int j = 0; j < 4; ++j) m = acc[j] > m ? acc[j] : m;
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;
   return m;
-}
-
-// out[i] = exp((x[i] - m) * scale), with weights below min_w set to 0.
-void exp_row(const float* x, float* out, size_t n, float m, float scale, float min_w) {
-  size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const F4 w = exp_nonpositive4((load4(x + i) - m) * scale);
-    store4(out + i, select4(w < splat4(min_w), splat4(0.0f), w));
-  }
-  for (; i < n; ++i) {
-    const float w = exp_nonpositive((x[i] - m) * scale);
-    out[i] = w < min_w ? 0.0f : w;
-  }
 }
 
 // Copies the row and reports whether it holds a NaN, in one pass.
@@ -491,7 +440,7 @@ int32_t sample_filtered(float* x, size_t n, const SamplingParams& p, RequestRng&
     const float m = cand[0].score;
     double total = 0.0;
     for (Cand& c : cand) {
-      c.score = exp_nonpositive((c.score - m) * inv_t);
+      c.score = sampler_exp::exp_nonpositive((c.score - m) * inv_t);
       total += c.score;
     }
     return sample_sorted(cand, total, p.top_p, p.min_p, rng);
@@ -502,7 +451,7 @@ int32_t sample_filtered(float* x, size_t n, const SamplingParams& p, RequestRng&
   // After max subtraction the best token's weight is exactly 1, so min_p is an absolute cut.
   // With top_p it waits: the nucleus is measured against the mass before min_p (vLLM's order).
   const float dense_min_w = use_p ? 0.0f : p.min_p;
-  exp_row(x, x, n, m, inv_t, dense_min_w);
+  sampler_exp::exp_row()(x, x, n, m, inv_t, dense_min_w);
   std::vector<double> blocks;
   const double total = block_sums(x, n, blocks);
   if (!use_p) return int32_t(draw_blocked(x, n, blocks, total, rng.uniform()));
@@ -627,7 +576,7 @@ void log_softmax(std::span<const float> logits, std::span<float> out) {
   if (m == kNegInf) fail("log_softmax: all {} logits are -inf", n);
   // The exps go through `out` so that the sum can use the blocked (float lanes, double blocks)
   // summation: 150k terms summed in one float would lose digits the logprobs are reported with.
-  exp_row(out.data(), out.data(), n, m, 1.0f, 0.0f);
+  sampler_exp::exp_row()(out.data(), out.data(), n, m, 1.0f, 0.0f);
   std::vector<double> blocks;
   const float log_sum = float(std::log(block_sums(out.data(), n, blocks)));
   for (size_t i = 0; i < n; ++i) out[i] = (logits[i] - m) - log_sum;
