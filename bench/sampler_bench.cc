@@ -8,7 +8,7 @@
 // (the nucleus selected; on these flat random rows nearly every token is a candidate, the
 // worst case). Rounds alternate the paths, so a busy machine slows all of them alike.
 //
-//   sampler_bench [rows=256] [rounds=5]
+//   sampler_bench [rows=256] [rounds=5] [spread=1]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -34,6 +34,10 @@ double seconds_since(Clock::time_point t) {
 int main(int argc, char** argv) {
   const int rows = argc > 1 ? std::atoi(argv[1]) : 256;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 5;
+  // The logits' spread: 1 gives flat rows (nearly every token in a top_p nucleus, the worst
+  // case); a trained model's rows are peaked, about as a spread of 3 (a nucleus of a few
+  // hundred tokens at top_p 0.9).
+  const float spread = argc > 3 ? float(std::atof(argv[3])) : 1.0f;
   std::printf(
       "| vocab | rows | general path us/row | in-place greedy us/row | speedup | row read GB/s | "
       "copy GB/s (one core, read + write) | temperature 1 us/row | top_p 0.9 us/row |\n");
@@ -43,7 +47,7 @@ int main(int argc, char** argv) {
     std::normal_distribution<float> normal;
     // `rows` distinct rows, as a batch's logits are: the set exceeds the caches from 32k x 64.
     std::vector<float> logits(vocab * size_t(rows));
-    for (float& x : logits) x = normal(gen);
+    for (float& x : logits) x = spread * normal(gen);
     SamplingParams fast_params, general_params, random_params, nucleus_params;
     fast_params.temperature = general_params.temperature = 0.0f;
     random_params.temperature = nucleus_params.temperature = 1.0f;
