@@ -189,6 +189,14 @@ BAD_CONSTRAINTS = [
     ({"guided_decoding_backend": "outlines", "guided_regex": "a"}, "guided_decoding_backend"),
     ({"guided_decoding_backend": "xgrammar:bogus", "guided_regex": "a"}, "bogus"),
     ({"guided_whitespace_pattern": " *", "guided_json": {"type": "object"}}, "guided_whitespace_pattern"),
+    # Keywords the grammar would skip (outputs could break them): refused, named with their place.
+    ({"guided_json": {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}},
+     "keyword 'uniqueItems' at '/properties/tags'"),
+    ({"guided_json": {"type": "integer", "multipleOf": 5}}, "keyword 'multipleOf' at '/'"),
+    ({"guided_json": {"allOf": [{"type": "object"}, {"required": ["a"]}]}}, "keyword 'allOf'"),
+    ({"response_format": {"type": "json_schema",
+                          "json_schema": {"name": "x", "schema": {"anyOf": [{"not": {"type": "null"}}]}}}},
+     "keyword 'not' at '/anyOf/0'"),
 ]
 
 

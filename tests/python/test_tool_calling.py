@@ -218,6 +218,25 @@ def test_tool_choice_and_response_format_together_are_400(tools_server):
     assert "tool_choice" in str(e.value)
 
 
+def test_parameter_keywords_a_forced_call_cannot_hold_are_400_naming_the_tool(tools_server):
+    # A required or named call is held to the tool's schema by a grammar, which would skip
+    # uniqueItems: refused, named by tool and place. With "auto" no grammar holds the arguments.
+    tagger = {"type": "function", "function": {"name": "tag", "parameters": {
+        "type": "object", "required": ["tags"],
+        "properties": {"tags": {"type": "array", "items": {"type": "string"}, "uniqueItems": True}}}}}
+    client = client_for(tools_server)
+    for choice in ("required", {"type": "function", "function": {"name": "tag"}}):
+        with pytest.raises(openai.BadRequestError) as e:
+            create(client, messages=WEATHER_QUESTION, tools=TOOLS + [tagger], tool_choice=choice,
+                   max_tokens=4)
+        message = str(e.value)
+        assert f"tools[{len(TOOLS)}].function.parameters" in message, message
+        assert "'uniqueItems' at '/properties/tags'" in message, message
+    r = create(client, messages=WEATHER_QUESTION, tools=TOOLS + [tagger], tool_choice="auto",
+               max_tokens=4)
+    assert r.choices[0].finish_reason in ("stop", "length", "tool_calls")
+
+
 def test_auto_leaves_plain_answers_as_text(tools_server):
     client = client_for(tools_server)
     r = create(client, 

@@ -6,6 +6,7 @@
 
 #include "relayllm/common/error.h"
 #include "relayllm/common/json_fields.h"
+#include "relayllm/structured/schema_keywords.h"
 
 namespace relayllm {
 namespace {
@@ -140,6 +141,18 @@ ToolRequest read_tool_request(const ojson& body, const ToolSettings& settings) {
     fail(
         "field 'tool_choice': \"auto\" tool choice requires --enable-auto-tool-choice and "
         "--tool-call-parser to be set");
+  // A required or named call is held to its tools' parameter schemas by a grammar: a keyword
+  // the grammar would skip is refused here, named by the tool it belongs to.
+  if (r.choice == ToolChoice::kRequired || r.choice == ToolChoice::kNamed) {
+    for (size_t i = 0; i < r.tools.size(); ++i) {
+      const ojson& function = r.tools[i]["function"];
+      if (r.choice == ToolChoice::kNamed && function["name"] != r.function_name) continue;
+      const ojson* parameters = find(function, "parameters");
+      if (parameters && parameters->is_object())
+        structured::check_schema_keywords(nlohmann::json::parse(parameters->dump()),
+                                          fmt::format("tools[{}].function.parameters", i));
+    }
+  }
   if (const ojson* parallel = find(body, "parallel_tool_calls")) {
     if (!parallel->is_boolean())
       fail("field 'parallel_tool_calls' must be a boolean, got {}", what(*parallel));

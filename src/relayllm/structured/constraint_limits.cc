@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "relayllm/common/bounded_json.h"
+#include "relayllm/structured/schema_keywords.h"
 
 namespace relayllm::structured {
 namespace {
@@ -63,6 +64,7 @@ void check_json_schema_limits(const std::string& schema, const std::string& fiel
   if (!doc.is_object() && !doc.is_boolean())
     reject(field, "a JSON schema must be an object, got {}", doc.type_name());
   walk_schema(doc, field, l);
+  check_schema_keywords(doc, field);
 }
 
 void check_regex_limits(const std::string& regex, const std::string& field,
