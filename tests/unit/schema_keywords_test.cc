@@ -40,6 +40,7 @@ std::vector<std::pair<json, std::string>> placements(const json& inner) {
       {{{"definitions", {{"x", inner}}}, {"$ref", "#/definitions/x"}}, "/definitions/x"},
       {{{"type", "object"}, {"additionalProperties", inner}}, "/additionalProperties"},
       {{{"allOf", {inner}}}, "/allOf/0"},
+      {{{"type", "array"}, {"items", {json::object(), inner}}}, "/items/1"},  // tuple form
   };
 }
 

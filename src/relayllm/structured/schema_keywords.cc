@@ -68,9 +68,10 @@ void check_node(const nlohmann::json& node, const std::string& where, const std:
       refuse(field, key, where,
              "with more than one schema is not enforced by the grammar engine (it cannot "
              "intersect them)");
-    if (one_of(key, kOneSchema)) {
+    if (one_of(key, kOneSchema) && !value.is_array()) {
       check_node(value, here, field);
-    } else if (one_of(key, kSchemaList) && value.is_array()) {
+    } else if ((one_of(key, kSchemaList) || one_of(key, kOneSchema)) && value.is_array()) {
+      // A list of subschemas (also `items` in its older tuple form).
       for (size_t i = 0; i < value.size(); ++i)
         check_node(value[i], here + "/" + std::to_string(i), field);
     } else if (one_of(key, kSchemaMap) && value.is_object()) {
