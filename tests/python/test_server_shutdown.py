@@ -77,7 +77,10 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path):
     with run_server(tmp_path, ["--shutdown-timeout", "60"]) as server:
         keep_alive = httpx.Client(timeout=10)
         assert keep_alive.get(server.url("/health")).status_code == 200
-        streams, wholes, threads = start_load(server, 4, 2, 24)
+        # 400 tokens: the requests must still run when the signal comes (start_load returns
+        # 0.3 s after their first tokens; 24 tokens of the tiny model could all be done by then,
+        # and a server with nothing in flight rightly ends at once).
+        streams, wholes, threads = start_load(server, 4, 2, 400)
         server.proc.send_signal(signal.SIGTERM)
         # An open connection sees 503 (and is closed after); new connections are refused.
         deadline = time.time() + 10

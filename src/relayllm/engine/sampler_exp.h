@@ -13,7 +13,7 @@ namespace relayllm::sampler_exp {
 
 // out[i] = exp((x[i] - m) * scale) for x[i] <= m, then 0 where that is below min_w. Below
 // exp's normal float range (exponent -87) the weight is exactly 0, so a masked token's -inf is
-// 0. out may be x.
+// 0. m is finite and no x[i] is NaN (the sampler checks both first). out may be x.
 using ExpRowFn = void (*)(const float* x, float* out, size_t n, float m, float scale, float min_w);
 
 struct ExpRowImpl {
