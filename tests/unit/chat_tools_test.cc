@@ -7,11 +7,14 @@
 
 #include <string>
 
+#include "../common/temp_dir.h"
 #include "relayllm/common/error.h"
 #include "relayllm/serving/request_parser.h"
 
 namespace relayllm {
 namespace {
+
+using testing::error_of;
 
 using ojson = nlohmann::ordered_json;
 
@@ -19,15 +22,6 @@ const char* kTools = R"([{"type": "function", "function": {"name": "get_weather"
     "description": "Weather", "parameters": {"type": "object", "required": ["city"],
     "properties": {"city": {"type": "string"}}}}},
     {"type": "function", "function": {"name": "now"}}])";
-
-std::string error_of(auto&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 ToolSettings auto_enabled() { return {"hermes", true}; }
 

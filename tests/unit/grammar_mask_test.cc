@@ -17,6 +17,18 @@
 namespace relayllm {
 namespace {
 
+// Sampling at temperature 1 with a seed, held to a compiled constraint.
+SamplingParams seeded_constrained(
+    uint64_t seed, int32_t max_tokens,
+    std::shared_ptr<const structured::CompiledConstraint> constraint) {
+  SamplingParams p;
+  p.max_tokens = max_tokens;
+  p.temperature = 1.0f;
+  p.seed = seed;
+  p.constraint = std::move(constraint);
+  return p;
+}
+
 using structured::ConstraintKind;
 using structured::ConstraintSpec;
 
@@ -140,12 +152,7 @@ TEST(GrammarMaskWorker, EngineCountsEveryMaskItFilled) {
   spec.choices = {"yes", "no", "maybe not"};
   std::vector<int64_t> ids;
   for (uint64_t seed = 0; seed < 3; ++seed) {
-    SamplingParams p;
-    p.max_tokens = 32;
-    p.temperature = 1.0f;
-    p.seed = seed;
-    p.constraint = c.compile(spec);
-    ids.push_back(engine->add_request({1, 2, 3}, p));
+    ids.push_back(engine->add_request({1, 2, 3}, seeded_constrained(seed, 32, c.compile(spec))));
   }
   SamplingParams free;
   free.max_tokens = 5;
@@ -182,12 +189,9 @@ TEST(GrammarMaskWorker, MaskThreadsDoNotChangeTheTokens) {
                       "required": ["a", "b"]})";
     std::vector<int64_t> ids;
     for (uint64_t seed = 0; seed < 10; ++seed) {
-      SamplingParams p;
-      p.max_tokens = 24;
-      p.temperature = 1.0f;
-      p.seed = seed;
-      p.constraint = c.compile(seed % 2 ? schema : choice);
-      ids.push_back(engine->add_request({1, 2, int32_t(3 + seed)}, p));
+      ids.push_back(
+          engine->add_request({1, 2, int32_t(3 + seed)},
+                              seeded_constrained(seed, 24, c.compile(seed % 2 ? schema : choice))));
     }
     while (engine->has_unfinished()) engine->step();
     std::vector<std::vector<int32_t>> out;

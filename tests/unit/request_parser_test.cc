@@ -6,10 +6,13 @@
 
 #include <string>
 
+#include "../common/temp_dir.h"
 #include "relayllm/common/error.h"
 
 namespace relayllm {
 namespace {
+
+using testing::error_of;
 
 struct Context {
   Tokenizer tokenizer = Tokenizer::make_byte_tokenizer();
@@ -26,15 +29,6 @@ struct Context {
     return c;
   }
 };
-
-std::string error_of(auto&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(RequestParser, CompletionsFanOutPromptsAndChoicesWithSeedsAndFittedMaxTokens) {
   Context c;

@@ -149,7 +149,7 @@ ToolRequest read_tool_request(const ojson& body, const ToolSettings& settings) {
       if (r.choice == ToolChoice::kNamed && function["name"] != r.function_name) continue;
       const ojson* parameters = find(function, "parameters");
       if (parameters && parameters->is_object())
-        structured::check_schema_keywords(nlohmann::json::parse(parameters->dump()),
+        structured::check_schema_keywords(nlohmann::json(*parameters),
                                           fmt::format("tools[{}].function.parameters", i));
     }
   }
